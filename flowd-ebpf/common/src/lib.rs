@@ -1,0 +1,196 @@
+//! The kernel ↔ user-space ABI of flowd.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so that the eBPF
+//! programs (bpfel, built by nightly) and the daemon (x86_64/aarch64, stable)
+//! agree byte for byte. Sizes are asserted at compile time: changing a layout
+//! without updating both sides fails the build, not the datapath.
+#![no_std]
+
+/// Hook direction of the program that saw the packet.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Address family stored in [`FlowKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers we classify. Anything else keeps its number but no ports.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+/// TCP flag bits as on the wire (byte 13 of the header) plus NS (bit 8).
+pub const TCP_FIN: u16 = 0x01;
+pub const TCP_SYN: u16 = 0x02;
+pub const TCP_RST: u16 = 0x04;
+pub const TCP_PSH: u16 = 0x08;
+pub const TCP_ACK: u16 = 0x10;
+pub const TCP_URG: u16 = 0x20;
+pub const TCP_ECE: u16 = 0x40;
+pub const TCP_CWR: u16 = 0x80;
+pub const TCP_NS: u16 = 0x100;
+
+/// [`FlowKey::flags`] bits.
+/// The packet was an IPv4/IPv6 fragment other than the first: no L4 header, ports are 0.
+pub const KEY_F_FRAGMENT: u8 = 0x01;
+/// The packet carried an 802.1Q/802.1ad tag; `vlan` holds the outermost VLAN id.
+pub const KEY_F_VLAN: u8 = 0x02;
+
+/// Identifies one aggregated flow as seen at one hook.
+///
+/// Addresses are stored in 16 bytes; IPv4 uses the first 4 bytes and zeroes
+/// the rest. For ICMP/ICMPv6, `src_port` holds the type and `dst_port` the code.
+/// For protocols that are not IP (ARP, …) `family` is 0 and only `ether_type`
+/// (in `src_port`) is kept.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub protocol: u8,
+    pub family: u8,
+    pub direction: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+
+/// Per-flow counters kept in the `FLOWS` LRU map. Counters are updated with
+/// atomic adds because one flow can be hit from several CPUs at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the first and last packet.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// When an event for this flow was last handed to user space.
+    pub last_report_ns: u64,
+    /// Union of all TCP flags seen on this flow.
+    pub tcp_flags: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
+
+/// Why an event was emitted.
+pub const EV_NEW_FLOW: u8 = 1;
+pub const EV_TCP_FLAGS: u8 = 2;
+pub const EV_UPDATE: u8 = 3;
+/// An L7 payload (HTTP/1.x or DNS) follows the header: [`L7Event`].
+pub const EV_L7: u8 = 4;
+/// A kernel drop (skb:kfree_skb) of an observed flow: [`DropEvent`].
+pub const EV_DROP: u8 = 5;
+
+/// Header common to every ring-buffer record; `kind` selects the layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventHeader {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    /// bpf_get_smp_processor_id() of the submitting CPU.
+    pub cpu: u32,
+    /// bpf_ktime_get_ns() when the event was produced.
+    pub ts_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+
+/// An L3/L4 flow event (EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    /// Snapshot of the flow's counters after this packet.
+    pub stats: FlowStats,
+    /// Length of the packet that triggered the event.
+    pub pkt_len: u32,
+    /// TCP flags of the packet that triggered the event.
+    pub pkt_tcp_flags: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 120);
+
+/// Largest L7 payload prefix the programs ever copy.
+pub const L7_MAX_PAYLOAD: usize = 512;
+
+/// What the kernel recognised in an L7 payload.
+pub const L7_HTTP_REQUEST: u8 = 1;
+pub const L7_HTTP_RESPONSE: u8 = 2;
+pub const L7_DNS: u8 = 3;
+
+/// The first bytes of an HTTP/1.x or DNS message (EV_L7).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Event {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    /// L7_HTTP_REQUEST, L7_HTTP_RESPONSE or L7_DNS.
+    pub l7_kind: u8,
+    /// 1 when DNS was carried over TCP (payload starts after the 2-byte length).
+    pub transport_tcp: u8,
+    /// Bytes of `payload` that are valid.
+    pub payload_len: u16,
+    /// Length of the whole L4 payload in the packet (may exceed payload_len).
+    pub l4_payload_len: u32,
+    /// TCP sequence number of the payload's first byte (0 for UDP).
+    pub tcp_seq: u32,
+    pub _pad: [u8; 4],
+    pub payload: [u8; L7_MAX_PAYLOAD],
+}
+const _: () = assert!(core::mem::size_of::<L7Event>() == 16 + 48 + 16 + L7_MAX_PAYLOAD);
+
+/// A packet the kernel dropped (EV_DROP), aggregated per flow and reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    /// enum skb_drop_reason value.
+    pub reason: u32,
+    /// Drops of this key and reason since the last report.
+    pub count: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 72);
+
+/// Indices of the per-CPU `COUNTERS` array.
+pub const CNT_EVENTS_SUBMITTED: u32 = 0;
+/// ring-buffer reserve failed: the event was lost (never silent).
+pub const CNT_EVENTS_LOST: u32 = 1;
+/// Packets seen by any program.
+pub const CNT_PACKETS: u32 = 2;
+/// Packets that were not IPv4/IPv6 (ARP, LLDP, …) or that we could not parse.
+pub const CNT_PACKETS_OTHER: u32 = 3;
+/// Packets cut short before the headers we needed (counted, passed).
+pub const CNT_PACKETS_TRUNCATED: u32 = 4;
+/// The flow map was full and the update failed.
+pub const CNT_FLOW_MAP_ERRORS: u32 = 5;
+pub const CNT_L7_EVENTS: u32 = 6;
+pub const CNT_DROPS_SEEN: u32 = 7;
+pub const CNT_MAX: u32 = 16;
+
+/// Run-time configuration, a single entry in the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Minimum time between two EV_UPDATE events of one flow; 0 = every packet.
+    pub aggregation_interval_ns: u64,
+    /// 0 disables L7 payload capture; otherwise the most bytes copied (≤ L7_MAX_PAYLOAD).
+    pub l7_max_bytes: u32,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::Config {}
+}

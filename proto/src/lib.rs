@@ -1,0 +1,1 @@
+//! Observer API (placeholder until the proto lands).

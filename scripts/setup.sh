@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Idempotent setup for building and testing flowd on a fresh Linux machine.
+# Installs only what is missing: system packages, the nightly's rust-src, and
+# bpf-linker built against the nightly's own LLVM (so the LLVM bitcode rustc
+# emits and the linker that reads it always agree).
+set -euo pipefail
+
+NIGHTLY="${FLOWD_NIGHTLY:-nightly}"
+BPF_LINKER_VERSION="0.13.0"
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (loading eBPF programs and creating network namespaces needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+[ -e /sys/kernel/btf/vmlinux ] || die "kernel has no BTF (/sys/kernel/btf/vmlinux missing); flowd needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
+command -v rustup >/dev/null || die "rustup not found: the eBPF build needs a nightly toolchain managed by rustup"
+
+need_pkgs=()
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  step "installing system packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+fi
+ip netns list >/dev/null 2>&1 || die "network namespaces are not available (ip netns list failed)"
+
+if ! rustup toolchain list | grep -q "^${NIGHTLY}"; then
+  step "installing Rust toolchain ${NIGHTLY}"
+  rustup toolchain install "$NIGHTLY" --profile minimal || die "cannot install the ${NIGHTLY} toolchain"
+fi
+if ! rustup component list --toolchain "$NIGHTLY" --installed | grep -q '^rust-src'; then
+  step "adding rust-src to ${NIGHTLY} (needed to build core for the bpf target)"
+  rustup component add rust-src --toolchain "$NIGHTLY" || die "cannot add rust-src to ${NIGHTLY}"
+fi
+
+llvm_major=$(rustc +"$NIGHTLY" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+[ -n "$llvm_major" ] || die "cannot read the LLVM version of rustc +${NIGHTLY}"
+sysroot=$(rustc +"$NIGHTLY" --print sysroot)
+libllvm=$(ls "$sysroot"/lib/libLLVM.so.${llvm_major}* 2>/dev/null | head -n1 || true)
+[ -n "$libllvm" ] || die "no libLLVM.so.${llvm_major}* in ${sysroot}/lib"
+
+have_linker() {
+  command -v bpf-linker >/dev/null || return 1
+  bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION" || return 1
+  # The linker records the LLVM it was built against in our stamp file.
+  [ "$(cat "${CARGO_HOME:-$HOME/.cargo}/.flowd-bpf-linker-llvm" 2>/dev/null)" = "$libllvm" ]
+}
+if ! have_linker; then
+  step "building bpf-linker ${BPF_LINKER_VERSION} against LLVM ${llvm_major} of ${NIGHTLY} (takes a few minutes)"
+  prefix="${CARGO_HOME:-$HOME/.cargo}/flowd-llvm-${llvm_major}"
+  mkdir -p "$prefix/lib"
+  ln -sf "$libllvm" "$prefix/lib/libLLVM.so"
+  env LLVM_PREFIX="$prefix" "LLVM_SYS_${llvm_major}1_PREFIX=$prefix" RUSTFLAGS="-C link-arg=-Wl,-rpath,$sysroot/lib" \
+    cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" --no-default-features --features "llvm-${llvm_major}" --force \
+    || die "building bpf-linker failed (see the cargo output above)"
+  echo "$libllvm" > "${CARGO_HOME:-$HOME/.cargo}/.flowd-bpf-linker-llvm"
+fi
+step "toolchain ready: $(rustc +"$NIGHTLY" -V), LLVM ${llvm_major}, $(bpf-linker --version)"

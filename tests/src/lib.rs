@@ -1,0 +1,1 @@
+//! Test harness (network namespaces, veths) shared by end-to-end tests.
