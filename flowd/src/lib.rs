@@ -1,0 +1,13 @@
+//! flowd: the per-node flow observer.
+//!
+//! Data flows one way: kernel events (`datapath`) → flows (`parser`) →
+//! pod identity (`endpoints`) → flow store and API (`observer`, `filters`) →
+//! `metrics` and `export`. `config` reads the ConfigMap that drives it all.
+pub mod config;
+pub mod datapath;
+pub mod endpoints;
+pub mod export;
+pub mod filters;
+pub mod metrics;
+pub mod observer;
+pub mod parser;

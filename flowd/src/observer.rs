@@ -1,0 +1,1 @@
+//! observer (to be written).
