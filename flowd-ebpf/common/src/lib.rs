@@ -194,3 +194,19 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::Config {}
 }
+
+/// Program and map names in the eBPF object (the loader and tests use these).
+pub mod names {
+    pub const PROG_TC_INGRESS: &str = "flowd_tc_ingress";
+    pub const PROG_TC_EGRESS: &str = "flowd_tc_egress";
+    pub const PROG_XDP: &str = "flowd_xdp";
+    /// Empty pass-through programs, attached only by benchmarks as the baseline.
+    pub const PROG_TC_EMPTY: &str = "bench_tc_empty";
+    pub const PROG_XDP_EMPTY: &str = "bench_xdp_empty";
+    pub const MAP_FLOWS: &str = "FLOWS";
+    pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const MAP_CONFIG: &str = "CONFIG";
+    /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
+    pub const MAP_L7_PORTS: &str = "L7_PORTS";
+}
