@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it: toolchain setup, format, lint, all tests.
+# Needs root (eBPF and network namespaces). Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+bash scripts/setup.sh
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (stable; flowd-ebpf is built by flowd/build.rs with nightly)"
+cargo clippy --workspace --exclude flowd-ebpf --all-targets --locked -- -D warnings
+
+step "cargo test (unit, BPF_PROG_TEST_RUN and end-to-end tests in network namespaces)"
+# Fuzz/property tests run a short round here; FLOWD_FUZZ_CASES=1000000 runs the long one.
+cargo test --workspace --exclude flowd-ebpf --locked -- --test-threads="${FLOWD_TEST_THREADS:-4}"
