@@ -73,3 +73,56 @@ fn flow_json_roundtrip() {
     let back: observer::GetFlowsResponse = serde_json::from_str(&s).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn filter_json_accepts_proto_and_camel_names() {
+    // The form used by hubble-export-allowlist / denylist.
+    let a: flow::FlowFilter = serde_json::from_str(
+        r#"{"source_pod":["kube-system/"],"verdict":["DROPPED"],"tcp_flags":[{"SYN":true}]}"#,
+    )
+    .unwrap();
+    let b: flow::FlowFilter = serde_json::from_str(
+        r#"{"sourcePod":["kube-system/"],"verdict":[2],"tcpFlags":[{"SYN":true}]}"#,
+    )
+    .unwrap();
+    let expected = flow::FlowFilter {
+        source_pod: vec!["kube-system/".into()],
+        verdict: vec![flow::Verdict::Dropped as i32],
+        tcp_flags: vec![flow::TcpFlags {
+            syn: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(a, expected);
+    assert_eq!(b, expected);
+    assert!(serde_json::from_str::<flow::FlowFilter>(r#"{"verdict":["NOT_A_VERDICT"]}"#).is_err());
+}
+
+#[test]
+fn export_event_lost_events_json() {
+    let e = observer::ExportEvent {
+        response_types: Some(observer::export_event::ResponseTypes::LostEvents(
+            flow::LostEvent {
+                source: flow::LostEventSource::PerfEventRingBuffer as i32,
+                num_events_lost: 3,
+                cpu: Some(1.into()),
+            },
+        )),
+        node_name: "node-1".into(),
+        time: Some(flowd_proto::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+    };
+    // Key order may differ from Go's (pbjson writes the oneof last); JSON
+    // consumers do not depend on it.
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        serde_json::json!({
+            "lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "3", "cpu": 1},
+            "node_name": "node-1",
+            "time": "2023-11-14T22:13:20Z"
+        })
+    );
+}
