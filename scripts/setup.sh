@@ -19,6 +19,8 @@ need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v nft >/dev/null || need_pkgs+=(nftables)
+# The lab's cluster DNS (kube-system) is dnsmasq, as kube-dns used to be.
+command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing system packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

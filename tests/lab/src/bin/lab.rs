@@ -1,0 +1,229 @@
+//! `lab`: bring the simulated cluster up, send traffic, run commands in its
+//! nodes and pods, tear it down.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use flowd_lab::{Lab, LabState, Options, Servers, Spec};
+
+#[derive(Parser)]
+#[command(about = "flowd's simulated multi-node cluster (network namespaces, real HTTP and DNS)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the topology, start DNS and the app servers, write manifests and state.
+    Up {
+        /// Lab spec (YAML); the embedded default (tests/lab/lab.yaml) if omitted.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Directory for manifests (DIR/manifests), nodes.yaml, state and logs.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run the traffic generator in its source pod and print the report (JSON).
+    Traffic {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Override the spec's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Print what every server counted (JSON), read over loopback inside the pods.
+    Stats {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run a command in a node's or a pod's network namespace.
+    #[command(group(clap::ArgGroup::new("where").required(true).args(["node", "pod", "world"])))]
+    Exec {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node name, e.g. node-a.
+        #[arg(long)]
+        node: Option<String>,
+        /// namespace/pod or namespace/deployment, e.g. ecommerce/frontend.
+        #[arg(long)]
+        pod: Option<String>,
+        /// The outside-world namespace.
+        #[arg(long)]
+        world: bool,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Print the lab's nodes, pods and addresses.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Kill everything the lab started and delete its namespaces (idempotent).
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print the embedded default spec.
+    DefaultSpec,
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn out(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{s}");
+}
+
+fn load(dir: &Path) -> anyhow::Result<LabState> {
+    LabState::load(dir).with_context(|| {
+        format!(
+            "no lab in {} (run `lab up --dir {}` first)",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
+fn summary(s: &LabState) {
+    println!("lab {} ({})", s.prefix, s.dir.display());
+    println!(
+        "  router   {:<15} netns {}",
+        s.router_ip.to_string(),
+        s.router_netns
+    );
+    println!(
+        "  world    {:<15} netns {}  names {:?}",
+        s.world.ip.to_string(),
+        s.world.netns,
+        s.spec.world.names
+    );
+    for n in &s.nodes {
+        println!(
+            "  node     {:<15} netns {}  pods {}  ({})",
+            n.underlay_ip.to_string(),
+            n.netns,
+            n.pod_cidr,
+            n.name
+        );
+    }
+    for p in &s.pods {
+        println!(
+            "  pod      {:<15} {:<8} {:<15} {}/{}",
+            p.ip.to_string(),
+            p.node,
+            p.host_veth,
+            p.namespace,
+            p.name
+        );
+    }
+    println!(
+        "  dns      {}:53 ({}.{}.svc.{})",
+        s.dns_ip, s.spec.dns.service, s.spec.dns.namespace, s.spec.cluster_domain
+    );
+    println!(
+        "  manifests {}",
+        s.dir.join(flowd_lab::manifests::MANIFEST_DIR).display()
+    );
+    println!("  nodes     {}", s.dir.join("nodes.yaml").display());
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Up { spec, dir } => {
+            let spec = match spec {
+                Some(p) => Spec::from_file(&p)?,
+                None => Spec::default_spec(),
+            };
+            // Pods run `lab-app` from next to this binary.
+            let me = std::env::current_exe().context("locating the lab binary")?;
+            let program = me.with_file_name("lab-app");
+            if !program.exists() {
+                bail!(
+                    "{} not found: build it with `cargo build -p flowd-lab --bins`",
+                    program.display()
+                );
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let lab = Lab::up_with(
+                spec,
+                Options {
+                    dir: Some(dir),
+                    servers: Servers::Processes {
+                        program,
+                        args: vec![],
+                    },
+                    progress: Box::new(|s| eprintln!("==> {s}")),
+                },
+            )?;
+            let state = lab.detach();
+            summary(&state);
+            println!("stop it with: lab down --dir {}", state.dir.display());
+        }
+        Cmd::Traffic { dir, seed, pretty } => {
+            let mut state = load(&dir)?;
+            if let Some(seed) = seed {
+                state.spec.traffic.seed = seed;
+            }
+            let report = flowd_lab::lab::run_traffic(&state)?;
+            out(&if pretty {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                serde_json::to_string(&report)?
+            });
+        }
+        Cmd::Stats { dir } => {
+            let state = load(&dir)?;
+            let stats = flowd_lab::lab::server_stats(&state)?;
+            out(&serde_json::to_string_pretty(&stats)?);
+        }
+        Cmd::Exec {
+            dir,
+            node,
+            pod,
+            world,
+            cmd,
+        } => {
+            let state = load(&dir)?;
+            let ns = if let Some(n) = node {
+                state
+                    .node(&n)
+                    .map(|n| n.netns.clone())
+                    .with_context(|| format!("no node {n:?} in the lab"))?
+            } else if let Some(p) = pod {
+                state.pod(&p).map(|p| p.netns.clone()).with_context(|| {
+                    format!("no pod {p:?} in the lab (namespace/name or namespace/deployment)")
+                })?
+            } else if world {
+                state.world.netns.clone()
+            } else {
+                bail!("one of --node, --pod, --world is required");
+            };
+            let (program, args) = cmd.split_first().context("no command given after --")?;
+            let err = flowd_lab::netns::command(&ns, program, args).exec();
+            bail!("running ip netns exec {ns} {program}: {err}");
+        }
+        Cmd::Status { dir } => summary(&load(&dir)?),
+        Cmd::Down { dir } => match LabState::load(&dir) {
+            Ok(state) => {
+                eprintln!(
+                    "==> stopping {} processes, deleting {} namespaces",
+                    state.processes.len(),
+                    state.all_netns().len()
+                );
+                flowd_lab::lab::teardown_state(&state)?;
+                eprintln!("==> lab {} is down", state.prefix);
+            }
+            Err(_) if !dir.join(flowd_lab::state::STATE_FILE).exists() => {
+                eprintln!("==> no lab in {}: nothing to do", dir.display());
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Cmd::DefaultSpec => out(flowd_lab::spec::DEFAULT_SPEC.trim_end()),
+    }
+    Ok(())
+}

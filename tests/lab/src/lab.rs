@@ -1,0 +1,773 @@
+//! Bringing a lab up and down.
+//!
+//! Topology (default spec; every name carries the instance prefix):
+//!
+//! ```text
+//!  world netns  eth0 198.51.100.10/24 ── wan0 198.51.100.1/24 ┐
+//!                                                            router netns (ip_forward, routes to pod CIDRs via nodes)
+//!  node-a netns eth0 172.18.0.2/24 ── ul0 ┐                  │
+//!  node-b netns eth0 172.18.0.3/24 ── ul1 ┴ br0 172.18.0.1/24 ┘
+//!  node netns:  default via 172.18.0.1; other nodes' pod CIDRs via their eth0 address;
+//!               lxcXXXXXXXXXXXX (proxy_arp) + route POD_IP/32 per pod
+//!  pod netns:   eth0 POD_IP/32; 169.254.1.1 dev eth0 scope link; default via 169.254.1.1
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::app::{self, AppConfig, Kind, Stats};
+use crate::dns;
+use crate::manifests;
+use crate::netns;
+use crate::spec::Spec;
+use crate::state::{ADMIN_PORT, LabState, POD_GATEWAY, PodState, ProcState, UPLINK, WORLD_PORT};
+use crate::traffic::{self, TrafficReport};
+
+/// How long `up` waits for a server or the DNS to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique prefix for a lab instance in this process.
+pub fn new_prefix() -> String {
+    format!(
+        "flowdlab-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where the servers run.
+#[derive(Clone, Debug)]
+pub enum Servers {
+    /// Threads of this process that entered the pods' namespaces (library default).
+    InProcess,
+    /// One detached `lab-app` process per pod (the CLI: the lab outlives `lab up`).
+    Processes { program: PathBuf, args: Vec<String> },
+}
+
+pub struct Options {
+    /// Directory for manifests, state and logs; a temporary one (removed on teardown) if `None`.
+    pub dir: Option<PathBuf>,
+    pub servers: Servers,
+    /// Called with one line per step.
+    pub progress: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dir: None,
+            servers: Servers::InProcess,
+            progress: Box::new(|s| tracing::info!("{s}")),
+        }
+    }
+}
+
+struct ServerThread {
+    stop: watch::Sender<bool>,
+    thread: JoinHandle<Result<(), Error>>,
+}
+
+/// A running lab. Dropping it tears everything down (also while panicking).
+pub struct Lab {
+    state: LabState,
+    owned_dir: bool,
+    servers: BTreeMap<String, ServerThread>,
+    dnsmasq: Option<Child>,
+    down: bool,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+fn app_config(state: &LabState, p: &PodState) -> AppConfig {
+    AppConfig {
+        kind: Kind::Pod(p.role),
+        namespace: p.namespace.clone(),
+        pod: p.name.clone(),
+        port: state.spec.app_port,
+        app_port: state.spec.app_port,
+        dns: state.dns_ip,
+        cluster_domain: state.spec.cluster_domain.clone(),
+        world_name: state.spec.world.names.first().cloned(),
+    }
+}
+
+fn world_config(state: &LabState) -> AppConfig {
+    AppConfig {
+        kind: Kind::World,
+        namespace: String::new(),
+        pod: "world".into(),
+        port: WORLD_PORT,
+        app_port: state.spec.app_port,
+        dns: state.dns_ip,
+        cluster_domain: state.spec.cluster_domain.clone(),
+        world_name: None,
+    }
+}
+
+/// The servers to run: (key, netns, config). Key is `ns/pod` or `world`.
+fn server_list(state: &LabState) -> Vec<(String, String, AppConfig)> {
+    let mut v = vec![(
+        "world".to_string(),
+        state.world.netns.clone(),
+        world_config(state),
+    )];
+    for p in state.pods.iter().filter(|p| p.role.serves() && !p.dns) {
+        v.push((p.key(), p.netns.clone(), app_config(state, p)));
+    }
+    v
+}
+
+fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error> {
+    progress(&format!(
+        "creating {} network namespaces ({} nodes, {} pods, router, world)",
+        state.all_netns().len(),
+        state.nodes.len(),
+        state.pods.len()
+    ));
+    for ns in state.all_netns() {
+        netns::add(&ns)?;
+        // IPv4 only: without this every new link sends IPv6 DAD/RS/MLD packets, noise in
+        // the flows tests count. Set before any link exists so `default` covers them all.
+        netns::sysctls(
+            &ns,
+            vec![
+                ("net/ipv6/conf/all/disable_ipv6".into(), "1".into()),
+                ("net/ipv6/conf/default/disable_ipv6".into(), "1".into()),
+            ],
+        )?;
+    }
+    let prefix_len = state.spec.underlay.prefix;
+
+    progress("wiring the underlay (router netns, bridge br0) and the outside world");
+    let mut router = vec![
+        "link set lo up".to_string(),
+        "link add br0 type bridge".into(),
+        format!("addr add {}/{prefix_len} dev br0", state.router_ip),
+        "link set br0 up".into(),
+        format!(
+            "link add wan0 type veth peer name {UPLINK} netns {}",
+            state.world.netns
+        ),
+        format!("addr add {}/24 dev wan0", state.world.gateway),
+        "link set wan0 up".into(),
+    ];
+    for (i, n) in state.nodes.iter().enumerate() {
+        router.push(format!(
+            "link add ul{i} type veth peer name {UPLINK} netns {}",
+            n.netns
+        ));
+        router.push(format!("link set ul{i} master br0"));
+        router.push(format!("link set ul{i} up"));
+        router.push(format!("route add {} via {}", n.pod_cidr, n.underlay_ip));
+    }
+    netns::ip_batch(&state.router_netns, &router)?;
+    netns::sysctls(
+        &state.router_netns,
+        vec![("net/ipv4/ip_forward".into(), "1".into())],
+    )?;
+    netns::ip_batch(
+        &state.world.netns,
+        &[
+            "link set lo up".into(),
+            format!("addr add {}/24 dev {UPLINK}", state.world.ip),
+            format!("link set {UPLINK} up"),
+            format!("route add default via {}", state.world.gateway),
+        ],
+    )?;
+
+    for n in &state.nodes {
+        progress(&format!(
+            "node {}: {} on the underlay, pods {}",
+            n.name, n.underlay_ip, n.pod_cidr
+        ));
+        let mut cmds = vec![
+            "link set lo up".to_string(),
+            format!("addr add {}/{prefix_len} dev {UPLINK}", n.underlay_ip),
+            format!("link set {UPLINK} up"),
+            format!("route add default via {}", state.router_ip),
+        ];
+        for other in state.nodes.iter().filter(|o| o.name != n.name) {
+            cmds.push(format!(
+                "route add {} via {}",
+                other.pod_cidr, other.underlay_ip
+            ));
+        }
+        let mut sysctls = vec![
+            ("net/ipv4/ip_forward".to_string(), "1".to_string()),
+            ("net/ipv4/conf/all/rp_filter".into(), "0".into()),
+            ("net/ipv4/conf/default/rp_filter".into(), "0".into()),
+        ];
+        for p in state.pods.iter().filter(|p| p.node == n.name) {
+            cmds.push(format!(
+                "link add {} type veth peer name {UPLINK} netns {}",
+                p.host_veth, p.netns
+            ));
+            cmds.push(format!("link set {} up", p.host_veth));
+            cmds.push(format!(
+                "route add {}/32 dev {} scope link",
+                p.ip, p.host_veth
+            ));
+            sysctls.push((
+                format!("net/ipv4/conf/{}/proxy_arp", p.host_veth),
+                "1".into(),
+            ));
+            // Proxy ARP answers after a random delay of up to 0.8s by default (Calico sets 0 too).
+            sysctls.push((
+                format!("net/ipv4/neigh/{}/proxy_delay", p.host_veth),
+                "0".into(),
+            ));
+        }
+        netns::ip_batch(&n.netns, &cmds)?;
+        netns::sysctls(&n.netns, sysctls)?;
+    }
+
+    progress(&format!(
+        "configuring {} pods (/32 address, default via {POD_GATEWAY})",
+        state.pods.len()
+    ));
+    for p in &state.pods {
+        netns::ip_batch(
+            &p.netns,
+            &[
+                "link set lo up".into(),
+                format!("addr add {}/32 dev {UPLINK}", p.ip),
+                format!("link set {UPLINK} up"),
+                format!("route add {POD_GATEWAY} dev {UPLINK} scope link"),
+                format!("route add default via {POD_GATEWAY} dev {UPLINK}"),
+            ],
+        )?;
+        // `ip netns exec` bind-mounts this over /etc/resolv.conf, as the kubelet would write it.
+        let etc = PathBuf::from("/etc/netns").join(&p.netns);
+        std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
+        let domain = &state.spec.cluster_domain;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!(
+                "nameserver {}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n",
+                state.dns_ip,
+                ns = p.namespace
+            ),
+        )
+        .map_err(io("writing resolv.conf"))?;
+    }
+    Ok(())
+}
+
+fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
+    let dns_pod = state
+        .pods
+        .iter()
+        .find(|p| p.dns)
+        .ok_or_else(|| Error::Lab("the spec has no DNS pod".into()))?;
+    let mut args = vec![
+        "--keep-in-foreground".to_string(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--no-poll".into(),
+        "--user=root".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={}", dns_pod.ip),
+        "--listen-address=127.0.0.1".into(),
+        "--port=53".into(),
+        format!("--pid-file={}", state.dir.join("dnsmasq.pid").display()),
+        "--log-queries".into(),
+        format!("--log-facility={}", state.dir.join("dnsmasq.log").display()),
+        // Unknown names in these domains are NXDOMAIN, not forwarded.
+        format!("--local=/{}/", state.spec.cluster_domain),
+    ];
+    for n in &state.spec.world.names {
+        if let Some((_, parent)) = n.split_once('.') {
+            args.push(format!("--local=/{parent}/"));
+        }
+    }
+    for (name, ip) in state.dns_records() {
+        args.push(format!("--host-record={name},{ip}"));
+    }
+    Ok(netns::command(&dns_pod.netns, "dnsmasq", &args))
+}
+
+/// Polls `check` inside `netns` until it succeeds or `READY_TIMEOUT` passes.
+fn wait_ready(netns_name: &str, what: &str, check: fn() -> bool) -> Result<(), Error> {
+    let what_s = what.to_string();
+    netns::run_in(netns_name, move || {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if check() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling a condition, with a deadline
+        }
+        Err(Error::Timeout {
+            what: what_s,
+            secs: READY_TIMEOUT.as_secs(),
+        })
+    })
+}
+
+fn admin_port_open() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn dns_answers() -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(dns::query(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+        "ready.invalid",
+        RecordType::A,
+        Duration::from_millis(300),
+    ))
+    .is_ok()
+}
+
+/// Starts `cmd` detached (own process group, logs to `log`), records it in `state`.
+fn spawn_detached(
+    state: &mut LabState,
+    mut cmd: Command,
+    what: &str,
+    log: &Path,
+) -> Result<(), Error> {
+    let out = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+    let err = out.try_clone().map_err(io("dup log fd"))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(io(format!("starting {what}")))?;
+    let pid = child.id() as i32;
+    state.processes.push(ProcState {
+        pid,
+        start_time: netns::start_time(pid).unwrap_or(0),
+        what: what.to_string(),
+    });
+    state.save()
+}
+
+fn sanitize(key: &str) -> String {
+    key.replace('/', "_")
+}
+
+impl Lab {
+    /// Brings `spec` up with in-process servers and a temporary directory.
+    pub fn up(spec: Spec) -> Result<Lab, Error> {
+        Lab::up_with(spec, Options::default())
+    }
+
+    pub fn up_with(spec: Spec, opts: Options) -> Result<Lab, Error> {
+        let prefix = new_prefix();
+        let (dir, owned_dir) = match &opts.dir {
+            Some(d) => (d.clone(), false),
+            None => (std::env::temp_dir().join(&prefix), true),
+        };
+        std::fs::create_dir_all(dir.join("logs"))
+            .map_err(io(format!("creating {}", dir.display())))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(io(format!("resolving {}", dir.display())))?;
+        if !owned_dir && LabState::load(&dir).is_ok() {
+            return Err(Error::Lab(format!(
+                "{} already holds a lab; run `lab down --dir {}` first",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let state = LabState::plan(&spec, &prefix, &dir);
+        // Saved before anything exists, so a crash at any point can be cleaned up from it.
+        state.save()?;
+        let mut lab = Lab {
+            state,
+            owned_dir,
+            servers: BTreeMap::new(),
+            dnsmasq: None,
+            down: false,
+        };
+        // On error, `lab` drops here and tears down whatever was created.
+        lab.start(&opts)?;
+        Ok(lab)
+    }
+
+    fn start(&mut self, opts: &Options) -> Result<(), Error> {
+        let progress = opts.progress.as_ref();
+        let started = Instant::now();
+        build_topology(&self.state, progress)?;
+        let mdir = manifests::write_all(&self.state)?;
+        progress(&format!("wrote manifests to {}", mdir.display()));
+
+        let dns_pod = self
+            .state
+            .pods
+            .iter()
+            .find(|p| p.dns)
+            .cloned()
+            .ok_or_else(|| Error::Lab("the spec has no DNS pod".into()))?;
+        progress(&format!(
+            "starting dnsmasq in {} ({})",
+            dns_pod.key(),
+            dns_pod.ip
+        ));
+        let cmd = dnsmasq_command(&self.state)?;
+        match &opts.servers {
+            Servers::InProcess => {
+                let mut cmd = cmd;
+                let log = self.state.dir.join("logs").join("dnsmasq.out");
+                let out = std::fs::File::create(&log).map_err(io("creating dnsmasq log"))?;
+                let err = out.try_clone().map_err(io("dup log fd"))?;
+                let child = cmd
+                    .stdin(Stdio::null())
+                    .stdout(out)
+                    .stderr(err)
+                    .spawn()
+                    .map_err(io("starting dnsmasq (is dnsmasq-base installed? scripts/setup.sh installs it)"))?;
+                self.dnsmasq = Some(child);
+            }
+            Servers::Processes { .. } => {
+                let log = self.state.dir.join("logs").join("dnsmasq.out");
+                spawn_detached(&mut self.state, cmd, "dnsmasq", &log)?;
+            }
+        }
+        wait_ready(&dns_pod.netns, "dnsmasq to answer", dns_answers).map_err(|e| {
+            let log = std::fs::read_to_string(self.state.dir.join("logs").join("dnsmasq.out"))
+                .unwrap_or_default();
+            Error::Lab(format!("{e}; dnsmasq said: {}", log.trim()))
+        })?;
+
+        let servers = server_list(&self.state);
+        progress(&format!("starting {} HTTP servers", servers.len()));
+        for (key, ns, cfg) in servers {
+            match &opts.servers {
+                Servers::InProcess => {
+                    let handle = spawn_server_thread(&key, &ns, cfg)?;
+                    self.servers.insert(key, handle);
+                }
+                Servers::Processes { program, args } => {
+                    let config =
+                        serde_json::to_string(&cfg).map_err(|e| Error::Lab(e.to_string()))?;
+                    let mut a = args.clone();
+                    a.push("--config".into());
+                    a.push(config);
+                    let cmd = netns::command(&ns, &program.to_string_lossy(), &a);
+                    let log = self
+                        .state
+                        .dir
+                        .join("logs")
+                        .join(format!("{}.log", sanitize(&key)));
+                    spawn_detached(&mut self.state, cmd, &key, &log)?;
+                }
+            }
+        }
+        for (key, ns, _) in server_list(&self.state) {
+            wait_ready(&ns, &format!("{key} to listen"), admin_port_open)?;
+        }
+        self.state.save()?;
+        progress(&format!(
+            "lab {} is up in {:.1}s",
+            self.state.prefix,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Leaves the lab running when this value is dropped (CLI `up`: `lab down` cleans it later).
+    /// Only meaningful with [`Servers::Processes`].
+    pub fn detach(mut self) -> LabState {
+        self.down = true;
+        self.state.clone()
+    }
+
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+    pub fn dir(&self) -> &Path {
+        &self.state.dir
+    }
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.state.dir.join(manifests::MANIFEST_DIR)
+    }
+    pub fn prefix(&self) -> &str {
+        &self.state.prefix
+    }
+    pub fn nodes(&self) -> &[crate::state::NodeState] {
+        &self.state.nodes
+    }
+    pub fn pods(&self) -> &[PodState] {
+        &self.state.pods
+    }
+    /// A pod by `namespace/name` or `namespace/deployment`.
+    pub fn pod(&self, key: &str) -> Option<&PodState> {
+        self.state.pod(key)
+    }
+    pub fn node_netns(&self, node: &str) -> Option<&str> {
+        self.state.node(node).map(|n| n.netns.as_str())
+    }
+    pub fn pod_netns(&self, key: &str) -> Option<&str> {
+        self.pod(key).map(|p| p.netns.as_str())
+    }
+    pub fn pod_ip(&self, key: &str) -> Option<Ipv4Addr> {
+        self.pod(key).map(|p| p.ip)
+    }
+    /// The pod's veth end in its node's namespace.
+    pub fn host_veth(&self, key: &str) -> Option<&str> {
+        self.pod(key).map(|p| p.host_veth.as_str())
+    }
+    /// All pod veths of `node` (in its namespace).
+    pub fn host_veths(&self, node: &str) -> Vec<&str> {
+        self.state
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| p.host_veth.as_str())
+            .collect()
+    }
+    pub fn world_ip(&self) -> Ipv4Addr {
+        self.state.world.ip
+    }
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        self.state.dns_ip
+    }
+
+    /// `program` to be run in `node`'s namespace (`ip netns exec …`).
+    pub fn command_in_node(&self, node: &str, program: &str) -> Result<Command, Error> {
+        let ns = self
+            .node_netns(node)
+            .ok_or_else(|| Error::Lab(format!("no node {node:?}")))?;
+        Ok(netns::command(ns, program, &[]))
+    }
+
+    /// `program` to be run in a pod's namespace (`ip netns exec …`, with its resolv.conf).
+    pub fn command_in_pod(&self, key: &str, program: &str) -> Result<Command, Error> {
+        let ns = self
+            .pod_netns(key)
+            .ok_or_else(|| Error::Lab(format!("no pod {key:?}")))?;
+        Ok(netns::command(ns, program, &[]))
+    }
+
+    /// Runs an async block on a thread inside the pod's namespace.
+    pub fn run_in_pod<T, F, Fut>(&self, key: &str, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let ns = self
+            .pod_netns(key)
+            .ok_or_else(|| Error::Lab(format!("no pod {key:?}")))?
+            .to_string();
+        run_async_in(&ns, f)
+    }
+
+    /// Resolves `name` (type A) through the cluster DNS from a pod.
+    pub fn resolve(&self, from: &str, name: &str) -> Result<dns::Answer, Error> {
+        let server = SocketAddr::from((self.state.dns_ip, 53));
+        let name = name.to_string();
+        self.run_in_pod(from, move || async move {
+            dns::query(server, &name, RecordType::A, Duration::from_secs(3)).await
+        })
+    }
+
+    /// One HTTP request from a pod to `ip:port` over a fresh connection; returns the status.
+    pub fn http(
+        &self,
+        from: &str,
+        ip: Ipv4Addr,
+        port: u16,
+        method: &str,
+        path: &str,
+    ) -> Result<u16, Error> {
+        let (method, path) = (method.to_string(), path.to_string());
+        self.run_in_pod(from, move || async move {
+            app::request_once(
+                SocketAddr::from((ip, port)),
+                &ip.to_string(),
+                &method,
+                &path,
+                String::new(),
+            )
+            .await
+        })
+    }
+
+    /// Runs the traffic generator in the spec's source pod.
+    pub fn run_traffic(&self) -> Result<TrafficReport, Error> {
+        run_traffic(&self.state)
+    }
+
+    /// What each server counted, by `namespace/pod` (and `world`).
+    pub fn server_stats(&self) -> Result<BTreeMap<String, Stats>, Error> {
+        server_stats(&self.state)
+    }
+
+    /// Deletes a pod: stops its server, removes its namespace, veth, route and manifest file.
+    pub fn delete_pod(&mut self, key: &str) -> Result<(), Error> {
+        let pod = self
+            .pod(key)
+            .cloned()
+            .ok_or_else(|| Error::Lab(format!("no pod {key:?}")))?;
+        if pod.dns {
+            return Err(Error::Lab("the DNS pod cannot be deleted".into()));
+        }
+        let _ = std::fs::remove_file(manifests::pod_file(&self.state.dir, &pod));
+        if let Some(s) = self.servers.remove(&pod.key()) {
+            let _ = s.stop.send(true);
+            let _ = s.thread.join();
+        }
+        netns::destroy(&pod.netns)?;
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&pod.netns));
+        if let Some(node) = self.state.node(&pod.node) {
+            // Deleting the pod namespace deleted the veth pair and with it the route.
+            let _ = netns::ip(&["-n", &node.netns, "route", "del", &format!("{}/32", pod.ip)]);
+        }
+        self.state.pods.retain(|p| p.key() != pod.key());
+        self.state.save()
+    }
+
+    /// Tears the lab down now, reporting errors (dropping does the same, silently).
+    pub fn down(mut self) -> Result<(), Error> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), Error> {
+        if self.down {
+            return Ok(());
+        }
+        self.down = true;
+        for (_, s) in std::mem::take(&mut self.servers) {
+            let _ = s.stop.send(true);
+            let _ = s.thread.join();
+        }
+        if let Some(mut c) = self.dnsmasq.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let res = teardown_state(&self.state);
+        if self.owned_dir {
+            let _ = std::fs::remove_dir_all(&self.state.dir);
+        }
+        res
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::error!("lab teardown: {e}");
+        }
+    }
+}
+
+fn run_async_in<T, F, Fut>(ns: &str, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    netns::run_in(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("building a tokio runtime"))?;
+        rt.block_on(f())
+    })
+}
+
+fn spawn_server_thread(key: &str, ns: &str, cfg: AppConfig) -> Result<ServerThread, Error> {
+    let (stop, mut stopped) = watch::channel(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let thread = netns::spawn_in(ns, format!("lab-{key}"), move || {
+        let bound = match app::bind(cfg) {
+            Ok(b) => {
+                let _ = ready_tx.send(Ok(()));
+                b
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("building a tokio runtime"))?;
+        rt.block_on(bound.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    })?;
+    match ready_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Ok(())) => Ok(ServerThread { stop, thread }),
+        Ok(Err(e)) => Err(Error::Lab(format!("server {key}: {e}"))),
+        Err(_) => Err(Error::Timeout {
+            what: format!("server {key} to bind"),
+            secs: READY_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// Runs the traffic generator of `state`'s spec in its source pod.
+pub fn run_traffic(state: &LabState) -> Result<TrafficReport, Error> {
+    let src = state
+        .pod(&state.spec.traffic.source)
+        .ok_or_else(|| Error::Traffic(format!("no pod {}", state.spec.traffic.source)))?;
+    let st = state.clone();
+    run_async_in(
+        &src.netns,
+        move || async move { traffic::generate(&st).await },
+    )
+}
+
+/// Reads every server's counters over its loopback admin port.
+pub fn server_stats(state: &LabState) -> Result<BTreeMap<String, Stats>, Error> {
+    let mut out = BTreeMap::new();
+    for (key, ns, _) in server_list(state) {
+        let stats = run_async_in(&ns, app::fetch_stats)?;
+        out.insert(key, stats);
+    }
+    Ok(out)
+}
+
+/// Kills what the lab started and deletes its namespaces; safe to repeat.
+pub fn teardown_state(state: &LabState) -> Result<(), Error> {
+    let own: Vec<i32> = state
+        .processes
+        .iter()
+        .filter(|p| netns::alive(p.pid) && netns::start_time(p.pid) == Some(p.start_time))
+        .map(|p| p.pid)
+        .collect();
+    netns::terminate(&own, Duration::from_secs(3));
+    let mut first_err = None;
+    for ns in state.all_netns() {
+        if let Err(e) = netns::destroy(&ns) {
+            first_err.get_or_insert(e);
+        }
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&ns));
+    }
+    let _ = std::fs::remove_file(state.dir.join(crate::state::STATE_FILE));
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

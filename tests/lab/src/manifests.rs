@@ -1,0 +1,196 @@
+//! Kubernetes objects for the lab, as flowd's manifest source reads them.
+//!
+//! - `DIR/manifests/`: one YAML file per Pod and Service (`<ns>.pod.<name>.yaml`,
+//!   `<ns>.service.<name>.yaml`), so deleting a pod is deleting its file.
+//! - `DIR/workloads.yaml`: a List of the Namespaces, Deployments and ReplicaSets
+//!   the pods' ownerReferences point to.
+//! - `DIR/nodes.yaml`: a NodeList (name, podCIDR, InternalIP on the underlay).
+//!
+//! Services are headless (`clusterIP: None`): there is no kube-proxy, so the
+//! cluster DNS answers a service name with its pod's IP, as Kubernetes does for
+//! headless services.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::state::{LabState, PodState};
+
+pub const MANIFEST_DIR: &str = "manifests";
+
+fn owner(api: &str, kind: &str, name: &str, uid: &str) -> Value {
+    json!({"apiVersion": api, "kind": kind, "name": name, "uid": uid,
+           "controller": true, "blockOwnerDeletion": true})
+}
+
+fn uid_of(parts: &[&str]) -> String {
+    let h = crate::state::fnv(parts);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-9{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
+pub fn pod(state: &LabState, p: &PodState) -> Value {
+    let node_ip = state
+        .node(&p.node)
+        .map(|n| n.underlay_ip.to_string())
+        .unwrap_or_default();
+    let container = if p.dns {
+        json!({"name": "dnsmasq", "image": "debian:bookworm (dnsmasq)",
+               "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                         {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]})
+    } else if p.role.serves() {
+        json!({"name": "app", "image": format!("flowd-lab/{}:dev", p.role.as_str()),
+               "ports": [{"name": "http", "containerPort": state.spec.app_port, "protocol": "TCP"}]})
+    } else {
+        json!({"name": "app", "image": format!("flowd-lab/{}:dev", p.role.as_str())})
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": p.name,
+            "namespace": p.namespace,
+            "uid": p.uid,
+            "labels": p.labels,
+            "ownerReferences": [owner("apps/v1", "ReplicaSet", &p.replica_set,
+                                      &uid_of(&[&p.namespace, &p.replica_set]))],
+        },
+        "spec": {"nodeName": p.node, "containers": [container]},
+        "status": {
+            "phase": "Running",
+            "hostIP": node_ip,
+            "hostIPs": [{"ip": node_ip}],
+            "podIP": p.ip.to_string(),
+            "podIPs": [{"ip": p.ip.to_string()}],
+        },
+    })
+}
+
+pub fn service(state: &LabState, p: &PodState) -> Option<Value> {
+    let (name, selector, ports) = if p.dns {
+        (
+            state.spec.dns.service.clone(),
+            json!({"k8s-app": state.spec.dns.service}),
+            json!([{"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                   {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}]),
+        )
+    } else if p.role.serves() {
+        (
+            p.deployment.clone(),
+            json!({"app": p.deployment}),
+            json!([{"name": "http", "port": state.spec.app_port,
+                    "targetPort": state.spec.app_port, "protocol": "TCP"}]),
+        )
+    } else {
+        return None;
+    };
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": p.namespace,
+                     "uid": uid_of(&[&p.namespace, "service", &name]),
+                     "labels": {"app": name}},
+        "spec": {"clusterIP": "None", "clusterIPs": ["None"], "type": "ClusterIP",
+                 "selector": selector, "ports": ports},
+    }))
+}
+
+fn workloads(state: &LabState) -> Value {
+    let mut items = Vec::new();
+    let mut namespaces: Vec<&str> = state.pods.iter().map(|p| p.namespace.as_str()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for ns in namespaces {
+        items.push(json!({"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": ns, "uid": uid_of(&["namespace", ns])}}));
+    }
+    for p in &state.pods {
+        let dep_uid = uid_of(&[&p.namespace, "deployment", &p.deployment]);
+        let selector = json!({"matchLabels": p.labels.iter()
+            .filter(|(k, _)| k.as_str() != "pod-template-hash")
+            .collect::<std::collections::BTreeMap<_, _>>()});
+        items.push(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": p.deployment, "namespace": p.namespace, "uid": dep_uid},
+            "spec": {"replicas": 1, "selector": selector,
+                     "template": {"metadata": {"labels": p.labels}}},
+        }));
+        items.push(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": p.replica_set, "namespace": p.namespace,
+                         "uid": uid_of(&[&p.namespace, &p.replica_set]),
+                         "labels": p.labels,
+                         "ownerReferences": [owner("apps/v1", "Deployment", &p.deployment, &dep_uid)]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": p.labels},
+                     "template": {"metadata": {"labels": p.labels}}},
+        }));
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+fn nodes(state: &LabState) -> Value {
+    let items: Vec<Value> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name,
+                             "kubernetes.io/os": "linux"},
+                             "annotations": {"flowd.io/netns": n.netns}},
+                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip.to_string()},
+                                         {"type": "Hostname", "address": n.name}]},
+            })
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "NodeList", "items": items})
+}
+
+fn write_yaml(path: &Path, v: &Value) -> Result<(), Error> {
+    let text = serde_yaml_ng::to_string(v).map_err(|e| Error::State {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(|e| Error::Io {
+        what: format!("writing {}", path.display()),
+        source: e,
+    })
+}
+
+pub fn pod_file(dir: &Path, p: &PodState) -> PathBuf {
+    dir.join(MANIFEST_DIR)
+        .join(format!("{}.pod.{}.yaml", p.namespace, p.name))
+}
+
+/// Writes every manifest; returns the manifest directory.
+pub fn write_all(state: &LabState) -> Result<PathBuf, Error> {
+    let dir = state.dir.join(MANIFEST_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+        what: format!("creating {}", dir.display()),
+        source: e,
+    })?;
+    for p in &state.pods {
+        write_yaml(&pod_file(&state.dir, p), &pod(state, p))?;
+        if let Some(s) = service(state, p) {
+            let name = s["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            write_yaml(
+                &dir.join(format!("{}.service.{name}.yaml", p.namespace)),
+                &s,
+            )?;
+        }
+    }
+    write_yaml(&state.dir.join("workloads.yaml"), &workloads(state))?;
+    write_yaml(&state.dir.join("nodes.yaml"), &nodes(state))?;
+    Ok(dir)
+}

@@ -1,0 +1,392 @@
+//! The traffic generator and its report.
+//!
+//! The generator runs in the source pod: it makes the spec's extra DNS lookups,
+//! opens `connections` keep-alive connections to the target service (one type-A
+//! lookup each), and sends the requests in a seeded shuffled order, request `i`
+//! on connection `i % connections`, each connection sequentially.
+//!
+//! The report holds what the generator sent and got (`http`, `dns`), and the
+//! exchanges the whole cluster is expected to make because of it (`expected`,
+//! downstream calls and their lookups included), derived from the mix and the
+//! rules in [`crate::app`]. Tests compare `expected` with what the servers
+//! counted and with what flowd observed.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::app::{self, Connection, Kind};
+use crate::state::{LabState, PodState, WORLD_PORT};
+
+/// A count of HTTP exchanges with the same endpoints, request and status.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HttpCount {
+    pub source_namespace: String,
+    pub source_pod: String,
+    pub source_ip: Ipv4Addr,
+    /// `None` for the outside world.
+    pub destination_namespace: Option<String>,
+    /// The service name, or the world's DNS name.
+    pub destination_service: String,
+    /// `None` for the outside world.
+    pub destination_pod: Option<String>,
+    pub destination_ip: Ipv4Addr,
+    pub destination_port: u16,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub count: u32,
+}
+
+/// A count of DNS queries with the same source, name, type and answer code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DnsCount {
+    pub source_namespace: String,
+    pub source_pod: String,
+    pub source_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    pub name: String,
+    pub qtype: String,
+    pub rcode: String,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchanges {
+    pub http: Vec<HttpCount>,
+    pub dns: Vec<DnsCount>,
+}
+
+impl Exchanges {
+    pub fn http_total(&self) -> u32 {
+        self.http.iter().map(|h| h.count).sum()
+    }
+    pub fn dns_total(&self) -> u32 {
+        self.dns.iter().map(|d| d.count).sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficReport {
+    pub seed: u64,
+    pub source_namespace: String,
+    pub source_pod: String,
+    pub source_ip: Ipv4Addr,
+    pub target: String,
+    /// TCP connections the generator opened to the target (keep-alive).
+    pub connections: u32,
+    pub elapsed_ms: u64,
+    /// What the generator itself sent, with the statuses and rcodes it got.
+    pub sent: Exchanges,
+    /// Every exchange in the cluster the mix should cause, per the rules in `app`.
+    pub expected: Exchanges,
+}
+
+type HttpKey = (
+    String,
+    String,
+    Ipv4Addr,
+    Option<String>,
+    String,
+    Option<String>,
+    Ipv4Addr,
+    u16,
+    String,
+    String,
+    u16,
+);
+type DnsKey = (String, String, Ipv4Addr, Ipv4Addr, String, String, String);
+
+#[derive(Default)]
+struct Tally {
+    http: BTreeMap<HttpKey, u32>,
+    dns: BTreeMap<DnsKey, u32>,
+}
+
+/// One side of an exchange.
+#[derive(Clone)]
+struct Peer {
+    namespace: Option<String>,
+    service: String,
+    pod: Option<String>,
+    ip: Ipv4Addr,
+    port: u16,
+    kind: Kind,
+}
+
+impl Tally {
+    fn http(&mut self, src: &PodState, dst: &Peer, method: &str, path: &str, status: u16, n: u32) {
+        *self
+            .http
+            .entry((
+                src.namespace.clone(),
+                src.name.clone(),
+                src.ip,
+                dst.namespace.clone(),
+                dst.service.clone(),
+                dst.pod.clone(),
+                dst.ip,
+                dst.port,
+                method.to_string(),
+                path.to_string(),
+                status,
+            ))
+            .or_default() += n;
+    }
+
+    fn dns(
+        &mut self,
+        src: &PodState,
+        server: Ipv4Addr,
+        name: &str,
+        qtype: &str,
+        rcode: &str,
+        n: u32,
+    ) {
+        *self
+            .dns
+            .entry((
+                src.namespace.clone(),
+                src.name.clone(),
+                src.ip,
+                server,
+                name.to_string(),
+                qtype.to_string(),
+                rcode.to_string(),
+            ))
+            .or_default() += n;
+    }
+
+    fn finish(self) -> Exchanges {
+        Exchanges {
+            http: self
+                .http
+                .into_iter()
+                .map(
+                    |((sn, sp, sip, dn, ds, dp, dip, dport, m, p, st), count)| HttpCount {
+                        source_namespace: sn,
+                        source_pod: sp,
+                        source_ip: sip,
+                        destination_namespace: dn,
+                        destination_service: ds,
+                        destination_pod: dp,
+                        destination_ip: dip,
+                        destination_port: dport,
+                        method: m,
+                        path: p,
+                        status: st,
+                        count,
+                    },
+                )
+                .collect(),
+            dns: self
+                .dns
+                .into_iter()
+                .map(|((sn, sp, sip, srv, name, qt, rc), count)| DnsCount {
+                    source_namespace: sn,
+                    source_pod: sp,
+                    source_ip: sip,
+                    server_ip: srv,
+                    name,
+                    qtype: qt,
+                    rcode: rc,
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn service_peer<'a>(
+    state: &'a LabState,
+    namespace: &str,
+    service: &str,
+) -> Option<(Peer, &'a PodState)> {
+    let pod = state
+        .pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.deployment == service && !p.dns)?;
+    Some((
+        Peer {
+            namespace: Some(namespace.to_string()),
+            service: service.to_string(),
+            pod: Some(pod.name.clone()),
+            ip: pod.ip,
+            port: state.spec.app_port,
+            kind: Kind::Pod(pod.role),
+        },
+        pod,
+    ))
+}
+
+fn world_peer(state: &LabState) -> Option<Peer> {
+    Some(Peer {
+        namespace: None,
+        service: state.spec.world.names.first()?.clone(),
+        pod: None,
+        ip: state.world.ip,
+        port: WORLD_PORT,
+        kind: Kind::World,
+    })
+}
+
+/// Follows one request through the rules, tallying every hop; returns its status.
+fn simulate(
+    state: &LabState,
+    tally: &mut Tally,
+    src: &PodState,
+    (dst, dst_pod): (&Peer, Option<&PodState>),
+    method: &str,
+    path: &str,
+    n: u32,
+) -> u16 {
+    let (calls, fin) = app::plan(dst.kind, method, path);
+    let mut statuses = Vec::new();
+    for c in &calls {
+        let Some(caller) = dst_pod else { break };
+        let next = match c.service {
+            Some(svc) => service_peer(state, &caller.namespace, svc).map(|(p, pod)| (p, Some(pod))),
+            None => world_peer(state).map(|p| (p, None)),
+        };
+        let Some((peer, pod)) = next else {
+            statuses.push(0);
+            continue;
+        };
+        let fqdn = match c.service {
+            Some(svc) => state.service_fqdn(svc, &caller.namespace),
+            None => peer.service.clone(),
+        };
+        tally.dns(caller, state.dns_ip, &fqdn, "A", "NOERROR", n);
+        statuses.push(simulate(
+            state,
+            tally,
+            caller,
+            (&peer, pod),
+            c.method,
+            &c.path,
+            n,
+        ));
+    }
+    let status = app::finish(fin, &statuses);
+    tally.http(src, dst, method, path, status, n);
+    status
+}
+
+/// The rcode the cluster DNS gives a type-A query for `name`.
+fn expected_rcode(state: &LabState, name: &str) -> &'static str {
+    let name = name.trim_end_matches('.');
+    if state.dns_records().iter().any(|(n, _)| n == name) {
+        "NOERROR"
+    } else {
+        "NXDOMAIN"
+    }
+}
+
+/// The exchanges the spec's mix should cause.
+pub fn expected(state: &LabState) -> Result<Exchanges, Error> {
+    let t = &state.spec.traffic;
+    let src = state
+        .pod(&t.source)
+        .ok_or_else(|| Error::Traffic(format!("no pod for {}", t.source)))?;
+    let (target, target_pod) = service_peer(state, &src.namespace, &t.target)
+        .ok_or_else(|| Error::Traffic(format!("no pod for service {}", t.target)))?;
+    let mut tally = Tally::default();
+    for name in &t.lookups {
+        tally.dns(src, state.dns_ip, name, "A", expected_rcode(state, name), 1);
+    }
+    let fqdn = state.service_fqdn(&t.target, &src.namespace);
+    tally.dns(src, state.dns_ip, &fqdn, "A", "NOERROR", t.connections);
+    for r in &t.requests {
+        if r.count > 0 {
+            simulate(
+                state,
+                &mut tally,
+                src,
+                (&target, Some(target_pod)),
+                &r.method,
+                &r.path,
+                r.count,
+            );
+        }
+    }
+    Ok(tally.finish())
+}
+
+/// Runs the generator. Call from inside the source pod's namespace (any tokio runtime).
+pub async fn generate(state: &LabState) -> Result<TrafficReport, Error> {
+    let started = Instant::now();
+    let t = &state.spec.traffic;
+    let src = state
+        .pod(&t.source)
+        .ok_or_else(|| Error::Traffic(format!("no pod for {}", t.source)))?;
+    let (target, _) = service_peer(state, &src.namespace, &t.target)
+        .ok_or_else(|| Error::Traffic(format!("no pod for service {}", t.target)))?;
+    let dns = SocketAddr::from((state.dns_ip, 53));
+    let timeout = Duration::from_secs(3);
+    let mut tally = Tally::default();
+
+    for name in &t.lookups {
+        let a = crate::dns::query(dns, name, RecordType::A, timeout).await?;
+        tally.dns(src, state.dns_ip, name, "A", &a.rcode, 1);
+    }
+
+    let mut order: Vec<(String, String)> = t
+        .requests
+        .iter()
+        .flat_map(|r| std::iter::repeat_n((r.method.clone(), r.path.clone()), r.count as usize))
+        .collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(t.seed));
+
+    let fqdn = state.service_fqdn(&t.target, &src.namespace);
+    let conns = t.connections as usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..conns {
+        let a = crate::dns::query(dns, &fqdn, RecordType::A, timeout).await?;
+        tally.dns(src, state.dns_ip, &fqdn, "A", &a.rcode, 1);
+        let ip = a.addrs.first().copied().ok_or_else(|| {
+            Error::Traffic(format!("{fqdn} resolved to no address ({})", a.rcode))
+        })?;
+        let mine: Vec<(String, String)> = order.iter().skip(i).step_by(conns).cloned().collect();
+        let addr = SocketAddr::from((ip, target.port));
+        let host = fqdn.clone();
+        tasks.spawn(async move {
+            let mut conn = Connection::open(addr, &host).await?;
+            let mut results = Vec::with_capacity(mine.len());
+            for (m, p) in mine {
+                let body = if m == "POST" {
+                    String::from("{\"from\":\"loadgen\"}")
+                } else {
+                    String::new()
+                };
+                let status = conn.send(&m, &p, body, false).await?;
+                results.push((m, p, status, ip));
+            }
+            Ok::<_, Error>(results)
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        let results = res.map_err(|e| Error::Traffic(format!("connection task: {e}")))??;
+        for (m, p, status, ip) in results {
+            let mut dst = target.clone();
+            dst.ip = ip;
+            tally.http(src, &dst, &m, &p, status, 1);
+        }
+    }
+    Ok(TrafficReport {
+        seed: t.seed,
+        source_namespace: src.namespace.clone(),
+        source_pod: src.name.clone(),
+        source_ip: src.ip,
+        target: fqdn,
+        connections: t.connections,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        sent: tally.finish(),
+        expected: expected(state)?,
+    })
+}

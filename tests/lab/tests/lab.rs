@@ -1,0 +1,495 @@
+//! The lab against the real kernel (needs root: network namespaces).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use flowd_lab::{Lab, LabState, Spec, TrafficReport, netns};
+
+/// Named namespaces and /etc/netns entries whose name starts with `prefix`.
+fn leftovers(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if let Ok(d) = std::fs::read_dir("/etc/netns") {
+        v.extend(
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .map(|n| format!("/etc/netns/{n}")),
+        );
+    }
+    v
+}
+
+#[test]
+fn default_spec_plans_unique_names_and_addresses() -> Result<()> {
+    let spec = Spec::default_spec();
+    let state = LabState::plan(&spec, "t", std::path::Path::new("/tmp/x"));
+    assert_eq!(state.nodes.len(), 2);
+    assert_eq!(state.pods.len(), 6); // coredns + 5 deployments
+    let mut names = std::collections::HashSet::new();
+    for ns in state.all_netns() {
+        assert!(names.insert(ns.clone()), "duplicate netns {ns}");
+    }
+    let mut ips = std::collections::HashSet::new();
+    for p in &state.pods {
+        assert!(ips.insert(p.ip), "duplicate ip {}", p.ip);
+        assert!(p.host_veth.len() <= 15, "{} exceeds IFNAMSIZ", p.host_veth);
+        let cidr: flowd_lab::spec::Ipv4Net = state
+            .node(&p.node)
+            .context("node")?
+            .pod_cidr
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        assert!(cidr.contains(p.ip), "{} outside {cidr}", p.ip);
+        // <deployment>-<9 char template hash>-<5 char suffix>, the ReplicaSet naming.
+        let rest = p
+            .name
+            .strip_prefix(&format!("{}-", p.deployment))
+            .context("prefix")?;
+        let (hash, suffix) = rest.split_once('-').context("two parts")?;
+        assert_eq!((hash.len(), suffix.len()), (9, 5), "{}", p.name);
+        assert_eq!(p.replica_set, format!("{}-{hash}", p.deployment));
+        assert_eq!(
+            p.labels.get("pod-template-hash").map(String::as_str),
+            Some(hash)
+        );
+    }
+    let dns = state.pods.iter().find(|p| p.dns).context("dns pod")?;
+    assert_eq!(dns.namespace, "kube-system");
+    assert_eq!(state.dns_ip, dns.ip);
+    // Same spec, same prefix: same plan.
+    let again = LabState::plan(&spec, "t", std::path::Path::new("/tmp/x"));
+    assert_eq!(
+        serde_json::to_string(&state)?,
+        serde_json::to_string(&again)?
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_specs_are_rejected_with_a_reason() {
+    let unknown_node = flowd_lab::spec::DEFAULT_SPEC
+        .replace("node: node-b, role: loadgen", "node: node-z, role: loadgen");
+    let err = Spec::parse(&unknown_node, "t.yaml")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("unknown node \"node-z\""), "{err}");
+    let err = Spec::parse("nodes: [", "t.yaml")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.starts_with("lab spec t.yaml:"), "{err}");
+    let one_node =
+        flowd_lab::spec::DEFAULT_SPEC.replace("  - name: node-b\n    podCidr: 10.244.2.0/24\n", "");
+    let err = Spec::parse(&one_node, "t.yaml")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("at least 2 nodes"), "{err}");
+}
+
+#[test]
+fn pods_talk_same_node_cross_node_and_to_the_world() -> Result<()> {
+    let lab = Lab::up(Spec::default_spec())?;
+    let frontend = lab.pod("ecommerce/frontend").context("frontend")?.clone();
+    let order = lab.pod("ecommerce/order-service").context("order")?.clone();
+    let inventory = lab.pod("ecommerce/inventory").context("inventory")?.clone();
+    assert_eq!(frontend.node, order.node);
+    assert_ne!(frontend.node, inventory.node);
+
+    // Same node: frontend -> order-service, both answers of the rule.
+    assert_eq!(
+        lab.http("ecommerce/frontend", order.ip, 8080, "GET", "/carts/1")?,
+        200
+    );
+    assert_eq!(
+        lab.http("ecommerce/frontend", order.ip, 8080, "GET", "/carts/404")?,
+        404
+    );
+    // Cross node: frontend -> inventory, and loadgen -> frontend (through the whole chain).
+    assert_eq!(
+        lab.http("ecommerce/frontend", inventory.ip, 8080, "GET", "/items")?,
+        200
+    );
+    assert_eq!(
+        lab.http(
+            "ecommerce/loadgen",
+            frontend.ip,
+            8080,
+            "POST",
+            "/checkout/12"
+        )?,
+        201
+    );
+    assert_eq!(
+        lab.http(
+            "ecommerce/loadgen",
+            frontend.ip,
+            8080,
+            "POST",
+            "/checkout/25"
+        )?,
+        402
+    );
+    assert_eq!(
+        lab.http(
+            "ecommerce/loadgen",
+            frontend.ip,
+            8080,
+            "POST",
+            "/checkout/14"
+        )?,
+        503
+    );
+    // The outside world, through the router.
+    assert_eq!(
+        lab.http("ecommerce/inventory", lab.world_ip(), 80, "GET", "/")?,
+        200
+    );
+
+    // DNS: names of the cluster and of the world, and names that do not exist.
+    let a = lab.resolve("ecommerce/loadgen", "frontend.ecommerce.svc.cluster.local")?;
+    assert_eq!(
+        (a.rcode.as_str(), a.addrs.as_slice()),
+        ("NOERROR", &[frontend.ip][..])
+    );
+    let a = lab.resolve(
+        "ecommerce/loadgen",
+        "kube-dns.kube-system.svc.cluster.local",
+    )?;
+    assert_eq!(
+        (a.rcode.as_str(), a.addrs.as_slice()),
+        ("NOERROR", &[lab.dns_ip()][..])
+    );
+    let a = lab.resolve("ecommerce/frontend", "psp.example.net")?;
+    assert_eq!(
+        (a.rcode.as_str(), a.addrs.as_slice()),
+        ("NOERROR", &[lab.world_ip()][..])
+    );
+    for missing in ["nosuch.ecommerce.svc.cluster.local", "other.example.net"] {
+        let a = lab.resolve("ecommerce/loadgen", missing)?;
+        assert_eq!(
+            (a.rcode.as_str(), a.addrs.len()),
+            ("NXDOMAIN", 0),
+            "{missing}"
+        );
+    }
+
+    // The node sees each pod behind its own host-side veth.
+    let out = lab
+        .command_in_node(&frontend.node, "ip")?
+        .args(["-o", "link", "show", &frontend.host_veth])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let routes = lab
+        .command_in_node(&frontend.node, "ip")?
+        .args(["route", "get", &frontend.ip.to_string()])
+        .output()?;
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains(&format!("dev {}", frontend.host_veth)),
+        "{routes}"
+    );
+    let veths = lab.host_veths(&frontend.node);
+    assert!(
+        veths.contains(&frontend.host_veth.as_str()) && veths.contains(&order.host_veth.as_str())
+    );
+    Ok(())
+}
+
+type Key = (Ipv4Addr, Ipv4Addr, String, String, u16);
+
+/// Expected exchanges (`expected.http`) by (source ip, destination ip, method, path, status).
+fn expected_by_ips(r: &TrafficReport) -> BTreeMap<Key, u32> {
+    let mut m = BTreeMap::new();
+    for h in &r.expected.http {
+        *m.entry((
+            h.source_ip,
+            h.destination_ip,
+            h.method.clone(),
+            h.path.clone(),
+            h.status,
+        ))
+        .or_default() += h.count;
+    }
+    m
+}
+
+#[test]
+fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
+    let lab = Lab::up(Spec::default_spec())?;
+    let report = lab.run_traffic()?;
+    let spec = Spec::default_spec();
+    let n: u32 = spec.traffic.requests.iter().map(|r| r.count).sum();
+    assert_eq!(report.sent.http_total(), n);
+
+    // The generator got exactly the statuses the rules predict.
+    let loadgen = lab.pod("ecommerce/loadgen").context("loadgen")?;
+    let expected_own: Vec<_> = report
+        .expected
+        .http
+        .iter()
+        .filter(|h| h.source_ip == loadgen.ip)
+        .cloned()
+        .collect();
+    assert_eq!(report.sent.http, expected_own);
+    let expected_own_dns: Vec<_> = report
+        .expected
+        .dns
+        .iter()
+        .filter(|d| d.source_ip == loadgen.ip)
+        .cloned()
+        .collect();
+    assert_eq!(report.sent.dns, expected_own_dns);
+    let statuses: BTreeMap<u16, u32> = report.sent.http.iter().fold(BTreeMap::new(), |mut m, h| {
+        *m.entry(h.status).or_default() += h.count;
+        m
+    });
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, 20), (201, 4), (402, 2), (404, 4), (503, 2)])
+    );
+    assert_eq!(
+        report
+            .sent
+            .dns
+            .iter()
+            .filter(|d| d.rcode == "NXDOMAIN")
+            .count(),
+        2
+    );
+
+    // Every server received exactly the expected requests, from the expected sources.
+    let stats = lab.server_stats()?;
+    let mut seen: BTreeMap<Key, u32> = BTreeMap::new();
+    for (key, s) in &stats {
+        let ip = if key == "world" {
+            lab.world_ip()
+        } else {
+            lab.pod_ip(key).context("pod ip")?
+        };
+        for i in &s.inbound {
+            *seen
+                .entry((i.source_ip, ip, i.method.clone(), i.path.clone(), i.status))
+                .or_default() += i.count;
+        }
+        // What each pod sent and resolved matches the expectation for that pod.
+        let sent: BTreeMap<Key, u32> = s
+            .outbound
+            .iter()
+            .map(|o| {
+                (
+                    (
+                        ip,
+                        o.destination_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                        o.method.clone(),
+                        o.path.clone(),
+                        o.status,
+                    ),
+                    o.count,
+                )
+            })
+            .collect();
+        let want: BTreeMap<Key, u32> = expected_by_ips(&report)
+            .into_iter()
+            .filter(|(k, _)| k.0 == ip)
+            .collect();
+        assert_eq!(sent, want, "outbound of {key}");
+        let dns: BTreeMap<(String, String), u32> = s
+            .dns
+            .iter()
+            .map(|d| ((d.name.clone(), d.rcode.clone()), d.count))
+            .collect();
+        let want_dns: BTreeMap<(String, String), u32> = report
+            .expected
+            .dns
+            .iter()
+            .filter(|d| d.source_ip == ip)
+            .map(|d| ((d.name.clone(), d.rcode.clone()), d.count))
+            .collect();
+        assert_eq!(dns, want_dns, "lookups of {key}");
+    }
+    assert_eq!(seen, expected_by_ips(&report));
+    assert!(
+        report
+            .expected
+            .http
+            .iter()
+            .any(|h| h.destination_namespace.is_none() && h.destination_ip == lab.world_ip())
+    );
+
+    // The DNS server logged exactly the expected queries from pods (readiness probes use loopback).
+    let log = std::fs::read_to_string(lab.dir().join("dnsmasq.log"))?;
+    let from_pods = log
+        .lines()
+        .filter(|l| l.contains("query[A]") && !l.ends_with("from 127.0.0.1"))
+        .count() as u32;
+    assert_eq!(from_pods, report.expected.dns_total());
+    Ok(())
+}
+
+#[test]
+fn deleted_pod_is_gone_and_its_callers_see_errors() -> Result<()> {
+    let mut lab = Lab::up(Spec::default_spec())?;
+    let pay = lab
+        .pod("ecommerce/payment-service")
+        .context("payment")?
+        .clone();
+    let file = flowd_lab::manifests::pod_file(lab.dir(), &pay);
+    assert!(file.exists());
+    lab.delete_pod("ecommerce/payment-service")?;
+    assert!(!file.exists());
+    assert!(!netns::exists(&pay.netns));
+    assert!(lab.pod("ecommerce/payment-service").is_none());
+    let frontend = lab.pod_ip("ecommerce/frontend").context("frontend")?;
+    // order-service cannot reach payment-service any more: 503 by the rule.
+    assert_eq!(
+        lab.http("ecommerce/loadgen", frontend, 8080, "POST", "/checkout/12")?,
+        503
+    );
+    Ok(())
+}
+
+#[test]
+fn teardown_leaves_nothing_behind_even_on_panic() -> Result<()> {
+    let seen = std::sync::Mutex::new(None);
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = Lab::up(Spec::default_spec()).unwrap_or_else(|e| panic!("up: {e}"));
+        let dnsmasq_pids = netns::pids(lab.pod_netns("kube-system/coredns").unwrap_or_default());
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+            lab.prefix().to_string(),
+            lab.dir().to_path_buf(),
+            dnsmasq_pids,
+        ));
+        panic!("test panic while the lab is up");
+    }));
+    assert!(res.is_err());
+    let (prefix, dir, pids) = seen
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .context("lab came up")?;
+    assert_eq!(pids.len(), 1, "dnsmasq was running");
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(
+        pids.iter().all(|&p| !netns::alive(p)),
+        "dnsmasq left running"
+    );
+    Ok(())
+}
+
+fn lab_cli(args: &[&str]) -> Result<std::process::Output> {
+    let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "lab {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// Tears the CLI lab down even if the test fails half-way.
+struct CliGuard(String);
+impl Drop for CliGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(["down", "--dir", &self.0])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn cli_up_traffic_exec_down() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("flowd-lab-cli-{}", std::process::id()));
+    let d = dir.to_string_lossy().into_owned();
+    let _guard = CliGuard(d.clone());
+    let up = lab_cli(&["up", "--dir", &d])?;
+    let summary = String::from_utf8_lossy(&up.stdout);
+    assert!(summary.contains("ecommerce/frontend-"), "{summary}");
+    let state = LabState::load(&dir)?;
+    // One lab-app per serving pod plus the world, and dnsmasq; all detached and alive.
+    assert_eq!(state.processes.len(), 6);
+    assert!(state.processes.iter().all(|p| netns::alive(p.pid)));
+
+    let out = lab_cli(&["traffic", "--dir", &d])?;
+    let report: TrafficReport = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report.sent.http_total(), 32);
+    assert_eq!(
+        report.sent.http,
+        report
+            .expected
+            .http
+            .iter()
+            .filter(|h| h.source_ip == report.source_ip)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+
+    let pod = state.pod("ecommerce/loadgen").context("loadgen")?;
+    let out = lab_cli(&[
+        "exec",
+        "--dir",
+        &d,
+        "--pod",
+        "ecommerce/loadgen",
+        "--",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}/32", pod.ip)));
+    let out = lab_cli(&[
+        "exec", "--dir", &d, "--node", &pod.node, "--", "ip", "-o", "link",
+    ])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&pod.host_veth));
+    // The exit status of the command comes through.
+    let st = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(["exec", "--dir", &d, "--world", "--", "false"])
+        .status()?;
+    assert_eq!(st.code(), Some(1));
+
+    lab_cli(&["down", "--dir", &d])?;
+    assert_eq!(leftovers(&state.prefix), Vec::<String>::new());
+    assert!(state.processes.iter().all(|p| !netns::alive(p.pid)));
+    // Idempotent.
+    lab_cli(&["down", "--dir", &d])?;
+    Ok(())
+}
+
+#[test]
+fn cli_down_cleans_up_after_a_crashed_up() -> Result<()> {
+    // A state file written before anything was created, as `up` does first; then half a lab.
+    let dir = std::env::temp_dir().join(format!("flowd-lab-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.to_string_lossy().into_owned();
+    let _guard = CliGuard(d.clone());
+    let state = LabState::plan(&Spec::default_spec(), &flowd_lab::lab::new_prefix(), &dir);
+    state.save()?;
+    for ns in state.all_netns().iter().take(3) {
+        netns::add(ns)?;
+    }
+    // A process left running inside one of them.
+    let mut child = netns::command(&state.all_netns()[0], "sleep", &["30".into()]).spawn()?;
+    lab_cli(&["down", "--dir", &d])?;
+    assert_eq!(leftovers(&state.prefix), Vec::<String>::new());
+    let st = child.wait()?;
+    assert!(!st.success(), "the process was killed");
+    Ok(())
+}
