@@ -29,7 +29,7 @@ use crate::app::{self, AppConfig, Kind, Stats};
 use crate::dns;
 use crate::manifests;
 use crate::netns;
-use crate::spec::Spec;
+use crate::spec::{ServiceMode, Spec};
 use crate::state::{ADMIN_PORT, LabState, POD_GATEWAY, PodState, ProcState, UPLINK, WORLD_PORT};
 use crate::traffic::{self, TrafficReport};
 
@@ -100,7 +100,7 @@ fn app_config(state: &LabState, p: &PodState) -> AppConfig {
         pod: p.name.clone(),
         port: state.spec.app_port,
         app_port: state.spec.app_port,
-        dns: state.dns_ip,
+        dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: state.spec.world.names.first().cloned(),
     }
@@ -113,7 +113,7 @@ fn world_config(state: &LabState) -> AppConfig {
         pod: "world".into(),
         port: WORLD_PORT,
         app_port: state.spec.app_port,
-        dns: state.dns_ip,
+        dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: None,
     }
@@ -236,6 +236,14 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         netns::sysctls(&n.netns, sysctls)?;
     }
 
+    if state.spec.service_mode == ServiceMode::ClusterIp {
+        progress("programming ClusterIP DNAT (nftables) in every node");
+        let rules = cluster_ip_rules(state);
+        for n in &state.nodes {
+            netns::nft(&n.netns, &rules)?;
+        }
+    }
+
     progress(&format!(
         "configuring {} pods (/32 address, default via {POD_GATEWAY})",
         state.pods.len()
@@ -259,13 +267,35 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
             etc.join("resolv.conf"),
             format!(
                 "nameserver {}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n",
-                state.dns_ip,
+                state.dns_server,
                 ns = p.namespace
             ),
         )
         .map_err(io("writing resolv.conf"))?;
     }
     Ok(())
+}
+
+/// kube-proxy's job: each ClusterIP:port DNATed to its pod, for pods (prerouting) and the node (output).
+fn cluster_ip_rules(state: &LabState) -> String {
+    let mut rules = String::new();
+    for p in &state.pods {
+        let Some(vip) = p.service_ip else { continue };
+        let ports: Vec<(&str, u16)> = if p.dns {
+            vec![("udp", 53), ("tcp", 53)]
+        } else {
+            vec![("tcp", state.spec.app_port)]
+        };
+        for (proto, port) in ports {
+            rules.push_str(&format!(
+                "  ip daddr {vip} {proto} dport {port} dnat to {}:{port}\n",
+                p.ip
+            ));
+        }
+    }
+    format!(
+        "table ip flowd-lab {{\n chain prerouting {{\n  type nat hook prerouting priority -100; policy accept;\n{rules} }}\n chain output {{\n  type nat hook output priority -100; policy accept;\n{rules} }}\n}}\n"
+    )
 }
 
 fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
@@ -547,8 +577,13 @@ impl Lab {
     pub fn world_ip(&self) -> Ipv4Addr {
         self.state.world.ip
     }
+    /// The DNS pod's IP.
     pub fn dns_ip(&self) -> Ipv4Addr {
         self.state.dns_ip
+    }
+    /// Where pods send DNS queries (the kube-dns ClusterIP, or the DNS pod when headless).
+    pub fn dns_server(&self) -> Ipv4Addr {
+        self.state.dns_server
     }
 
     /// `program` to be run in `node`'s namespace (`ip netns exec …`).
@@ -583,7 +618,7 @@ impl Lab {
 
     /// Resolves `name` (type A) through the cluster DNS from a pod.
     pub fn resolve(&self, from: &str, name: &str) -> Result<dns::Answer, Error> {
-        let server = SocketAddr::from((self.state.dns_ip, 53));
+        let server = SocketAddr::from((self.state.dns_server, 53));
         let name = name.to_string();
         self.run_in_pod(from, move || async move {
             dns::query(server, &name, RecordType::A, Duration::from_secs(3)).await

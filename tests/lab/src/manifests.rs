@@ -6,9 +6,11 @@
 //!   the pods' ownerReferences point to.
 //! - `DIR/nodes.yaml`: a NodeList (name, podCIDR, InternalIP on the underlay).
 //!
-//! Services are headless (`clusterIP: None`): there is no kube-proxy, so the
-//! cluster DNS answers a service name with its pod's IP, as Kubernetes does for
-//! headless services.
+//! With `serviceMode: headless` (default) Services are headless (`clusterIP:
+//! None`) and the cluster DNS answers a service name with its pod's IP, as
+//! Kubernetes does for headless services. With `serviceMode: clusterIP` they get
+//! a ClusterIP from `serviceCidr`, which nftables DNAT in each node turns into
+//! the pod's IP (kube-proxy's job).
 
 use std::path::{Path, PathBuf};
 
@@ -91,13 +93,17 @@ pub fn service(state: &LabState, p: &PodState) -> Option<Value> {
     } else {
         return None;
     };
+    let cluster_ip = p
+        .service_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "None".into());
     Some(json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": p.namespace,
                      "uid": uid_of(&[&p.namespace, "service", &name]),
                      "labels": {"app": name}},
-        "spec": {"clusterIP": "None", "clusterIPs": ["None"], "type": "ClusterIP",
+        "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "type": "ClusterIP",
                  "selector": selector, "ports": ports},
     }))
 }

@@ -228,6 +228,39 @@ pub fn sysctls(name: &str, values: Vec<(String, String)>) -> Result<(), Error> {
     })
 }
 
+/// Loads an nftables ruleset (`nft -f -`) in `name`.
+pub fn nft(name: &str, ruleset: &str) -> Result<(), Error> {
+    let what = format!("nft -f - in {name}");
+    let mut child = command(name, "nft", &["-f".into(), "-".into()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Command {
+            what: what.clone(),
+            reason: format!("{e} (is nftables installed? scripts/setup.sh installs it)"),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| Error::Command {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let out = child.wait_with_output().map_err(|e| Error::Command {
+        what: what.clone(),
+        reason: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            what,
+            reason: format!("{}\n{ruleset}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
 /// `ip netns exec NAME program args…` (the namespace's /etc/netns/NAME files are bind-mounted).
 pub fn command(name: &str, program: &str, args: &[String]) -> Command {
     let mut c = Command::new("ip");

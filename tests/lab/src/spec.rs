@@ -158,6 +158,13 @@ pub struct Spec {
     pub underlay: Ipv4Net,
     #[serde(default = "default_port")]
     pub app_port: u16,
+    /// `headless` (default): service names resolve to pod IPs. `clusterIP`: to
+    /// virtual IPs from `serviceCidr`, DNATed to the pod by nftables in every
+    /// node namespace, as kube-proxy does.
+    #[serde(default)]
+    pub service_mode: ServiceMode,
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: Ipv4Net,
     pub nodes: Vec<NodeSpec>,
     pub world: WorldSpec,
     pub dns: DnsSpec,
@@ -176,6 +183,21 @@ fn default_underlay() -> Ipv4Net {
 }
 fn default_port() -> u16 {
     8080
+}
+fn default_service_cidr() -> Ipv4Net {
+    Ipv4Net {
+        addr: Ipv4Addr::new(10, 96, 0, 0),
+        prefix: 16,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceMode {
+    #[default]
+    #[serde(rename = "headless")]
+    Headless,
+    #[serde(rename = "clusterIP")]
+    ClusterIp,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -317,6 +339,13 @@ impl Spec {
                     return Err(format!("pod CIDRs of {} and {} overlap", a.name, b.name));
                 }
             }
+        }
+        if self
+            .service_cidr
+            .host(100 + self.deployments.len() as u32)
+            .is_none()
+        {
+            return Err(format!("serviceCidr {} is too small", self.service_cidr));
         }
         if self.underlay.host(self.nodes.len() as u32 + 1).is_none() {
             return Err(format!("underlay {} is too small", self.underlay));

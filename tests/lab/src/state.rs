@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::spec::{Role, Spec};
+use crate::spec::{Role, ServiceMode, Spec};
 
 pub const STATE_FILE: &str = "lab-state.json";
 /// The gateway every pod routes through, answered by proxy ARP on the node side (as Calico does).
@@ -32,7 +32,10 @@ pub struct LabState {
     pub world: WorldState,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+    /// The DNS pod's IP.
     pub dns_ip: Ipv4Addr,
+    /// Where pods send DNS queries: the kube-dns ClusterIP, or the DNS pod's IP when headless.
+    pub dns_server: Ipv4Addr,
     /// Background processes started by `lab up` (CLI mode).
     #[serde(default)]
     pub processes: Vec<ProcState>,
@@ -66,6 +69,9 @@ pub struct PodState {
     pub dns: bool,
     pub node: String,
     pub ip: Ipv4Addr,
+    /// The ClusterIP of the pod's Service (`serviceMode: clusterIP` only).
+    #[serde(default)]
+    pub service_ip: Option<Ipv4Addr>,
     pub netns: String,
     /// The pod's veth end in the node namespace (flowd attaches here).
     pub host_veth: String,
@@ -145,6 +151,7 @@ impl LabState {
             .collect();
         let mut next_host: BTreeMap<String, u32> = BTreeMap::new();
         let mut pods = Vec::new();
+        let mut next_service = 100;
         for d in spec.all_deployments() {
             let Some(node) = spec.nodes.iter().find(|n| n.name == d.node) else {
                 continue; // validated
@@ -165,6 +172,16 @@ impl LabState {
             }
             labels.insert("pod-template-hash".into(), template_hash);
             // Cilium-style host-side name: "lxc" + 12 hex digits, within IFNAMSIZ.
+            let service_ip = match spec.service_mode {
+                ServiceMode::Headless => None,
+                // kube-dns at .10 as in kubeadm clusters; the others from .100 on.
+                ServiceMode::ClusterIp if dns => spec.service_cidr.host(10),
+                ServiceMode::ClusterIp if d.role().serves() => {
+                    next_service += 1;
+                    spec.service_cidr.host(next_service - 1)
+                }
+                ServiceMode::ClusterIp => None,
+            };
             let host_veth = format!("lxc{:012x}", fnv(&[&d.namespace, &name]) & 0xffff_ffff_ffff);
             pods.push(PodState {
                 uid: uid(&[&d.namespace, &name]),
@@ -176,16 +193,15 @@ impl LabState {
                 dns,
                 node: d.node.clone(),
                 ip,
+                service_ip,
                 host_veth,
                 labels,
                 name,
             });
         }
-        let dns_ip = pods
-            .iter()
-            .find(|p| p.dns)
-            .map(|p| p.ip)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let dns_pod = pods.iter().find(|p| p.dns);
+        let dns_ip = dns_pod.map(|p| p.ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let dns_server = dns_pod.and_then(|p| p.service_ip).unwrap_or(dns_ip);
         LabState {
             prefix: prefix.to_string(),
             dir: dir.to_path_buf(),
@@ -200,6 +216,7 @@ impl LabState {
             nodes,
             pods,
             dns_ip,
+            dns_server,
             processes: Vec::new(),
         }
     }
@@ -236,16 +253,21 @@ impl LabState {
 
     /// DNS names the cluster DNS answers, with their address.
     pub fn dns_records(&self) -> Vec<(String, Ipv4Addr)> {
+        // Only pods with a Service (see manifests) have a name.
         let mut v: Vec<(String, Ipv4Addr)> = self
             .pods
             .iter()
+            .filter(|p| p.dns || p.role.serves())
             .map(|p| {
                 let svc = if p.dns {
                     self.spec.dns.service.as_str()
                 } else {
                     p.deployment.as_str()
                 };
-                (self.service_fqdn(svc, &p.namespace), p.ip)
+                (
+                    self.service_fqdn(svc, &p.namespace),
+                    p.service_ip.unwrap_or(p.ip),
+                )
             })
             .collect();
         v.extend(

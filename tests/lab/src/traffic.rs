@@ -36,7 +36,10 @@ pub struct HttpCount {
     pub destination_service: String,
     /// `None` for the outside world.
     pub destination_pod: Option<String>,
+    /// The address the client connected to: the pod's, or its Service's ClusterIP.
     pub destination_ip: Ipv4Addr,
+    /// The address that served it (after ClusterIP DNAT): the pod's IP.
+    pub backend_ip: Ipv4Addr,
     pub destination_port: u16,
     pub method: String,
     pub path: String,
@@ -88,25 +91,11 @@ pub struct TrafficReport {
     pub expected: Exchanges,
 }
 
-type HttpKey = (
-    String,
-    String,
-    Ipv4Addr,
-    Option<String>,
-    String,
-    Option<String>,
-    Ipv4Addr,
-    u16,
-    String,
-    String,
-    u16,
-);
-type DnsKey = (String, String, Ipv4Addr, Ipv4Addr, String, String, String);
-
+/// Rows with `count: 0` are the keys.
 #[derive(Default)]
 struct Tally {
-    http: BTreeMap<HttpKey, u32>,
-    dns: BTreeMap<DnsKey, u32>,
+    http: BTreeMap<HttpCount, u32>,
+    dns: BTreeMap<DnsCount, u32>,
 }
 
 /// One side of an exchange.
@@ -115,52 +104,46 @@ struct Peer {
     namespace: Option<String>,
     service: String,
     pod: Option<String>,
+    /// What clients connect to (ClusterIP or pod IP).
     ip: Ipv4Addr,
+    /// Who serves (pod IP; the world's IP).
+    backend: Ipv4Addr,
     port: u16,
     kind: Kind,
 }
 
 impl Tally {
     fn http(&mut self, src: &PodState, dst: &Peer, method: &str, path: &str, status: u16, n: u32) {
-        *self
-            .http
-            .entry((
-                src.namespace.clone(),
-                src.name.clone(),
-                src.ip,
-                dst.namespace.clone(),
-                dst.service.clone(),
-                dst.pod.clone(),
-                dst.ip,
-                dst.port,
-                method.to_string(),
-                path.to_string(),
-                status,
-            ))
-            .or_default() += n;
+        let key = HttpCount {
+            source_namespace: src.namespace.clone(),
+            source_pod: src.name.clone(),
+            source_ip: src.ip,
+            destination_namespace: dst.namespace.clone(),
+            destination_service: dst.service.clone(),
+            destination_pod: dst.pod.clone(),
+            destination_ip: dst.ip,
+            backend_ip: dst.backend,
+            destination_port: dst.port,
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            count: 0,
+        };
+        *self.http.entry(key).or_default() += n;
     }
 
-    fn dns(
-        &mut self,
-        src: &PodState,
-        server: Ipv4Addr,
-        name: &str,
-        qtype: &str,
-        rcode: &str,
-        n: u32,
-    ) {
-        *self
-            .dns
-            .entry((
-                src.namespace.clone(),
-                src.name.clone(),
-                src.ip,
-                server,
-                name.to_string(),
-                qtype.to_string(),
-                rcode.to_string(),
-            ))
-            .or_default() += n;
+    fn dns(&mut self, src: &PodState, server: Ipv4Addr, name: &str, rcode: &str, n: u32) {
+        let key = DnsCount {
+            source_namespace: src.namespace.clone(),
+            source_pod: src.name.clone(),
+            source_ip: src.ip,
+            server_ip: server,
+            name: name.to_string(),
+            qtype: "A".into(),
+            rcode: rcode.to_string(),
+            count: 0,
+        };
+        *self.dns.entry(key).or_default() += n;
     }
 
     fn finish(self) -> Exchanges {
@@ -168,36 +151,12 @@ impl Tally {
             http: self
                 .http
                 .into_iter()
-                .map(
-                    |((sn, sp, sip, dn, ds, dp, dip, dport, m, p, st), count)| HttpCount {
-                        source_namespace: sn,
-                        source_pod: sp,
-                        source_ip: sip,
-                        destination_namespace: dn,
-                        destination_service: ds,
-                        destination_pod: dp,
-                        destination_ip: dip,
-                        destination_port: dport,
-                        method: m,
-                        path: p,
-                        status: st,
-                        count,
-                    },
-                )
+                .map(|(k, count)| HttpCount { count, ..k })
                 .collect(),
             dns: self
                 .dns
                 .into_iter()
-                .map(|((sn, sp, sip, srv, name, qt, rc), count)| DnsCount {
-                    source_namespace: sn,
-                    source_pod: sp,
-                    source_ip: sip,
-                    server_ip: srv,
-                    name,
-                    qtype: qt,
-                    rcode: rc,
-                    count,
-                })
+                .map(|(k, count)| DnsCount { count, ..k })
                 .collect(),
         }
     }
@@ -217,7 +176,8 @@ fn service_peer<'a>(
             namespace: Some(namespace.to_string()),
             service: service.to_string(),
             pod: Some(pod.name.clone()),
-            ip: pod.ip,
+            ip: pod.service_ip.unwrap_or(pod.ip),
+            backend: pod.ip,
             port: state.spec.app_port,
             kind: Kind::Pod(pod.role),
         },
@@ -231,6 +191,7 @@ fn world_peer(state: &LabState) -> Option<Peer> {
         service: state.spec.world.names.first()?.clone(),
         pod: None,
         ip: state.world.ip,
+        backend: state.world.ip,
         port: WORLD_PORT,
         kind: Kind::World,
     })
@@ -262,7 +223,7 @@ fn simulate(
             Some(svc) => state.service_fqdn(svc, &caller.namespace),
             None => peer.service.clone(),
         };
-        tally.dns(caller, state.dns_ip, &fqdn, "A", "NOERROR", n);
+        tally.dns(caller, state.dns_server, &fqdn, "NOERROR", n);
         statuses.push(simulate(
             state,
             tally,
@@ -298,10 +259,10 @@ pub fn expected(state: &LabState) -> Result<Exchanges, Error> {
         .ok_or_else(|| Error::Traffic(format!("no pod for service {}", t.target)))?;
     let mut tally = Tally::default();
     for name in &t.lookups {
-        tally.dns(src, state.dns_ip, name, "A", expected_rcode(state, name), 1);
+        tally.dns(src, state.dns_server, name, expected_rcode(state, name), 1);
     }
     let fqdn = state.service_fqdn(&t.target, &src.namespace);
-    tally.dns(src, state.dns_ip, &fqdn, "A", "NOERROR", t.connections);
+    tally.dns(src, state.dns_server, &fqdn, "NOERROR", t.connections);
     for r in &t.requests {
         if r.count > 0 {
             simulate(
@@ -327,13 +288,13 @@ pub async fn generate(state: &LabState) -> Result<TrafficReport, Error> {
         .ok_or_else(|| Error::Traffic(format!("no pod for {}", t.source)))?;
     let (target, _) = service_peer(state, &src.namespace, &t.target)
         .ok_or_else(|| Error::Traffic(format!("no pod for service {}", t.target)))?;
-    let dns = SocketAddr::from((state.dns_ip, 53));
+    let dns = SocketAddr::from((state.dns_server, 53));
     let timeout = Duration::from_secs(3);
     let mut tally = Tally::default();
 
     for name in &t.lookups {
         let a = crate::dns::query(dns, name, RecordType::A, timeout).await?;
-        tally.dns(src, state.dns_ip, name, "A", &a.rcode, 1);
+        tally.dns(src, state.dns_server, name, &a.rcode, 1);
     }
 
     let mut order: Vec<(String, String)> = t
@@ -348,7 +309,7 @@ pub async fn generate(state: &LabState) -> Result<TrafficReport, Error> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..conns {
         let a = crate::dns::query(dns, &fqdn, RecordType::A, timeout).await?;
-        tally.dns(src, state.dns_ip, &fqdn, "A", &a.rcode, 1);
+        tally.dns(src, state.dns_server, &fqdn, &a.rcode, 1);
         let ip = a.addrs.first().copied().ok_or_else(|| {
             Error::Traffic(format!("{fqdn} resolved to no address ({})", a.rcode))
         })?;

@@ -208,13 +208,17 @@ fn pods_talk_same_node_cross_node_and_to_the_world() -> Result<()> {
 
 type Key = (Ipv4Addr, Ipv4Addr, String, String, u16);
 
-/// Expected exchanges (`expected.http`) by (source ip, destination ip, method, path, status).
-fn expected_by_ips(r: &TrafficReport) -> BTreeMap<Key, u32> {
+/// Expected exchanges (`expected.http`) by (source ip, destination or backend ip, method, path, status).
+fn expected_by_ips(r: &TrafficReport, backend: bool) -> BTreeMap<Key, u32> {
     let mut m = BTreeMap::new();
     for h in &r.expected.http {
         *m.entry((
             h.source_ip,
-            h.destination_ip,
+            if backend {
+                h.backend_ip
+            } else {
+                h.destination_ip
+            },
             h.method.clone(),
             h.path.clone(),
             h.status,
@@ -228,6 +232,62 @@ fn expected_by_ips(r: &TrafficReport) -> BTreeMap<Key, u32> {
 fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
     let lab = Lab::up(Spec::default_spec())?;
     let report = lab.run_traffic()?;
+    check_report(&lab, &report)?;
+    // Headless services: clients connect to the pods themselves.
+    assert!(
+        report
+            .expected
+            .http
+            .iter()
+            .all(|h| h.destination_ip == h.backend_ip)
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_ip_services_are_dnated_to_their_pods() -> Result<()> {
+    let mut spec = Spec::default_spec();
+    spec.service_mode = flowd_lab::spec::ServiceMode::ClusterIp;
+    let lab = Lab::up(spec)?;
+    assert_eq!(lab.dns_server(), Ipv4Addr::new(10, 96, 0, 10));
+    let frontend = lab.pod("ecommerce/frontend").context("frontend")?.clone();
+    let vip = frontend.service_ip.context("frontend has a ClusterIP")?;
+    // Servers count the clients' pod IPs: DNAT only, no SNAT.
+    let report = lab.run_traffic()?;
+    check_report(&lab, &report)?;
+
+    let a = lab.resolve("ecommerce/loadgen", "frontend.ecommerce.svc.cluster.local")?;
+    assert_eq!(a.addrs, vec![vip]);
+    assert_eq!(lab.http("ecommerce/loadgen", vip, 8080, "GET", "/")?, 200);
+    let manifest =
+        std::fs::read_to_string(lab.manifest_dir().join("ecommerce.service.frontend.yaml"))?;
+    assert!(
+        manifest.contains(&format!("clusterIP: {vip}")),
+        "{manifest}"
+    );
+    let to_frontend = report
+        .sent
+        .http
+        .iter()
+        .find(|h| h.destination_service == "frontend")
+        .context("row")?;
+    assert_eq!(
+        (to_frontend.destination_ip, to_frontend.backend_ip),
+        (vip, frontend.ip)
+    );
+    assert!(
+        report
+            .expected
+            .dns
+            .iter()
+            .all(|d| d.server_ip == lab.dns_server())
+    );
+    Ok(())
+}
+
+/// The report against the default mix, what every server counted and dnsmasq's log
+/// (call before any other traffic in `lab`).
+fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
     let spec = Spec::default_spec();
     let n: u32 = spec.traffic.requests.iter().map(|r| r.count).sum();
     assert_eq!(report.sent.http_total(), n);
@@ -299,7 +359,7 @@ fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
                 )
             })
             .collect();
-        let want: BTreeMap<Key, u32> = expected_by_ips(&report)
+        let want: BTreeMap<Key, u32> = expected_by_ips(report, false)
             .into_iter()
             .filter(|(k, _)| k.0 == ip)
             .collect();
@@ -318,7 +378,7 @@ fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
             .collect();
         assert_eq!(dns, want_dns, "lookups of {key}");
     }
-    assert_eq!(seen, expected_by_ips(&report));
+    assert_eq!(seen, expected_by_ips(report, true));
     assert!(
         report
             .expected

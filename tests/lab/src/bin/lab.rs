@@ -112,17 +112,20 @@ fn summary(s: &LabState) {
     }
     for p in &s.pods {
         println!(
-            "  pod      {:<15} {:<8} {:<15} {}/{}",
+            "  pod      {:<15} {:<8} {:<15} {}/{}{}",
             p.ip.to_string(),
             p.node,
             p.host_veth,
             p.namespace,
-            p.name
+            p.name,
+            p.service_ip
+                .map(|ip| format!("  (ClusterIP {ip})"))
+                .unwrap_or_default()
         );
     }
     println!(
         "  dns      {}:53 ({}.{}.svc.{})",
-        s.dns_ip, s.spec.dns.service, s.spec.dns.namespace, s.spec.cluster_domain
+        s.dns_server, s.spec.dns.service, s.spec.dns.namespace, s.spec.cluster_domain
     );
     println!(
         "  manifests {}",
