@@ -410,6 +410,7 @@ impl Lab {
     }
 
     pub fn up_with(spec: Spec, opts: Options) -> Result<Lab, Error> {
+        preflight(&spec)?;
         let prefix = new_prefix();
         let (dir, owned_dir) = match &opts.dir {
             Some(d) => (d.clone(), false),
@@ -663,22 +664,11 @@ impl Lab {
             .pod(key)
             .cloned()
             .ok_or_else(|| Error::Lab(format!("no pod {key:?}")))?;
-        if pod.dns {
-            return Err(Error::Lab("the DNS pod cannot be deleted".into()));
-        }
-        let _ = std::fs::remove_file(manifests::pod_file(&self.state.dir, &pod));
         if let Some(s) = self.servers.remove(&pod.key()) {
             let _ = s.stop.send(true);
             let _ = s.thread.join();
         }
-        netns::destroy(&pod.netns)?;
-        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&pod.netns));
-        if let Some(node) = self.state.node(&pod.node) {
-            // Deleting the pod namespace deleted the veth pair and with it the route.
-            let _ = netns::ip(&["-n", &node.netns, "route", "del", &format!("{}/32", pod.ip)]);
-        }
-        self.state.pods.retain(|p| p.key() != pod.key());
-        self.state.save()
+        delete_pod(&mut self.state, key).map(|_| ())
     }
 
     /// Tears the lab down now, reporting errors (dropping does the same, silently).
@@ -782,6 +772,56 @@ pub fn server_stats(state: &LabState) -> Result<BTreeMap<String, Stats>, Error> 
         out.insert(key, stats);
     }
     Ok(out)
+}
+
+/// Deletes a pod (not the DNS one): its manifest file first (as the API server
+/// would announce it), then its processes, namespace, veth and route. Its
+/// Service and DNS name stay, now without a backend.
+pub fn delete_pod(state: &mut LabState, key: &str) -> Result<PodState, Error> {
+    let pod = state
+        .pod(key)
+        .cloned()
+        .ok_or_else(|| Error::Lab(format!("no pod {key:?}")))?;
+    if pod.dns {
+        return Err(Error::Lab("the DNS pod cannot be deleted".into()));
+    }
+    let _ = std::fs::remove_file(manifests::pod_file(&state.dir, &pod));
+    netns::destroy(&pod.netns)?;
+    let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&pod.netns));
+    // Deleting the namespace deleted the veth pair, and the route with it.
+    state.pods.retain(|p| p.key() != pod.key());
+    state.save()?;
+    Ok(pod)
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// What `up` needs from the machine, checked before anything is created.
+pub fn preflight(spec: &Spec) -> Result<(), Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Lab(
+            "the lab must run as root (it creates network namespaces)".into(),
+        ));
+    }
+    let mut tools = vec![("ip", "iproute2"), ("dnsmasq", "dnsmasq-base")];
+    if spec.service_mode == ServiceMode::ClusterIp {
+        tools.push(("nft", "nftables"));
+    }
+    for (tool, package) in tools {
+        if !in_path(tool) {
+            return Err(Error::Lab(format!(
+                "`{tool}` not found in PATH: install the {package} package (scripts/setup.sh does)"
+            )));
+        }
+    }
+    if !Path::new("/proc/self/ns/net").exists() {
+        return Err(Error::Lab("this kernel has no network namespaces".into()));
+    }
+    Ok(())
 }
 
 /// Kills what the lab started and deletes its namespaces; safe to repeat.

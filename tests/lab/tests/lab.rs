@@ -525,6 +525,12 @@ fn cli_up_traffic_exec_down() -> Result<()> {
         .status()?;
     assert_eq!(st.code(), Some(1));
 
+    let pay = state.pod("ecommerce/payment-service").context("payment")?;
+    lab_cli(&["delete", "--dir", &d, "--pod", "ecommerce/payment-service"])?;
+    assert!(!flowd_lab::manifests::pod_file(&dir, pay).exists());
+    assert!(!netns::exists(&pay.netns));
+    assert_eq!(LabState::load(&dir)?.pods.len(), state.pods.len() - 1);
+
     lab_cli(&["down", "--dir", &d])?;
     assert_eq!(leftovers(&state.prefix), Vec::<String>::new());
     assert!(state.processes.iter().all(|p| !netns::alive(p.pid)));

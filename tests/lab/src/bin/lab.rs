@@ -58,6 +58,14 @@ enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Delete a pod: its manifest file, processes, namespace and veth.
+    Delete {
+        #[arg(long)]
+        dir: PathBuf,
+        /// namespace/pod or namespace/deployment.
+        #[arg(long)]
+        pod: String,
+    },
     /// Print the lab's nodes, pods and addresses.
     Status {
         #[arg(long)]
@@ -209,6 +217,11 @@ fn main() -> anyhow::Result<()> {
             let (program, args) = cmd.split_first().context("no command given after --")?;
             let err = flowd_lab::netns::command(&ns, program, args).exec();
             bail!("running ip netns exec {ns} {program}: {err}");
+        }
+        Cmd::Delete { dir, pod } => {
+            let mut state = load(&dir)?;
+            let gone = flowd_lab::lab::delete_pod(&mut state, &pod)?;
+            eprintln!("==> deleted pod {} ({})", gone.key(), gone.ip);
         }
         Cmd::Status { dir } => summary(&load(&dir)?),
         Cmd::Down { dir } => match LabState::load(&dir) {
