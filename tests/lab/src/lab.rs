@@ -653,6 +653,15 @@ impl Lab {
         run_traffic(&self.state)
     }
 
+    /// Runs the mix `rounds` times, `interval` apart; the report sums them.
+    pub fn run_traffic_rounds(
+        &self,
+        rounds: u32,
+        interval: Duration,
+    ) -> Result<TrafficReport, Error> {
+        run_traffic_rounds(&self.state, rounds, interval)
+    }
+
     /// What each server counted, by `namespace/pod` (and `world`).
     pub fn server_stats(&self) -> Result<BTreeMap<String, Stats>, Error> {
         server_stats(&self.state)
@@ -754,14 +763,22 @@ fn spawn_server_thread(key: &str, ns: &str, cfg: AppConfig) -> Result<ServerThre
 
 /// Runs the traffic generator of `state`'s spec in its source pod.
 pub fn run_traffic(state: &LabState) -> Result<TrafficReport, Error> {
+    run_traffic_rounds(state, 1, Duration::ZERO)
+}
+
+/// Runs the mix `rounds` times (at least once), `interval` apart, in the source pod.
+pub fn run_traffic_rounds(
+    state: &LabState,
+    rounds: u32,
+    interval: Duration,
+) -> Result<TrafficReport, Error> {
     let src = state
         .pod(&state.spec.traffic.source)
         .ok_or_else(|| Error::Traffic(format!("no pod {}", state.spec.traffic.source)))?;
     let st = state.clone();
-    run_async_in(
-        &src.netns,
-        move || async move { traffic::generate(&st).await },
-    )
+    run_async_in(&src.netns, move || async move {
+        traffic::generate_rounds(&st, rounds.max(1), interval).await
+    })
 }
 
 /// Reads every server's counters over its loopback admin port.

@@ -73,6 +73,28 @@ impl Exchanges {
     pub fn dns_total(&self) -> u32 {
         self.dns.iter().map(|d| d.count).sum()
     }
+
+    /// Adds `other`'s counts to these (rows with equal keys are summed).
+    pub fn merge(&mut self, other: &Exchanges) {
+        let mut http: BTreeMap<HttpCount, u32> = BTreeMap::new();
+        for h in self.http.iter().chain(&other.http) {
+            *http
+                .entry(HttpCount {
+                    count: 0,
+                    ..h.clone()
+                })
+                .or_default() += h.count;
+        }
+        let mut dns: BTreeMap<DnsCount, u32> = BTreeMap::new();
+        for d in self.dns.iter().chain(&other.dns) {
+            *dns.entry(DnsCount {
+                count: 0,
+                ..d.clone()
+            })
+            .or_default() += d.count;
+        }
+        *self = Tally { http, dns }.finish();
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,8 +104,10 @@ pub struct TrafficReport {
     pub source_pod: String,
     pub source_ip: Ipv4Addr,
     pub target: String,
-    /// TCP connections the generator opened to the target (keep-alive).
+    /// TCP connections the generator opened to the target per round (keep-alive).
     pub connections: u32,
+    /// How many times the mix was sent (counts below are totals over all rounds).
+    pub rounds: u32,
     pub elapsed_ms: u64,
     /// What the generator itself sent, with the statuses and rcodes it got.
     pub sent: Exchanges,
@@ -279,7 +303,27 @@ pub fn expected(state: &LabState) -> Result<Exchanges, Error> {
     Ok(tally.finish())
 }
 
-/// Runs the generator. Call from inside the source pod's namespace (any tokio runtime).
+/// Runs the generator `rounds` times, `interval` apart (pacing for live views),
+/// and sums the reports. Call from inside the source pod's namespace.
+pub async fn generate_rounds(
+    state: &LabState,
+    rounds: u32,
+    interval: Duration,
+) -> Result<TrafficReport, Error> {
+    let started = Instant::now();
+    let mut total = generate(state).await?;
+    for _ in 1..rounds {
+        tokio::time::sleep(interval).await;
+        let r = generate(state).await?;
+        total.sent.merge(&r.sent);
+        total.expected.merge(&r.expected);
+        total.rounds += 1;
+    }
+    total.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(total)
+}
+
+/// Runs the generator once. Call from inside the source pod's namespace (any tokio runtime).
 pub async fn generate(state: &LabState) -> Result<TrafficReport, Error> {
     let started = Instant::now();
     let t = &state.spec.traffic;
@@ -346,6 +390,7 @@ pub async fn generate(state: &LabState) -> Result<TrafficReport, Error> {
         source_ip: src.ip,
         target: fqdn,
         connections: t.connections,
+        rounds: 1,
         elapsed_ms: started.elapsed().as_millis() as u64,
         sent: tally.finish(),
         expected: expected(state)?,

@@ -245,6 +245,26 @@ fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
 }
 
 #[test]
+fn traffic_rounds_add_up() -> Result<()> {
+    let lab = Lab::up(Spec::default_spec())?;
+    let one = flowd_lab::traffic::expected(lab.state())?;
+    let report = lab.run_traffic_rounds(3, std::time::Duration::from_millis(10))?;
+    assert_eq!(report.rounds, 3);
+    assert_eq!(report.sent.http_total(), 3 * 32);
+    assert_eq!(report.expected.http_total(), 3 * one.http_total());
+    assert_eq!(report.expected.dns_total(), 3 * one.dns_total());
+    let mut thrice = one.clone();
+    thrice.merge(&one);
+    thrice.merge(&one);
+    assert_eq!(report.expected, thrice);
+    let stats = lab.server_stats()?;
+    let frontend = lab.pod("ecommerce/frontend").context("frontend")?.key();
+    let received: u32 = stats[&frontend].inbound.iter().map(|i| i.count).sum();
+    assert_eq!(received, 3 * 32);
+    Ok(())
+}
+
+#[test]
 fn cluster_ip_services_are_dnated_to_their_pods() -> Result<()> {
     let mut spec = Spec::default_spec();
     spec.service_mode = flowd_lab::spec::ServiceMode::ClusterIp;

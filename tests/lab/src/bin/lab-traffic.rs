@@ -15,6 +15,12 @@ struct Args {
     /// Override the spec's seed (order of the requests).
     #[arg(long)]
     seed: Option<u64>,
+    /// Send the mix this many times (the report sums them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Pause between rounds, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
     /// Indent the JSON.
     #[arg(long)]
     pretty: bool,
@@ -31,7 +37,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         state.spec.traffic.seed = seed;
     }
-    let report = flowd_lab::lab::run_traffic(&state)?;
+    let report = flowd_lab::lab::run_traffic_rounds(
+        &state,
+        args.rounds,
+        std::time::Duration::from_millis(args.interval_ms),
+    )?;
     let json = if args.pretty {
         serde_json::to_string_pretty(&report)?
     } else {

@@ -33,6 +33,12 @@ enum Cmd {
         /// Override the spec's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Send the mix this many times (the report sums them).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// Pause between rounds, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
         #[arg(long)]
         pretty: bool,
     },
@@ -175,12 +181,22 @@ fn main() -> anyhow::Result<()> {
             summary(&state);
             println!("stop it with: lab down --dir {}", state.dir.display());
         }
-        Cmd::Traffic { dir, seed, pretty } => {
+        Cmd::Traffic {
+            dir,
+            seed,
+            rounds,
+            interval_ms,
+            pretty,
+        } => {
             let mut state = load(&dir)?;
             if let Some(seed) = seed {
                 state.spec.traffic.seed = seed;
             }
-            let report = flowd_lab::lab::run_traffic(&state)?;
+            let report = flowd_lab::lab::run_traffic_rounds(
+                &state,
+                rounds,
+                std::time::Duration::from_millis(interval_ms),
+            )?;
             out(&if pretty {
                 serde_json::to_string_pretty(&report)?
             } else {
