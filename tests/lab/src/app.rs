@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -175,7 +175,7 @@ pub struct Stats {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InboundCount {
-    pub source_ip: Ipv4Addr,
+    pub source_ip: IpAddr,
     pub method: String,
     pub path: String,
     pub status: u16,
@@ -202,7 +202,7 @@ pub struct LookupCount {
 
 #[derive(Default)]
 struct Counters {
-    inbound: BTreeMap<(Ipv4Addr, String, String, u16), u32>,
+    inbound: BTreeMap<(IpAddr, String, String, u16), u32>,
     outbound: BTreeMap<(String, Option<Ipv4Addr>, String, String, u16), u32>,
     dns: BTreeMap<(String, String, String), u32>,
 }
@@ -261,6 +261,9 @@ pub struct AppConfig {
     pub cluster_domain: String,
     /// The outside world's DNS name (payment-service calls it).
     pub world_name: Option<String>,
+    /// Serve on IPv6 too (`[::]`, dual stack).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 struct Ctx {
@@ -288,7 +291,15 @@ pub fn bind(cfg: AppConfig) -> Result<Bound, Error> {
         })?;
         Ok::<_, Error>(l)
     };
-    let app = bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)))?;
+    // `[::]` accepts IPv4 too (v4-mapped) unless net.ipv6.bindv6only is set.
+    let app = if cfg.ipv6 {
+        bind(SocketAddr::from((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            cfg.port,
+        )))?
+    } else {
+        bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)))?
+    };
     let admin = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)))?;
     Ok(Bound { app, admin, cfg })
 }
@@ -389,8 +400,11 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
     }
     let status = finish(fin, &statuses);
     let source_ip = match peer.ip() {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
     };
     *lock(ctx)
         .inbound

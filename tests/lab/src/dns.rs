@@ -1,11 +1,13 @@
 //! A tiny stub resolver: one UDP query to the cluster DNS, as a pod's libc would
 //! send it (FQDN, recursion desired, no search list, no cache).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+/// Query types, re-exported so callers need no hickory dependency.
+pub use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, RData};
 use tokio::net::UdpSocket;
 
 use crate::Error;
@@ -15,6 +17,8 @@ pub struct Answer {
     /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, `REFUSED`, …
     pub rcode: String,
     pub addrs: Vec<Ipv4Addr>,
+    /// AAAA answers.
+    pub addrs6: Vec<Ipv6Addr>,
 }
 
 pub fn rcode_name(rc: ResponseCode) -> String {
@@ -85,9 +89,18 @@ pub async fn query(
                 _ => None,
             })
             .collect();
+        let addrs6 = resp
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
         return Ok(Answer {
             rcode: rcode_name(resp.response_code()),
             addrs,
+            addrs6,
         });
     }
 }

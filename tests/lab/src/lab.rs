@@ -30,7 +30,9 @@ use crate::dns;
 use crate::manifests;
 use crate::netns;
 use crate::spec::{ServiceMode, Spec};
-use crate::state::{ADMIN_PORT, LabState, POD_GATEWAY, PodState, ProcState, UPLINK, WORLD_PORT};
+use crate::state::{
+    ADMIN_PORT, LabState, POD_GATEWAY, POD_GATEWAY6, PodState, ProcState, UPLINK, WORLD_PORT,
+};
 use crate::traffic::{self, TrafficReport};
 
 /// How long `up` waits for a server or the DNS to answer.
@@ -103,6 +105,7 @@ fn app_config(state: &LabState, p: &PodState) -> AppConfig {
         dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: state.spec.world.names.first().cloned(),
+        ipv6: state.spec.ipv6,
     }
 }
 
@@ -116,6 +119,7 @@ fn world_config(state: &LabState) -> AppConfig {
         dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: None,
+        ipv6: state.spec.ipv6,
     }
 }
 
@@ -143,13 +147,31 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         netns::add(&ns)?;
         // IPv4 only: without this every new link sends IPv6 DAD/RS/MLD packets, noise in
         // the flows tests count. Set before any link exists so `default` covers them all.
-        netns::sysctls(
-            &ns,
+        let v6: Vec<(String, String)> = if state.spec.ipv6 {
+            // Dual stack, but quiet and immediate: no DAD (addresses usable at once),
+            // no router solicitations or autoconfiguration.
+            ["all", "default"]
+                .iter()
+                .flat_map(|c| {
+                    [
+                        (format!("net/ipv6/conf/{c}/accept_dad"), "0".to_string()),
+                        (format!("net/ipv6/conf/{c}/dad_transmits"), "0".to_string()),
+                        (
+                            format!("net/ipv6/conf/{c}/router_solicitations"),
+                            "0".to_string(),
+                        ),
+                        (format!("net/ipv6/conf/{c}/accept_ra"), "0".to_string()),
+                        (format!("net/ipv6/conf/{c}/forwarding"), "1".to_string()),
+                    ]
+                })
+                .collect()
+        } else {
             vec![
                 ("net/ipv6/conf/all/disable_ipv6".into(), "1".into()),
                 ("net/ipv6/conf/default/disable_ipv6".into(), "1".into()),
-            ],
-        )?;
+            ]
+        };
+        netns::sysctls(&ns, v6)?;
     }
     let prefix_len = state.spec.underlay.prefix;
 
@@ -166,6 +188,11 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         format!("addr add {}/24 dev wan0", state.world.gateway),
         "link set wan0 up".into(),
     ];
+    // IPv6 addresses before the routes through them (a gateway must be on-link).
+    if let (Some(r6), Some(g6)) = (state.router_ip6, state.world.gateway6) {
+        router.push(format!("addr add {r6}/64 dev br0 nodad"));
+        router.push(format!("addr add {g6}/64 dev wan0 nodad"));
+    }
     for (i, n) in state.nodes.iter().enumerate() {
         router.push(format!(
             "link add ul{i} type veth peer name {UPLINK} netns {}",
@@ -174,7 +201,11 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         router.push(format!("link set ul{i} master br0"));
         router.push(format!("link set ul{i} up"));
         router.push(format!("route add {} via {}", n.pod_cidr, n.underlay_ip));
+        if let (Some(c6), Some(u6)) = (&n.pod_cidr6, n.underlay_ip6) {
+            router.push(format!("route add {c6} via {u6}"));
+        }
     }
+
     netns::ip_batch(&state.router_netns, &router)?;
     netns::sysctls(
         &state.router_netns,
@@ -189,6 +220,15 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
             format!("route add default via {}", state.world.gateway),
         ],
     )?;
+    if let (Some(w6), Some(g6)) = (state.world.ip6, state.world.gateway6) {
+        netns::ip_batch(
+            &state.world.netns,
+            &[
+                format!("addr add {w6}/64 dev {UPLINK} nodad"),
+                format!("route add default via {g6}"),
+            ],
+        )?;
+    }
 
     for n in &state.nodes {
         progress(&format!(
@@ -201,12 +241,20 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
             format!("link set {UPLINK} up"),
             format!("route add default via {}", state.router_ip),
         ];
+        if let (Some(u6), Some(r6)) = (n.underlay_ip6, state.router_ip6) {
+            cmds.push(format!("addr add {u6}/64 dev {UPLINK} nodad"));
+            cmds.push(format!("route add default via {r6}"));
+        }
         for other in state.nodes.iter().filter(|o| o.name != n.name) {
             cmds.push(format!(
                 "route add {} via {}",
                 other.pod_cidr, other.underlay_ip
             ));
+            if let (Some(c6), Some(u6)) = (&other.pod_cidr6, other.underlay_ip6) {
+                cmds.push(format!("route add {c6} via {u6}"));
+            }
         }
+
         let mut sysctls = vec![
             ("net/ipv4/ip_forward".to_string(), "1".to_string()),
             ("net/ipv4/conf/all/rp_filter".into(), "0".into()),
@@ -222,6 +270,14 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
                 "route add {}/32 dev {} scope link",
                 p.ip, p.host_veth
             ));
+            if let Some(ip6) = p.ip6 {
+                // The pods' IPv6 gateway, the same link-local address on every host veth.
+                cmds.push(format!(
+                    "addr add {POD_GATEWAY6}/64 dev {} nodad",
+                    p.host_veth
+                ));
+                cmds.push(format!("route add {ip6}/128 dev {}", p.host_veth));
+            }
             sysctls.push((
                 format!("net/ipv4/conf/{}/proxy_arp", p.host_veth),
                 "1".into(),
@@ -259,6 +315,15 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
                 format!("route add default via {POD_GATEWAY} dev {UPLINK}"),
             ],
         )?;
+        if let Some(ip6) = p.ip6 {
+            netns::ip_batch(
+                &p.netns,
+                &[
+                    format!("addr add {ip6}/128 dev {UPLINK} nodad"),
+                    format!("route add default via {POD_GATEWAY6} dev {UPLINK}"),
+                ],
+            )?;
+        }
         // `ip netns exec` bind-mounts this over /etc/resolv.conf, as the kubelet would write it.
         let etc = PathBuf::from("/etc/netns").join(&p.netns);
         std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
@@ -326,8 +391,12 @@ fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
             args.push(format!("--local=/{parent}/"));
         }
     }
+    let v6: BTreeMap<String, std::net::Ipv6Addr> = state.dns_records6().into_iter().collect();
     for (name, ip) in state.dns_records() {
-        args.push(format!("--host-record={name},{ip}"));
+        match v6.get(&name) {
+            Some(ip6) => args.push(format!("--host-record={name},{ip},{ip6}")),
+            None => args.push(format!("--host-record={name},{ip}")),
+        }
     }
     Ok(netns::command(&dns_pod.netns, "dnsmasq", &args))
 }
@@ -619,10 +688,20 @@ impl Lab {
 
     /// Resolves `name` (type A) through the cluster DNS from a pod.
     pub fn resolve(&self, from: &str, name: &str) -> Result<dns::Answer, Error> {
+        self.resolve_type(from, name, RecordType::A)
+    }
+
+    /// Resolves `name` with query type `qtype` (A, AAAA, …) from a pod.
+    pub fn resolve_type(
+        &self,
+        from: &str,
+        name: &str,
+        qtype: RecordType,
+    ) -> Result<dns::Answer, Error> {
         let server = SocketAddr::from((self.state.dns_server, 53));
         let name = name.to_string();
         self.run_in_pod(from, move || async move {
-            dns::query(server, &name, RecordType::A, Duration::from_secs(3)).await
+            dns::query(server, &name, qtype, Duration::from_secs(3)).await
         })
     }
 
@@ -630,12 +709,13 @@ impl Lab {
     pub fn http(
         &self,
         from: &str,
-        ip: Ipv4Addr,
+        ip: impl Into<std::net::IpAddr>,
         port: u16,
         method: &str,
         path: &str,
     ) -> Result<u16, Error> {
         let (method, path) = (method.to_string(), path.to_string());
+        let ip: std::net::IpAddr = ip.into();
         self.run_in_pod(from, move || async move {
             app::request_once(
                 SocketAddr::from((ip, port)),

@@ -53,6 +53,14 @@ pub fn pod(state: &LabState, p: &PodState) -> Value {
     } else {
         json!({"name": "app", "image": format!("flowd-lab/{}:dev", p.role.as_str())})
     };
+    let mut pod_ips = vec![json!({"ip": p.ip.to_string()})];
+    if let Some(ip6) = p.ip6 {
+        pod_ips.push(json!({"ip": ip6.to_string()}));
+    }
+    let mut host_ips = vec![json!({"ip": node_ip})];
+    if let Some(n6) = state.node(&p.node).and_then(|n| n.underlay_ip6) {
+        host_ips.push(json!({"ip": n6.to_string()}));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -68,9 +76,9 @@ pub fn pod(state: &LabState, p: &PodState) -> Value {
         "status": {
             "phase": "Running",
             "hostIP": node_ip,
-            "hostIPs": [{"ip": node_ip}],
+            "hostIPs": host_ips,
             "podIP": p.ip.to_string(),
-            "podIPs": [{"ip": p.ip.to_string()}],
+            "podIPs": pod_ips,
         },
     })
 }
@@ -146,14 +154,21 @@ fn nodes(state: &LabState) -> Value {
         .nodes
         .iter()
         .map(|n| {
+            let mut cidrs = vec![n.pod_cidr.clone()];
+            cidrs.extend(n.pod_cidr6.clone());
+            let mut addresses =
+                vec![json!({"type": "InternalIP", "address": n.underlay_ip.to_string()})];
+            if let Some(u6) = n.underlay_ip6 {
+                addresses.push(json!({"type": "InternalIP", "address": u6.to_string()}));
+            }
+            addresses.push(json!({"type": "Hostname", "address": n.name}));
             json!({
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name,
                              "kubernetes.io/os": "linux"},
                              "annotations": {"flowd.io/netns": n.netns}},
-                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
-                "status": {"addresses": [{"type": "InternalIP", "address": n.underlay_ip.to_string()},
-                                         {"type": "Hostname", "address": n.name}]},
+                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": cidrs},
+                "status": {"addresses": addresses},
             })
         })
         .collect();

@@ -165,6 +165,11 @@ pub struct Spec {
     pub service_mode: ServiceMode,
     #[serde(default = "default_service_cidr")]
     pub service_cidr: Ipv4Net,
+    /// Dual stack: pods also get an IPv6 address (`fd00:10:244:<node#>::<n>/128`,
+    /// default route via `fe80::1` on the host veth), nodes `fd00:172:18::<n>`,
+    /// the world `2001:db8:100::10`; DNS answers AAAA. Off: IPv6 is disabled.
+    #[serde(default)]
+    pub ipv6: bool,
     pub nodes: Vec<NodeSpec>,
     pub world: WorldSpec,
     pub dns: DnsSpec,

@@ -3,7 +3,7 @@
 //! `lab down` can clean up even after a crash half-way through `lab up`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,8 @@ use crate::spec::{Role, ServiceMode, Spec};
 pub const STATE_FILE: &str = "lab-state.json";
 /// The gateway every pod routes through, answered by proxy ARP on the node side (as Calico does).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 gateway: a link-local address on every host-side veth.
+pub const POD_GATEWAY6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Each app pod's loopback-only admin port (`GET /stats`); loopback traffic never crosses a veth.
 pub const ADMIN_PORT: u16 = 9901;
 /// The outside-world server's port.
@@ -29,6 +31,8 @@ pub struct LabState {
     /// Namespace holding the underlay bridge `br0` and routing to the world.
     pub router_netns: String,
     pub router_ip: Ipv4Addr,
+    #[serde(default)]
+    pub router_ip6: Option<Ipv6Addr>,
     pub world: WorldState,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
@@ -46,6 +50,10 @@ pub struct WorldState {
     pub netns: String,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +63,10 @@ pub struct NodeState {
     /// The node's address on the underlay (its `eth0`), i.e. its InternalIP.
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: String,
+    #[serde(default)]
+    pub underlay_ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub pod_cidr6: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,6 +81,9 @@ pub struct PodState {
     pub dns: bool,
     pub node: String,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address (`ipv6: true` only).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     /// The ClusterIP of the pod's Service (`serviceMode: clusterIP` only).
     #[serde(default)]
     pub service_ip: Option<Ipv4Addr>,
@@ -147,6 +162,8 @@ impl LabState {
                     .host(i as u32 + 2)
                     .unwrap_or(Ipv4Addr::UNSPECIFIED),
                 pod_cidr: n.pod_cidr.to_string(),
+                underlay_ip6: spec.ipv6.then(|| underlay6(i as u16 + 2)),
+                pod_cidr6: spec.ipv6.then(|| format!("{}/64", pod6(i, 0))),
             })
             .collect();
         let mut next_host: BTreeMap<String, u32> = BTreeMap::new();
@@ -158,6 +175,12 @@ impl LabState {
             };
             let n = next_host.entry(d.node.clone()).or_insert(2);
             let ip = node.pod_cidr.host(*n).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let node_index = spec
+                .nodes
+                .iter()
+                .position(|x| x.name == d.node)
+                .unwrap_or(0);
+            let ip6 = spec.ipv6.then(|| pod6(node_index, *n as u16));
             *n += 1;
             let template_hash = safe_suffix(fnv(&[&d.namespace, &d.name, "template"]), 9);
             let replica_set = format!("{}-{}", d.name, template_hash);
@@ -193,6 +216,7 @@ impl LabState {
                 dns,
                 node: d.node.clone(),
                 ip,
+                ip6,
                 service_ip,
                 host_veth,
                 labels,
@@ -208,10 +232,13 @@ impl LabState {
             spec: spec.clone(),
             router_netns: format!("{prefix}-router"),
             router_ip: spec.underlay.host(1).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            router_ip6: spec.ipv6.then(|| underlay6(1)),
             world: WorldState {
                 netns: format!("{prefix}-world"),
                 ip: spec.world.ip,
                 gateway: world_gateway(spec.world.ip),
+                ip6: spec.ipv6.then_some(WORLD_IP6),
+                gateway6: spec.ipv6.then_some(WORLD_GW6),
             },
             nodes,
             pods,
@@ -252,6 +279,27 @@ impl LabState {
     }
 
     /// DNS names the cluster DNS answers, with their address.
+    /// AAAA records: pods' IPv6 (headless services only; ClusterIPs are IPv4) and the world's.
+    pub fn dns_records6(&self) -> Vec<(String, Ipv6Addr)> {
+        let mut v: Vec<(String, Ipv6Addr)> = self
+            .pods
+            .iter()
+            .filter(|p| (p.dns || p.role.serves()) && p.service_ip.is_none())
+            .filter_map(|p| {
+                let svc = if p.dns {
+                    self.spec.dns.service.as_str()
+                } else {
+                    p.deployment.as_str()
+                };
+                Some((self.service_fqdn(svc, &p.namespace), p.ip6?))
+            })
+            .collect();
+        if let Some(ip6) = self.world.ip6 {
+            v.extend(self.spec.world.names.iter().map(|n| (n.clone(), ip6)));
+        }
+        v
+    }
+
     pub fn dns_records(&self) -> Vec<(String, Ipv4Addr)> {
         // Only pods with a Service (see manifests) have a name.
         let mut v: Vec<(String, Ipv4Addr)> = self
@@ -306,6 +354,20 @@ impl LabState {
             reason: e.to_string(),
         })
     }
+}
+
+/// IPv6 of the world (documentation prefix) and of the router on that link.
+const WORLD_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+const WORLD_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+
+/// `fd00:172:18::<n>`: the IPv6 underlay.
+fn underlay6(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x172, 0x18, 0, 0, 0, 0, n)
+}
+
+/// `fd00:10:244:<node index + 1>::<n>`: pod addresses of a node.
+fn pod6(node_index: usize, n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x10, 0x244, node_index as u16 + 1, 0, 0, 0, n)
 }
 
 /// The router's address on the world link: `.1` of the world address' /24.

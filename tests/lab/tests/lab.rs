@@ -245,6 +245,69 @@ fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
 }
 
 #[test]
+fn dual_stack_pods_reach_each_other_and_the_world_over_ipv6() -> Result<()> {
+    let mut spec = Spec::default_spec();
+    spec.ipv6 = true;
+    let lab = Lab::up(spec)?;
+    // IPv4 keeps working exactly as in single stack.
+    let report = lab.run_traffic()?;
+    check_report(&lab, &report)?;
+
+    let v6 = |key: &str| {
+        lab.pod(key)
+            .and_then(|p| p.ip6)
+            .context(format!("{key} has IPv6"))
+    };
+    let frontend6 = v6("ecommerce/frontend")?;
+    // Cross node (node-b -> node-a), same node (node-a -> node-a), to the world.
+    assert_eq!(
+        lab.http("ecommerce/loadgen", frontend6, 8080, "GET", "/")?,
+        200
+    );
+    assert_eq!(
+        lab.http(
+            "ecommerce/frontend",
+            v6("ecommerce/order-service")?,
+            8080,
+            "GET",
+            "/carts/404"
+        )?,
+        404
+    );
+    let world6 = lab.state().world.ip6.context("world ip6")?;
+    assert_eq!(
+        lab.http("ecommerce/payment-service", world6, 80, "GET", "/")?,
+        200
+    );
+    // The servers saw the clients' IPv6 addresses.
+    let stats = lab.server_stats()?;
+    let loadgen6 = v6("ecommerce/loadgen")?;
+    let frontend = lab.pod("ecommerce/frontend").context("frontend")?.key();
+    assert!(
+        stats[&frontend]
+            .inbound
+            .iter()
+            .any(|i| i.source_ip == std::net::IpAddr::V6(loadgen6))
+    );
+
+    let a = lab.resolve_type(
+        "ecommerce/loadgen",
+        "frontend.ecommerce.svc.cluster.local",
+        flowd_lab::dns::RecordType::AAAA,
+    )?;
+    assert_eq!(
+        (a.rcode.as_str(), a.addrs6.as_slice()),
+        ("NOERROR", &[frontend6][..])
+    );
+    let manifest = std::fs::read_to_string(flowd_lab::manifests::pod_file(
+        lab.dir(),
+        lab.pod("ecommerce/frontend").context("frontend")?,
+    ))?;
+    assert!(manifest.contains(&format!("ip: {frontend6}")), "{manifest}");
+    Ok(())
+}
+
+#[test]
 fn traffic_rounds_add_up() -> Result<()> {
     let lab = Lab::up(Spec::default_spec())?;
     let one = flowd_lab::traffic::expected(lab.state())?;
@@ -358,8 +421,11 @@ fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
             lab.pod_ip(key).context("pod ip")?
         };
         for i in &s.inbound {
+            let std::net::IpAddr::V4(source_ip) = i.source_ip else {
+                anyhow::bail!("{key} got a request over IPv6 from {}", i.source_ip);
+            };
             *seen
-                .entry((i.source_ip, ip, i.method.clone(), i.path.clone(), i.status))
+                .entry((source_ip, ip, i.method.clone(), i.path.clone(), i.status))
                 .or_default() += i.count;
         }
         // What each pod sent and resolved matches the expectation for that pod.
