@@ -582,7 +582,19 @@ impl Lab {
             }
         }
         for (key, ns, _) in server_list(&self.state) {
-            wait_ready(&ns, &format!("{key} to listen"), admin_port_open)?;
+            wait_ready(&ns, &format!("{key} to listen"), admin_port_open).map_err(|e| {
+                let log = self
+                    .state
+                    .dir
+                    .join("logs")
+                    .join(format!("{}.log", sanitize(&key)));
+                match std::fs::read_to_string(&log) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        Error::Lab(format!("{e}; {} says: {}", log.display(), text.trim()))
+                    }
+                    _ => e,
+                }
+            })?;
         }
         self.state.save()?;
         progress(&format!(
@@ -937,9 +949,12 @@ pub fn teardown_state(state: &LabState) -> Result<(), Error> {
         }
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&ns));
     }
-    let _ = std::fs::remove_file(state.dir.join(crate::state::STATE_FILE));
     match first_err {
+        // The state file stays, so `down` can be retried.
         Some(e) => Err(e),
-        None => Ok(()),
+        None => {
+            let _ = std::fs::remove_file(state.dir.join(crate::state::STATE_FILE));
+            Ok(())
+        }
     }
 }
