@@ -1,1 +1,0 @@
-//! filters (to be written).

@@ -1,0 +1,904 @@
+use super::*;
+use flowd_proto::flow::{
+    CiliumEventType, Endpoint, Http, Ip, Layer4, Layer7, Service, Tcp, TcpFlags, TraceContext,
+    TraceParent, Udp, Workload,
+};
+
+fn ep(
+    ns: &str,
+    pod: &str,
+    labels: &[&str],
+    workload: Option<(&str, &str)>,
+    identity: u32,
+) -> Endpoint {
+    Endpoint {
+        namespace: ns.into(),
+        pod_name: pod.into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        workloads: workload
+            .map(|(name, kind)| {
+                vec![Workload {
+                    name: name.into(),
+                    kind: kind.into(),
+                }]
+            })
+            .unwrap_or_default(),
+        identity,
+        ..Default::default()
+    }
+}
+
+/// frontend (10.0.1.5:40000) → cart (10.0.2.7:8080), TCP SYN|ACK, egress.
+fn tcp_flow() -> Flow {
+    Flow {
+        uuid: "u-1".into(),
+        verdict: Verdict::Forwarded as i32,
+        ip: Some(Ip {
+            source: "10.0.1.5".into(),
+            destination: "10.0.2.7".into(),
+            ip_version: IpVersion::IPv4 as i32,
+            ..Default::default()
+        }),
+        l4: Some(Layer4 {
+            protocol: Some(L4::Tcp(Tcp {
+                source_port: 40000,
+                destination_port: 8080,
+                flags: Some(TcpFlags {
+                    syn: true,
+                    ack: true,
+                    ..Default::default()
+                }),
+            })),
+        }),
+        source: Some(ep(
+            "ecommerce",
+            "frontend-7d4b9-x2x",
+            &["k8s:app=frontend", "k8s:tier=web"],
+            Some(("frontend", "Deployment")),
+            1001,
+        )),
+        destination: Some(ep(
+            "ecommerce",
+            "cart-5f6c-abc",
+            &["k8s:app=cart", "k8s:tier=api"],
+            Some(("cart", "Deployment")),
+            1002,
+        )),
+        destination_service: Some(Service {
+            name: "cart".into(),
+            namespace: "ecommerce".into(),
+        }),
+        destination_names: vec!["cart.ecommerce.svc.cluster.local".into()],
+        node_name: "node-1".into(),
+        traffic_direction: TrafficDirection::Egress as i32,
+        event_type: Some(CiliumEventType {
+            r#type: 4,
+            sub_type: 0,
+        }),
+        is_reply: Some(false.into()),
+        r#type: flow::FlowType::L3L4 as i32,
+        ..Default::default()
+    }
+}
+
+fn http_flow(code: u32, method: &str, url: &str) -> Flow {
+    let mut f = tcp_flow();
+    f.r#type = flow::FlowType::L7 as i32;
+    f.event_type = Some(CiliumEventType {
+        r#type: 129,
+        sub_type: 0,
+    });
+    f.l7 = Some(Layer7 {
+        r#type: if code == 0 {
+            flow::L7FlowType::Request
+        } else {
+            flow::L7FlowType::Response
+        } as i32,
+        record: Some(L7::Http(Http {
+            code,
+            method: method.into(),
+            url: url.into(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![],
+        })),
+        ..Default::default()
+    });
+    f
+}
+
+fn dns_flow(query: &str) -> Flow {
+    let mut f = tcp_flow();
+    f.l4 = Some(Layer4 {
+        protocol: Some(L4::Udp(Udp {
+            source_port: 53000,
+            destination_port: 53,
+        })),
+    });
+    f.l7 = Some(Layer7 {
+        r#type: flow::L7FlowType::Request as i32,
+        record: Some(L7::Dns(flow::Dns {
+            query: query.into(),
+            qtypes: vec!["A".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    f
+}
+
+fn icmp6_flow() -> Flow {
+    let mut f = tcp_flow();
+    f.ip = Some(Ip {
+        source: "fd00::1".into(),
+        destination: "fd00::2".into(),
+        ip_version: IpVersion::IPv6 as i32,
+        ..Default::default()
+    });
+    f.l4 = Some(Layer4 {
+        protocol: Some(L4::IcmPv6(flow::IcmPv6 {
+            r#type: 128,
+            code: 0,
+        })),
+    });
+    f
+}
+
+fn compile(ff: FlowFilter) -> CompiledFilter {
+    CompiledFilter::new(&ff).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(ff: FlowFilter) -> FilterError {
+    CompiledFilter::new(&ff).expect_err("filter should be rejected")
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn empty_filter_matches_everything() {
+    let c = compile(FlowFilter::default());
+    assert!(c.matches(&tcp_flow()));
+    assert!(c.matches(&Flow::default()));
+}
+
+#[test]
+fn ip_exact_and_cidr() {
+    let f = tcp_flow();
+    let m = |src: &[&str], dst: &[&str]| {
+        compile(FlowFilter {
+            source_ip: s(src),
+            destination_ip: s(dst),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(m(&["10.0.1.5"], &[]));
+    assert!(!m(&["10.0.1.6"], &[]));
+    assert!(m(&["10.0.1.0/24"], &[]));
+    assert!(m(&["10.0.0.0/8", "192.168.0.1"], &["10.0.2.7"]));
+    assert!(!m(&["10.0.1.0/24"], &["10.0.1.0/24"]));
+    assert!(!m(&["fd00::/8"], &[]));
+    assert!(
+        compile(FlowFilter {
+            source_ip: s(&["fd00::1"]),
+            ..Default::default()
+        })
+        .matches(&icmp6_flow())
+    );
+    assert!(
+        compile(FlowFilter {
+            destination_ip: s(&["fd00::/64"]),
+            ..Default::default()
+        })
+        .matches(&icmp6_flow())
+    );
+    // No IP on the flow: no match.
+    assert!(
+        !compile(FlowFilter {
+            source_ip: s(&["0.0.0.0/0"]),
+            ..Default::default()
+        })
+        .matches(&Flow::default())
+    );
+}
+
+#[test]
+fn ip_errors_name_field_and_value() {
+    let e = err(FlowFilter {
+        source_ip: s(&["10.0.0.300"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "source_ip");
+    assert_eq!(e.value, "10.0.0.300");
+    assert_eq!(e.reason, "invalid IP address");
+    let e = err(FlowFilter {
+        destination_ip: s(&["10.0.0.0/40"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "destination_ip");
+    assert_eq!(e.value, "10.0.0.0/40");
+    assert!(e.reason.starts_with("invalid CIDR"), "{}", e.reason);
+}
+
+#[test]
+fn pod_namespace_prefix() {
+    let f = tcp_flow();
+    let src = |p: &[&str]| {
+        compile(FlowFilter {
+            source_pod: s(p),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(src(&["ecommerce/"]));
+    assert!(src(&["ecommerce/frontend"]));
+    assert!(src(&["ecommerce/frontend-7d4b9-x2x"]));
+    assert!(!src(&["ecommerce/cart"]));
+    assert!(!src(&["kube-system/"]));
+    assert!(!src(&["Ecommerce/"]));
+    // Hubble: a bare name means the empty namespace (clients add "default/").
+    assert!(!src(&["frontend"]));
+    assert!(src(&["kube-system/", "ecommerce/front"]));
+    let dst = compile(FlowFilter {
+        destination_pod: s(&["ecommerce/cart"]),
+        ..Default::default()
+    });
+    assert!(dst.matches(&f));
+    let mut bare = f.clone();
+    bare.source = Some(ep("", "frontend-1", &[], None, 0));
+    assert!(
+        src(&["ecommerce/"])
+            && !compile(FlowFilter {
+                source_pod: s(&["ecommerce/"]),
+                ..Default::default()
+            })
+            .matches(&bare)
+    );
+    assert!(
+        compile(FlowFilter {
+            source_pod: s(&["frontend"]),
+            ..Default::default()
+        })
+        .matches(&bare)
+    );
+    // No source endpoint at all.
+    let mut none = f.clone();
+    none.source = None;
+    assert!(
+        !compile(FlowFilter {
+            source_pod: s(&["ecommerce/"]),
+            ..Default::default()
+        })
+        .matches(&none)
+    );
+}
+
+#[test]
+fn pod_and_service_errors() {
+    for bad in ["", "/", "a/b/c"] {
+        let e = err(FlowFilter {
+            source_pod: s(&[bad]),
+            ..Default::default()
+        });
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("source_pod", bad));
+    }
+    let e = err(FlowFilter {
+        destination_service: s(&["a/b/c"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "destination_service");
+    assert_eq!(e.reason, "must be [namespace/][<name-prefix>]");
+}
+
+#[test]
+fn service() {
+    let f = tcp_flow();
+    let m = |src: &[&str], dst: &[&str]| {
+        compile(FlowFilter {
+            source_service: s(src),
+            destination_service: s(dst),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(m(&[], &["ecommerce/cart"]));
+    assert!(m(&[], &["ecommerce/"]));
+    assert!(m(&[], &["ecommerce/ca"]));
+    assert!(!m(&[], &["ecommerce/payment"]));
+    assert!(!m(&["ecommerce/"], &[]));
+}
+
+#[test]
+fn workload() {
+    let f = tcp_flow();
+    let m = |w: Workload| {
+        compile(FlowFilter {
+            source_workload: vec![w],
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    let w = |n: &str, k: &str| Workload {
+        name: n.into(),
+        kind: k.into(),
+    };
+    assert!(m(w("frontend", "Deployment")));
+    assert!(m(w("frontend", "")));
+    assert!(m(w("", "Deployment")));
+    assert!(!m(w("frontend", "StatefulSet")));
+    assert!(!m(w("cart", "")));
+    assert!(
+        compile(FlowFilter {
+            destination_workload: vec![w("cart", ""), w("x", "")],
+            ..Default::default()
+        })
+        .matches(&f)
+    );
+}
+
+#[test]
+fn labels() {
+    let f = tcp_flow();
+    let m = |src: &[&str], dst: &[&str]| {
+        compile(FlowFilter {
+            source_label: s(src),
+            destination_label: s(dst),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(m(&["app=frontend"], &[]));
+    assert!(m(&["k8s:app=frontend"], &[]));
+    assert!(m(&["k8s:app in (frontend, admin)"], &[]));
+    assert!(m(&["app=nope", "tier=web"], &[]));
+    assert!(!m(&["app=frontend,tier=api"], &[]));
+    assert!(m(&["!canary"], &["app=cart"]));
+    assert!(!m(&["app=frontend"], &["app=frontend"]));
+    let e = err(FlowFilter {
+        source_label: s(&["app in (a"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "source_label");
+    assert_eq!(e.value, "app in (a");
+}
+
+#[test]
+fn verdict_drop_reason_and_kernel_reason() {
+    let mut f = tcp_flow();
+    let verdict = |v: &[Verdict], f: &Flow| {
+        compile(FlowFilter {
+            verdict: v.iter().map(|x| *x as i32).collect(),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(verdict(&[Verdict::Forwarded], &f));
+    assert!(!verdict(&[Verdict::Dropped], &f));
+    f.verdict = Verdict::Dropped as i32;
+    f.drop_reason_desc = DropReason::PolicyDenied as i32;
+    f.kernel_drop_reason = "NETFILTER_DROP".into();
+    assert!(verdict(&[Verdict::Forwarded, Verdict::Dropped], &f));
+    assert!(
+        compile(FlowFilter {
+            drop_reason_desc: vec![DropReason::PolicyDenied as i32],
+            ..Default::default()
+        })
+        .matches(&f)
+    );
+    assert!(
+        !compile(FlowFilter {
+            drop_reason_desc: vec![DropReason::TtlExceeded as i32],
+            ..Default::default()
+        })
+        .matches(&f)
+    );
+    let kr = |n: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            kernel_drop_reason: s(n),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(kr(&["netfilter_drop"], &f));
+    assert!(!kr(&["NO_SOCKET"], &f));
+    assert!(!kr(&["NETFILTER_DROP"], &tcp_flow()));
+    let e = err(FlowFilter {
+        verdict: vec![42],
+        ..Default::default()
+    });
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("verdict", "42"));
+}
+
+#[test]
+fn protocols() {
+    let p = |names: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            protocol: s(names),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(p(&["tcp"], &tcp_flow()));
+    assert!(p(&["TCP"], &tcp_flow()));
+    assert!(!p(&["udp"], &tcp_flow()));
+    assert!(p(&["udp"], &dns_flow("a.")));
+    assert!(p(&["dns"], &dns_flow("a.")));
+    assert!(!p(&["http"], &dns_flow("a.")));
+    assert!(p(&["http"], &http_flow(200, "GET", "/")));
+    // An HTTP flow also carries its TCP layer.
+    assert!(p(&["tcp"], &http_flow(200, "GET", "/")));
+    assert!(p(&["icmp"], &icmp6_flow()));
+    assert!(p(&["icmpv6"], &icmp6_flow()));
+    assert!(!p(&["icmpv4"], &icmp6_flow()));
+    assert!(p(&["sctp", "icmpv4", "icmpv6"], &icmp6_flow()));
+    let e = err(FlowFilter {
+        protocol: s(&["tcp", "quic"]),
+        ..Default::default()
+    });
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("protocol", "quic"));
+}
+
+#[test]
+fn ports() {
+    let f = tcp_flow();
+    let m = |src: &[&str], dst: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            source_port: s(src),
+            destination_port: s(dst),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(m(&[], &["8080"], &f));
+    assert!(m(&["40000"], &["80", "8080"], &f));
+    assert!(!m(&[], &["80"], &f));
+    assert!(!m(&["8080"], &[], &f));
+    assert!(m(&[], &["53"], &dns_flow("a.")));
+    // ICMP has no ports.
+    assert!(!m(&[], &["0"], &icmp6_flow()));
+    for bad in ["65536", "-1", "+80", "http", ""] {
+        let e = err(FlowFilter {
+            destination_port: s(&[bad]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("destination_port", bad)
+        );
+    }
+}
+
+#[test]
+fn http_status_codes() {
+    let st = |codes: &[&str], code: u32| {
+        compile(FlowFilter {
+            http_status_code: s(codes),
+            ..Default::default()
+        })
+        .matches(&http_flow(code, "GET", "/cart"))
+    };
+    assert!(st(&["404"], 404));
+    assert!(!st(&["404"], 403));
+    assert!(st(&["4+"], 400));
+    assert!(st(&["4+"], 499));
+    assert!(!st(&["4+"], 500));
+    assert!(st(&["40+"], 404));
+    assert!(!st(&["40+"], 410));
+    assert!(st(&["5+"], 503));
+    assert!(st(&["400-599"], 400));
+    assert!(st(&["400-599"], 599));
+    assert!(st(&["400-599"], 503));
+    assert!(!st(&["400-599"], 302));
+    assert!(st(&["302", "5+"], 302));
+    // A request (code 0) never matches a status filter.
+    assert!(!st(&["1+", "2+", "3+", "4+", "5+"], 0));
+    assert!(
+        !compile(FlowFilter {
+            http_status_code: s(&["2+"]),
+            ..Default::default()
+        })
+        .matches(&tcp_flow())
+    );
+    for bad in [
+        "4xx", "600", "6+", "099", "4++", "400-", "500-400", "400-600", "40", "+", " 404",
+    ] {
+        let e = err(FlowFilter {
+            http_status_code: s(&[bad]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("http_status_code", bad),
+            "{bad}"
+        );
+    }
+    let e = err(FlowFilter {
+        http_status_code: s(&["500-400"]),
+        ..Default::default()
+    });
+    assert_eq!(e.reason, "range start is above its end");
+}
+
+#[test]
+fn http_method_and_path() {
+    let f = http_flow(0, "GET", "/api/v1/cart?id=7");
+    let m = |ff: FlowFilter, f: &Flow| compile(ff).matches(f);
+    assert!(m(
+        FlowFilter {
+            http_method: s(&["get"]),
+            ..Default::default()
+        },
+        &f
+    ));
+    assert!(!m(
+        FlowFilter {
+            http_method: s(&["POST"]),
+            ..Default::default()
+        },
+        &f
+    ));
+    let path = |re: &[&str], f: &Flow| {
+        m(
+            FlowFilter {
+                http_path: s(re),
+                ..Default::default()
+            },
+            f,
+        )
+    };
+    assert!(path(&["^/api/v1/cart$"], &f));
+    assert!(path(&["cart"], &f));
+    // The regex sees the path only, not the query.
+    assert!(!path(&["id=7"], &f));
+    assert!(path(&["^/x$", "^/api/.*"], &f));
+    assert!(path(
+        &["^/p$"],
+        &http_flow(0, "GET", "http://example.com/p?q=1")
+    ));
+    assert!(!path(&["."], &http_flow(0, "GET", "not a url")));
+    assert!(!path(&["."], &tcp_flow()));
+    let e = err(FlowFilter {
+        http_path: s(&["^/ok$", "(unclosed"]),
+        ..Default::default()
+    });
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("http_path", "(unclosed")
+    );
+    assert!(e.reason.starts_with("invalid regex"));
+    let e = err(FlowFilter {
+        http_method: s(&["GET /"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "http_method");
+}
+
+#[test]
+fn url_paths() {
+    assert_eq!(url_path("/a/b?c#d"), Some("/a/b"));
+    assert_eq!(url_path("/"), Some("/"));
+    assert_eq!(url_path("http://h:80/x/y?z"), Some("/x/y"));
+    assert_eq!(url_path("https://h"), Some(""));
+    assert_eq!(url_path("*"), Some("*"));
+    assert_eq!(url_path("cart"), None);
+    assert_eq!(url_path("1http://h/x"), None);
+}
+
+#[test]
+fn http_filters_require_l7_event_type() {
+    let e = err(FlowFilter {
+        http_status_code: s(&["404"]),
+        event_type: vec![EventTypeFilter {
+            r#type: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    assert_eq!(e.field, "http_status_code");
+    assert!(
+        compile(FlowFilter {
+            http_status_code: s(&["404"]),
+            event_type: vec![EventTypeFilter {
+                r#type: 129,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .matches(&http_flow(404, "GET", "/"))
+    );
+}
+
+#[test]
+fn dns_query() {
+    let q = |re: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            dns_query: s(re),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    let f = dns_flow("inventory.ecommerce.svc.cluster.local.");
+    assert!(q(&["inventory"], &f));
+    assert!(q(&[r"\.ecommerce\.svc"], &f));
+    assert!(q(&["^inventory.*local\\.$"], &f));
+    assert!(!q(&["^payment"], &f));
+    assert!(!q(&["."], &tcp_flow()));
+    let e = err(FlowFilter {
+        dns_query: s(&["a[b"]),
+        ..Default::default()
+    });
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("dns_query", "a[b"));
+}
+
+#[test]
+fn tcp_flags_any_entry_all_its_flags() {
+    let t = |flags: Vec<TcpFlags>, f: &Flow| {
+        compile(FlowFilter {
+            tcp_flags: flags,
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    let syn = TcpFlags {
+        syn: true,
+        ..Default::default()
+    };
+    let fin = TcpFlags {
+        fin: true,
+        ..Default::default()
+    };
+    let syn_ack = TcpFlags {
+        syn: true,
+        ack: true,
+        ..Default::default()
+    };
+    let syn_rst = TcpFlags {
+        syn: true,
+        rst: true,
+        ..Default::default()
+    };
+    let f = tcp_flow(); // SYN|ACK
+    assert!(t(vec![syn], &f));
+    assert!(t(vec![syn_ack], &f));
+    assert!(!t(vec![fin], &f));
+    assert!(!t(vec![syn_rst], &f));
+    assert!(t(vec![fin, syn_ack], &f));
+    assert!(!t(vec![syn], &dns_flow("a.")));
+}
+
+#[test]
+fn node_name() {
+    let n = |p: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            node_name: s(p),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    let f = tcp_flow();
+    assert!(n(&["node-1"], &f));
+    assert!(n(&["node-*"], &f));
+    assert!(n(&["default/"], &f));
+    assert!(!n(&["prod/"], &f));
+    assert!(!n(&["node-2"], &f));
+    let e = err(FlowFilter {
+        node_name: s(&["a/b/c"]),
+        ..Default::default()
+    });
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("node_name", "a/b/c"));
+}
+
+#[test]
+fn direction_event_type_reply_version_identity_uuid_trace() {
+    let mut f = tcp_flow();
+    let m = |ff: FlowFilter, f: &Flow| compile(ff).matches(f);
+    assert!(m(
+        FlowFilter {
+            traffic_direction: vec![TrafficDirection::Egress as i32],
+            ..Default::default()
+        },
+        &f
+    ));
+    assert!(!m(
+        FlowFilter {
+            traffic_direction: vec![TrafficDirection::Ingress as i32],
+            ..Default::default()
+        },
+        &f
+    ));
+    let et = |t: i32, sub: Option<i32>| FlowFilter {
+        event_type: vec![EventTypeFilter {
+            r#type: t,
+            match_sub_type: sub.is_some(),
+            sub_type: sub.unwrap_or(0),
+        }],
+        ..Default::default()
+    };
+    assert!(m(et(4, None), &f));
+    assert!(m(et(4, Some(0)), &f));
+    assert!(!m(et(4, Some(3)), &f));
+    assert!(!m(et(1, None), &f));
+    assert!(m(et(0, None), &f));
+    assert!(!m(et(0, None), &Flow::default()));
+
+    let reply = |r: bool| FlowFilter {
+        reply: vec![r],
+        ..Default::default()
+    };
+    assert!(m(reply(false), &f));
+    assert!(!m(reply(true), &f));
+    f.is_reply = None;
+    assert!(!m(reply(false), &f));
+    f.verdict = Verdict::Dropped as i32;
+    assert!(m(reply(false), &f));
+    f.is_reply = Some(true.into());
+    assert!(m(reply(true), &f));
+
+    let f = tcp_flow();
+    let v = |x: IpVersion| FlowFilter {
+        ip_version: vec![x as i32],
+        ..Default::default()
+    };
+    assert!(m(v(IpVersion::IPv4), &f));
+    assert!(!m(v(IpVersion::IPv6), &f));
+    assert!(m(v(IpVersion::IPv6), &icmp6_flow()));
+
+    assert!(m(
+        FlowFilter {
+            source_identity: vec![7, 1001],
+            destination_identity: vec![1002],
+            ..Default::default()
+        },
+        &f
+    ));
+    assert!(!m(
+        FlowFilter {
+            destination_identity: vec![1001],
+            ..Default::default()
+        },
+        &f
+    ));
+    assert!(m(
+        FlowFilter {
+            uuid: s(&["u-0", "u-1"]),
+            ..Default::default()
+        },
+        &f
+    ));
+    assert!(!m(
+        FlowFilter {
+            uuid: s(&["u-2"]),
+            ..Default::default()
+        },
+        &f
+    ));
+    let mut traced = f.clone();
+    traced.trace_context = Some(TraceContext {
+        parent: Some(TraceParent {
+            trace_id: "abc".into(),
+        }),
+    });
+    let tid = FlowFilter {
+        trace_id: s(&["abc"]),
+        ..Default::default()
+    };
+    assert!(m(tid.clone(), &traced));
+    assert!(!m(tid, &f));
+}
+
+#[test]
+fn fqdn() {
+    let f = tcp_flow();
+    let m = |src: &[&str], dst: &[&str]| {
+        compile(FlowFilter {
+            source_fqdn: s(src),
+            destination_fqdn: s(dst),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(m(&[], &["*.svc.cluster.local"]));
+    assert!(m(&[], &["cart.ecommerce.svc.cluster.local."]));
+    assert!(!m(&[], &["*.example.com"]));
+    assert!(!m(&["*"], &[]));
+    let e = err(FlowFilter {
+        source_fqdn: s(&["bad name"]),
+        ..Default::default()
+    });
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("source_fqdn", "bad name")
+    );
+}
+
+#[test]
+fn and_within_filter() {
+    let f = tcp_flow();
+    let ff = FlowFilter {
+        source_pod: s(&["ecommerce/frontend"]),
+        destination_port: s(&["8080"]),
+        protocol: s(&["tcp"]),
+        verdict: vec![Verdict::Forwarded as i32],
+        ..Default::default()
+    };
+    assert!(compile(ff.clone()).matches(&f));
+    let mut wrong_port = ff.clone();
+    wrong_port.destination_port = s(&["80"]);
+    assert!(!compile(wrong_port).matches(&f));
+}
+
+#[test]
+fn whitelist_or_blacklist_excludes() {
+    let flows = [
+        tcp_flow(),
+        http_flow(200, "GET", "/ok"),
+        http_flow(404, "GET", "/missing"),
+        http_flow(503, "POST", "/pay"),
+        dns_flow("inventory.ecommerce.svc.cluster.local."),
+        icmp6_flow(),
+    ];
+    let selected = |m: &FlowMatcher| -> Vec<usize> {
+        flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| m.matches(f))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let all = FlowMatcher::new(&[], &[]).unwrap();
+    assert!(all.is_match_all());
+    assert_eq!(selected(&all), vec![0, 1, 2, 3, 4, 5]);
+
+    // OR across whitelist filters.
+    let wl = [
+        FlowFilter {
+            http_status_code: s(&["4+"]),
+            ..Default::default()
+        },
+        FlowFilter {
+            protocol: s(&["dns"]),
+            ..Default::default()
+        },
+    ];
+    assert_eq!(selected(&FlowMatcher::new(&wl, &[]).unwrap()), vec![2, 4]);
+
+    // Blacklist alone excludes.
+    let bl = [FlowFilter {
+        protocol: s(&["http"]),
+        ..Default::default()
+    }];
+    assert_eq!(
+        selected(&FlowMatcher::new(&[], &bl).unwrap()),
+        vec![0, 4, 5]
+    );
+
+    // whitelist - blacklist.
+    let wl = [FlowFilter {
+        http_status_code: s(&["400-599"]),
+        ..Default::default()
+    }];
+    let bl = [FlowFilter {
+        http_method: s(&["POST"]),
+        ..Default::default()
+    }];
+    assert_eq!(selected(&FlowMatcher::new(&wl, &bl).unwrap()), vec![2]);
+}
+
+#[test]
+fn matcher_errors_locate_the_filter() {
+    let good = FlowFilter::default();
+    let bad = FlowFilter {
+        http_status_code: s(&["4xx"]),
+        ..Default::default()
+    };
+    let e = FlowMatcher::new(&[good.clone(), bad.clone()], &[]).unwrap_err();
+    assert_eq!(e.field, "whitelist[1].http_status_code");
+    assert_eq!(e.value, "4xx");
+    assert_eq!(
+        e.to_string(),
+        "invalid whitelist[1].http_status_code filter \"4xx\": expected a status code (404), a prefix (4+, 40+) or a range (400-599) within 100-599"
+    );
+    let e = FlowMatcher::new(&[], &[bad]).unwrap_err();
+    assert_eq!(e.field, "blacklist[0].http_status_code");
+}
