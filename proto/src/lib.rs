@@ -14,6 +14,7 @@
 
 pub use pbjson_types;
 
+pub mod fieldmask;
 mod timestamp;
 pub use timestamp::Timestamp;
 

@@ -1,0 +1,261 @@
+//! Field masks over [`Flow`](crate::flow::Flow), as GetFlowsRequest.field_mask
+//! and `hubble-export-fieldmask` use them.
+//!
+//! Paths use proto field names joined by dots (`source.pod_name`, `IP`,
+//! `l4.TCP.destination_port`); a path selects its whole subtree. Paths are
+//! checked against the Flow descriptor once; applying a mask re-encodes the
+//! flow through a dynamic message, so keep it off paths that need no mask
+//! ([`FlowFieldMask::is_empty`]).
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, Value};
+
+use crate::flow::Flow;
+
+/// An invalid mask path, or (never expected) a flow that would not transcode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldMaskError {
+    #[error("invalid field mask path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("field mask: {0}")]
+    Transcode(String),
+}
+
+fn flow_descriptor() -> Result<&'static MessageDescriptor, FieldMaskError> {
+    static DESC: OnceLock<Result<MessageDescriptor, String>> = OnceLock::new();
+    DESC.get_or_init(|| {
+        let pool = DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())?;
+        pool.get_message_by_name("flow.Flow")
+            .ok_or_else(|| "flow.Flow missing from the descriptor set".to_string())
+    })
+    .as_ref()
+    .map_err(|e| FieldMaskError::Transcode(e.clone()))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// The whole subtree is selected.
+    whole: bool,
+    /// Otherwise, the selected children by field number.
+    children: BTreeMap<u32, Node>,
+}
+
+/// A compiled field mask for flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowFieldMask {
+    root: Node,
+}
+
+impl FlowFieldMask {
+    /// Compiles `paths`; an empty list selects everything.
+    pub fn new<S: AsRef<str>>(paths: &[S]) -> Result<Self, FieldMaskError> {
+        let desc = flow_descriptor()?;
+        let mut root = Node::default();
+        for path in paths {
+            let path = path.as_ref();
+            let bad = |reason: &str| FieldMaskError::InvalidPath {
+                path: path.to_string(),
+                reason: reason.to_string(),
+            };
+            if path.is_empty() {
+                return Err(bad("empty path"));
+            }
+            let mut msg = desc.clone();
+            let mut node = &mut root;
+            let mut segments = path.split('.').peekable();
+            while let Some(seg) = segments.next() {
+                let field = msg
+                    .get_field_by_name(seg)
+                    .ok_or_else(|| bad(&format!("{} has no field {seg:?}", msg.full_name())))?;
+                let is_last = segments.peek().is_none();
+                if !is_last {
+                    match field.kind() {
+                        Kind::Message(m) if !field.is_map() => msg = m,
+                        _ => return Err(bad(&format!("{seg:?} is not a message field"))),
+                    }
+                }
+                node = node.children.entry(field.number()).or_default();
+                if node.whole {
+                    // An earlier, shorter path already selects all of it.
+                    break;
+                }
+                if is_last {
+                    node.whole = true;
+                    node.children.clear();
+                }
+            }
+        }
+        Ok(Self { root })
+    }
+
+    /// True when the mask selects every field.
+    pub fn is_empty(&self) -> bool {
+        self.root.children.is_empty()
+    }
+
+    /// A copy of `flow` with only the selected fields.
+    pub fn apply(&self, flow: &Flow) -> Result<Flow, FieldMaskError> {
+        if self.is_empty() {
+            return Ok(flow.clone());
+        }
+        let desc = flow_descriptor()?;
+        let mut dm = DynamicMessage::decode(desc.clone(), flow.encode_to_vec().as_slice())
+            .map_err(|e| FieldMaskError::Transcode(e.to_string()))?;
+        prune(&mut dm, &self.root);
+        dm.transcode_to::<Flow>()
+            .map_err(|e| FieldMaskError::Transcode(e.to_string()))
+    }
+}
+
+fn prune(msg: &mut DynamicMessage, node: &Node) {
+    let present: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+    for f in present {
+        match node.children.get(&f.number()) {
+            None => msg.clear_field(&f),
+            Some(child) if child.whole => {}
+            Some(child) => match msg.get_field_mut(&f) {
+                Value::Message(m) => prune(m, child),
+                Value::List(items) => {
+                    for item in items {
+                        if let Value::Message(m) = item {
+                            prune(m, child);
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    drop(msg.take_unknown_fields());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Endpoint, Ip, Layer4, Tcp, TcpFlags, Workload, layer4::Protocol};
+
+    fn flow() -> Flow {
+        Flow {
+            uuid: "u".into(),
+            verdict: 1,
+            node_name: "n1".into(),
+            ip: Some(Ip {
+                source: "10.0.0.1".into(),
+                destination: "10.0.0.2".into(),
+                ip_version: 1,
+                ..Default::default()
+            }),
+            l4: Some(Layer4 {
+                protocol: Some(Protocol::Tcp(Tcp {
+                    source_port: 1,
+                    destination_port: 2,
+                    flags: Some(TcpFlags {
+                        syn: true,
+                        ..Default::default()
+                    }),
+                })),
+            }),
+            source: Some(Endpoint {
+                namespace: "ns".into(),
+                pod_name: "p".into(),
+                labels: vec!["k8s:app=a".into()],
+                workloads: vec![
+                    Workload {
+                        name: "w".into(),
+                        kind: "Deployment".into(),
+                    },
+                    Workload {
+                        name: "x".into(),
+                        kind: "Job".into(),
+                    },
+                ],
+                ..Default::default()
+            }),
+            is_reply: Some(false.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_mask_keeps_everything() {
+        let m = FlowFieldMask::new::<&str>(&[]).unwrap();
+        assert!(m.is_empty());
+        assert_eq!(m.apply(&flow()).unwrap(), flow());
+    }
+
+    #[test]
+    fn selects_nested_fields() {
+        let m = FlowFieldMask::new(&[
+            "source.pod_name",
+            "IP",
+            "l4.TCP.destination_port",
+            "verdict",
+        ])
+        .unwrap();
+        let got = m.apply(&flow()).unwrap();
+        let expected = Flow {
+            verdict: 1,
+            ip: flow().ip,
+            l4: Some(Layer4 {
+                protocol: Some(Protocol::Tcp(Tcp {
+                    destination_port: 2,
+                    ..Default::default()
+                })),
+            }),
+            source: Some(Endpoint {
+                pod_name: "p".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn repeated_messages_and_prefix_union() {
+        let m = FlowFieldMask::new(&["source.workloads.kind", "is_reply"]).unwrap();
+        let got = m.apply(&flow()).unwrap();
+        let src = got.source.unwrap();
+        assert_eq!(
+            src.workloads,
+            vec![
+                Workload {
+                    name: String::new(),
+                    kind: "Deployment".into()
+                },
+                Workload {
+                    name: String::new(),
+                    kind: "Job".into()
+                }
+            ]
+        );
+        assert!(src.pod_name.is_empty());
+        assert_eq!(got.is_reply, Some(false.into()));
+        // A shorter path selects the whole subtree, in either order.
+        for paths in [["source", "source.pod_name"], ["source.pod_name", "source"]] {
+            let got = FlowFieldMask::new(&paths).unwrap().apply(&flow()).unwrap();
+            assert_eq!(got.source, flow().source);
+            assert_eq!(got.ip, None);
+        }
+    }
+
+    #[test]
+    fn invalid_paths() {
+        for (p, reason) in [
+            ("", "empty path"),
+            ("sauce", "flow.Flow has no field \"sauce\""),
+            ("source.podName", "flow.Endpoint has no field \"podName\""),
+            ("uuid.x", "\"uuid\" is not a message field"),
+        ] {
+            assert_eq!(
+                FlowFieldMask::new(&[p]).unwrap_err(),
+                FieldMaskError::InvalidPath {
+                    path: p.into(),
+                    reason: reason.into()
+                }
+            );
+        }
+    }
+}
