@@ -29,7 +29,7 @@ use crate::app::{self, AppConfig, Kind, Stats};
 use crate::dns;
 use crate::manifests;
 use crate::netns;
-use crate::spec::{ServiceMode, Spec};
+use crate::spec::{DeploymentSpec, ServiceMode, Spec};
 use crate::state::{
     ADMIN_PORT, LabState, POD_GATEWAY, POD_GATEWAY6, PodState, ProcState, UPLINK, WORLD_PORT,
 };
@@ -136,6 +136,110 @@ fn server_list(state: &LabState) -> Vec<(String, String, AppConfig)> {
     v
 }
 
+/// Creates a namespace with the lab's IPv6 policy applied before any link exists.
+fn create_netns(state: &LabState, ns: &str) -> Result<(), Error> {
+    netns::add(ns)?;
+    // IPv4 only: without this every new link sends IPv6 DAD/RS/MLD packets, noise in
+    // the flows tests count. Set before any link exists so `default` covers them all.
+    let v6: Vec<(String, String)> = if state.spec.ipv6 {
+        // Dual stack, but quiet and immediate: no DAD (addresses usable at once),
+        // no router solicitations or autoconfiguration.
+        ["all", "default"]
+            .iter()
+            .flat_map(|c| {
+                [
+                    (format!("net/ipv6/conf/{c}/accept_dad"), "0".to_string()),
+                    (format!("net/ipv6/conf/{c}/dad_transmits"), "0".to_string()),
+                    (
+                        format!("net/ipv6/conf/{c}/router_solicitations"),
+                        "0".to_string(),
+                    ),
+                    (format!("net/ipv6/conf/{c}/accept_ra"), "0".to_string()),
+                    (format!("net/ipv6/conf/{c}/forwarding"), "1".to_string()),
+                ]
+            })
+            .collect()
+    } else {
+        vec![
+            ("net/ipv6/conf/all/disable_ipv6".into(), "1".into()),
+            ("net/ipv6/conf/default/disable_ipv6".into(), "1".into()),
+        ]
+    };
+    netns::sysctls(ns, v6)
+}
+
+/// Wires a pod (its namespace exists) to its node: veth pair, /32 (and /128)
+/// routes, proxy ARP, the pod's addresses and default routes, its resolv.conf.
+fn wire_pod(state: &LabState, p: &PodState) -> Result<(), Error> {
+    let node = state
+        .node(&p.node)
+        .ok_or_else(|| Error::Lab(format!("pod {} is on unknown node {}", p.key(), p.node)))?;
+    let mut cmds = Vec::new();
+    let mut sysctls = Vec::new();
+
+    cmds.push(format!(
+        "link add {} type veth peer name {UPLINK} netns {}",
+        p.host_veth, p.netns
+    ));
+    cmds.push(format!("link set {} up", p.host_veth));
+    cmds.push(format!(
+        "route add {}/32 dev {} scope link",
+        p.ip, p.host_veth
+    ));
+    if let Some(ip6) = p.ip6 {
+        // The pods' IPv6 gateway, the same link-local address on every host veth.
+        cmds.push(format!(
+            "addr add {POD_GATEWAY6}/64 dev {} nodad",
+            p.host_veth
+        ));
+        cmds.push(format!("route add {ip6}/128 dev {}", p.host_veth));
+    }
+    sysctls.push((
+        format!("net/ipv4/conf/{}/proxy_arp", p.host_veth),
+        "1".into(),
+    ));
+    // Proxy ARP answers after a random delay of up to 0.8s by default (Calico sets 0 too).
+    sysctls.push((
+        format!("net/ipv4/neigh/{}/proxy_delay", p.host_veth),
+        "0".into(),
+    ));
+    netns::ip_batch(&node.netns, &cmds)?;
+    netns::sysctls(&node.netns, sysctls)?;
+    netns::ip_batch(
+        &p.netns,
+        &[
+            "link set lo up".into(),
+            format!("addr add {}/32 dev {UPLINK}", p.ip),
+            format!("link set {UPLINK} up"),
+            format!("route add {POD_GATEWAY} dev {UPLINK} scope link"),
+            format!("route add default via {POD_GATEWAY} dev {UPLINK}"),
+        ],
+    )?;
+    if let Some(ip6) = p.ip6 {
+        netns::ip_batch(
+            &p.netns,
+            &[
+                format!("addr add {ip6}/128 dev {UPLINK} nodad"),
+                format!("route add default via {POD_GATEWAY6} dev {UPLINK}"),
+            ],
+        )?;
+    }
+    // `ip netns exec` bind-mounts this over /etc/resolv.conf, as the kubelet would write it.
+    let etc = PathBuf::from("/etc/netns").join(&p.netns);
+    std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
+    let domain = &state.spec.cluster_domain;
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!(
+            "nameserver {}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n",
+            state.dns_server,
+            ns = p.namespace
+        ),
+    )
+    .map_err(io("writing resolv.conf"))?;
+    Ok(())
+}
+
 fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error> {
     progress(&format!(
         "creating {} network namespaces ({} nodes, {} pods, router, world)",
@@ -144,34 +248,7 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         state.pods.len()
     ));
     for ns in state.all_netns() {
-        netns::add(&ns)?;
-        // IPv4 only: without this every new link sends IPv6 DAD/RS/MLD packets, noise in
-        // the flows tests count. Set before any link exists so `default` covers them all.
-        let v6: Vec<(String, String)> = if state.spec.ipv6 {
-            // Dual stack, but quiet and immediate: no DAD (addresses usable at once),
-            // no router solicitations or autoconfiguration.
-            ["all", "default"]
-                .iter()
-                .flat_map(|c| {
-                    [
-                        (format!("net/ipv6/conf/{c}/accept_dad"), "0".to_string()),
-                        (format!("net/ipv6/conf/{c}/dad_transmits"), "0".to_string()),
-                        (
-                            format!("net/ipv6/conf/{c}/router_solicitations"),
-                            "0".to_string(),
-                        ),
-                        (format!("net/ipv6/conf/{c}/accept_ra"), "0".to_string()),
-                        (format!("net/ipv6/conf/{c}/forwarding"), "1".to_string()),
-                    ]
-                })
-                .collect()
-        } else {
-            vec![
-                ("net/ipv6/conf/all/disable_ipv6".into(), "1".into()),
-                ("net/ipv6/conf/default/disable_ipv6".into(), "1".into()),
-            ]
-        };
-        netns::sysctls(&ns, v6)?;
+        create_netns(state, &ns)?;
     }
     let prefix_len = state.spec.underlay.prefix;
 
@@ -255,39 +332,11 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
             }
         }
 
-        let mut sysctls = vec![
+        let sysctls = vec![
             ("net/ipv4/ip_forward".to_string(), "1".to_string()),
             ("net/ipv4/conf/all/rp_filter".into(), "0".into()),
             ("net/ipv4/conf/default/rp_filter".into(), "0".into()),
         ];
-        for p in state.pods.iter().filter(|p| p.node == n.name) {
-            cmds.push(format!(
-                "link add {} type veth peer name {UPLINK} netns {}",
-                p.host_veth, p.netns
-            ));
-            cmds.push(format!("link set {} up", p.host_veth));
-            cmds.push(format!(
-                "route add {}/32 dev {} scope link",
-                p.ip, p.host_veth
-            ));
-            if let Some(ip6) = p.ip6 {
-                // The pods' IPv6 gateway, the same link-local address on every host veth.
-                cmds.push(format!(
-                    "addr add {POD_GATEWAY6}/64 dev {} nodad",
-                    p.host_veth
-                ));
-                cmds.push(format!("route add {ip6}/128 dev {}", p.host_veth));
-            }
-            sysctls.push((
-                format!("net/ipv4/conf/{}/proxy_arp", p.host_veth),
-                "1".into(),
-            ));
-            // Proxy ARP answers after a random delay of up to 0.8s by default (Calico sets 0 too).
-            sysctls.push((
-                format!("net/ipv4/neigh/{}/proxy_delay", p.host_veth),
-                "0".into(),
-            ));
-        }
         netns::ip_batch(&n.netns, &cmds)?;
         netns::sysctls(&n.netns, sysctls)?;
     }
@@ -305,40 +354,110 @@ fn build_topology(state: &LabState, progress: &dyn Fn(&str)) -> Result<(), Error
         state.pods.len()
     ));
     for p in &state.pods {
-        netns::ip_batch(
-            &p.netns,
-            &[
-                "link set lo up".into(),
-                format!("addr add {}/32 dev {UPLINK}", p.ip),
-                format!("link set {UPLINK} up"),
-                format!("route add {POD_GATEWAY} dev {UPLINK} scope link"),
-                format!("route add default via {POD_GATEWAY} dev {UPLINK}"),
-            ],
-        )?;
-        if let Some(ip6) = p.ip6 {
-            netns::ip_batch(
-                &p.netns,
-                &[
-                    format!("addr add {ip6}/128 dev {UPLINK} nodad"),
-                    format!("route add default via {POD_GATEWAY6} dev {UPLINK}"),
-                ],
-            )?;
-        }
-        // `ip netns exec` bind-mounts this over /etc/resolv.conf, as the kubelet would write it.
-        let etc = PathBuf::from("/etc/netns").join(&p.netns);
-        std::fs::create_dir_all(&etc).map_err(io(format!("creating {}", etc.display())))?;
-        let domain = &state.spec.cluster_domain;
-        std::fs::write(
-            etc.join("resolv.conf"),
-            format!(
-                "nameserver {}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n",
-                state.dns_server,
-                ns = p.namespace
-            ),
-        )
-        .map_err(io("writing resolv.conf"))?;
+        wire_pod(state, p)?;
     }
     Ok(())
+}
+
+const DNS_HOSTS: &str = "cluster.hosts";
+
+/// Writes the cluster DNS records (hosts-file format) for dnsmasq.
+fn write_dns_hosts(state: &LabState) -> Result<PathBuf, Error> {
+    let mut text = String::new();
+    for (name, ip) in state.dns_records() {
+        text.push_str(&format!("{ip} {name}\n"));
+    }
+    for (name, ip) in state.dns_records6() {
+        text.push_str(&format!("{ip} {name}\n"));
+    }
+    let path = state.dir.join(DNS_HOSTS);
+    std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+    Ok(path)
+}
+
+/// Rewrites the DNS records, makes dnsmasq re-read them and waits until it
+/// answers `name` (asked over the DNS pod's loopback, invisible to flowd).
+fn reload_dns(state: &LabState, name: &str) -> Result<(), Error> {
+    write_dns_hosts(state)?;
+    let pid_file = state.dir.join("dnsmasq.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(io(format!("reading {}", pid_file.display())))?
+        .trim()
+        .parse()
+        .map_err(|e| Error::Lab(format!("{}: {e}", pid_file.display())))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| Error::Lab(format!("signalling dnsmasq ({pid}): {e}")))?;
+    let dns_pod = state
+        .pods
+        .iter()
+        .find(|p| p.dns)
+        .ok_or_else(|| Error::Lab("the lab has no DNS pod".into()))?;
+    let name = name.to_string();
+    run_async_in(&dns_pod.netns, move || async move {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let a = dns::query(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+                &name,
+                RecordType::A,
+                Duration::from_millis(300),
+            )
+            .await;
+            if matches!(&a, Ok(a) if !a.addrs.is_empty()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("dnsmasq to answer {name}"),
+                    secs: READY_TIMEOUT.as_secs(),
+                });
+            }
+            // Polling for the reload, with a deadline.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Adds a pod (as a new one-replica deployment) to a running lab: namespace,
+/// veth and routes, manifest files, DNS name, ClusterIP rule. The caller starts
+/// its server ([`Lab::add_pod`] does).
+pub fn add_pod(state: &mut LabState, d: DeploymentSpec) -> Result<PodState, Error> {
+    let mut spec = state.spec.clone();
+    spec.deployments.push(d.clone());
+    spec.check().map_err(|reason| Error::Spec {
+        origin: format!("new pod {}/{}", d.namespace, d.name),
+        reason,
+    })?;
+    // Planning the extended spec keeps every existing name and address.
+    let planned = LabState::plan(&spec, &state.prefix, &state.dir);
+    let pod = planned
+        .pods
+        .last()
+        .cloned()
+        .ok_or_else(|| Error::Lab("planning the new pod failed".into()))?;
+    state.spec = spec;
+    state.pods.push(pod.clone());
+    // Saved first: a failure below leaves nothing `down` does not know about.
+    state.save()?;
+    create_netns(state, &pod.netns)?;
+    wire_pod(state, &pod)?;
+    if state.spec.service_mode == ServiceMode::ClusterIp {
+        let rules = format!(
+            "table ip flowd-lab\ndelete table ip flowd-lab\n{}",
+            cluster_ip_rules(state)
+        );
+        for n in &state.nodes {
+            netns::nft(&n.netns, &rules)?;
+        }
+    }
+    manifests::write_pod(state, &pod)?;
+    if pod.role.serves() {
+        reload_dns(state, &state.service_fqdn(&pod.deployment, &pod.namespace))?;
+    }
+    Ok(pod)
 }
 
 /// kube-proxy's job: each ClusterIP:port DNATed to its pod, for pods (prerouting) and the node (output).
@@ -391,13 +510,11 @@ fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
             args.push(format!("--local=/{parent}/"));
         }
     }
-    let v6: BTreeMap<String, std::net::Ipv6Addr> = state.dns_records6().into_iter().collect();
-    for (name, ip) in state.dns_records() {
-        match v6.get(&name) {
-            Some(ip6) => args.push(format!("--host-record={name},{ip},{ip6}")),
-            None => args.push(format!("--host-record={name},{ip}")),
-        }
-    }
+    // Records live in a hosts file, re-read on SIGHUP when pods come and go.
+    args.push(format!(
+        "--addn-hosts={}",
+        write_dns_hosts(state)?.display()
+    ));
     Ok(netns::command(&dns_pod.netns, "dnsmasq", &args))
 }
 
@@ -759,6 +876,17 @@ impl Lab {
         server_stats(&self.state)
     }
 
+    /// Adds a pod at run time (a new one-replica deployment) and starts its server.
+    pub fn add_pod(&mut self, d: DeploymentSpec) -> Result<PodState, Error> {
+        let pod = add_pod(&mut self.state, d)?;
+        if pod.role.serves() {
+            let cfg = app_config(&self.state, &pod);
+            let handle = spawn_server_thread(&pod.key(), &pod.netns, cfg)?;
+            self.servers.insert(pod.key(), handle);
+        }
+        Ok(pod)
+    }
+
     /// Deletes a pod: stops its server, removes its namespace, veth, route and manifest file.
     pub fn delete_pod(&mut self, key: &str) -> Result<(), Error> {
         let pod = self
@@ -899,6 +1027,7 @@ pub fn delete_pod(state: &mut LabState, key: &str) -> Result<PodState, Error> {
     let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&pod.netns));
     // Deleting the namespace deleted the veth pair, and the route with it.
     state.pods.retain(|p| p.key() != pod.key());
+    state.processes.retain(|p| p.what != pod.key());
     state.save()?;
     Ok(pod)
 }
@@ -931,6 +1060,35 @@ pub fn preflight(spec: &Spec) -> Result<(), Error> {
         return Err(Error::Lab("this kernel has no network namespaces".into()));
     }
     Ok(())
+}
+
+/// Starts a pod's server as a detached `program` (lab-app) process and waits
+/// until it listens (CLI `add-pod`).
+pub fn start_pod_process(
+    state: &mut LabState,
+    pod: &PodState,
+    program: &Path,
+) -> Result<(), Error> {
+    if !pod.role.serves() {
+        return Ok(());
+    }
+    let cfg = app_config(state, pod);
+    let config = serde_json::to_string(&cfg).map_err(|e| Error::Lab(e.to_string()))?;
+    let cmd = netns::command(
+        &pod.netns,
+        &program.to_string_lossy(),
+        &["--config".into(), config],
+    );
+    let log = state
+        .dir
+        .join("logs")
+        .join(format!("{}.log", sanitize(&pod.key())));
+    spawn_detached(state, cmd, &pod.key(), &log)?;
+    wait_ready(
+        &pod.netns,
+        &format!("{} to listen", pod.key()),
+        admin_port_open,
+    )
 }
 
 /// Kills what the lab started and deletes its namespaces; safe to repeat.

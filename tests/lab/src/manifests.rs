@@ -180,15 +180,40 @@ fn write_yaml(path: &Path, v: &Value) -> Result<(), Error> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    std::fs::write(path, text).map_err(|e| Error::Io {
-        what: format!("writing {}", path.display()),
-        source: e,
-    })
+    // Atomically, so a directory watcher never reads half a file; the temporary
+    // name does not end in .yaml, so it is not taken for a manifest.
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Io {
+            what: format!("writing {}", path.display()),
+            source: e,
+        })
 }
 
 pub fn pod_file(dir: &Path, p: &PodState) -> PathBuf {
     dir.join(MANIFEST_DIR)
         .join(format!("{}.pod.{}.yaml", p.namespace, p.name))
+}
+
+/// Writes one pod's manifest and its Service's.
+pub fn write_pod(state: &LabState, p: &PodState) -> Result<(), Error> {
+    let dir = state.dir.join(MANIFEST_DIR);
+    if let Some(s) = service(state, p) {
+        let name = s["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        write_yaml(
+            &dir.join(format!("{}.service.{name}.yaml", p.namespace)),
+            &s,
+        )?;
+    }
+    // The pod last: a watcher sees the Service before the pod that backs it.
+    write_yaml(&pod_file(&state.dir, p), &pod(state, p))
 }
 
 /// Writes every manifest; returns the manifest directory.

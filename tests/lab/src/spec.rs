@@ -291,7 +291,7 @@ impl Spec {
             origin: origin.to_string(),
             reason: e.to_string(),
         })?;
-        spec.validate().map_err(|reason| Error::Spec {
+        spec.check().map_err(|reason| Error::Spec {
             origin: origin.to_string(),
             reason,
         })?;
@@ -319,7 +319,8 @@ impl Spec {
         v
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks consistency (nodes, names, addresses, traffic); the reason if not.
+    pub fn check(&self) -> Result<(), String> {
         if self.nodes.len() < 2 {
             return Err("at least 2 nodes are needed".into());
         }

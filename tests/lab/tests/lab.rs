@@ -506,6 +506,55 @@ fn deleted_pod_is_gone_and_its_callers_see_errors() -> Result<()> {
 }
 
 #[test]
+fn pod_added_at_run_time_is_wired_named_and_served() -> Result<()> {
+    let mut lab = Lab::up(Spec::default_spec())?;
+    let pod = lab.add_pod(flowd_lab::spec::DeploymentSpec {
+        namespace: "ecommerce".into(),
+        name: "reviews".into(),
+        node: "node-a".into(),
+        role: Some(flowd_lab::spec::Role::Inventory),
+        labels: [("tier".to_string(), "backend".to_string())].into(),
+    })?;
+    assert!(pod.name.starts_with("reviews-"));
+    assert_eq!(pod.ip, Ipv4Addr::new(10, 244, 1, 5)); // next free address on node-a
+    assert_eq!(lab.pod("ecommerce/reviews").map(|p| p.ip), Some(pod.ip));
+    let manifest = std::fs::read_to_string(flowd_lab::manifests::pod_file(lab.dir(), &pod))?;
+    assert!(
+        manifest.contains("nodeName: node-a") && manifest.contains(&format!("podIP: {}", pod.ip)),
+        "{manifest}"
+    );
+    assert!(
+        lab.manifest_dir()
+            .join("ecommerce.service.reviews.yaml")
+            .exists()
+    );
+    assert!(lab.host_veths("node-a").contains(&pod.host_veth.as_str()));
+    // The DNS learnt the name; the pod serves, across nodes.
+    let a = lab.resolve("ecommerce/loadgen", "reviews.ecommerce.svc.cluster.local")?;
+    assert_eq!(
+        (a.rcode.as_str(), a.addrs.as_slice()),
+        ("NOERROR", &[pod.ip][..])
+    );
+    assert_eq!(
+        lab.http("ecommerce/loadgen", pod.ip, 8080, "GET", "/items")?,
+        200
+    );
+    // Names are unique.
+    let again = lab.add_pod(flowd_lab::spec::DeploymentSpec {
+        namespace: "ecommerce".into(),
+        name: "reviews".into(),
+        node: "node-b".into(),
+        role: None,
+        labels: Default::default(),
+    });
+    assert!(again.is_err());
+    let prefix = lab.prefix().to_string();
+    drop(lab);
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
 fn teardown_leaves_nothing_behind_even_on_panic() -> Result<()> {
     let seen = std::sync::Mutex::new(None);
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -616,6 +665,44 @@ fn cli_up_traffic_exec_down() -> Result<()> {
     assert!(!flowd_lab::manifests::pod_file(&dir, pay).exists());
     assert!(!netns::exists(&pay.netns));
     assert_eq!(LabState::load(&dir)?.pods.len(), state.pods.len() - 1);
+
+    lab_cli(&[
+        "add-pod",
+        "--dir",
+        &d,
+        "--namespace",
+        "ecommerce",
+        "--name",
+        "reviews",
+        "--node",
+        "node-b",
+        "--role",
+        "inventory",
+        "--label",
+        "tier=backend",
+    ])?;
+    let state = LabState::load(&dir)?;
+    let reviews = state.pod("ecommerce/reviews").context("reviews added")?;
+    assert_eq!(
+        reviews.labels.get("tier").map(String::as_str),
+        Some("backend")
+    );
+    // payment-service's process went with its pod, reviews' came.
+    assert_eq!(state.processes.len(), 6);
+    assert!(state.processes.iter().all(|p| netns::alive(p.pid)));
+    assert!(state.processes.iter().any(|p| p.what == reviews.key()));
+    let out = lab_cli(&[
+        "exec",
+        "--dir",
+        &d,
+        "--pod",
+        "ecommerce/loadgen",
+        "--",
+        "getent",
+        "hosts",
+        "reviews",
+    ])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&reviews.ip.to_string()));
 
     lab_cli(&["down", "--dir", &d])?;
     assert_eq!(leftovers(&state.prefix), Vec::<String>::new());

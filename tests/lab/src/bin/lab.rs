@@ -72,6 +72,25 @@ enum Cmd {
         #[arg(long)]
         pod: String,
     },
+    /// Add a pod (a new one-replica deployment) to the running lab and start it.
+    AddPod {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        /// Deployment name; the pod is named <name>-<hash>-<suffix>.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        node: String,
+        /// frontend, order-service, payment-service, inventory, loadgen, idle
+        /// (default: from the name, else idle).
+        #[arg(long)]
+        role: Option<flowd_lab::spec::Role>,
+        /// Extra labels, key=value.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Print the lab's nodes, pods and addresses.
     Status {
         #[arg(long)]
@@ -90,6 +109,25 @@ enum Cmd {
 fn out(s: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{s}");
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn lab_app() -> anyhow::Result<PathBuf> {
+    // Pods run `lab-app` from next to this binary.
+    let me = std::env::current_exe().context("locating the lab binary")?;
+    let program = me.with_file_name("lab-app");
+    if !program.exists() {
+        bail!(
+            "{} not found: build it with `cargo build -p flowd-lab --bins`",
+            program.display()
+        );
+    }
+    Ok(program)
 }
 
 fn load(dir: &Path) -> anyhow::Result<LabState> {
@@ -156,15 +194,7 @@ fn main() -> anyhow::Result<()> {
                 Some(p) => Spec::from_file(&p)?,
                 None => Spec::default_spec(),
             };
-            // Pods run `lab-app` from next to this binary.
-            let me = std::env::current_exe().context("locating the lab binary")?;
-            let program = me.with_file_name("lab-app");
-            if !program.exists() {
-                bail!(
-                    "{} not found: build it with `cargo build -p flowd-lab --bins`",
-                    program.display()
-                );
-            }
+            let program = lab_app()?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let lab = Lab::up_with(
                 spec,
@@ -238,6 +268,35 @@ fn main() -> anyhow::Result<()> {
             let mut state = load(&dir)?;
             let gone = flowd_lab::lab::delete_pod(&mut state, &pod)?;
             eprintln!("==> deleted pod {} ({})", gone.key(), gone.ip);
+        }
+        Cmd::AddPod {
+            dir,
+            namespace,
+            name,
+            node,
+            role,
+            labels,
+        } => {
+            let mut state = load(&dir)?;
+            let program = lab_app()?;
+            let pod = flowd_lab::lab::add_pod(
+                &mut state,
+                flowd_lab::spec::DeploymentSpec {
+                    namespace,
+                    name,
+                    node,
+                    role,
+                    labels: labels.into_iter().collect(),
+                },
+            )?;
+            flowd_lab::lab::start_pod_process(&mut state, &pod, &program)?;
+            eprintln!(
+                "==> added pod {} ({} on {}, veth {})",
+                pod.key(),
+                pod.ip,
+                pod.node,
+                pod.host_veth
+            );
         }
         Cmd::Status { dir } => summary(&load(&dir)?),
         Cmd::Down { dir } => match LabState::load(&dir) {
