@@ -1,0 +1,351 @@
+//! Runs the built `observe` binary against an in-test Observer server on
+//! 127.0.0.1 that serves the fixed flows of `common` and records the
+//! requests it gets.
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use flowd_proto::flow::{FlowFilter, Verdict};
+use flowd_proto::observer::observer_server::{Observer, ObserverServer};
+use flowd_proto::observer::{
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+};
+use flowd_proto::relay::NodeState;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone, Default)]
+struct TestObserver {
+    requests: Arc<Mutex<Vec<GetFlowsRequest>>>,
+}
+
+#[tonic::async_trait]
+impl Observer for TestObserver {
+    async fn get_flows(
+        &self,
+        req: Request<GetFlowsRequest>,
+    ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
+        let req = req.into_inner();
+        let fail = req.number == 7;
+        self.requests.lock().unwrap().push(req);
+        if fail {
+            return Err(Status::invalid_argument("number 7 is unlucky"));
+        }
+        let items = common::responses().into_iter().map(Ok);
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn server_status(
+        &self,
+        _: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: 4095,
+            max_flows: 4095,
+            seen_flows: 123_456,
+            uptime_ns: 3_723_000_000_000,
+            num_connected_nodes: Some(2.into()),
+            num_unavailable_nodes: Some(1.into()),
+            unavailable_nodes: vec!["node-3".into()],
+            version: "flowd-relay 0.1.0".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_nodes(
+        &self,
+        _: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        let node = |name: &str, state: NodeState, seen: u64| Node {
+            name: name.into(),
+            address: format!("{name}.nodes:4244"),
+            state: state as i32,
+            uptime_ns: 7_200_000_000_000,
+            num_flows: 2000,
+            max_flows: 4095,
+            seen_flows: seen,
+            ..Default::default()
+        };
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![
+                node("node-1", NodeState::NodeConnected, 72_000),
+                node("node-2", NodeState::NodeConnected, 36_000),
+                node("node-3", NodeState::NodeUnavailable, 0),
+            ],
+        }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        Ok(Response::new(GetNamespacesResponse {
+            namespaces: vec![
+                Namespace {
+                    cluster: String::new(),
+                    namespace: "ecommerce".into(),
+                },
+                Namespace {
+                    cluster: String::new(),
+                    namespace: "kube-system".into(),
+                },
+            ],
+        }))
+    }
+}
+
+async fn start() -> (String, TestObserver) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let obs = TestObserver::default();
+    let svc = ObserverServer::new(obs.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+    });
+    (addr, obs)
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn observe(args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_observe"))
+        .args(args)
+        .env("TZ", "UTC")
+        .env("NO_COLOR", "1")
+        .env_remove("OBSERVE_SERVER")
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn golden(name: &str) -> (String, String) {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.txt"));
+    let text = std::fs::read_to_string(p).unwrap();
+    let (o, e) = text.split_once("--- stderr ---\n").unwrap();
+    (o.to_string(), e.to_string())
+}
+
+#[tokio::test]
+async fn flows_with_filters_compact() {
+    let (addr, obs) = start().await;
+    let r = observe(&[
+        "--server",
+        &addr,
+        "--namespace",
+        "ecommerce",
+        "--http-status",
+        "400-599",
+        "--not",
+        "--verdict",
+        "DROPPED",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (out, err) = golden("compact");
+    assert_eq!(r.stdout, out);
+    assert_eq!(r.stderr, err);
+    let both = |src: bool| FlowFilter {
+        source_pod: if src {
+            vec!["ecommerce/".into()]
+        } else {
+            vec![]
+        },
+        destination_pod: if src {
+            vec![]
+        } else {
+            vec!["ecommerce/".into()]
+        },
+        http_status_code: vec!["400-599".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        *obs.requests.lock().unwrap(),
+        vec![GetFlowsRequest {
+            number: 20,
+            whitelist: vec![both(true), both(false)],
+            blacklist: vec![FlowFilter {
+                verdict: vec![Verdict::Dropped as i32],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn flows_json_and_table() {
+    let (addr, obs) = start().await;
+    let r = observe(&["--server", &addr, "-o", "json", "--last", "3", "--follow"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr, "");
+    let parsed: Vec<GetFlowsResponse> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, common::responses());
+
+    let r = observe(&[
+        "--server",
+        &format!("http://{addr}"),
+        "-o",
+        "table",
+        "--first",
+        "5",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((r.stdout, r.stderr), golden("table"));
+
+    let reqs = obs.requests.lock().unwrap();
+    assert_eq!(
+        *reqs,
+        vec![
+            GetFlowsRequest {
+                number: 3,
+                follow: true,
+                ..Default::default()
+            },
+            GetFlowsRequest {
+                number: 5,
+                first: true,
+                ..Default::default()
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn status_and_lists() {
+    let (addr, _) = start().await;
+    let r = observe(&["status", "--server", &addr]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "Healthcheck (via {addr}): Ok\n\
+             Current/Max Flows: 4,095/4,095 (100.00%)\n\
+             Flows/s: 33.16\n\
+             Seen Flows: 123,456\n\
+             Uptime: 1h2m\n\
+             Connected Nodes: 2/3\n\
+             Unavailable Nodes: node-3\n\
+             Version: flowd-relay 0.1.0\n"
+        )
+    );
+    let r = observe(&["--server", &addr, "list", "nodes"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "NAME     STATUS        AGE    FLOWS/S   CURRENT/MAX-FLOWS      ADDRESS\n\
+         node-1   Connected     2h0m   10.00     2,000/4,095 (48.84%)   node-1.nodes:4244\n\
+         node-2   Connected     2h0m   5.00      2,000/4,095 (48.84%)   node-2.nodes:4244\n\
+         node-3   Unavailable   N/A    N/A       N/A                    node-3.nodes:4244\n"
+    );
+    let r = observe(&["list", "namespaces", "--server", &addr]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "CLUSTER   NAMESPACE\n-         ecommerce\n-         kube-system\n"
+    );
+    let r = observe(&["list", "namespaces", "--server", &addr, "-o", "json"]).await;
+    assert_eq!(
+        r.stdout,
+        "{\"namespaces\":[{\"namespace\":\"ecommerce\"},{\"namespace\":\"kube-system\"}]}\n"
+    );
+}
+
+#[tokio::test]
+async fn server_error_exits_1() {
+    let (addr, _) = start().await;
+    let r = observe(&["--server", &addr, "--last", "7"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        format!("observe: {addr}: GetFlows failed: InvalidArgument: number 7 is unlucky\n")
+    );
+    assert_eq!(r.stdout, "");
+}
+
+#[tokio::test]
+async fn unreachable_server_exits_3_naming_address_and_reason() {
+    // A port that was just free: bind, note it, close it.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let r = observe(&["--server", &addr, "-n", "ecommerce"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with(&format!("observe: cannot connect to {addr}: ")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_say_what_is_valid() {
+    let r = observe(&["--verdict", "ALLOWED"]).await;
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("invalid value 'ALLOWED' for '--verdict <VERDICT>': expected one of: FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED"),
+        "{}",
+        r.stderr
+    );
+    // Checked before connecting: no server needed.
+    let r = observe(&["--ip", "10.0.0.1", "-n", "x"]).await;
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            2,
+            "observe: filters --ip and --namespace cannot be combined\n"
+        )
+    );
+    let r = observe(&["--server", "localhost"]).await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("expected host:port"), "{}", r.stderr);
+    let r = observe(&[
+        "--tls-ca-cert-files",
+        "/nonexistent/ca.pem",
+        "--server",
+        "127.0.0.1:1",
+    ])
+    .await;
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("cannot read CA certificate file /nonexistent/ca.pem"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn help_documents_exit_codes_and_completion_works() {
+    let r = observe(&["--help"]).await;
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("Exit codes:"), "{}", r.stdout);
+    assert!(r.stdout.contains("3  cannot connect to the server"));
+    let r = observe(&["completion", "bash"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("--http-status"));
+    assert!(r.stdout.contains("complete -F"));
+}
