@@ -615,6 +615,16 @@ impl Lab {
             )));
         }
         let state = LabState::plan(&spec, &prefix, &dir);
+        // Never adopt (and later delete) a namespace this lab did not create.
+        if let Some(taken) = state.all_netns().iter().find(|n| netns::exists(n)) {
+            if owned_dir {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(Error::Lab(format!(
+                "network namespace {taken} already exists (a lab left over from an earlier \
+                 process with the same pid? `ip netns del` it or `lab down` its directory)"
+            )));
+        }
         // Saved before anything exists, so a crash at any point can be cleaned up from it.
         state.save()?;
         let mut lab = Lab {
