@@ -803,6 +803,17 @@ impl Lab {
         Ok(netns::command(ns, program, &[]))
     }
 
+    /// The router namespace: it reaches every node (underlay) and pod address
+    /// without crossing a pod veth, so a relay or client run here adds no pod flows.
+    pub fn router_netns(&self) -> &str {
+        &self.state.router_netns
+    }
+
+    /// `program` to be run in the router namespace (`ip netns exec …`).
+    pub fn command_in_router(&self, program: &str) -> Command {
+        netns::command(&self.state.router_netns, program, &[])
+    }
+
     /// `program` to be run in a pod's namespace (`ip netns exec …`, with its resolv.conf).
     pub fn command_in_pod(&self, key: &str, program: &str) -> Result<Command, Error> {
         let ns = self

@@ -654,6 +654,25 @@ fn cli_up_traffic_exec_down() -> Result<()> {
         "exec", "--dir", &d, "--node", &pod.node, "--", "ip", "-o", "link",
     ])?;
     assert!(String::from_utf8_lossy(&out.stdout).contains(&pod.host_veth));
+    // The router reaches every node's underlay address and the pods (relay and observe run there).
+    let node_ip = state
+        .node(&pod.node)
+        .context("node")?
+        .underlay_ip
+        .to_string();
+    let out = lab_cli(&[
+        "exec", "--dir", &d, "--router", "--", "ip", "-o", "route", "get", &node_ip,
+    ])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dev br0"));
+    let frontend = state.pod("ecommerce/frontend").context("frontend")?.ip;
+    netns::run_in(&state.router_netns, move || {
+        std::net::TcpStream::connect_timeout(
+            &(frontend, 8080).into(),
+            std::time::Duration::from_secs(3),
+        )
+        .map(|_| ())
+        .map_err(|e| flowd_lab::Error::Lab(format!("router -> frontend: {e}")))
+    })?;
     // The exit status of the command comes through.
     let st = Command::new(env!("CARGO_BIN_EXE_lab"))
         .args(["exec", "--dir", &d, "--world", "--", "false"])

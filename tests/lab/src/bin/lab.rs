@@ -48,7 +48,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Run a command in a node's or a pod's network namespace.
-    #[command(group(clap::ArgGroup::new("where").required(true).args(["node", "pod", "world"])))]
+    #[command(group(clap::ArgGroup::new("where").required(true).args(["node", "pod", "world", "router"])))]
     Exec {
         #[arg(long)]
         dir: PathBuf,
@@ -61,6 +61,10 @@ enum Cmd {
         /// The outside-world namespace.
         #[arg(long)]
         world: bool,
+        /// The router namespace: reaches every node and pod address without
+        /// crossing a pod veth (run the relay and `observe` here).
+        #[arg(long)]
+        router: bool,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
@@ -243,6 +247,7 @@ fn main() -> anyhow::Result<()> {
             node,
             pod,
             world,
+            router,
             cmd,
         } => {
             let state = load(&dir)?;
@@ -257,8 +262,10 @@ fn main() -> anyhow::Result<()> {
                 })?
             } else if world {
                 state.world.netns.clone()
+            } else if router {
+                state.router_netns.clone()
             } else {
-                bail!("one of --node, --pod, --world is required");
+                bail!("one of --node, --pod, --world, --router is required");
             };
             let (program, args) = cmd.split_first().context("no command given after --")?;
             let err = flowd_lab::netns::command(&ns, program, args).exec();
