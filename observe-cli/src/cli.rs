@@ -98,7 +98,7 @@ pub struct ConnArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub tls_server_name: Option<String>,
     /// Timeout for connecting and for unary requests (e.g. 5s, 1m).
-    #[arg(long, global = true, default_value = "12s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "12s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 }
 

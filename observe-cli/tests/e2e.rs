@@ -16,6 +16,7 @@ use flowd_proto::relay::NodeState;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::BoxStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Default)]
@@ -99,12 +100,37 @@ impl Observer for TestObserver {
 }
 
 async fn start() -> (String, TestObserver) {
+    start_with(None).await
+}
+
+fn tls_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tls")
+        .join(name)
+}
+
+/// A server requiring client certificates signed by tests/tls/ca.pem.
+fn mtls_config() -> ServerTlsConfig {
+    let read = |n: &str| std::fs::read(tls_file(n)).unwrap();
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read("server.pem"),
+            read("server-key.pem"),
+        ))
+        .client_ca_root(Certificate::from_pem(read("ca.pem")))
+}
+
+async fn start_with(tls: Option<ServerTlsConfig>) -> (String, TestObserver) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let obs = TestObserver::default();
     let svc = ObserverServer::new(obs.clone());
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).unwrap();
+    }
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(svc)
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
@@ -348,4 +374,45 @@ async fn help_documents_exit_codes_and_completion_works() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("--http-status"));
     assert!(r.stdout.contains("complete -F"));
+}
+
+#[tokio::test]
+async fn mutual_tls() {
+    let (addr, obs) = start_with(Some(mtls_config())).await;
+    let path = |n: &str| tls_file(n).display().to_string();
+    let r = observe(&[
+        "--server",
+        &addr,
+        "--tls-ca-cert-files",
+        &path("ca.pem"),
+        "--tls-client-cert-file",
+        &path("client.pem"),
+        "--tls-client-key-file",
+        &path("client-key.pem"),
+        "--tls-server-name",
+        "flowd.test",
+        "--pod",
+        "cart",
+        "-n",
+        "ecommerce",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((r.stdout, r.stderr), golden("compact"));
+    assert_eq!(obs.requests.lock().unwrap().len(), 1);
+
+    // The server certificate is not signed by a system CA.
+    let r = observe(&["--server", &format!("tls://{addr}"), "status"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with(&format!("observe: cannot connect to {addr}: ")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("certificate"), "{}", r.stderr);
+    // Plain text against a TLS server does not get flows.
+    let r = observe(&["--server", &addr, "--request-timeout", "2s"]).await;
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert_eq!(obs.requests.lock().unwrap().len(), 1);
 }
