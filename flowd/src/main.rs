@@ -1,4 +1,7 @@
-fn main() {
-    let obj: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
-    println!("ebpf object: {} bytes", obj.len());
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    flowd::app::init_tracing();
+    flowd::app::run(flowd::app::Cli::parse()).await
 }

@@ -1,1 +1,22 @@
-//! Test harness (network namespaces, veths) shared by end-to-end tests.
+//! Test harness shared by end-to-end tests: network namespaces, veth pairs,
+//! addresses, running code and processes inside a namespace, and waiting
+//! for conditions with a deadline.
+//!
+//! Namespaces are created and configured with the `ip` command (iproute2):
+//! it is what the kernel developers test, its commands read like the
+//! documentation users follow, and failures come with readable messages.
+//! Code that must run *inside* a namespace uses a dedicated thread that
+//! `setns()`s into it, so the test process itself never changes namespace.
+//!
+//! Every namespace name carries the test process id and a counter, so tests
+//! run in parallel (threads or processes) never collide; everything is
+//! removed on drop, including when a test panics.
+pub mod flowd;
+pub mod net;
+pub mod netns;
+pub mod process;
+pub mod wait;
+
+pub use netns::{Netns, Pair, VethPair, add_addr, link_up, run_ip, wait_oper_up};
+pub use process::ChildGuard;
+pub use wait::wait_until;

@@ -1,0 +1,148 @@
+//! Loads the eBPF object: sizes the maps, writes CONFIG, loads the programs
+//! the configured attach modes need, and takes the maps user space reads.
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{Program, SchedClassifier, Xdp},
+};
+use flowd_common::{Config, names};
+
+use super::{AttachMode, DatapathConfig, EBPF_OBJECT, Error, Maps, ProgramSet};
+
+pub(super) struct Loaded {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub maps: Maps,
+}
+
+/// Program names for (tc ingress, tc egress, xdp) of a program set.
+pub(super) fn program_names(set: ProgramSet) -> (&'static str, &'static str, &'static str) {
+    match set {
+        ProgramSet::Flowd => (
+            names::PROG_TC_INGRESS,
+            names::PROG_TC_EGRESS,
+            names::PROG_XDP,
+        ),
+        ProgramSet::BenchEmpty => (
+            names::PROG_TC_EMPTY,
+            names::PROG_TC_EMPTY,
+            names::PROG_XDP_EMPTY,
+        ),
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |e| Error::Map {
+        map,
+        source: Box::new(e),
+    }
+}
+
+/// Development override: load this object file instead of the embedded one
+/// (lets eBPF work be tried without rebuilding flowd).
+pub const OBJECT_ENV: &str = "FLOWD_EBPF_OBJECT";
+
+pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
+    let from_file = match std::env::var_os(OBJECT_ENV) {
+        Some(p) => {
+            tracing::warn!(path = ?p, "loading the eBPF object from {OBJECT_ENV}");
+            Some(std::fs::read(&p).map_err(|e| Error::Io {
+                what: format!("reading {OBJECT_ENV}={}", p.to_string_lossy()),
+                source: e,
+            })?)
+        }
+        None => None,
+    };
+    let object: &[u8] = from_file.as_deref().unwrap_or(EBPF_OBJECT);
+    if object.is_empty() {
+        return Err(Error::EmptyObject);
+    }
+    // Locked memory accounting is per-cgroup (memcg) on kernels ≥ 5.11; on
+    // older ones the rlimit must be lifted for maps of any size.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not lift RLIMIT_MEMLOCK (fine on kernels with memcg accounting)");
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(names::MAP_EVENTS, cfg.ring_buffer_bytes)
+        .map_max_entries(names::MAP_FLOWS, cfg.flow_map_entries)
+        .load(object)
+        .map_err(|e| Error::Load(Box::new(e)))?;
+
+    let config = Config {
+        // validate() checked that the interval fits in u64 nanoseconds.
+        aggregation_interval_ns: u64::try_from(cfg.aggregation_interval.as_nanos())
+            .unwrap_or(u64::MAX),
+        l7_max_bytes: cfg.l7_max_bytes,
+        _pad: [0; 4],
+    };
+    {
+        let map = ebpf
+            .map_mut(names::MAP_CONFIG)
+            .ok_or(Error::MissingMap(names::MAP_CONFIG))?;
+        let mut arr: Array<&mut MapData, Config> =
+            Array::try_from(map).map_err(map_err(names::MAP_CONFIG))?;
+        arr.set(0, config, 0).map_err(map_err(names::MAP_CONFIG))?;
+    }
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(names::MAP_EVENTS)
+            .ok_or(Error::MissingMap(names::MAP_EVENTS))?,
+    )
+    .map_err(map_err(names::MAP_EVENTS))?;
+    let flows = BpfHashMap::try_from(
+        ebpf.take_map(names::MAP_FLOWS)
+            .ok_or(Error::MissingMap(names::MAP_FLOWS))?,
+    )
+    .map_err(map_err(names::MAP_FLOWS))?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map(names::MAP_COUNTERS)
+            .ok_or(Error::MissingMap(names::MAP_COUNTERS))?,
+    )
+    .map_err(map_err(names::MAP_COUNTERS))?;
+
+    let (ingress, egress, xdp) = program_names(cfg.programs);
+    let need_tc = cfg.interfaces.iter().any(|s| s.mode == AttachMode::Tc);
+    let need_xdp = cfg.interfaces.iter().any(|s| s.mode != AttachMode::Tc);
+    if need_tc {
+        for name in [ingress, egress] {
+            load_program(&mut ebpf, name)?;
+        }
+    }
+    if need_xdp {
+        load_program(&mut ebpf, xdp)?;
+    }
+    Ok(Loaded {
+        ebpf,
+        events,
+        maps: Maps { flows, counters },
+    })
+}
+
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Error> {
+    let prog = ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?;
+    let perr = |e: aya::programs::ProgramError| Error::ProgramLoad {
+        program: name,
+        source: Box::new(e),
+    };
+    match prog {
+        Program::SchedClassifier(p) => load_once_tc(p).map_err(perr),
+        Program::Xdp(p) => load_once_xdp(p).map_err(perr),
+        _ => Err(Error::InvalidConfig(format!(
+            "program {name} is neither a TC classifier nor XDP"
+        ))),
+    }
+}
+
+// The TC empty program serves both hooks: load it only once.
+fn load_once_tc(p: &mut SchedClassifier) -> Result<(), aya::programs::ProgramError> {
+    if p.fd().is_ok() { Ok(()) } else { p.load() }
+}
+
+fn load_once_xdp(p: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    if p.fd().is_ok() { Ok(()) } else { p.load() }
+}

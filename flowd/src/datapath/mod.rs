@@ -1,0 +1,575 @@
+//! Loading and attaching the eBPF programs, and reading their events.
+//!
+//! ```text
+//! Datapath::start(cfg) ─ loader: load object, size maps, write CONFIG, load programs
+//!                      ├ attach: TCX / clsact / XDP per interface (names or globs)
+//!                      ├ linkwatch: rtnetlink RTNLGRP_LINK → attach new / forget removed
+//!                      └ ring: RingBuf via AsyncFd → decode → DatapathEvent channel
+//! ```
+//! All attachments are bpf_links owned by this process (TCX on kernels ≥ 6.6,
+//! XDP links), so the kernel removes them when the process dies, even by
+//! SIGKILL. Legacy clsact filters (older kernels) are reclaimed at start.
+mod attach;
+pub mod clock;
+pub mod decode;
+mod linkwatch;
+mod loader;
+mod ring;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    str::FromStr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use flowd_common::{FlowKey, FlowStats};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+pub use attach::{AttachedInterface, Attacher};
+pub use decode::{DecodeError, FlowEventKind, L7Record};
+
+use clock::KernelClock;
+
+/// The eBPF object built by flowd/build.rs (empty when built with FLOWD_SKIP_EBPF=1).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowd"));
+
+/// How programs are attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    /// TC ingress + egress classifiers (TCX links, or clsact on kernels < 6.6).
+    Tc,
+    /// Native (driver) XDP, ingress only.
+    Xdp,
+    /// Generic (SKB) XDP, ingress only.
+    XdpGeneric,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+            Self::XdpGeneric => "xdp-generic",
+        })
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "tc" => Ok(Self::Tc),
+            "xdp" => Ok(Self::Xdp),
+            "xdp-generic" | "xdpgeneric" | "xdp-skb" => Ok(Self::XdpGeneric),
+            _ => Err(Error::InvalidConfig(format!(
+                "attach mode {s:?}: expected tc, xdp or xdp-generic"
+            ))),
+        }
+    }
+}
+
+/// `NAME|GLOB[=MODE]`, e.g. `veth*`, `eth0=xdp`, `lxc*=xdp-generic`.
+#[derive(Debug, Clone)]
+pub struct InterfaceSpec {
+    pub pattern: glob::Pattern,
+    pub mode: AttachMode,
+}
+
+impl InterfaceSpec {
+    pub fn matches(&self, ifname: &str) -> bool {
+        self.pattern.matches(ifname)
+    }
+}
+
+impl fmt::Display for InterfaceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.pattern, self.mode)
+    }
+}
+
+impl FromStr for InterfaceSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (pat, mode) = match s.rsplit_once('=') {
+            Some((p, m)) => (p, m.parse()?),
+            None => (s, AttachMode::Tc),
+        };
+        if pat.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "interface {s:?}: empty name or glob"
+            )));
+        }
+        let pattern = glob::Pattern::new(pat)
+            .map_err(|e| Error::InvalidConfig(format!("interface glob {pat:?}: {e}")))?;
+        Ok(Self { pattern, mode })
+    }
+}
+
+/// Which programs of the object to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgramSet {
+    /// flowd_tc_ingress / flowd_tc_egress / flowd_xdp.
+    #[default]
+    Flowd,
+    /// The empty pass-through programs, the baseline of benchmarks.
+    BenchEmpty,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    pub interfaces: Vec<InterfaceSpec>,
+    /// Size of the EVENTS ring buffer: a power of two and a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    pub flow_map_entries: u32,
+    /// Minimum time between two update events of one flow; zero = every packet.
+    pub aggregation_interval: Duration,
+    /// Most L7 payload bytes copied per event (0 disables L7 capture).
+    pub l7_max_bytes: u32,
+    pub programs: ProgramSet,
+    /// Capacity of the event channel to the rest of the daemon. When it is
+    /// full the reader waits and the kernel counts what it cannot submit.
+    pub channel_capacity: usize,
+    /// Watch rtnetlink for interfaces that appear or disappear later.
+    pub watch_links: bool,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            ring_buffer_bytes: 1 << 20,
+            flow_map_entries: 65_536,
+            aggregation_interval: Duration::from_secs(5),
+            l7_max_bytes: 512,
+            programs: ProgramSet::Flowd,
+            channel_capacity: 8192,
+            watch_links: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid datapath configuration: {0}")]
+    InvalidConfig(String),
+    #[error(
+        "the embedded eBPF object is empty: flowd was built with FLOWD_SKIP_EBPF=1; rebuild without it"
+    )]
+    EmptyObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("loading eBPF program {program} into the kernel: {source}")]
+    ProgramLoad {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching {program} to interface {interface} ({mode}): {source}")]
+    Attach {
+        interface: String,
+        program: &'static str,
+        mode: AttachMode,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("rtnetlink: {0}")]
+    Netlink(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the datapath hands to the rest of the daemon.
+#[derive(Debug, Clone)]
+pub enum DatapathEvent {
+    Flow(FlowRecord),
+    L7(L7Event),
+    Drop(DropRecord),
+    /// Programs were attached to an interface (at start or when it appeared).
+    Attached(AttachedInterface),
+    /// An interface went away or was detached.
+    Detached {
+        ifindex: u32,
+        ifname: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowRecord {
+    pub kind: FlowEventKind,
+    pub time: SystemTime,
+    pub cpu: u32,
+    pub key: FlowKey,
+    pub stats: FlowStats,
+    pub pkt_len: u32,
+    pub pkt_tcp_flags: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct L7Event {
+    pub time: SystemTime,
+    pub record: L7Record,
+}
+
+#[derive(Debug, Clone)]
+pub struct DropRecord {
+    pub time: SystemTime,
+    pub cpu: u32,
+    pub key: FlowKey,
+    pub reason: u32,
+    pub count: u32,
+}
+
+/// Sums over CPUs of the kernel's COUNTERS, plus the reader's own counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub events_submitted: u64,
+    pub events_lost: u64,
+    pub packets: u64,
+    pub packets_other: u64,
+    pub packets_truncated: u64,
+    pub flow_map_errors: u64,
+    pub l7_events: u64,
+    pub drops_seen: u64,
+    /// Records read from the ring buffer by user space.
+    pub records_read: u64,
+    /// Records that were short or of an unknown kind (skipped).
+    pub records_malformed: u64,
+}
+
+/// One entry of the FLOWS map, with times converted to wall-clock.
+#[derive(Debug, Clone)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub stats: FlowStats,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReaderStats {
+    pub records_read: AtomicU64,
+    pub records_malformed: AtomicU64,
+}
+
+pub(crate) struct Maps {
+    pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// The loaded and attached datapath. Dropping it detaches everything.
+pub struct Datapath {
+    attacher: Arc<Mutex<Attacher>>,
+    maps: Arc<Maps>,
+    reader_stats: Arc<ReaderStats>,
+    clock: Arc<KernelClock>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Datapath {
+    /// Loads the programs, attaches them to every interface that matches now,
+    /// then watches for new ones and streams decoded events into the receiver.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn start(
+        cfg: DatapathConfig,
+    ) -> Result<(Self, mpsc::Receiver<DatapathEvent>), Error> {
+        validate(&cfg)?;
+        let loaded = loader::load(&cfg)?;
+        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let clock = Arc::new(KernelClock::new());
+        let reader_stats = Arc::new(ReaderStats::default());
+        let attacher = Arc::new(Mutex::new(Attacher::new(
+            loaded.ebpf,
+            cfg.programs,
+            cfg.interfaces.clone(),
+        )));
+        let mut tasks = Vec::new();
+        tasks.push(ring::spawn(
+            loaded.events,
+            tx.clone(),
+            clock.clone(),
+            reader_stats.clone(),
+        )?);
+        // Subscribe before listing existing links so that none is missed in between.
+        let nl = linkwatch::open(cfg.watch_links)?;
+        let links = nl.list_links().await?;
+        for (ifindex, ifname) in links {
+            let attached = lock(&attacher).attach_if_matching(ifindex, &ifname)?;
+            if let Some(a) = attached {
+                // The receiver is not polled yet; never block start on it.
+                let _ = tx.try_send(DatapathEvent::Attached(a));
+            }
+        }
+        if cfg.watch_links {
+            tasks.push(linkwatch::spawn(nl, attacher.clone(), tx));
+        } else {
+            drop(nl);
+        }
+        Ok((
+            Self {
+                attacher,
+                maps: Arc::new(loaded.maps),
+                reader_stats,
+                clock,
+                tasks,
+            },
+            rx,
+        ))
+    }
+
+    /// Interfaces with programs attached now.
+    pub fn attached(&self) -> Vec<AttachedInterface> {
+        lock(&self.attacher).attached()
+    }
+
+    /// Per-CPU kernel counters summed, plus the reader's counts.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let sum = |idx: u32| -> Result<u64, Error> {
+            let v = self.maps.counters.get(&idx, 0).map_err(|e| Error::Map {
+                map: flowd_common::names::MAP_COUNTERS,
+                source: Box::new(e),
+            })?;
+            Ok(v.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+        };
+        use flowd_common::*;
+        Ok(Counters {
+            events_submitted: sum(CNT_EVENTS_SUBMITTED)?,
+            events_lost: sum(CNT_EVENTS_LOST)?,
+            packets: sum(CNT_PACKETS)?,
+            packets_other: sum(CNT_PACKETS_OTHER)?,
+            packets_truncated: sum(CNT_PACKETS_TRUNCATED)?,
+            flow_map_errors: sum(CNT_FLOW_MAP_ERRORS)?,
+            l7_events: sum(CNT_L7_EVENTS)?,
+            drops_seen: sum(CNT_DROPS_SEEN)?,
+            records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
+            records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A snapshot of the FLOWS map. Entries that vanish while iterating
+    /// (LRU eviction) are skipped.
+    pub fn dump_flows(&self) -> Vec<FlowEntry> {
+        self.clock.refresh_if_stale();
+        self.maps
+            .flows
+            .iter()
+            .filter_map(|r| match r {
+                Ok(kv) => Some(kv),
+                Err(e) => {
+                    tracing::debug!(error = %e, "flow map entry vanished while dumping");
+                    None
+                }
+            })
+            .map(|(key, stats)| FlowEntry {
+                key,
+                stats,
+                first_seen: self.clock.to_system_time(stats.first_seen_ns),
+                last_seen: self.clock.to_system_time(stats.last_seen_ns),
+            })
+            .collect()
+    }
+
+    /// Name of an interface flowd attached to (for display).
+    pub fn ifname(&self, ifindex: u32) -> Option<String> {
+        lock(&self.attacher).ifname(ifindex)
+    }
+
+    /// Shared ifindex → name view for printers that outlive a borrow.
+    pub fn interface_names(&self) -> InterfaceNames {
+        InterfaceNames(self.attacher.clone())
+    }
+
+    /// Stops watching and reading, and detaches every program. The maps stay
+    /// readable (counters, dump_flows) until the Datapath is dropped.
+    pub fn detach_all(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        lock(&self.attacher).detach_all();
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Cheap clonable lookup of attached interface names.
+#[derive(Clone)]
+pub struct InterfaceNames(Arc<Mutex<Attacher>>);
+
+impl InterfaceNames {
+    pub fn get(&self, ifindex: u32) -> Option<String> {
+        lock(&self.0).ifname(ifindex)
+    }
+}
+
+/// The attacher's state stays consistent even if a holder panicked (every
+/// mutation is a single insert/remove), so a poisoned lock is recovered.
+fn lock(m: &Mutex<Attacher>) -> std::sync::MutexGuard<'_, Attacher> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let rb = cfg.ring_buffer_bytes;
+    if !rb.is_power_of_two() || rb < page {
+        return Err(Error::InvalidConfig(format!(
+            "ring buffer size {rb} bytes: must be a power of two and at least the page size ({page})"
+        )));
+    }
+    if cfg.flow_map_entries == 0 {
+        return Err(Error::InvalidConfig(
+            "flow map entries must be at least 1".into(),
+        ));
+    }
+    if cfg.l7_max_bytes as usize > flowd_common::L7_MAX_PAYLOAD {
+        return Err(Error::InvalidConfig(format!(
+            "l7 max bytes {}: at most {}",
+            cfg.l7_max_bytes,
+            flowd_common::L7_MAX_PAYLOAD
+        )));
+    }
+    if u64::try_from(cfg.aggregation_interval.as_nanos()).is_err() {
+        return Err(Error::InvalidConfig(format!(
+            "aggregation interval {:?} is too long",
+            cfg.aggregation_interval
+        )));
+    }
+    Ok(())
+}
+
+/// Display helpers shared by printers and dumps.
+pub mod fmt_key {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use flowd_common::*;
+
+    pub fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
+        match family {
+            FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+            _ => None,
+        }
+    }
+
+    pub fn protocol(p: u8) -> String {
+        match p {
+            PROTO_TCP => "TCP".into(),
+            PROTO_UDP => "UDP".into(),
+            PROTO_ICMP => "ICMPv4".into(),
+            PROTO_ICMPV6 => "ICMPv6".into(),
+            PROTO_SCTP => "SCTP".into(),
+            n => format!("proto-{n}"),
+        }
+    }
+
+    pub fn direction(d: u8) -> &'static str {
+        if d == DIR_EGRESS { "egress" } else { "ingress" }
+    }
+
+    /// TCP flag names in wire order, e.g. ["SYN", "ACK"].
+    pub fn tcp_flags(f: u16) -> Vec<&'static str> {
+        [
+            (TCP_FIN, "FIN"),
+            (TCP_SYN, "SYN"),
+            (TCP_RST, "RST"),
+            (TCP_PSH, "PSH"),
+            (TCP_ACK, "ACK"),
+            (TCP_URG, "URG"),
+            (TCP_ECE, "ECE"),
+            (TCP_CWR, "CWR"),
+            (TCP_NS, "NS"),
+        ]
+        .iter()
+        .filter(|(bit, _)| f & bit != 0)
+        .map(|(_, n)| *n)
+        .collect()
+    }
+}
+
+/// Serializable view of a flow key + stats (used by --print json and dumps).
+pub fn flow_json(
+    key: &FlowKey,
+    stats: &FlowStats,
+    ifname: Option<String>,
+) -> BTreeMap<&'static str, serde_json::Value> {
+    use serde_json::json;
+    let mut m = BTreeMap::new();
+    let addr = |a| fmt_key::addr(key.family, a).map(|a| a.to_string());
+    m.insert("family", json!(key.family));
+    m.insert("src_addr", json!(addr(&key.src_addr)));
+    m.insert("dst_addr", json!(addr(&key.dst_addr)));
+    m.insert("src_port", json!(key.src_port));
+    m.insert("dst_port", json!(key.dst_port));
+    m.insert("protocol", json!(fmt_key::protocol(key.protocol)));
+    m.insert("ip_proto", json!(key.protocol));
+    m.insert("ifindex", json!(key.ifindex));
+    m.insert("ifname", json!(ifname));
+    m.insert("direction", json!(fmt_key::direction(key.direction)));
+    m.insert("vlan", json!(key.vlan));
+    m.insert("key_flags", json!(key.flags));
+    m.insert("packets", json!(stats.packets));
+    m.insert("bytes", json!(stats.bytes));
+    m.insert("tcp_flags", json!(fmt_key::tcp_flags(stats.tcp_flags)));
+    m.insert("first_seen_ns", json!(stats.first_seen_ns));
+    m.insert("last_seen_ns", json!(stats.last_seen_ns));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_specs_parse() {
+        let s: InterfaceSpec = "veth*".parse().unwrap();
+        assert_eq!(s.mode, AttachMode::Tc);
+        assert!(s.matches("veth12") && !s.matches("eth0"));
+        let s: InterfaceSpec = "eth0=xdp".parse().unwrap();
+        assert_eq!(s.mode, AttachMode::Xdp);
+        assert!(s.matches("eth0") && !s.matches("eth01"));
+        let s: InterfaceSpec = "lxc[0-9]*=xdp-generic".parse().unwrap();
+        assert_eq!(s.mode, AttachMode::XdpGeneric);
+        assert!("x=bogus".parse::<InterfaceSpec>().is_err());
+        assert!("=tc".parse::<InterfaceSpec>().is_err());
+        assert!("[=tc".parse::<InterfaceSpec>().is_err());
+    }
+
+    #[test]
+    fn ring_size_is_validated() {
+        let cfg = DatapathConfig {
+            ring_buffer_bytes: 5000,
+            ..Default::default()
+        };
+        assert!(matches!(validate(&cfg), Err(Error::InvalidConfig(_))));
+        let cfg = DatapathConfig {
+            ring_buffer_bytes: 4096,
+            ..Default::default()
+        };
+        assert!(validate(&cfg).is_ok());
+    }
+}

@@ -1,0 +1,100 @@
+//! Reads the EVENTS ring buffer with tokio's AsyncFd and decodes records.
+use std::sync::{Arc, atomic::Ordering};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+use super::{
+    DatapathEvent, DropRecord, Error, FlowRecord, L7Event, ReaderStats,
+    clock::KernelClock,
+    decode::{Record, decode},
+};
+
+/// Records taken from the ring per wake-up before yielding to the runtime.
+const BATCH: usize = 1024;
+
+pub(super) fn spawn(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<DatapathEvent>,
+    clock: Arc<KernelClock>,
+    stats: Arc<ReaderStats>,
+) -> Result<JoinHandle<()>, Error> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
+    // for as long as the AsyncFd (which owns the RingBuf) lives.
+    let mut fd =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+            Error::Io {
+                what: "registering the EVENTS ring buffer with the runtime".into(),
+                source: e.into(),
+            }
+        })?;
+    Ok(tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the ring buffer failed; no more events");
+                    return;
+                }
+            };
+            clock.refresh_if_stale();
+            let ring = guard.get_inner_mut();
+            let mut drained = true;
+            while let Some(item) = ring.next() {
+                stats.records_read.fetch_add(1, Ordering::Relaxed);
+                match decode(&item) {
+                    Ok(r) => batch.push(to_event(r, &clock)),
+                    Err(e) => {
+                        stats.records_malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "skipping ring buffer record");
+                    }
+                }
+                if batch.len() >= BATCH {
+                    drained = false;
+                    break;
+                }
+            }
+            // Only clear readiness once the ring is empty: epoll on a ring
+            // buffer is edge-like, records left behind would wait forever.
+            if drained {
+                guard.clear_ready();
+            }
+            drop(guard);
+            for ev in batch.drain(..) {
+                if tx.send(ev).await.is_err() {
+                    return; // receiver gone: the daemon is shutting down
+                }
+            }
+        }
+    }))
+}
+
+fn to_event(r: Record, clock: &KernelClock) -> DatapathEvent {
+    match r {
+        Record::Flow(kind, ev) => DatapathEvent::Flow(FlowRecord {
+            kind,
+            time: clock.to_system_time(ev.header.ts_ns),
+            cpu: ev.header.cpu,
+            key: ev.key,
+            stats: ev.stats,
+            pkt_len: ev.pkt_len,
+            pkt_tcp_flags: ev.pkt_tcp_flags,
+        }),
+        Record::L7(record) => DatapathEvent::L7(L7Event {
+            time: clock.to_system_time(record.header.ts_ns),
+            record,
+        }),
+        Record::Drop(ev) => DatapathEvent::Drop(DropRecord {
+            time: clock.to_system_time(ev.header.ts_ns),
+            cpu: ev.header.cpu,
+            key: ev.key,
+            reason: ev.reason,
+            count: ev.count,
+        }),
+    }
+}
