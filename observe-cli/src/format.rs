@@ -748,3 +748,129 @@ pub fn namespaces_table(r: &GetNamespacesResponse) -> String {
     }
     table(&rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use flowd_proto::flow::{Dns, IcmPv4, Ip, Layer4, Layer7, Tcp};
+
+    use super::*;
+
+    #[test]
+    fn numbers_and_durations() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(latency(850_000), "850µs");
+        assert_eq!(latency(12_000_000), "12ms");
+        assert_eq!(latency(1_499_600), "1ms");
+        assert_eq!(latency(12_340_000_000), "12.3s");
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(61_000_000_000), "1m1s");
+        assert_eq!(age(90_061_000_000_000), "1d1h");
+        assert_eq!(fill(1, 3), "1/3 (33.33%)");
+        assert_eq!(fill(0, 0), "0/0 (0.00%)");
+    }
+
+    #[test]
+    fn endpoints_fall_back_from_pod_to_name_to_ip() {
+        let ep = |ns: &str, pod: &str| Endpoint {
+            namespace: ns.into(),
+            pod_name: pod.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint(Some(&ep("a", "p")), "10.0.0.1", Some(80), &[]),
+            "a/p:80"
+        );
+        assert_eq!(
+            endpoint(
+                Some(&ep("", "")),
+                "10.0.0.1",
+                Some(80),
+                &["api.example.com".into()]
+            ),
+            "api.example.com:80"
+        );
+        assert_eq!(endpoint(None, "fd00::1", Some(443), &[]), "[fd00::1]:443");
+        assert_eq!(endpoint(None, "fd00::1", None, &[]), "fd00::1");
+        assert_eq!(endpoint(None, "", None, &[]), "N/A");
+    }
+
+    #[test]
+    fn summaries() {
+        let mut f = Flow {
+            ip: Some(Ip {
+                source: "10.0.0.1".into(),
+                destination: "10.0.0.2".into(),
+                ..Default::default()
+            }),
+            l4: Some(Layer4 {
+                protocol: Some(Protocol::IcmPv4(IcmPv4 { r#type: 3, code: 1 })),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(summary(&f), "ICMPv4 DestinationUnreachable(code 1)");
+        f.l4 = Some(Layer4 {
+            protocol: Some(Protocol::Tcp(Tcp {
+                source_port: 1,
+                destination_port: 2,
+                flags: Some(flow::TcpFlags {
+                    fin: true,
+                    ack: true,
+                    ..Default::default()
+                }),
+            })),
+        });
+        assert_eq!(summary(&f), "TCP Flags: ACK, FIN");
+        f.l7 = Some(Layer7 {
+            r#type: L7FlowType::Response as i32,
+            latency_ns: 3_000_000,
+            record: Some(Record::Dns(Dns {
+                query: "cart.ecommerce.svc.cluster.local.".into(),
+                qtypes: vec!["A".into()],
+                ips: vec!["10.96.0.5".into(), "10.96.0.6".into()],
+                ttl: 30,
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        assert_eq!(
+            summary(&f),
+            "DNS answer cart.ecommerce.svc.cluster.local. A 10.96.0.5,10.96.0.6 TTL 30 (3ms)"
+        );
+        assert_eq!(type_label(&f), "dns-response");
+        // Values this client does not know are printed as numbers.
+        f.verdict = 42;
+        assert_eq!(verdict_text(&f), "42");
+    }
+
+    #[test]
+    fn time_formats() {
+        let t = Some(Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_006_007,
+        });
+        let cases = [
+            (TimeFormat::Stamp, "Nov 14 22:13:20"),
+            (TimeFormat::StampMilli, "Nov 14 22:13:20.005"),
+            (TimeFormat::StampMicro, "Nov 14 22:13:20.005006"),
+            (TimeFormat::StampNano, "Nov 14 22:13:20.005006007"),
+            (TimeFormat::Rfc3339, "2023-11-14T22:13:20Z"),
+            (TimeFormat::Rfc3339Milli, "2023-11-14T22:13:20.005Z"),
+            (TimeFormat::Rfc3339Micro, "2023-11-14T22:13:20.005006Z"),
+            (TimeFormat::Rfc3339Nano, "2023-11-14T22:13:20.005006007Z"),
+            (TimeFormat::Rfc1123Z, "Tue, 14 Nov 2023 22:13:20 +0000"),
+        ];
+        for (tf, want) in cases {
+            assert_eq!(fmt_time(t, tf, true), want, "{tf:?}");
+        }
+        assert_eq!(fmt_time(None, TimeFormat::StampMilli, true), "N/A");
+        // Out-of-range nanos do not panic.
+        let bad = Some(Timestamp {
+            seconds: 0,
+            nanos: -1,
+        });
+        assert_eq!(fmt_time(bad, TimeFormat::StampMilli, true), "N/A");
+    }
+}
