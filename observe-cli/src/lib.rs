@@ -81,9 +81,12 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
     let unary_timeout = cli.conn.request_timeout;
     match &cli.command {
         Some(Command::Completion { shell }) => {
-            let mut cmd = Cli::command();
+            // Into a buffer first: clap_complete panics on write errors
+            // (`observe completion bash | head`).
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "observe", &mut buf);
             let mut out = io::stdout().lock();
-            clap_complete::generate(*shell, &mut cmd, "observe", &mut out);
+            out.write_all(&buf)?;
             out.flush()?;
             return Ok(());
         }

@@ -13,8 +13,9 @@ use flowd_proto::observer::{
     GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
 use flowd_proto::relay::NodeState;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codegen::BoxStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -22,6 +23,8 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Default)]
 struct TestObserver {
     requests: Arc<Mutex<Vec<GetFlowsRequest>>>,
+    /// Ends `--follow` streams (which otherwise stay open after the flows).
+    end_follow: Arc<tokio::sync::Notify>,
 }
 
 #[tonic::async_trait]
@@ -32,9 +35,24 @@ impl Observer for TestObserver {
     ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
         let req = req.into_inner();
         let fail = req.number == 7;
+        let follow = req.follow && req.number == 0;
         self.requests.lock().unwrap().push(req);
         if fail {
             return Err(Status::invalid_argument("number 7 is unlucky"));
+        }
+        if follow {
+            // Live stream: the flows, then nothing until the test ends it.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let end = self.end_follow.clone();
+            tokio::spawn(async move {
+                for r in common::responses() {
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+                end.notified().await;
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
         let items = common::responses().into_iter().map(Ok);
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
@@ -415,4 +433,51 @@ async fn mutual_tls() {
     let r = observe(&["--server", &addr, "--request-timeout", "2s"]).await;
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert_eq!(obs.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn follow_prints_flows_as_they_arrive() {
+    let (addr, obs) = start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_observe"))
+        .args(["--server", &addr, "-f", "-o", "compact"])
+        .env("TZ", "UTC")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (want, _) = golden("compact");
+    let want: Vec<&str> = want.lines().collect();
+    let mut got = Vec::new();
+    // The stream is still open: every flow must be printed without waiting
+    // for its end.
+    let read = async {
+        while got.len() < want.len() {
+            match lines.next_line().await.unwrap() {
+                Some(l) => got.push(l),
+                None => break,
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("flows not printed while the stream is open");
+    assert_eq!(got, want);
+    assert_eq!(
+        *obs.requests.lock().unwrap(),
+        vec![GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        }]
+    );
+    // The server ends the stream: observe exits 0 with nothing more.
+    obs.end_follow.notify_one();
+    assert_eq!(lines.next_line().await.unwrap(), None);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -1,1 +1,0 @@
-//! endpoints (to be written).
