@@ -948,6 +948,28 @@ mod tests {
                 },
             ]
         );
+        // Excluding a namespace excludes flows from it and flows to it.
+        let r = req(&["--not", "-n", "kube-system", "--protocol", "tcp"]).unwrap();
+        assert_eq!(
+            r.blacklist,
+            vec![
+                FlowFilter {
+                    source_pod: strs(&["kube-system/"]),
+                    ..Default::default()
+                },
+                FlowFilter {
+                    destination_pod: strs(&["kube-system/"]),
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(
+            r.whitelist,
+            vec![FlowFilter {
+                protocol: strs(&["tcp"]),
+                ..Default::default()
+            }]
+        );
         // Two negated flags build one blacklist filter (AND), as in hubble.
         let r = req(&["--not", "--protocol", "udp", "--not", "--to-port", "53"]).unwrap();
         assert_eq!(
