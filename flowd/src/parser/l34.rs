@@ -1,0 +1,279 @@
+//! L3/L4 kernel flow events → `flow::Flow` (type L3_L4).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use flowd_common::{
+    FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+};
+use flowd_proto::Timestamp;
+use flowd_proto::flow::{
+    self, CiliumEventType, Flow, FlowStats, FlowType, IcmPv4, IcmPv6, Ip, IpVersion, Layer4,
+    NetworkInterface, Sctp, Tcp, TcpFlags, Udp, Verdict, layer4::Protocol,
+};
+
+/// Hubble's `CiliumEventType.type` for trace (forwarded packet) events.
+pub const EVENT_TYPE_TRACE: i32 = 4;
+/// Hubble's `CiliumEventType.type` for L7 access-log records.
+pub const EVENT_TYPE_L7: i32 = 129;
+
+/// What the parser adds to a kernel event: when it happened in wall-clock
+/// time, where, and the record's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowMeta<'a> {
+    /// Wall-clock time of the event (`header.ts_ns` converted), ns since the Unix epoch.
+    pub time_unix_ns: u64,
+    pub node_name: &'a str,
+    /// Flow UUID (see [`super::new_uuid`]); passed in so that this stays a pure function.
+    pub uuid: String,
+}
+
+/// Source and destination addresses of a key, or None for non-IP keys.
+pub fn addresses(k: &FlowKey) -> Option<(IpAddr, IpAddr)> {
+    match k.family {
+        FAMILY_IPV4 => {
+            let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+            Some((v4(&k.src_addr), v4(&k.dst_addr)))
+        }
+        FAMILY_IPV6 => Some((
+            IpAddr::V6(Ipv6Addr::from(k.src_addr)),
+            IpAddr::V6(Ipv6Addr::from(k.dst_addr)),
+        )),
+        _ => None,
+    }
+}
+
+/// Hubble's IP record for a key.
+pub fn ip(k: &FlowKey) -> Option<Ip> {
+    let (src, dst) = addresses(k)?;
+    Some(Ip {
+        source: src.to_string(),
+        destination: dst.to_string(),
+        ip_version: if src.is_ipv4() {
+            IpVersion::IPv4
+        } else {
+            IpVersion::IPv6
+        } as i32,
+        ..Ip::default()
+    })
+}
+
+/// TCP flag bits (as in `flowd_common::TCP_*`) → Hubble's TCPFlags.
+pub fn tcp_flags(bits: u16) -> TcpFlags {
+    TcpFlags {
+        fin: bits & TCP_FIN != 0,
+        syn: bits & TCP_SYN != 0,
+        rst: bits & TCP_RST != 0,
+        psh: bits & TCP_PSH != 0,
+        ack: bits & TCP_ACK != 0,
+        urg: bits & TCP_URG != 0,
+        ece: bits & TCP_ECE != 0,
+        cwr: bits & TCP_CWR != 0,
+        ns: bits & TCP_NS != 0,
+    }
+}
+
+/// Hubble's Layer4 record for a key; `flags` only applies to TCP.
+pub fn layer4(k: &FlowKey, flags: Option<TcpFlags>) -> Option<Layer4> {
+    if k.family != FAMILY_IPV4 && k.family != FAMILY_IPV6 {
+        return None;
+    }
+    let (sp, dp) = (u32::from(k.src_port), u32::from(k.dst_port));
+    let p = match k.protocol {
+        PROTO_TCP => Protocol::Tcp(Tcp {
+            source_port: sp,
+            destination_port: dp,
+            flags,
+        }),
+        PROTO_UDP => Protocol::Udp(Udp {
+            source_port: sp,
+            destination_port: dp,
+        }),
+        PROTO_SCTP => Protocol::Sctp(Sctp {
+            source_port: sp,
+            destination_port: dp,
+        }),
+        // For ICMP the kernel stores type in src_port and code in dst_port.
+        PROTO_ICMP if k.family == FAMILY_IPV4 => Protocol::IcmPv4(IcmPv4 {
+            r#type: sp,
+            code: dp,
+        }),
+        PROTO_ICMPV6 if k.family == FAMILY_IPV6 => Protocol::IcmPv6(IcmPv6 {
+            r#type: sp,
+            code: dp,
+        }),
+        _ => return None,
+    };
+    Some(Layer4 { protocol: Some(p) })
+}
+
+fn ns_before(time_unix_ns: u64, event_ktime: u64, then_ktime: u64) -> Timestamp {
+    Timestamp::from_unix_nanos(time_unix_ns.saturating_sub(event_ktime.saturating_sub(then_ktime)))
+}
+
+/// Converts an L3/L4 event. Traffic direction, trace observation point,
+/// endpoints and the interface name are left to enrichment, which knows what
+/// the interface is (pod veth, uplink). The hook direction stays in the event.
+pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
+    let k = &ev.key;
+    let s = &ev.stats;
+    let kt = ev.header.ts_ns;
+    let is_tcp = k.protocol == PROTO_TCP;
+    Flow {
+        time: Some(Timestamp::from_unix_nanos(meta.time_unix_ns)),
+        uuid: meta.uuid,
+        verdict: Verdict::Forwarded as i32,
+        ip: ip(k),
+        l4: layer4(k, is_tcp.then(|| tcp_flags(ev.pkt_tcp_flags))),
+        r#type: FlowType::L3L4 as i32,
+        node_name: meta.node_name.to_string(),
+        event_type: Some(CiliumEventType {
+            r#type: EVENT_TYPE_TRACE,
+            sub_type: 0,
+        }),
+        interface: Some(NetworkInterface {
+            index: k.ifindex,
+            name: String::new(),
+        }),
+        stats: Some(FlowStats {
+            packets: s.packets,
+            bytes: s.bytes,
+            first_seen: Some(ns_before(meta.time_unix_ns, kt, s.first_seen_ns)),
+            last_seen: Some(ns_before(meta.time_unix_ns, kt, s.last_seen_ns)),
+            tcp_flags_seen: is_tcp.then(|| tcp_flags(s.tcp_flags)),
+        }),
+        ..flow::Flow::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowd_common::{EV_NEW_FLOW, EventHeader, FlowStats as KStats};
+
+    fn ev(family: u8, proto: u8, sport: u16, dport: u16) -> FlowEvent {
+        let mut key = FlowKey {
+            src_port: sport,
+            dst_port: dport,
+            ifindex: 12,
+            protocol: proto,
+            family,
+            ..FlowKey::default()
+        };
+        if family == FAMILY_IPV4 {
+            key.src_addr[..4].copy_from_slice(&[10, 1, 0, 5]);
+            key.dst_addr[..4].copy_from_slice(&[10, 1, 1, 9]);
+        } else {
+            key.src_addr = "fd00::5".parse::<Ipv6Addr>().unwrap().octets();
+            key.dst_addr = "fd00::1:9".parse::<Ipv6Addr>().unwrap().octets();
+        }
+        FlowEvent {
+            header: EventHeader {
+                kind: EV_NEW_FLOW,
+                ts_ns: 5_000_000_000,
+                ..EventHeader::default()
+            },
+            key,
+            stats: KStats {
+                packets: 3,
+                bytes: 180,
+                first_seen_ns: 4_000_000_000,
+                last_seen_ns: 5_000_000_000,
+                tcp_flags: TCP_SYN | TCP_ACK,
+                ..KStats::default()
+            },
+            pkt_len: 60,
+            pkt_tcp_flags: TCP_SYN | TCP_ACK,
+            _pad: [0; 2],
+        }
+    }
+
+    fn meta() -> FlowMeta<'static> {
+        FlowMeta {
+            time_unix_ns: 1_700_000_000_500_000_000,
+            node_name: "node-a",
+            uuid: "u-1".into(),
+        }
+    }
+
+    #[test]
+    fn tcp_v4() {
+        let f = flow(&ev(FAMILY_IPV4, PROTO_TCP, 43210, 80), meta());
+        assert_eq!(f.r#type, FlowType::L3L4 as i32);
+        assert_eq!(f.verdict, Verdict::Forwarded as i32);
+        assert_eq!(f.uuid, "u-1");
+        assert_eq!(f.node_name, "node-a");
+        let ip = f.ip.unwrap();
+        assert_eq!(
+            (ip.source.as_str(), ip.destination.as_str()),
+            ("10.1.0.5", "10.1.1.9")
+        );
+        assert_eq!(ip.ip_version, IpVersion::IPv4 as i32);
+        let Some(Protocol::Tcp(t)) = f.l4.unwrap().protocol else {
+            panic!("not TCP")
+        };
+        assert_eq!((t.source_port, t.destination_port), (43210, 80));
+        assert_eq!(
+            t.flags,
+            Some(TcpFlags {
+                syn: true,
+                ack: true,
+                ..TcpFlags::default()
+            })
+        );
+        assert_eq!(f.interface.unwrap().index, 12);
+        let st = f.stats.unwrap();
+        assert_eq!((st.packets, st.bytes), (3, 180));
+        assert_eq!(
+            st.first_seen.unwrap(),
+            Timestamp::from_unix_nanos(1_699_999_999_500_000_000)
+        );
+        assert_eq!(
+            st.last_seen.unwrap(),
+            Timestamp::from_unix_nanos(1_700_000_000_500_000_000)
+        );
+        assert_eq!(
+            f.time.unwrap(),
+            Timestamp::from_unix_nanos(1_700_000_000_500_000_000)
+        );
+        assert_eq!(f.event_type.unwrap().r#type, EVENT_TYPE_TRACE);
+        assert_eq!(f.is_reply, None);
+    }
+
+    #[test]
+    fn other_protocols() {
+        let l4 = |e: FlowEvent| flow(&e, meta()).l4.and_then(|l| l.protocol);
+        assert_eq!(
+            l4(ev(FAMILY_IPV6, PROTO_UDP, 5353, 53)),
+            Some(Protocol::Udp(Udp {
+                source_port: 5353,
+                destination_port: 53
+            }))
+        );
+        assert_eq!(
+            l4(ev(FAMILY_IPV4, PROTO_ICMP, 8, 0)),
+            Some(Protocol::IcmPv4(IcmPv4 { r#type: 8, code: 0 }))
+        );
+        assert_eq!(
+            l4(ev(FAMILY_IPV6, PROTO_ICMPV6, 128, 0)),
+            Some(Protocol::IcmPv6(IcmPv6 {
+                r#type: 128,
+                code: 0
+            }))
+        );
+        assert_eq!(
+            l4(ev(FAMILY_IPV4, PROTO_SCTP, 1, 2)),
+            Some(Protocol::Sctp(Sctp {
+                source_port: 1,
+                destination_port: 2
+            }))
+        );
+        assert_eq!(l4(ev(FAMILY_IPV4, 47, 0, 0)), None); // GRE: IP only
+        let f = flow(&ev(FAMILY_IPV6, PROTO_UDP, 1, 2), meta());
+        assert_eq!(f.ip.unwrap().destination, "fd00::1:9");
+        let mut non_ip = ev(FAMILY_IPV4, PROTO_TCP, 0x0806, 0);
+        non_ip.key.family = 0;
+        let f = flow(&non_ip, meta());
+        assert!(f.ip.is_none() && f.l4.is_none());
+    }
+}
