@@ -1,0 +1,652 @@
+//! Hubble's metric handlers fed with synthetic flows: exact values as a
+//! scraper sees them in the text exposition.
+
+mod metrics_support;
+
+use std::time::{Duration, Instant};
+
+use flowd::metrics::spec::MetricsSpec;
+use flowd::metrics::{Metrics, MetricsOptions};
+use flowd_proto::flow::{DropReason, LostEventSource, TrafficDirection, Verdict};
+use metrics_support::*;
+
+use TrafficDirection::{Egress, Ingress};
+
+fn metrics(spec: &str) -> Metrics {
+    metrics_with(spec, 10_000)
+}
+
+fn metrics_with(spec: &str, max_series: usize) -> Metrics {
+    Metrics::new(&MetricsOptions {
+        spec: MetricsSpec::parse(spec).unwrap(),
+        max_series,
+        series_ttl: None,
+        open_metrics: true,
+    })
+}
+
+fn scrape(m: &Metrics) -> Vec<Sample> {
+    parse(&m.encode_prometheus())
+}
+
+const DEMO_HTTP: &str = "httpV2:exemplars=true;labelsContext=source_ip,source_namespace,source_workload,destination_ip,destination_namespace,destination_workload,traffic_direction";
+
+#[test]
+fn http_v2_counts_each_exchange_once_per_reporter() {
+    let m = metrics(DEMO_HTTP);
+    let client = pod("ecommerce", "loadgen-6d9f-abcde", "loadgen", "loadgen");
+    let server = pod("ecommerce", "frontend-7c4b-xyz12", "frontend", "frontend");
+    let (cip, sip) = ("10.244.2.7", "10.244.1.5");
+    // (method, status, latency ms): 3 × GET 200, 2 × GET 404, 1 × POST 503.
+    let mix = [
+        ("GET", 200, 4),
+        ("GET", 200, 30),
+        ("GET", 200, 700),
+        ("GET", 404, 2),
+        ("GET", 404, 3),
+        ("POST", 503, 12),
+    ];
+    for (method, code, ms) in mix {
+        // Pods on one node: the exchange is seen at the client's veth
+        // (EGRESS) and at the server's veth (INGRESS), 4 records in all.
+        for dir in [Egress, Ingress] {
+            for f in http_exchange(
+                (&client, cip),
+                (&server, sip),
+                method,
+                code,
+                ms * 1_000_000,
+                dir,
+                Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            ) {
+                m.process(&f);
+            }
+        }
+    }
+    let s = scrape(&m);
+    let ctx = |reporter: &'static str, dir: &'static str| {
+        vec![
+            ("source_ip", cip),
+            ("source_namespace", "ecommerce"),
+            ("source_workload", "loadgen"),
+            ("destination_ip", sip),
+            ("destination_namespace", "ecommerce"),
+            ("destination_workload", "frontend"),
+            ("traffic_direction", dir),
+            ("protocol", "HTTP/1.1"),
+            ("reporter", reporter),
+        ]
+    };
+    for (reporter, dir) in [("client", "egress"), ("server", "ingress")] {
+        for (method, status, n) in [
+            ("GET", "200", 3.0),
+            ("GET", "404", 2.0),
+            ("POST", "503", 1.0),
+        ] {
+            let mut l = ctx(reporter, dir);
+            l.push(("method", method));
+            l.push(("status", status));
+            assert_eq!(
+                get(&s, "hubble_http_requests_total", &l),
+                Some(n),
+                "{reporter} {method} {status}"
+            );
+        }
+    }
+    assert_eq!(count(&s, "hubble_http_requests_total"), 6);
+    assert_eq!(sum(&s, "hubble_http_requests_total"), 12.0);
+
+    // Duration: one observation per response and reporter.
+    let hist = |reporter: &'static str, dir: &'static str, method: &'static str| {
+        let mut l = ctx(reporter, dir);
+        l.retain(|(k, _)| *k != "protocol");
+        l.push(("method", method));
+        l
+    };
+    let l = hist("client", "egress", "GET");
+    assert_eq!(
+        get(&s, "hubble_http_request_duration_seconds_count", &l),
+        Some(5.0)
+    );
+    let sum_s = get(&s, "hubble_http_request_duration_seconds_sum", &l).unwrap();
+    assert!((sum_s - 0.739).abs() < 1e-9, "{sum_s}");
+    let bucket = |le: &'static str| {
+        let mut b = l.clone();
+        b.push(("le", le));
+        get(&s, "hubble_http_request_duration_seconds_bucket", &b)
+    };
+    assert_eq!(bucket("0.005"), Some(3.0)); // 4 ms, 2 ms, 3 ms
+    assert_eq!(bucket("0.05"), Some(4.0)); // + 30 ms
+    assert_eq!(bucket("0.5"), Some(4.0));
+    assert_eq!(bucket("1"), Some(5.0)); // + 700 ms
+    assert_eq!(bucket("+Inf"), Some(5.0));
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_request_duration_seconds_count",
+            &hist("server", "ingress", "POST")
+        ),
+        Some(1.0)
+    );
+    // The histogram's count equals the number of responses.
+    assert_eq!(sum(&s, "hubble_http_request_duration_seconds_count"), 12.0);
+
+    // Exemplars: only in OpenMetrics.
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("traceID=\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+        "{om}"
+    );
+    assert!(om.trim_end().ends_with("# EOF"));
+    assert!(!m.encode_prometheus().contains("traceID"));
+}
+
+#[test]
+fn http_v2_source_context_alternatives() {
+    let m = metrics(
+        "httpV2:sourceContext=workload-name|reserved-identity;destinationContext=workload-name|reserved-identity",
+    );
+    let client = pod(
+        "ecommerce",
+        "payment-service-1-a",
+        "payment-service",
+        "payment",
+    );
+    let psp = world();
+    for f in http_exchange(
+        (&client, "10.244.2.9"),
+        (&psp, "198.51.100.10"),
+        "POST",
+        402,
+        5_000_000,
+        Egress,
+        None,
+    ) {
+        m.process(&f);
+    }
+    let s = scrape(&m);
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_requests_total",
+            &[
+                ("source", "payment-service"),
+                ("destination", "reserved:world"),
+                ("method", "POST"),
+                ("protocol", "HTTP/1.1"),
+                ("status", "402"),
+                ("reporter", "client"),
+            ]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn http_v1_counts_requests_and_responses() {
+    let m = metrics("http:sourceContext=pod;destinationContext=namespace");
+    let client = pod("ecommerce", "loadgen-1", "loadgen", "loadgen");
+    let server = pod("ecommerce", "frontend-1", "frontend", "frontend");
+    for _ in 0..2 {
+        for f in http_exchange(
+            (&client, "10.0.0.1"),
+            (&server, "10.0.0.2"),
+            "GET",
+            200,
+            1_000_000,
+            Egress,
+            None,
+        ) {
+            m.process(&f);
+        }
+    }
+    let s = scrape(&m);
+    // Request records: source = client.
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_requests_total",
+            &[
+                ("source", "ecommerce/loadgen-1"),
+                ("destination", "ecommerce"),
+                ("method", "GET"),
+                ("protocol", "HTTP/1.1"),
+                ("reporter", "client"),
+            ]
+        ),
+        Some(2.0)
+    );
+    // Response records are labelled as they flow (v1 does not invert).
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_responses_total",
+            &[
+                ("source", "ecommerce/frontend-1"),
+                ("destination", "ecommerce"),
+                ("method", "GET"),
+                ("protocol", "HTTP/1.1"),
+                ("status", "200"),
+                ("reporter", "client"),
+            ]
+        ),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn dns_queries_responses_and_types() {
+    let m = metrics("dns:query;ignoreAAAA");
+    let client = pod("ecommerce", "frontend-1", "frontend", "frontend");
+    let coredns = pod("kube-system", "coredns-1", "coredns", "kube-dns");
+    let (c, d) = ((&client, "10.244.1.5"), (&coredns, "10.244.1.2"));
+    let name = "inventory.ecommerce.svc.cluster.local.";
+    let nx = "nosuch.ecommerce.svc.cluster.local.";
+    for _ in 0..3 {
+        // Observed at the client (counted) and at the server (same exchange: not counted).
+        for dir in [Egress, Ingress] {
+            m.process(&dns(c, d, false, name, "A", 0, &[], &[], dir));
+            m.process(&dns(d, c, true, name, "A", 0, &["10.96.0.20"], &["A"], dir));
+        }
+    }
+    m.process(&dns(c, d, false, nx, "A", 0, &[], &[], Egress));
+    m.process(&dns(d, c, true, nx, "A", 3, &[], &[], Egress));
+    // AAAA-only queries are ignored.
+    m.process(&dns(c, d, false, name, "AAAA", 0, &[], &[], Egress));
+    m.process(&dns(
+        d,
+        c,
+        true,
+        name,
+        "AAAA",
+        0,
+        &["fd00::20"],
+        &["AAAA"],
+        Egress,
+    ));
+    // A client that is not a pod is only seen at the server: counted there.
+    let host = world();
+    m.process(&dns(
+        (&host, "172.18.0.1"),
+        d,
+        false,
+        name,
+        "A",
+        0,
+        &[],
+        &[],
+        Ingress,
+    ));
+
+    let s = scrape(&m);
+    let q = |rcode: &'static str, ips: &'static str, query: &'static str| {
+        vec![
+            ("rcode", rcode),
+            ("qtypes", "A"),
+            ("ips_returned", ips),
+            ("query", query),
+        ]
+    };
+    assert_eq!(
+        get(&s, "hubble_dns_queries_total", &q("", "0", name)),
+        Some(4.0)
+    );
+    assert_eq!(
+        get(&s, "hubble_dns_queries_total", &q("", "0", nx)),
+        Some(1.0)
+    );
+    assert_eq!(sum(&s, "hubble_dns_queries_total"), 5.0);
+    assert_eq!(
+        get(&s, "hubble_dns_responses_total", &q("No Error", "1", name)),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(
+            &s,
+            "hubble_dns_responses_total",
+            &q("Non-Existent Domain", "0", nx)
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sum(&s, "hubble_dns_responses_total"), 4.0);
+    assert_eq!(
+        get(
+            &s,
+            "hubble_dns_response_types_total",
+            &[("type", "A"), ("qtypes", "A"), ("query", name)]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(sum(&s, "hubble_dns_response_types_total"), 3.0);
+}
+
+#[test]
+fn tcp_flags_icmp_and_port_distribution() {
+    let m = metrics("tcp icmp port-distribution flow");
+    let (a, b) = (("10.0.0.1", 40000), ("10.0.0.2", 8080));
+    let fw = Verdict::Forwarded;
+    m.process(&tcp(a, b, flags("SYN"), fw, Some(false)));
+    m.process(&tcp(b, a, flags("SYN|ACK"), fw, Some(true)));
+    m.process(&tcp(a, b, flags("ACK|PSH"), fw, Some(false)));
+    m.process(&tcp(a, b, flags("FIN|ACK"), fw, Some(false)));
+    m.process(&tcp(b, a, flags("FIN|ACK"), fw, Some(true)));
+    m.process(&tcp(b, a, flags("RST"), fw, None));
+    // Not forwarded: no tcp / port-distribution count.
+    m.process(&tcp(a, b, flags("SYN"), Verdict::Dropped, Some(false)));
+    m.process(&tcp(
+        ("fd00::1", 40001),
+        ("fd00::2", 443),
+        flags("SYN"),
+        fw,
+        Some(false),
+    ));
+    m.process(&udp(("10.0.0.1", 5353), ("10.0.0.2", 53), Some(false)));
+    m.process(&udp(("10.0.0.2", 53), ("10.0.0.1", 5353), Some(true)));
+    m.process(&icmp4("10.0.0.1", "10.0.0.2", 8, 0));
+    m.process(&icmp4("10.0.0.2", "10.0.0.1", 0, 0));
+    m.process(&icmp4("10.0.0.2", "10.0.0.1", 3, 3));
+    m.process(&icmp4("10.0.0.2", "10.0.0.1", 3, 3));
+    m.process(&icmp6("fd00::1", "fd00::2", 128, 0));
+
+    let s = scrape(&m);
+    let tf = |flag: &'static str, fam: &'static str| {
+        get(
+            &s,
+            "hubble_tcp_flags_total",
+            &[("flag", flag), ("family", fam)],
+        )
+    };
+    assert_eq!(tf("SYN", "IPv4"), Some(1.0));
+    assert_eq!(tf("SYN-ACK", "IPv4"), Some(1.0));
+    assert_eq!(tf("FIN", "IPv4"), Some(2.0));
+    assert_eq!(tf("RST", "IPv4"), Some(1.0));
+    assert_eq!(tf("SYN", "IPv6"), Some(1.0));
+    assert_eq!(sum(&s, "hubble_tcp_flags_total"), 6.0);
+
+    let ic = |fam: &'static str, t: &'static str| {
+        get(&s, "hubble_icmp_total", &[("family", fam), ("type", t)])
+    };
+    assert_eq!(ic("IPv4", "EchoRequest"), Some(1.0));
+    assert_eq!(ic("IPv4", "EchoReply"), Some(1.0));
+    assert_eq!(ic("IPv4", "DestinationUnreachable(Port)"), Some(2.0));
+    assert_eq!(ic("IPv6", "EchoRequest"), Some(1.0));
+
+    let pd = |p: &'static str, port: &'static str| {
+        get(
+            &s,
+            "hubble_port_distribution_total",
+            &[("protocol", p), ("port", port)],
+        )
+    };
+    // Requests only (is_reply false): SYN, ACK|PSH, FIN|ACK to 8080.
+    assert_eq!(pd("TCP", "8080"), Some(3.0));
+    assert_eq!(pd("TCP", "443"), Some(1.0));
+    assert_eq!(pd("UDP", "53"), Some(1.0));
+    assert_eq!(pd("TCP", "40000"), None);
+    assert_eq!(sum(&s, "hubble_port_distribution_total"), 5.0);
+
+    let fl = |p: &'static str, verdict: &'static str| {
+        get(
+            &s,
+            "hubble_flows_processed_total",
+            &[
+                ("protocol", p),
+                ("type", "Trace"),
+                ("subtype", "to-endpoint"),
+                ("verdict", verdict),
+            ],
+        )
+    };
+    assert_eq!(fl("TCP", "FORWARDED"), Some(7.0));
+    assert_eq!(fl("TCP", "DROPPED"), Some(1.0));
+    assert_eq!(fl("UDP", "FORWARDED"), Some(2.0));
+    assert_eq!(fl("ICMPv4", "FORWARDED"), Some(4.0));
+    assert_eq!(fl("ICMPv6", "FORWARDED"), Some(1.0));
+    assert_eq!(sum(&s, "hubble_flows_processed_total"), 15.0);
+    assert_eq!(get(&s, "flowd_flows_processed_total", &[]), Some(15.0));
+}
+
+#[test]
+fn flow_types_and_observation_points() {
+    let m = metrics("flow");
+    let mut f = tcp(
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 2),
+        flags("ACK"),
+        Verdict::Forwarded,
+        None,
+    );
+    f.trace_observation_point = 5; // FROM_ENDPOINT
+    m.process(&f);
+    f.trace_observation_point = 101; // TO_ENDPOINT
+    m.process(&f);
+    let client = pod("a", "c", "c", "c");
+    let server = pod("a", "s", "s", "s");
+    for r in http_exchange(
+        (&client, "10.0.0.1"),
+        (&server, "10.0.0.2"),
+        "GET",
+        200,
+        1,
+        Egress,
+        None,
+    ) {
+        m.process(&r);
+    }
+    let mut d = tcp(
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 2),
+        flags("SYN"),
+        Verdict::Dropped,
+        None,
+    );
+    d.event_type = None; // derived from the verdict
+    m.process(&d);
+    let s = scrape(&m);
+    let fl = |p: &'static str, t: &'static str, sub: &'static str, v: &'static str| {
+        get(
+            &s,
+            "hubble_flows_processed_total",
+            &[
+                ("protocol", p),
+                ("type", t),
+                ("subtype", sub),
+                ("verdict", v),
+            ],
+        )
+    };
+    assert_eq!(fl("TCP", "Trace", "from-endpoint", "FORWARDED"), Some(1.0));
+    assert_eq!(fl("TCP", "Trace", "to-endpoint", "FORWARDED"), Some(1.0));
+    assert_eq!(fl("HTTP", "L7", "HTTP", "FORWARDED"), Some(2.0));
+    assert_eq!(fl("TCP", "Drop", "", "DROPPED"), Some(1.0));
+}
+
+#[test]
+fn drops_by_reason() {
+    let m = metrics("drop:sourceContext=namespace");
+    let mut f = udp(("10.0.0.1", 40000), ("10.0.0.2", 9), None);
+    f.verdict = Verdict::Dropped as i32;
+    f.source = Some(pod("ecommerce", "p", "w", "a"));
+    f.kernel_drop_reason = "NO_SOCKET".to_string();
+    for _ in 0..3 {
+        m.process(&f);
+    }
+    let mut g = f.clone();
+    g.drop_reason_desc = DropReason::PolicyDenied as i32;
+    g.kernel_drop_reason = "NETFILTER_DROP".to_string();
+    m.process(&g);
+    let mut fw = f.clone();
+    fw.verdict = Verdict::Forwarded as i32;
+    m.process(&fw);
+    let s = scrape(&m);
+    let dr = |r: &'static str| {
+        get(
+            &s,
+            "hubble_drop_total",
+            &[("source", "ecommerce"), ("reason", r), ("protocol", "UDP")],
+        )
+    };
+    assert_eq!(dr("NO_SOCKET"), Some(3.0));
+    assert_eq!(dr("POLICY_DENIED"), Some(1.0));
+    assert_eq!(sum(&s, "hubble_drop_total"), 4.0);
+}
+
+#[test]
+fn cardinality_is_capped_and_overflow_counted() {
+    let m = metrics_with("port-distribution", 3);
+    for port in [1, 2, 3, 4, 5, 1, 4] {
+        m.process(&udp(("10.0.0.1", 40000), ("10.0.0.2", port), Some(false)));
+    }
+    let s = scrape(&m);
+    assert_eq!(count(&s, "hubble_port_distribution_total"), 3);
+    let pd = |port: &'static str| {
+        get(
+            &s,
+            "hubble_port_distribution_total",
+            &[("protocol", "UDP"), ("port", port)],
+        )
+    };
+    assert_eq!(pd("1"), Some(2.0));
+    assert_eq!(pd("4"), None);
+    // Ports 4, 5 and 4 again were refused.
+    assert_eq!(
+        get(
+            &s,
+            "flowd_metrics_series_refused_total",
+            &[("metric", "hubble_port_distribution_total")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(m.series_count("hubble_port_distribution_total"), Some(3));
+}
+
+#[test]
+fn series_of_deleted_pods_and_idle_series_expire() {
+    let m = metrics(
+        "httpV2:sourceContext=pod;destinationContext=pod tcp:labelsContext=source_namespace,source_pod",
+    );
+    let a = pod("ecommerce", "frontend-1", "frontend", "frontend");
+    let b = pod("ecommerce", "inventory-1", "inventory", "inventory");
+    let c = pod("ecommerce", "orders-1", "orders", "orders");
+    for (cl, sv) in [(&a, &b), (&c, &b)] {
+        for f in http_exchange(
+            (cl, "10.0.0.1"),
+            (sv, "10.0.0.2"),
+            "GET",
+            200,
+            1_000,
+            Egress,
+            None,
+        ) {
+            m.process(&f);
+        }
+    }
+    let mut t = tcp(
+        ("10.0.0.1", 1),
+        ("10.0.0.2", 2),
+        flags("SYN"),
+        Verdict::Forwarded,
+        None,
+    );
+    t.source = Some(a.clone());
+    m.process(&t);
+    t.source = Some(c.clone());
+    m.process(&t);
+    assert_eq!(m.series_count("hubble_http_requests_total"), Some(2));
+
+    // frontend-1 is deleted: its requests series, its duration series and
+    // its tcp series go; orders-1's stay.
+    assert_eq!(m.forget_pod("ecommerce", "frontend-1"), 3);
+    let s = scrape(&m);
+    assert_eq!(count(&s, "hubble_http_requests_total"), 1);
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_requests_total",
+            &[
+                ("source", "ecommerce/orders-1"),
+                ("destination", "ecommerce/inventory-1"),
+                ("method", "GET"),
+                ("protocol", "HTTP/1.1"),
+                ("status", "200"),
+                ("reporter", "client"),
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(count(&s, "hubble_tcp_flags_total"), 1);
+    assert_eq!(
+        get(
+            &s,
+            "flowd_metrics_series_expired_total",
+            &[("metric", "hubble_http_requests_total")]
+        ),
+        Some(1.0)
+    );
+    // Same name in another namespace: nothing to remove.
+    assert_eq!(m.forget_pod("other", "orders-1"), 0);
+
+    // Idle expiry: nothing is older than an hour; everything is older than
+    // zero seconds once time has moved on.
+    let later = Instant::now() + Duration::from_secs(2);
+    assert_eq!(m.expire_older_than(later, Duration::from_secs(3600)), 0);
+    assert_eq!(m.expire_older_than(later, Duration::from_secs(1)), 3);
+    assert_eq!(m.series_count("hubble_http_requests_total"), Some(0));
+}
+
+#[test]
+fn daemon_metrics() {
+    let m = metrics("");
+    m.set_datapath_totals(100, 3);
+    m.set_datapath_totals(250, 3);
+    m.set_datapath_totals(10, 1); // programs reloaded: ignored
+    m.add_lost_events(LostEventSource::PerfEventRingBuffer, 3);
+    m.add_lost_events(LostEventSource::HubbleRingBuffer, 7);
+    m.add_lost_events(LostEventSource::HubbleRingBuffer, 1);
+    m.set_attached_interfaces(flowd::config::AttachMode::Tc, 4);
+    m.set_attached_interfaces(flowd::config::AttachMode::Xdp, 1);
+    m.set_flow_map(1234, 65536);
+    m.add_l7_pairing_evictions("http", "timeout", 2);
+    m.refresh_process_metrics();
+    let s = scrape(&m);
+    assert_eq!(get(&s, "flowd_datapath_events_total", &[]), Some(250.0));
+    assert_eq!(get(&s, "flowd_datapath_events_lost_total", &[]), Some(3.0));
+    assert_eq!(
+        get(
+            &s,
+            "hubble_lost_events_total",
+            &[("source", "perf_event_ring_buffer")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(
+            &s,
+            "hubble_lost_events_total",
+            &[("source", "hubble_ring_buffer")]
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        get(&s, "flowd_attached_interfaces", &[("mode", "tc")]),
+        Some(4.0)
+    );
+    assert_eq!(
+        get(&s, "flowd_attached_interfaces", &[("mode", "xdp")]),
+        Some(1.0)
+    );
+    assert_eq!(get(&s, "flowd_flow_map_entries", &[]), Some(1234.0));
+    assert_eq!(get(&s, "flowd_flow_map_capacity", &[]), Some(65536.0));
+    assert_eq!(
+        get(
+            &s,
+            "flowd_l7_pairing_evictions_total",
+            &[("protocol", "http"), ("reason", "timeout")]
+        ),
+        Some(2.0)
+    );
+    assert!(get(&s, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    assert!(get(&s, "process_open_fds", &[]).unwrap() >= 3.0);
+    // No handler enabled: no Hubble flow metric.
+    assert_eq!(count(&s, "hubble_flows_processed_total"), 0);
+}
