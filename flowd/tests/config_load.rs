@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
 use flowd::config::{
-    AttachMode, Config, ConfigError, ConfigSource, KEYS, KubernetesWatch, MonitorAggregation,
-    parse_override,
+    AttachMode, Config, ConfigArgs, ConfigError, ConfigSource, KEYS, KubernetesWatch,
+    MonitorAggregation, parse_override,
 };
 use flowd::metrics::spec::HandlerKind;
 
@@ -463,4 +464,43 @@ fn unusable_files_are_refused_with_the_path() {
         .config;
     assert!(!c.enable_hubble);
     assert_eq!(c.hubble_event_buffer_capacity, 1023);
+}
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[test]
+fn command_line_flags() {
+    let example = repo_file("examples/configmap.yaml");
+    let cli = Cli::try_parse_from([
+        "flowd".as_ref(),
+        "--config".as_ref(),
+        example.as_os_str(),
+        "--set".as_ref(),
+        "hubble-metrics=flow".as_ref(),
+        "--set".as_ref(),
+        "flowd-node-name=node-b".as_ref(),
+    ])
+    .unwrap();
+    assert!(matches!(cli.config.source(), ConfigSource::File(_)));
+    let c = cli
+        .config
+        .load(&[
+            ("flowd-node-name".to_string(), "from-typed-flag".to_string()),
+            ("flowd-interfaces".to_string(), "veth*".to_string()),
+        ])
+        .unwrap()
+        .config;
+    // --set wins over the typed flags, which win over the ConfigMap.
+    assert_eq!(c.node_name, "node-b");
+    assert_eq!(c.interfaces[0].pattern, "veth*");
+    assert_eq!(c.hubble_metrics.handlers.len(), 1);
+
+    let err = Cli::try_parse_from(["flowd", "--set", "no-equals-sign"]).unwrap_err();
+    assert!(err.to_string().contains("expected key=value"), "{err}");
+    let none = Cli::try_parse_from(["flowd"]).unwrap();
+    assert_eq!(none.config.source(), ConfigSource::Defaults);
 }
