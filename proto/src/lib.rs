@@ -15,6 +15,7 @@
 pub use pbjson_types;
 
 pub mod fieldmask;
+pub mod monitor;
 mod timestamp;
 pub use timestamp::Timestamp;
 
