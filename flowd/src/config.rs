@@ -223,6 +223,8 @@ pub struct Config {
     pub metrics_max_series: u32,
     /// `flowd-metrics-series-ttl`: idle series expire after this; `None` = never.
     pub metrics_series_ttl: Option<Duration>,
+    /// `flowd-metrics-count-once`: packet metrics count a flow at its sender only.
+    pub metrics_count_once: bool,
     /// `flowd-export-otlp-endpoint`: OTLP/gRPC collector; `None` disables.
     pub export_otlp_endpoint: Option<String>,
     /// `flowd-export-otlp-queue-size`.
@@ -753,6 +755,13 @@ pub static KEYS: &[KeyDef] = &[
         }
     ),
     key!(
+        "flowd-metrics-count-once",
+        "true",
+        "a boolean",
+        "tcp, icmp and port-distribution count a packet flow once, where its sender is observed (a record seen entering a pod from another pod is skipped). false counts every observation point, as Hubble does.",
+        |c, v| c.metrics_count_once = p_bool(v)?
+    ),
+    key!(
         "flowd-export-otlp-endpoint",
         "",
         "an http(s)://host:port URL, or empty to disable",
@@ -832,6 +841,7 @@ impl Default for Config {
             stream_queue_size: 0,
             metrics_max_series: 0,
             metrics_series_ttl: None,
+            metrics_count_once: false,
             export_otlp_endpoint: None,
             export_otlp_queue_size: 0,
             export_otlp_l7_spans: false,

@@ -78,6 +78,7 @@ fn defaults_parse_and_are_documented() {
     assert_eq!(c.l7_dns_ports, vec![53]);
     assert_eq!(c.metrics_max_series, 10_000);
     assert_eq!(c.metrics_series_ttl, Some(Duration::from_secs(3600)));
+    assert!(c.metrics_count_once);
     assert!(c.redact_url_query() && c.redact_url_userinfo());
     assert!(!c.node_name.is_empty(), "node name resolved from the host");
 

@@ -22,6 +22,7 @@ fn metrics_with(spec: &str, max_series: usize) -> Metrics {
         max_series,
         series_ttl: None,
         open_metrics: true,
+        count_once: true,
     })
 }
 
@@ -649,4 +650,56 @@ fn daemon_metrics() {
     assert!(get(&s, "process_open_fds", &[]).unwrap() >= 3.0);
     // No handler enabled: no Hubble flow metric.
     assert_eq!(count(&s, "hubble_flows_processed_total"), 0);
+}
+
+#[test]
+fn packet_metrics_count_once_at_the_sender() {
+    let a = pod("ecommerce", "frontend-1", "frontend", "frontend");
+    let b = pod("ecommerce", "inventory-1", "inventory", "inventory");
+    // One SYN from pod a to pod b, seen leaving a and entering b; one SYN
+    // from the world entering b.
+    let mut at_a = tcp(
+        ("10.0.0.1", 40000),
+        ("10.0.0.2", 8080),
+        flags("SYN"),
+        Verdict::Forwarded,
+        Some(false),
+    );
+    at_a.source = Some(a.clone());
+    at_a.destination = Some(b.clone());
+    at_a.traffic_direction = Egress as i32;
+    let mut at_b = at_a.clone();
+    at_b.traffic_direction = Ingress as i32;
+    let mut from_world = at_b.clone();
+    from_world.source = Some(world());
+    for (count_once, expect) in [(true, 2.0), (false, 3.0)] {
+        let m = Metrics::new(&MetricsOptions {
+            spec: MetricsSpec::parse("tcp port-distribution flow").unwrap(),
+            count_once,
+            ..MetricsOptions::default()
+        });
+        for f in [&at_a, &at_b, &from_world] {
+            m.process(f);
+        }
+        let s = scrape(&m);
+        assert_eq!(
+            get(
+                &s,
+                "hubble_tcp_flags_total",
+                &[("flag", "SYN"), ("family", "IPv4")]
+            ),
+            Some(expect),
+            "count_once={count_once}"
+        );
+        assert_eq!(
+            get(
+                &s,
+                "hubble_port_distribution_total",
+                &[("protocol", "TCP"), ("port", "8080")]
+            ),
+            Some(expect)
+        );
+        // The flow handler keeps every observation.
+        assert_eq!(sum(&s, "hubble_flows_processed_total"), 3.0);
+    }
 }

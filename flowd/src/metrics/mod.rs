@@ -19,6 +19,10 @@
 //! * dns counts an exchange once: at the client side (traffic_direction not
 //!   INGRESS), or at the server side when the client is not a pod (then no
 //!   flowd observes the client side).
+//! * tcp, icmp and port-distribution count an L3/L4 record once, at the
+//!   sender: a record seen INGRESS at a pod whose source is a pod is skipped
+//!   (`flowd-metrics-count-once`, default on; Hubble counts both). `flow`
+//!   keeps both: its `subtype` label tells the observation points apart.
 
 pub mod context;
 pub mod series;
@@ -74,6 +78,9 @@ pub struct MetricsOptions {
     pub series_ttl: Option<Duration>,
     /// Serve OpenMetrics when asked (`enable-hubble-open-metrics`).
     pub open_metrics: bool,
+    /// tcp / icmp / port-distribution: count a packet flow once, at its
+    /// sender (`flowd-metrics-count-once`).
+    pub count_once: bool,
 }
 
 impl MetricsOptions {
@@ -83,6 +90,7 @@ impl MetricsOptions {
             max_series: c.metrics_max_series as usize,
             series_ttl: c.metrics_series_ttl,
             open_metrics: c.enable_hubble_open_metrics,
+            count_once: c.metrics_count_once,
         }
     }
 }
@@ -94,6 +102,7 @@ impl Default for MetricsOptions {
             max_series: DEFAULT_MAX_SERIES,
             series_ttl: None,
             open_metrics: true,
+            count_once: true,
         }
     }
 }
@@ -151,6 +160,7 @@ pub struct Metrics {
     own: Own,
     ttl: Option<Duration>,
     open_metrics: bool,
+    count_once: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -394,6 +404,7 @@ impl Metrics {
             own,
             ttl: opts.series_ttl,
             open_metrics: opts.open_metrics,
+            count_once: opts.count_once,
         }
     }
 
@@ -405,7 +416,16 @@ impl Metrics {
         }
         let now = Instant::now();
         let mut labels = LabelSet::with_capacity(12);
+        let second_sighting = self.count_once && seen_by_sender_too(flow);
         for h in &self.handlers {
+            if second_sighting
+                && matches!(
+                    h,
+                    Handler::Tcp(..) | Handler::Icmp(..) | Handler::PortDistribution(..)
+                )
+            {
+                continue;
+            }
             labels.clear();
             h.process(flow, now, &mut labels);
         }
@@ -844,6 +864,15 @@ impl Handler {
             }
         }
     }
+}
+
+/// An L3/L4 record observed at the receiving pod (INGRESS) of a packet
+/// whose sender is a pod too: the sender's interface reported the same
+/// packets (on this node or another), so packet-level counters skip it.
+fn seen_by_sender_too(flow: &Flow) -> bool {
+    flow.l7.is_none()
+        && flow.traffic_direction == TrafficDirection::Ingress as i32
+        && flow.source.as_ref().is_some_and(|e| !e.pod_name.is_empty())
 }
 
 fn forwarded(flow: &Flow) -> bool {
