@@ -98,15 +98,20 @@ fn url_encode(s: &str) -> String {
 /// GET on the Prometheus API; the JSON body.
 async fn api_get(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
     // Prometheus answers with a Content-Length body; chunked is not expected.
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         panic!("unexpected chunked response from Prometheus: {head}");
     }
     serde_json::from_str(body).ok()
@@ -176,10 +181,8 @@ async fn prometheus_scrapes_and_queries() {
     let server_task = tokio::spawn(serve(m.clone(), listener, std::future::pending()));
 
     // Prometheus' side.
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "flowd-prometheus-{}",
-        std::process::id()
-    )));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("flowd-prometheus-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(dir.0.join("data")).unwrap();
     let cfg = dir.0.join("prometheus.yml");
@@ -195,7 +198,10 @@ async fn prometheus_scrapes_and_queries() {
     let _proc = Proc(
         Command::new(&bin)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
             .arg(format!("--web.listen-address={prom}"))
             .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
@@ -207,7 +213,12 @@ async fn prometheus_scrapes_and_queries() {
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let up = wait_for(prom, "up{job=\"flowd\"} == 1", deadline).await;
-    assert_eq!(up, Some(1.0), "Prometheus never scraped flowd:\n{}", show_log(&dir.0));
+    assert_eq!(
+        up,
+        Some(1.0),
+        "Prometheus never scraped flowd:\n{}",
+        show_log(&dir.0)
+    );
 
     let q = |promql: &'static str| async move {
         wait_for(prom, promql, Instant::now() + Duration::from_secs(30)).await
