@@ -110,10 +110,17 @@ fn flow_line(f: &FlowRecord, names: &InterfaceNames, format: PrintFormat) -> Str
         }
         PrintFormat::Text => {
             let k = &f.key;
-            let ep = |a: &[u8; 16], p: u16| match fmt_key::addr(k.family, a) {
+            let icmp = matches!(
+                k.protocol,
+                flowd_common::PROTO_ICMP | flowd_common::PROTO_ICMPV6
+            );
+            // ICMP keys carry type and code in the port fields.
+            let ep = |a: &[u8; 16], p: u16, is_src: bool| match fmt_key::addr(k.family, a) {
+                Some(a) if icmp => format!("{a} {}={p}", if is_src { "type" } else { "code" }),
                 Some(std::net::IpAddr::V6(a)) => format!("[{a}]:{p}"),
                 Some(a) => format!("{a}:{p}"),
-                None => format!("ethertype {p:#06x}"),
+                None if is_src => format!("ethertype {p:#06x}"),
+                None => "-".to_owned(),
             };
             format!(
                 "{} {:<9} {} {:<7} {:<6} {} -> {} flags={} pkts={} bytes={}",
@@ -122,8 +129,8 @@ fn flow_line(f: &FlowRecord, names: &InterfaceNames, format: PrintFormat) -> Str
                 ifname.unwrap_or_else(|| format!("if{}", k.ifindex)),
                 fmt_key::direction(k.direction),
                 fmt_key::protocol(k.protocol),
-                ep(&k.src_addr, k.src_port),
-                ep(&k.dst_addr, k.dst_port),
+                ep(&k.src_addr, k.src_port, true),
+                ep(&k.dst_addr, k.dst_port, false),
                 fmt_key::tcp_flags(f.pkt_tcp_flags).join("|"),
                 f.stats.packets,
                 f.stats.bytes,

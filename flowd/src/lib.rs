@@ -3,6 +3,7 @@
 //! Data flows one way: kernel events (`datapath`) → flows (`parser`) →
 //! pod identity (`endpoints`) → flow store and API (`observer`, `filters`) →
 //! `metrics` and `export`. `config` reads the ConfigMap that drives it all.
+pub mod app;
 pub mod config;
 pub mod datapath;
 pub mod endpoints;

@@ -11,6 +11,11 @@
 //! Every namespace name carries the test process id and a counter, so tests
 //! run in parallel (threads or processes) never collide; everything is
 //! removed on drop, including when a test panics.
+//!
+//! End-to-end tests of a binary live in that binary's package so cargo builds
+//! the current binary and hands its path over (`env!("CARGO_BIN_EXE_flowd")`
+//! in flowd/tests/); they take this crate as a dev-dependency. Tests of the
+//! harness itself are in tests/tests/.
 pub mod flowd;
 pub mod net;
 pub mod netns;

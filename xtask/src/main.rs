@@ -1,1 +1,321 @@
-fn main() {}
+//! `cargo xtask <command>`: developer tasks that are not part of the product.
+//!
+//! `cargo xtask bench` — the datapath benchmark (issue 2):
+//! (a) average ns per packet of each flowd program from the kernel's run-time
+//!     statistics, next to the empty pass-through programs attached the same way;
+//! (b) iperf3 TCP throughput between two namespaces with flowd's TC programs
+//!     attached vs. nothing attached, as a ratio;
+//! (c) the same with XDP native and XDP generic.
+//! Runs alternate (with/without, order flipped every pair) and the report
+//! gives medians over the pairs, because back-to-back runs here vary ±10 %.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Datapath benchmark: per-packet program cost and iperf3 throughput ratios.
+    Bench {
+        /// With/without pairs per attach mode (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Where to write the results (section between markers is replaced).
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Bench {
+            pairs,
+            seconds,
+            out,
+            flowd,
+        } => bench(pairs, seconds, &out, flowd),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+fn build_release() -> Result<PathBuf> {
+    let root = workspace_root()?;
+    eprintln!("==> building flowd (release, with eBPF)");
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "flowd", "--bin", "flowd"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    ensure!(st.success(), "cargo build --release -p flowd failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("flowd"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Tc,
+    Xdp,
+    XdpGeneric,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+            Self::XdpGeneric => "xdp-generic",
+        }
+    }
+}
+
+const KNOWN: [&str; 5] = [
+    "flowd_tc_ingress",
+    "flowd_tc_egress",
+    "flowd_xdp",
+    "bench_tc_empty",
+    "bench_xdp_empty",
+];
+
+/// Per-program (name → (run_time_ns, run_cnt)) of the programs a process holds,
+/// from /proc/<pid>/fdinfo (program fds carry prog_id, run_time_ns, run_cnt).
+fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+    let mut by_id = BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(t), Some(c)) =
+            (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
+        {
+            by_id.insert(id, (t, c));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for info in aya::programs::loaded_programs().flatten() {
+        if let Some(&(t, c)) = by_id.get(&u64::from(info.id())) {
+            // The kernel keeps 15 characters of a name: map back to ours.
+            let short = info.name_as_str().unwrap_or("?");
+            let name = KNOWN
+                .iter()
+                .find(|n| n.starts_with(short))
+                .map_or_else(|| short.to_owned(), |n| (*n).to_owned());
+            let e = out.entry(name).or_insert((0, 0));
+            e.0 += t;
+            e.1 += c;
+        }
+    }
+    Ok(out)
+}
+
+/// One iperf3 run from b (sender, -R from a's client) to a: the data enters
+/// veth-a, where XDP and TC ingress see it. Returns bits per second.
+fn iperf(pair: &Pair, seconds: u32) -> Result<f64> {
+    let out = pair
+        .a
+        .command("iperf3")
+        .args(["-c", Pair::B4, "-R", "-J", "-t", &seconds.to_string()])
+        .output()
+        .context("running iperf3 (scripts/setup.sh installs it)")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON output")?;
+    if let Some(e) = v.get("error") {
+        bail!("iperf3: {e}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no end.sum_received.bits_per_second in iperf3 output")
+}
+
+struct Run {
+    bps: f64,
+    progs: BTreeMap<String, (u64, u64)>,
+}
+
+fn with_flowd(bin: &Path, pair: &Pair, mode: Mode, empty: bool, seconds: u32) -> Result<Run> {
+    let spec = format!("veth-a={}", mode.arg());
+    let mut args = vec!["-i", spec.as_str(), "--no-watch-links"];
+    if empty {
+        args.push("--bench-empty-programs");
+    }
+    let mut f = Flowd::start(bin, &pair.a, &args)?;
+    let bps = iperf(pair, seconds)?;
+    let pid = f.child.pid().context("flowd exited early")?;
+    let progs = program_stats(pid)?;
+    f.stop()?;
+    Ok(Run { bps, progs })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[derive(Default)]
+struct ModeResult {
+    ratios: Vec<f64>,
+    empty_ratios: Vec<f64>,
+    base_gbps: Vec<f64>,
+    /// program name → ns/run of each run
+    ns: BTreeMap<String, Vec<f64>>,
+}
+
+fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+    ensure!(pairs >= 1, "--pairs must be at least 1");
+    let bin = match flowd {
+        Some(p) => p,
+        None => build_release()?,
+    };
+    ensure!(bin.exists(), "{} not found", bin.display());
+    // Run-time statistics are on while this fd is open (off again on exit).
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (needs root)")?;
+    let pair = Pair::create("bench")?;
+    pair.up()?;
+    let _server = ChildGuard::spawn("iperf3 server", pair.b.command("iperf3").arg("-s"))?;
+    flowd_tests::wait_until("iperf3 server", Duration::from_secs(10), || {
+        let out = pair
+            .b
+            .command("ss")
+            .args(["-Htln", "sport = :5201"])
+            .output()?;
+        Ok((!out.stdout.is_empty()).then_some(()))
+    })?;
+
+    let mut results: BTreeMap<Mode, ModeResult> = BTreeMap::new();
+    for mode in [Mode::Tc, Mode::Xdp, Mode::XdpGeneric] {
+        let r = results.entry(mode).or_default();
+        for i in 0..pairs {
+            eprintln!("==> {} pair {}/{pairs}", mode.arg(), i + 1);
+            // Flip the order every pair so drift does not favour one side.
+            let (base, with, empty) = if i % 2 == 0 {
+                let b = iperf(&pair, seconds)?;
+                let w = with_flowd(&bin, &pair, mode, false, seconds)?;
+                let e = with_flowd(&bin, &pair, mode, true, seconds)?;
+                (b, w, e)
+            } else {
+                let e = with_flowd(&bin, &pair, mode, true, seconds)?;
+                let w = with_flowd(&bin, &pair, mode, false, seconds)?;
+                let b = iperf(&pair, seconds)?;
+                (b, w, e)
+            };
+            eprintln!(
+                "    nothing {:.2} Gbit/s, flowd {:.2} Gbit/s, empty program {:.2} Gbit/s",
+                base / 1e9,
+                with.bps / 1e9,
+                empty.bps / 1e9
+            );
+            r.ratios.push(with.bps / base);
+            r.empty_ratios.push(empty.bps / base);
+            r.base_gbps.push(base / 1e9);
+            for (name, (t, c)) in with.progs.iter().chain(empty.progs.iter()) {
+                if *c > 0 {
+                    r.ns.entry(name.clone())
+                        .or_default()
+                        .push(*t as f64 / *c as f64);
+                }
+            }
+        }
+    }
+    let report = render(&results, pairs, seconds)?;
+    println!("{report}");
+    write_section(&workspace_root()?.join(out), &report)?;
+    eprintln!("==> results written to {}", out.display());
+    Ok(())
+}
+
+fn render(results: &BTreeMap<Mode, ModeResult>, pairs: usize, seconds: u32) -> Result<String> {
+    let mut s = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    writeln!(
+        s,
+        "### Datapath (issue 2) — `cargo xtask bench`\n\n\
+         Kernel {}, {} CPUs, {pairs} alternating pairs per mode, iperf3 -t {seconds} TCP over a veth pair\n\
+         between two namespaces (data enters the observed veth). Medians over the pairs.\n",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )?;
+    writeln!(
+        s,
+        "| mode | throughput ratio flowd / nothing | ratio empty program / nothing | baseline Gbit/s |"
+    )?;
+    writeln!(s, "|---|---|---|---|")?;
+    for (mode, r) in results {
+        writeln!(
+            s,
+            "| {} | {:.3} (runs: {}) | {:.3} | {:.1} |",
+            mode.arg(),
+            median(r.ratios.clone()),
+            r.ratios
+                .iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(r.empty_ratios.clone()),
+            median(r.base_gbps.clone()),
+        )?;
+    }
+    writeln!(
+        s,
+        "\nAverage ns per program run (kernel.bpf_stats run_time_ns / run_cnt; one run per packet or GSO buffer):\n"
+    )?;
+    writeln!(s, "| mode | program | median ns/run |")?;
+    writeln!(s, "|---|---|---|")?;
+    for (mode, r) in results {
+        for (name, v) in &r.ns {
+            writeln!(s, "| {} | {name} | {:.0} |", mode.arg(), median(v.clone()))?;
+        }
+    }
+    Ok(s)
+}
+
+const START: &str = "<!-- xtask-bench-datapath:start -->";
+const END: &str = "<!-- xtask-bench-datapath:end -->";
+
+/// Replaces this benchmark's section of the file (other benchmarks keep theirs).
+fn write_section(path: &Path, report: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let section = format!("{START}\n{report}{END}");
+    let new = match (old.find(START), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
