@@ -1,0 +1,521 @@
+//! `observer.Observer` over the flow buffer.
+//!
+//! GetFlows semantics (Hubble's, made precise):
+//! - `first`: the oldest buffered flows, at most `number` (0 = all) of them;
+//! - otherwise `number` > 0: the last `number` matching flows, oldest first;
+//! - `since` (without `number`, or with `first`): from the oldest flow at or
+//!   after `since`; `until`: flows after it are skipped (non-follow) or end
+//!   the stream (follow, also when the wall clock passes it);
+//! - `follow` with neither `number` nor `since` starts at "now"; with them,
+//!   it continues live after the buffered part (`number` then only picks the
+//!   starting point, it does not end the stream);
+//! - neither `number` nor `follow`: every buffered matching flow.
+//!
+//! Filters apply to flows only; loss notices are always delivered.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use flowd_proto::Timestamp;
+use flowd_proto::flow::{Flow, LostEvent, LostEventSource};
+use flowd_proto::observer::observer_server::Observer as ObserverApi;
+use flowd_proto::observer::{
+    GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+    get_flows_response::ResponseTypes,
+};
+use flowd_proto::pbjson_types::{FieldMask, UInt32Value};
+use flowd_proto::relay::NodeState;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+use super::buffer::{Event, Read, Ring};
+use super::{Observer, Shared, StreamState};
+use crate::filters::FlowMatcher;
+
+/// What a stream task hands to its client, before conversion to a response
+/// (kept small: the queue holds `Arc`s, flows are cloned only when the
+/// client is ready to take them).
+pub(crate) enum Out {
+    Flow(Arc<Flow>),
+    Lost(LostEvent, Timestamp),
+}
+
+/// An invalid field mask path.
+#[derive(Debug, thiserror::Error)]
+#[error("field_mask: unknown Flow field {0:?}")]
+pub struct FieldMaskError(pub String);
+
+// Top-level `flow.Flow` fields (proto names) a field mask may select.
+const FLOW_FIELDS: &[&str] = &[
+    "time",
+    "uuid",
+    "verdict",
+    "drop_reason",
+    "auth_type",
+    "ethernet",
+    "IP",
+    "l4",
+    "source",
+    "destination",
+    "Type",
+    "node_name",
+    "node_labels",
+    "source_names",
+    "destination_names",
+    "l7",
+    "reply",
+    "event_type",
+    "source_service",
+    "destination_service",
+    "traffic_direction",
+    "policy_match_type",
+    "trace_observation_point",
+    "drop_reason_desc",
+    "is_reply",
+    "debug_capture_point",
+    "interface",
+    "proxy_port",
+    "trace_context",
+    "sock_xlate_point",
+    "socket_cookie",
+    "cgroup_id",
+    "kernel_drop_reason",
+    "kernel_drop_reason_code",
+    "stats",
+    "Summary",
+];
+
+/// A validated field mask: paths split at dots.
+struct Mask(Vec<Vec<String>>);
+
+impl Mask {
+    fn new(mask: &FieldMask) -> Result<Option<Self>, FieldMaskError> {
+        if mask.paths.is_empty() {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(mask.paths.len());
+        for p in &mask.paths {
+            let parts: Vec<String> = p.split('.').map(str::to_string).collect();
+            if parts.iter().any(String::is_empty) || !FLOW_FIELDS.contains(&parts[0].as_str()) {
+                return Err(FieldMaskError(p.clone()));
+            }
+            paths.push(parts);
+        }
+        Ok(Some(Self(paths)))
+    }
+
+    /// Keeps only the masked fields, through Hubble's JSON form (which names
+    /// fields as the paths do). Costs a JSON round trip, only when asked for.
+    fn apply(&self, flow: &Flow) -> Flow {
+        let Ok(serde_json::Value::Object(full)) = serde_json::to_value(flow) else {
+            return Flow::default();
+        };
+        let mut out = serde_json::Map::new();
+        for path in &self.0 {
+            copy_path(&full, &mut out, path);
+        }
+        serde_json::from_value(serde_json::Value::Object(out)).unwrap_or_default()
+    }
+}
+
+fn copy_path(
+    src: &serde_json::Map<String, serde_json::Value>,
+    dst: &mut serde_json::Map<String, serde_json::Value>,
+    path: &[String],
+) {
+    let Some((head, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(v) = src.get(head) else { return };
+    if rest.is_empty() {
+        dst.insert(head.clone(), v.clone());
+        return;
+    }
+    if let serde_json::Value::Object(inner) = v {
+        let entry = dst
+            .entry(head.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(d) = entry {
+            copy_path(inner, d, rest);
+        }
+    }
+}
+
+fn ts_nanos(t: &Timestamp, field: &str) -> Result<i128, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Status::invalid_argument(format!(
+            "{field}: invalid timestamp (nanos {} out of range)",
+            t.nanos
+        )));
+    }
+    Ok(t.as_unix_nanos())
+}
+
+fn flow_nanos(f: &Flow) -> Option<i128> {
+    f.time.as_ref().map(Timestamp::as_unix_nanos)
+}
+
+/// A validated GetFlows request.
+struct Plan {
+    number: u64,
+    first: bool,
+    follow: bool,
+    since: Option<i128>,
+    until: Option<i128>,
+    matcher: FlowMatcher,
+}
+
+impl Plan {
+    fn new(req: &GetFlowsRequest) -> Result<(Self, Option<Mask>), Status> {
+        let matcher = FlowMatcher::new(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let since = req
+            .since
+            .as_ref()
+            .map(|t| ts_nanos(t, "since"))
+            .transpose()?;
+        let until = req
+            .until
+            .as_ref()
+            .map(|t| ts_nanos(t, "until"))
+            .transpose()?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s > u
+        {
+            return Err(Status::invalid_argument(
+                "since: must not be after until".to_string(),
+            ));
+        }
+        #[allow(deprecated)]
+        let mask = req.field_mask.as_ref().or(req
+            .experimental
+            .as_ref()
+            .and_then(|e| e.field_mask.as_ref()));
+        let mask = match mask {
+            Some(m) => Mask::new(m).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            None => None,
+        };
+        Ok((
+            Self {
+                number: req.number,
+                first: req.first,
+                follow: req.follow,
+                since,
+                until,
+                matcher,
+            },
+            mask,
+        ))
+    }
+
+    fn in_time(&self, f: &Flow) -> bool {
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(t) = flow_nanos(f) else {
+            return false;
+        };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+
+    fn selects(&self, f: &Flow) -> bool {
+        self.in_time(f) && self.matcher.matches(f)
+    }
+
+    /// Where to start reading, and the flow limit if any.
+    fn start(&self, ring: &Ring) -> (u64, Option<u64>) {
+        let write = ring.write_seq();
+        let oldest = ring.oldest_seq();
+        if self.first {
+            return (oldest, (self.number > 0).then_some(self.number));
+        }
+        if self.number == 0 {
+            if self.follow && self.since.is_none() {
+                return (write, None);
+            }
+            return (oldest, None);
+        }
+        // Walk back to the `number`-th newest selected flow.
+        let mut seq = write;
+        let mut found = 0;
+        while seq > oldest && found < self.number {
+            match ring.read(seq - 1) {
+                Read::Event(Event::Flow(f)) => {
+                    if self.selects(&f) {
+                        found += 1;
+                    }
+                }
+                Read::Event(Event::Lost(_)) => {}
+                // The writer caught up with us: start at what is left.
+                Read::Lapped { .. } | Read::Pending => break,
+            }
+            seq -= 1;
+        }
+        (seq, None)
+    }
+}
+
+fn hubble_lost(n: u64) -> Out {
+    Out::Lost(
+        LostEvent {
+            source: LostEventSource::HubbleRingBuffer as i32,
+            num_events_lost: n,
+            cpu: None,
+        },
+        Timestamp::from(SystemTime::now()),
+    )
+}
+
+/// Where a stream starts and stops, fixed when the request arrives (so a
+/// client whose call returned knows which flows it will get).
+struct Window {
+    start: u64,
+    limit: Option<u64>,
+    /// A non-follow request ends at what was buffered when it started.
+    end: Option<u64>,
+}
+
+/// Reads the ring for one stream and feeds its bounded queue.
+async fn run_stream(
+    shared: Arc<Shared>,
+    plan: Plan,
+    window: Window,
+    tx: mpsc::Sender<Out>,
+    state: Arc<StreamState>,
+) {
+    let ring = &shared.ring;
+    let Window {
+        start: mut seq,
+        limit,
+        end,
+    } = window;
+    let deadline = match (plan.follow, plan.until) {
+        (true, Some(u)) => {
+            let now = Timestamp::from(SystemTime::now()).as_unix_nanos();
+            let wait = u64::try_from((u - now).max(0)).unwrap_or(u64::MAX);
+            Some(tokio::time::Instant::now() + std::time::Duration::from_nanos(wait))
+        }
+        _ => None,
+    };
+    let mut sent = 0u64;
+    let mut lost = 0u64;
+    loop {
+        state.position.store(seq, Ordering::Relaxed);
+        if end.is_some_and(|e| seq >= e) {
+            break;
+        }
+        match ring.read(seq) {
+            Read::Event(ev) => {
+                seq += 1;
+                let out = match ev {
+                    Event::Flow(f) => {
+                        if plan.follow
+                            && plan
+                                .until
+                                .is_some_and(|u| flow_nanos(&f).is_some_and(|t| t > u))
+                        {
+                            break;
+                        }
+                        if !plan.selects(&f) {
+                            continue;
+                        }
+                        sent += 1;
+                        Out::Flow(f)
+                    }
+                    Event::Lost(l) => Out::Lost(l.0, l.1),
+                };
+                if lost > 0
+                    && tx
+                        .send(hubble_lost(std::mem::take(&mut lost)))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+                if limit.is_some_and(|l| sent >= l) {
+                    break;
+                }
+            }
+            Read::Lapped { oldest } => {
+                let to = end.map_or(oldest, |e| oldest.min(e));
+                lost += to.saturating_sub(seq);
+                seq = to;
+            }
+            Read::Pending => {
+                if !plan.follow {
+                    break;
+                }
+                if lost > 0
+                    && tx
+                        .send(hubble_lost(std::mem::take(&mut lost)))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                let until_passed = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = ring.wait_for(seq) => {}
+                    _ = tx.closed() => return,
+                    _ = until_passed => break,
+                }
+            }
+        }
+    }
+    if lost > 0 {
+        let _ = tx.send(hubble_lost(lost)).await;
+    }
+}
+
+impl Observer {
+    fn response(&self, out: Out, mask: Option<&Mask>) -> GetFlowsResponse {
+        let node_name = self.shared.config.node_name.clone();
+        match out {
+            Out::Flow(f) => GetFlowsResponse {
+                time: f.time,
+                node_name,
+                response_types: Some(ResponseTypes::Flow(match mask {
+                    Some(m) => m.apply(&f),
+                    None => Flow::clone(&f),
+                })),
+            },
+            Out::Lost(l, t) => GetFlowsResponse {
+                time: Some(t),
+                node_name,
+                response_types: Some(ResponseTypes::LostEvents(l)),
+            },
+        }
+    }
+
+    fn uptime_ns(&self) -> u64 {
+        u64::try_from(self.shared.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+#[tonic::async_trait]
+impl ObserverApi for Observer {
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
+        let req = request.into_inner();
+        let (plan, mask) = Plan::new(&req)?;
+        let permit = self
+            .shared
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "too many concurrent GetFlows streams (limit {}, flowd-max-streams)",
+                    self.shared.config.max_streams
+                ))
+            })?;
+        let (start, limit) = plan.start(&self.shared.ring);
+        let window = Window {
+            start,
+            limit,
+            end: (!plan.follow).then(|| self.shared.ring.write_seq()),
+        };
+        let (tx, rx) = mpsc::channel(self.shared.config.stream_queue);
+        let state = Arc::new(StreamState {
+            position: AtomicU64::new(start),
+            queue: tx.downgrade(),
+        });
+        let id = self.shared.streams_registry.insert(state.clone());
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            run_stream(shared.clone(), plan, window, tx, state).await;
+            shared.streams_registry.remove(id);
+            drop(permit);
+        });
+        let this = self.clone();
+        let stream = ReceiverStream::new(rx).map(move |out| Ok(this.response(out, mask.as_ref())));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_agent_events(
+        &self,
+        _request: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<BoxStream<GetAgentEventsResponse>>, Status> {
+        Err(Status::unimplemented(
+            "GetAgentEvents: flowd has no Cilium agent events",
+        ))
+    }
+
+    async fn get_debug_events(
+        &self,
+        _request: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<BoxStream<GetDebugEventsResponse>>, Status> {
+        Err(Status::unimplemented(
+            "GetDebugEvents: flowd has no Cilium datapath debug events",
+        ))
+    }
+
+    async fn get_nodes(
+        &self,
+        _request: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        let s = self.stats();
+        let c = &self.shared.config;
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: c.node_name.clone(),
+                version: c.version.clone(),
+                address: c.address.clone(),
+                state: NodeState::NodeConnected as i32,
+                tls: None,
+                uptime_ns: self.uptime_ns(),
+                num_flows: s.num_flows,
+                max_flows: s.max_flows,
+                seen_flows: s.seen_flows,
+            }],
+        }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _request: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        let namespaces = self
+            .shared
+            .namespaces
+            .list()
+            .into_iter()
+            .map(|(cluster, namespace)| Namespace { cluster, namespace })
+            .collect();
+        Ok(Response::new(GetNamespacesResponse { namespaces }))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        let s = self.stats();
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: s.num_flows,
+            max_flows: s.max_flows,
+            seen_flows: s.seen_flows,
+            uptime_ns: self.uptime_ns(),
+            num_connected_nodes: Some(UInt32Value { value: 1 }),
+            num_unavailable_nodes: Some(UInt32Value { value: 0 }),
+            unavailable_nodes: Vec::new(),
+            version: self.shared.config.version.clone(),
+            flows_rate: self.shared.rate.per_second(SystemTime::now()),
+            lost_kernel_events: s.lost_kernel_events,
+        }))
+    }
+}
