@@ -1,11 +1,396 @@
+//! flowd's datapath: TC classifiers (ingress/egress) and an XDP program that
+//! share one parser, aggregate flows in `FLOWS`, and report to `EVENTS`.
+//!
+//! Fail-open: the programs never drop or modify a packet. The TC programs
+//! return TC_ACT_UNSPEC (-1): with TCX that is TCX_NEXT, so programs attached
+//! after ours (a CNI's) still decide; with clsact it continues the filter
+//! chain. XDP returns XDP_PASS.
 #![no_std]
 #![no_main]
+// The BPF target has no Rust atomic types (no CAS in its spec); the atomic
+// intrinsics compile to BPF atomic instructions.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+mod l7;
+mod packet;
+mod parse;
+
+use core::{
+    intrinsics::{AtomicOrdering::Relaxed, atomic_cxchg, atomic_or, atomic_xadd},
+    ptr::{addr_of_mut, read_volatile, write_volatile},
+};
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    macros::{classifier, map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{TcContext, XdpContext},
+};
+use flowd_common::{
+    CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FLOW_MAP_ERRORS, CNT_L7_EVENTS, CNT_MAX,
+    CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, Config, DIR_EGRESS, DIR_INGRESS, EV_L7,
+    EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FlowEvent, FlowKey, FlowStats,
+    KEY_F_FRAGMENT, KEY_F_VLAN, L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
+};
+
+use crate::{
+    packet::{Packet, Skb, Xdp},
+    parse::{L4, NoKey, parse},
+};
+
+/// Default sizes; the loader may change them with `set_max_entries`.
+const FLOWS_MAX: u32 = 65536;
+const EVENTS_BYTES: u32 = 256 * 1024;
+const L7_PORTS_MAX: u32 = 64;
+
+const EEXIST: i32 = 17;
+
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0);
+
+/// Written by the loader before attaching. An all-zero entry means "an event
+/// for every packet, L7 off"; the user side's default interval is 5 s.
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Extra ports (besides 53) whose UDP/TCP payload is checked for DNS. The
+/// value is the L7 kind (L7_DNS); any present entry enables the port.
+#[map]
+static L7_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(L7_PORTS_MAX, 0);
 
 #[classifier]
-pub fn flowd_tc_ingress(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
+pub fn flowd_tc_ingress(ctx: TcContext) -> i32 {
+    tc(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn flowd_tc_egress(ctx: TcContext) -> i32 {
+    tc(&ctx, DIR_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// Multi-buffer capable (`xdp.frags`), so it also attaches to jumbo-MTU devices.
+#[xdp(frags)]
+pub fn flowd_xdp(ctx: XdpContext) -> u32 {
+    let pkt = Xdp::new(&ctx);
+    let key = FlowKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        direction: DIR_INGRESS,
+        ..FlowKey::default()
+    };
+    observe(&pkt, key, 1);
+    XDP_PASS
+}
+
+/// Benchmark baseline: the cost of running any TC program at all.
+#[classifier]
+pub fn bench_tc_empty(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// Benchmark baseline: the cost of running any XDP program at all.
+#[xdp(frags)]
+pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[inline(always)]
+fn tc(ctx: &TcContext, direction: u8) {
+    let skb = ctx.skb.skb;
+    let pkt = Skb::new(ctx);
+    // SAFETY: reads of __sk_buff context fields.
+    let (ifindex, vlan_present, vlan_tci, gso_segs) = unsafe {
+        (
+            (*skb).ifindex,
+            (*skb).vlan_present,
+            (*skb).vlan_tci,
+            (*skb).gso_segs,
+        )
+    };
+    let mut key = FlowKey {
+        ifindex,
+        direction,
+        ..FlowKey::default()
+    };
+    // A tag offloaded to skb metadata is not in the data and is the outermost one.
+    if vlan_present != 0 {
+        key.vlan = (vlan_tci & 0x0fff) as u16;
+        key.flags = KEY_F_VLAN;
+    }
+    observe(&pkt, key, gso_segs);
+}
+
+#[inline(always)]
+fn count(idx: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot; BPF programs do not migrate while running.
+        unsafe { *p += n }
+    }
+}
+
+/// FlowStats::tcp_transitions bits for one packet's TCP flags.
+#[inline(always)]
+fn transitions(flags: u16) -> u16 {
+    let mut t = 0;
+    if flags & TCP_SYN != 0 {
+        t |= if flags & TCP_ACK != 0 {
+            TRANSITION_SYN_ACK
+        } else {
+            TRANSITION_SYN
+        };
+    }
+    if flags & TCP_FIN != 0 {
+        t |= TRANSITION_FIN;
+    }
+    if flags & TCP_RST != 0 {
+        t |= TRANSITION_RST;
+    }
+    t
+}
+
+/// The per-packet path shared by all programs. `segs` is the number of
+/// wire packets the buffer stands for (GSO segments; 1 without GSO).
+#[inline(always)]
+fn observe<P: Packet>(pkt: &P, mut key: FlowKey, segs: u32) {
+    // One CONFIG read per packet; a missing entry cannot happen for an array.
+    let (interval_ns, l7_max) = match CONFIG.get(0) {
+        Some(c) => (c.aggregation_interval_ns, c.l7_max_bytes),
+        None => (0, 0),
+    };
+    count(CNT_PACKETS, 1);
+    let l4 = match parse(pkt, &mut key) {
+        Ok(l4) => l4,
+        Err(NoKey::Truncated) => {
+            count(CNT_PACKETS_TRUNCATED, 1);
+            return;
+        }
+        Err(NoKey::Malformed) => {
+            count(CNT_PACKETS_OTHER, 1);
+            return;
+        }
+    };
+    if l4.other {
+        count(CNT_PACKETS_OTHER, 1);
+    }
+    // Flow times at tick resolution: bpf_ktime_get_ns costs ~40 ns per call
+    // here (VM clock), the coarse clock a fraction of it. Events carry the
+    // full-resolution time, read only when an event is sent.
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let mut ts = EventTime(0);
+    let len = pkt.len() as u64;
+    // A GSO buffer stands for `segs` packets, each repeating the headers.
+    let (packets, bytes) = if segs > 1 {
+        let hdr = if l4.payload_len > 0 {
+            l4.payload_off as u64
+        } else {
+            0
+        };
+        (segs as u64, len + (segs as u64 - 1) * hdr)
+    } else {
+        (1, len)
+    };
+    let tcp = key.protocol == PROTO_TCP && key.flags & KEY_F_FRAGMENT == 0;
+    let word = if tcp {
+        l4.tcp_flags as u64 | (transitions(l4.tcp_flags) as u64) << 16
+    } else {
+        0
+    };
+    track_flow(
+        &key,
+        packets,
+        bytes,
+        word,
+        now,
+        &mut ts,
+        interval_ns,
+        len as u32,
+        l4.tcp_flags,
+    );
+
+    if l4.payload_len > 0 && l7_max != 0 && (key.protocol == PROTO_TCP || key.protocol == PROTO_UDP)
+    {
+        capture_l7(pkt, &key, &l4, l7_max, &mut ts);
+    }
+}
+
+/// Updates (or creates) the flow and sends the event the packet calls for.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn track_flow(
+    key: &FlowKey,
+    packets: u64,
+    bytes: u64,
+    word: u64,
+    now: u64,
+    ts: &mut EventTime,
+    interval_ns: u64,
+    pkt_len: u32,
+    pkt_flags: u16,
+) {
+    let mut stats = FLOWS.get_ptr_mut(key);
+    if stats.is_none() {
+        let new = FlowStats {
+            packets,
+            bytes,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            last_report_ns: now,
+            tcp_flags: word as u16,
+            tcp_transitions: (word >> 16) as u16,
+            _pad: [0; 4],
+        };
+        match FLOWS.insert(key, &new, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                emit_flow(EV_NEW_FLOW, key, &new, ts, pkt_len, pkt_flags);
+                return;
+            }
+            // Another CPU created it meanwhile: account on its entry.
+            Err(e) if e == -EEXIST => stats = FLOWS.get_ptr_mut(key),
+            Err(_) => {}
+        }
+    }
+    let Some(s) = stats else {
+        count(CNT_FLOW_MAP_ERRORS, 1);
+        return;
+    };
+    // SAFETY: `s` points to the map value, valid for this program run;
+    // counters other CPUs also update are changed atomically.
+    unsafe {
+        atomic_xadd::<u64, u64, { Relaxed }>(addr_of_mut!((*s).packets), packets);
+        atomic_xadd::<u64, u64, { Relaxed }>(addr_of_mut!((*s).bytes), bytes);
+        write_volatile(addr_of_mut!((*s).last_seen_ns), now);
+
+        let mut kind = 0;
+        if word != 0 {
+            // tcp_flags, tcp_transitions and the padding as one aligned
+            // 64-bit word (offset 40, asserted in flowd-common).
+            let fw = addr_of_mut!((*s).tcp_flags).cast::<u64>();
+            if read_volatile(fw) & word != word {
+                let old = atomic_or::<u64, u64, { Relaxed }>(fw, word);
+                // Only the CPU that set a transition bit reports it.
+                if (word >> 16) & !(old >> 16) != 0 {
+                    kind = EV_TCP_FLAGS;
+                }
+            }
+        }
+        let last_report = addr_of_mut!((*s).last_report_ns);
+        if kind != 0 {
+            write_volatile(last_report, now);
+        } else if interval_ns == 0 {
+            write_volatile(last_report, now);
+            kind = EV_UPDATE;
+        } else {
+            let last = read_volatile(last_report);
+            // One CPU per interval wins the compare-exchange and reports.
+            if now >= last.saturating_add(interval_ns)
+                && atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(last_report, last, now).1
+            {
+                kind = EV_UPDATE;
+            }
+        }
+        if kind != 0 {
+            let snapshot = read_volatile(s);
+            emit_flow(kind, key, &snapshot, ts, pkt_len, pkt_flags);
+        }
+    }
+}
+
+#[inline(always)]
+fn emit_flow(
+    kind: u8,
+    key: &FlowKey,
+    stats: &FlowStats,
+    ts: &mut EventTime,
+    pkt_len: u32,
+    flags: u16,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        count(CNT_EVENTS_LOST, 1);
+        return;
+    };
+    entry.write(FlowEvent {
+        header: header(kind, ts.get()),
+        key: *key,
+        stats: *stats,
+        pkt_len,
+        pkt_tcp_flags: flags,
+        _pad: [0; 2],
+    });
+    entry.submit(0);
+    count(CNT_EVENTS_SUBMITTED, 1);
+}
+
+/// Full-resolution time of the packet, read once and only if an event needs it.
+struct EventTime(u64);
+
+impl EventTime {
+    #[inline(always)]
+    fn get(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: helper without arguments.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
+#[inline(always)]
+fn header(kind: u8, now: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        _pad: [0; 3],
+        // SAFETY: helper without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: now,
+    }
+}
+
+/// Sends the first bytes of an HTTP/1.x or DNS payload as an L7Event.
+#[inline(always)]
+fn capture_l7<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut EventTime) {
+    let is_extra = |port: u16| L7_PORTS.get_ptr(port).is_some();
+    let Some(cap) = l7::classify(pkt, key, l4, is_extra) else {
+        return;
+    };
+    count(CNT_L7_EVENTS, 1);
+    let n = l7::copy_len(l7_max, cap.avail);
+    let Some(mut entry) = EVENTS.reserve::<L7Event>(0) else {
+        count(CNT_EVENTS_LOST, 1);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is the reserved record, large enough for an L7Event; every
+    // field but the payload tail beyond `payload_len` is written.
+    let copied = unsafe {
+        addr_of_mut!((*ev).header).write(header(EV_L7, ts.get()));
+        addr_of_mut!((*ev).key).write(*key);
+        addr_of_mut!((*ev).l7_kind).write(cap.kind);
+        addr_of_mut!((*ev).transport_tcp).write(cap.transport_tcp);
+        addr_of_mut!((*ev).payload_len).write(n as u16);
+        addr_of_mut!((*ev).l4_payload_len).write(l4.payload_len as u32);
+        addr_of_mut!((*ev).tcp_seq).write(l4.tcp_seq);
+        addr_of_mut!((*ev)._pad).write([0; 4]);
+        pkt.copy_out(cap.off, &mut *addr_of_mut!((*ev).payload), n)
+    };
+    if copied {
+        entry.submit(0);
+        count(CNT_EVENTS_SUBMITTED, 1);
+    } else {
+        // Cannot happen with the bounds above; still never silent.
+        entry.discard(0);
+        count(CNT_EVENTS_LOST, 1);
+    }
 }
 
 #[cfg(not(test))]

@@ -68,16 +68,33 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
 pub struct FlowStats {
     pub packets: u64,
     pub bytes: u64,
-    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the first and last packet.
+    /// CLOCK_MONOTONIC of the first and last packet, at tick resolution
+    /// (bpf_ktime_get_coarse_ns(): cheap per packet, up to one tick behind
+    /// bpf_ktime_get_ns()). Event headers carry the full-resolution time.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    /// When an event for this flow was last handed to user space.
+    /// When an event for this flow was last handed to user space (same clock
+    /// as last_seen_ns).
     pub last_report_ns: u64,
     /// Union of all TCP flags seen on this flow.
     pub tcp_flags: u16,
-    pub _pad: [u8; 6],
+    /// `TRANSITION_*` bits already reported with EV_NEW_FLOW / EV_TCP_FLAGS.
+    /// The kernel updates `tcp_flags` and this field together with one atomic
+    /// 64-bit OR on the last 8 bytes (little-endian: `tcp_flags` is bits 0..16,
+    /// this field bits 16..32, `_pad` stays 0), so each transition is reported
+    /// exactly once even when CPUs race.
+    pub tcp_transitions: u16,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
+// The 64-bit word at tcp_flags (flags + transitions + pad) is updated atomically: keep it aligned.
+const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
+
+/// [`FlowStats::tcp_transitions`] bits: a packet with SYN and no ACK, SYN+ACK, FIN, RST.
+pub const TRANSITION_SYN: u16 = 0x1;
+pub const TRANSITION_SYN_ACK: u16 = 0x2;
+pub const TRANSITION_FIN: u16 = 0x4;
+pub const TRANSITION_RST: u16 = 0x8;
 
 /// Why an event was emitted.
 pub const EV_NEW_FLOW: u8 = 1;
@@ -96,7 +113,9 @@ pub struct EventHeader {
     pub _pad: [u8; 3],
     /// bpf_get_smp_processor_id() of the submitting CPU.
     pub cpu: u32,
-    /// bpf_ktime_get_ns() when the event was produced.
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC, full resolution) of the packet
+    /// that caused the event; a flow event and an L7 event of one packet
+    /// carry the same value.
     pub ts_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
