@@ -1,1 +1,210 @@
-fn main() {}
+//! `relay`: serves one time-ordered Observer API over every node's flowd.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use flowd_relay::config::Backoff;
+use flowd_relay::peers::{self, PeerMap};
+use flowd_relay::server::{Relay, serve};
+use flowd_relay::tls::{ClientTls, ServerTls};
+use flowd_relay::{PeerRegistry, Pool, RelayConfig};
+use tracing::info;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 1s, 2m)"))
+}
+
+/// Merges the flow streams of every node's flowd into one Observer API.
+#[derive(Parser, Debug)]
+#[command(name = "relay", version)]
+struct Args {
+    /// Address to serve the Observer API (and gRPC health) on.
+    #[arg(long, default_value = "0.0.0.0:4245", env = "RELAY_LISTEN_ADDRESS")]
+    listen_address: String,
+
+    /// A node: `name=host:port` or `host:port` (repeatable).
+    #[arg(long = "peer", value_name = "[NAME=]HOST:PORT")]
+    peers: Vec<String>,
+    /// A DNS name whose addresses are all nodes, `name:port` (repeatable);
+    /// re-resolved every --dns-interval.
+    #[arg(long = "peer-dns", value_name = "NAME:PORT")]
+    peer_dns: Vec<String>,
+    /// How often --peer-dns names are re-resolved.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    dns_interval: Duration,
+    /// A peer service (flowd's or Hubble's peer.Peer/Notify), `host:port`.
+    #[arg(long = "peer-service", value_name = "HOST:PORT")]
+    peer_service: Vec<String>,
+
+    /// Flows held per node while waiting for slower nodes (the sort buffer).
+    #[arg(long, default_value_t = 100)]
+    sort_buffer_len: usize,
+    /// Longest time a flow waits for a silent node before it is sent.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    sort_buffer_drain_timeout: Duration,
+    /// Responses buffered per client; a slower follow client loses the rest
+    /// (reported as LostEvent OBSERVER_EVENTS_QUEUE).
+    #[arg(long, default_value_t = 1024)]
+    client_buffer: usize,
+    /// Non-follow requests: a node silent for this long is abandoned (NODE_ERROR).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    node_idle_timeout: Duration,
+    /// Timeout of connecting to a node.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    dial_timeout: Duration,
+    /// Timeout of unary calls to nodes and of opening a flow stream.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    node_rpc_timeout: Duration,
+    /// Interval of the liveness probe of connected nodes.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    health_check_interval: Duration,
+    /// First delay before reconnecting a failed node (doubles each failure).
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    retry_initial: Duration,
+    /// Largest delay between reconnection attempts.
+    #[arg(long, default_value = "90s", value_parser = duration)]
+    retry_max: Duration,
+
+    /// Relay server certificate (PEM); enables TLS on --listen-address.
+    #[arg(long, requires = "tls_relay_server_key_file")]
+    tls_relay_server_cert_file: Option<PathBuf>,
+    /// Relay server key (PEM).
+    #[arg(long, requires = "tls_relay_server_cert_file")]
+    tls_relay_server_key_file: Option<PathBuf>,
+    /// CA(s) client certificates must chain to: requires client certificates (mTLS).
+    #[arg(long, requires = "tls_relay_server_cert_file")]
+    tls_relay_client_ca_files: Vec<PathBuf>,
+
+    /// CA(s) of the nodes' certificates; enables TLS towards nodes and the peer service.
+    #[arg(long)]
+    tls_hubble_server_ca_files: Vec<PathBuf>,
+    /// Client certificate presented to nodes (mTLS).
+    #[arg(
+        long,
+        requires = "tls_hubble_client_key_file",
+        requires = "tls_hubble_server_ca_files"
+    )]
+    tls_hubble_client_cert_file: Option<PathBuf>,
+    /// Client key presented to nodes.
+    #[arg(long, requires = "tls_hubble_client_cert_file")]
+    tls_hubble_client_key_file: Option<PathBuf>,
+    /// Name to verify node certificates against when the peer source gives
+    /// none (default: the host of the node's address).
+    #[arg(long, requires = "tls_hubble_server_ca_files")]
+    tls_hubble_server_name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let a = Args::parse();
+    if a.peers.is_empty() && a.peer_dns.is_empty() && a.peer_service.is_empty() {
+        bail!("no peers: give --peer, --peer-dns or --peer-service");
+    }
+    if a.retry_initial.is_zero() || a.retry_max < a.retry_initial {
+        bail!("--retry-initial must be > 0 and <= --retry-max");
+    }
+    let peer_tls = if a.tls_hubble_server_ca_files.is_empty() {
+        None
+    } else {
+        Some(ClientTls::load(
+            &a.tls_hubble_server_ca_files,
+            a.tls_hubble_client_cert_file.as_deref(),
+            a.tls_hubble_client_key_file.as_deref(),
+            a.tls_hubble_server_name.clone(),
+        )?)
+    };
+    let server_tls = match (&a.tls_relay_server_cert_file, &a.tls_relay_server_key_file) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_files: a.tls_relay_client_ca_files.clone(),
+            }
+            .load()?,
+        ),
+        _ => None,
+    };
+    let cfg = Arc::new(RelayConfig {
+        sort_buffer_len: a.sort_buffer_len.max(1),
+        drain_timeout: a.sort_buffer_drain_timeout,
+        client_buffer: a.client_buffer.max(1),
+        node_idle_timeout: a.node_idle_timeout,
+        node_rpc_timeout: a.node_rpc_timeout,
+        connect_timeout: a.dial_timeout,
+        health_check_interval: a.health_check_interval,
+        backoff: Backoff {
+            initial: a.retry_initial,
+            max: a.retry_max,
+        },
+        peer_tls,
+        ..RelayConfig::default()
+    });
+
+    let registry = PeerRegistry::new();
+    let mut static_peers = PeerMap::new();
+    for p in &a.peers {
+        let spec = peers::parse_static_peer(p)?;
+        if static_peers.insert(spec.name.clone(), spec).is_some() {
+            bail!("--peer {p:?}: a peer with this name is given twice");
+        }
+    }
+    registry.set_source("static", static_peers);
+    for d in &a.peer_dns {
+        let (host, port) = peers::split_host_port(d, None)
+            .map_err(|e| anyhow::anyhow!("--peer-dns {d:?}: {e}"))?;
+        tokio::spawn(peers::run_dns(
+            registry.clone(),
+            host,
+            port,
+            a.dns_interval,
+            peers::system_resolver(),
+        ));
+    }
+    for s in &a.peer_service {
+        peers::split_host_port(s, None)
+            .map_err(|e| anyhow::anyhow!("--peer-service {s:?}: {e}"))?;
+        tokio::spawn(peers::run_notify(registry.clone(), s.clone(), cfg.clone()));
+    }
+    let pool = Pool::start(registry.subscribe(), cfg.clone());
+
+    let addr: SocketAddr = match a.listen_address.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}").parse(),
+        None => a.listen_address.parse(),
+    }
+    .with_context(|| {
+        format!(
+            "--listen-address {:?}: expected host:port or :port",
+            a.listen_address
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --listen-address {addr}"))?;
+    info!(%addr, tls = server_tls.is_some(), "relay serving the Observer API");
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; stop with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        info!("shutting down");
+    };
+    serve(Relay::new(pool, cfg), listener, server_tls, shutdown).await?;
+    Ok(())
+}

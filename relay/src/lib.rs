@@ -1,0 +1,43 @@
+//! flowd relay: one time-ordered flow stream across all nodes.
+//!
+//! The relay learns its peers ([`peers`]), keeps a connection to each with
+//! retries ([`pool`]), fans GetFlows out to every connected node and merges
+//! the answers by timestamp ([`merge`]), and serves the Observer API plus gRPC
+//! health ([`server`]), optionally over TLS/mTLS ([`tls`]).
+
+pub mod config;
+pub mod merge;
+pub mod peers;
+pub mod pool;
+pub mod server;
+pub mod tls;
+
+pub use config::RelayConfig;
+pub use peers::{PeerRegistry, PeerSpec};
+pub use pool::Pool;
+
+/// Errors of the relay library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--peer` / `--peer-dns` / `--peer-service` value could not be parsed.
+    #[error("invalid peer {value:?}: {reason}")]
+    InvalidPeer {
+        /// The value as given.
+        value: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A TLS file could not be read or used.
+    #[error("{what} {path}: {reason}")]
+    Tls {
+        /// Which option the file came from.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Serving failed (bind, TLS setup, transport).
+    #[error("serving the Observer API: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
