@@ -613,3 +613,41 @@ async fn slow_follow_client_loses_with_lost_events_not_memory() {
     assert_eq!(uuids.len(), seen.flows.len());
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_node_connectivity() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut node = FakeNode::start(NodeData::new("h"));
+    let relay = relay_over(&[&node], test_config()).await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", relay.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(ch);
+    let status = |service: &'static str| {
+        let mut h = health.clone();
+        async move {
+            h.check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .unwrap_or(-1)
+        }
+    };
+    assert_eq!(status("").await, ServingStatus::Serving as i32);
+    wait_for("observer.Observer SERVING", || async {
+        status("observer.Observer").await == ServingStatus::Serving as i32
+    })
+    .await;
+    node.kill();
+    wait_for("observer.Observer NOT_SERVING", || async {
+        status("observer.Observer").await == ServingStatus::NotServing as i32
+    })
+    .await;
+    assert_eq!(status("").await, ServingStatus::Serving as i32);
+}
