@@ -24,15 +24,12 @@ use flowd_proto::flow::{
     self, DropReason, EventTypeFilter, Flow, FlowFilter, IpVersion, TrafficDirection, Verdict,
     layer4::Protocol as L4, layer7::Record as L7,
 };
+use flowd_proto::monitor::MESSAGE_TYPE_ACCESS_LOG;
 use ipnetwork::IpNetwork;
 use regex::{Regex, RegexSet};
 
 pub use labels::{Selector, SelectorError};
 pub use patterns::{DEFAULT_CLUSTER, NodeNameMatcher};
-
-/// Cilium's monitor message type of L7 (access log) events; the HTTP filters
-/// need the event-type filter to allow it.
-pub const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
 
 /// An invalid filter: which field (e.g. `whitelist[1].http_status_code`),
 /// the value given, and why it was refused.
