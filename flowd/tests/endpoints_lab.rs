@@ -1,0 +1,213 @@
+//! End-to-end on the lab (root): the host-side veths of a node's pods are
+//! found from the pods' addresses, and attachment follows pods that are
+//! deleted and added.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use flowd::endpoints::attach::{PodVeth, PodVethTracker, discover_pod_veths};
+use flowd::endpoints::manifest::load_dir;
+use flowd::endpoints::model::{Kind, ObjectKey, Pod};
+use flowd::endpoints::{EndpointStore, InterfaceKind, StoreConfig, Update};
+use flowd_lab::{Lab, Spec};
+
+/// Runs `f` on a thread inside the network namespace `/run/netns/<ns>`, with
+/// its own current-thread runtime (the netlink socket opens there).
+fn in_netns<T: Send, Fut: std::future::Future<Output = T>>(
+    ns: &str,
+    f: impl FnOnce(rtnetlink::Handle) -> Fut + Send,
+) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+                let task = tokio::spawn(conn);
+                let r = f(handle).await;
+                task.abort();
+                r
+            })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// ifindex of an interface in a namespace, from `ip -o link`.
+fn ifindex(ns: &str, dev: &str) -> u32 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip link show {dev} in {ns}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn reload(store: &EndpointStore, lab: &Lab) {
+    let load = load_dir(&lab.manifest_dir()).unwrap();
+    assert!(load.errors.is_empty(), "lab manifests: {:?}", load.errors);
+    store.apply(Update::Replace {
+        kind: Kind::Pod,
+        objects: load.objects.clone(),
+    });
+    store.apply(Update::Replace {
+        kind: Kind::Service,
+        objects: load.objects,
+    });
+}
+
+fn expected(lab: &Lab, node: &str, keys: &[&str]) -> Vec<PodVeth> {
+    let ns = lab.node_netns(node).unwrap();
+    let mut v: Vec<PodVeth> = keys
+        .iter()
+        .map(|k| {
+            let p = lab.pod(k).unwrap_or_else(|| panic!("lab pod {k}"));
+            PodVeth {
+                pod: ObjectKey::new(p.namespace.clone(), p.name.clone()),
+                ip: p.ip.into(),
+                ifname: p.host_veth.clone(),
+                ifindex: ifindex(ns, &p.host_veth),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.pod.cmp(&b.pod));
+    v
+}
+
+#[test]
+fn veths_follow_the_pods_of_each_node() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: endpoints_lab needs root (network namespaces)");
+        return;
+    }
+    let mut lab = Lab::up(Spec::default_spec()).expect("lab up");
+    let node_a = lab.node_netns("node-a").unwrap().to_string();
+    let node_b = lab.node_netns("node-b").unwrap().to_string();
+
+    let store = EndpointStore::new(StoreConfig {
+        node_name: "node-a".into(),
+        ..Default::default()
+    });
+    reload(&store, &lab);
+    let local: Vec<String> = store
+        .snapshot()
+        .local_pods()
+        .iter()
+        .map(|p| p.key.to_string())
+        .collect();
+    let mut want_local: Vec<String> = lab
+        .pods()
+        .iter()
+        .filter(|p| p.node == "node-a")
+        .map(|p| p.key())
+        .collect();
+    want_local.sort();
+    assert_eq!(local, want_local);
+    assert_eq!(local.len(), 3, "coredns, frontend, order-service");
+
+    // Given every pod of the cluster, node-a's routes lead only to its own.
+    let all: Vec<Arc<Pod>> = {
+        let load = load_dir(&lab.manifest_dir()).unwrap();
+        load.objects
+            .into_iter()
+            .filter_map(|o| match o {
+                flowd::endpoints::Object::Pod(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(all.len(), 6);
+    let found = in_netns(&node_a, |h| async move {
+        discover_pod_veths(&h, &all).await.unwrap()
+    });
+    let a_pods = [
+        "kube-system/coredns",
+        "ecommerce/frontend",
+        "ecommerce/order-service",
+    ];
+    assert_eq!(found, expected(&lab, "node-a", &a_pods));
+
+    // The tracker: everything to attach first, then nothing, then a delete.
+    let mut tracker = PodVethTracker::new();
+    let (tracker_back, plan) = in_netns(&node_a, |h| {
+        let store = store.clone();
+        async move {
+            let p = tracker.reconcile(&h, &store).await.unwrap();
+            (tracker, p)
+        }
+    });
+    tracker = tracker_back;
+    assert_eq!(plan.attach, expected(&lab, "node-a", &a_pods));
+    assert!(plan.detach.is_empty());
+    // The store now knows which ifindex is which pod.
+    let snap = store.snapshot();
+    for v in &plan.attach {
+        let i = snap.interface(v.ifindex).unwrap();
+        assert_eq!(i.kind, InterfaceKind::PodVeth { pod: v.pod.clone() });
+        assert_eq!(i.name, v.ifname);
+    }
+    drop(snap);
+
+    let order = expected(&lab, "node-a", &["ecommerce/order-service"]);
+    lab.delete_pod("ecommerce/order-service").unwrap();
+    reload(&store, &lab);
+    lab.add_pod(flowd_lab::spec::DeploymentSpec {
+        namespace: "ecommerce".into(),
+        name: "reviews".into(),
+        node: "node-a".into(),
+        role: None,
+        labels: BTreeMap::new(),
+    })
+    .unwrap();
+    reload(&store, &lab);
+    let (tracker_back, plan) = in_netns(&node_a, |h| {
+        let store = store.clone();
+        async move {
+            let p = tracker.reconcile(&h, &store).await.unwrap();
+            (tracker, p)
+        }
+    });
+    assert_eq!(plan.detach, order);
+    assert_eq!(
+        plan.attach,
+        expected(&lab, "node-a", &["ecommerce/reviews"])
+    );
+    assert_eq!(
+        tracker_back.current().len(),
+        3,
+        "coredns, frontend, reviews: {:?}",
+        tracker_back.current()
+    );
+    assert!(store.snapshot().interface(order[0].ifindex).is_none());
+
+    // node-b, from its own namespace.
+    let store_b = EndpointStore::new(StoreConfig {
+        node_name: "node-b".into(),
+        ..Default::default()
+    });
+    reload(&store_b, &lab);
+    let plan_b = in_netns(&node_b, |h| {
+        let store = store_b.clone();
+        async move { PodVethTracker::new().reconcile(&h, &store).await.unwrap() }
+    });
+    assert_eq!(
+        plan_b.attach,
+        expected(
+            &lab,
+            "node-b",
+            &[
+                "ecommerce/inventory",
+                "ecommerce/payment-service",
+                "ecommerce/loadgen"
+            ]
+        )
+    );
+    lab.down().unwrap();
+}
