@@ -71,9 +71,10 @@ pub async fn connect(
         .map_err(|e| format!("bad address {address:?}: {e}"))?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(cfg.health_check_interval)
-        .keep_alive_timeout(cfg.node_rpc_timeout)
-        .keep_alive_while_idle(true);
+        // No HTTP/2 keep-alive pings: Go gRPC servers (Hubble) answer
+        // frequent pings with GOAWAY too_many_pings. Dead nodes are found by
+        // the periodic ServerStatus probe instead.
+        .tcp_keepalive(Some(std::time::Duration::from_secs(30)));
     if let Some(tls) = &cfg.peer_tls {
         ep = ep
             .tls_config(tls.for_peer(tls_server_name, &host))

@@ -651,3 +651,67 @@ async fn grpc_health_follows_node_connectivity() {
     .await;
     assert_eq!(status("").await, ServingStatus::Serving as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_that_accepts_tcp_but_never_answers() {
+    // A socket that accepts connections and never sends a byte.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            match s {
+                Ok(s) => held.push(s),
+                Err(_) => return,
+            }
+        }
+    });
+    let nodes = three_nodes(0);
+    let registry = flowd_relay::PeerRegistry::new();
+    let mut peers: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.data.name, n.addr))
+        .collect();
+    peers.push(format!("silent={silent}"));
+    registry.set_source(
+        "static",
+        peers
+            .iter()
+            .map(|p| {
+                let s = flowd_relay::peers::parse_static_peer(p).unwrap();
+                (s.name.clone(), s)
+            })
+            .collect(),
+    );
+    let relay = start_relay(registry, test_config(), None).await;
+    let mut c = client(relay.addr).await;
+    wait_connected(&mut c, 3).await;
+    let st = c
+        .server_status(ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.unavailable_nodes, vec!["silent".to_owned()]);
+
+    let mut s = c
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Seen::default();
+    read_until(&mut s, &mut seen, "connected and unavailable events", |s| {
+        (0..3).all(|i| s.has_status(NodeState::NodeConnected, &format!("node-{i}")))
+            && s.has_status(NodeState::NodeUnavailable, "silent")
+    })
+    .await;
+    let base = now_ns();
+    for k in 0..60u64 {
+        nodes[(k % 3) as usize].data.emit(base + k * 1000);
+    }
+    read_until(&mut s, &mut seen, "60 flows", |s| s.flows.len() >= 60).await;
+    assert_eq!(seen.flows.len(), 60);
+    assert_time_ordered(&seen.flows);
+}
