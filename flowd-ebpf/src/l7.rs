@@ -119,8 +119,7 @@ fn dns_header_sane(h: &DnsHdr) -> bool {
         return false;
     }
     let qd = u16::from_be_bytes(h.qdcount);
-    qd >= 1
-        && qd <= DNS_MAX_QDCOUNT
+    (1..=DNS_MAX_QDCOUNT).contains(&qd)
         && u16::from_be_bytes(h.ancount) <= DNS_MAX_RRCOUNT
         && u16::from_be_bytes(h.nscount) <= DNS_MAX_RRCOUNT
         && u16::from_be_bytes(h.arcount) <= DNS_MAX_RRCOUNT
@@ -139,10 +138,10 @@ fn dns_port(key: &FlowKey, is_extra: impl Fn(u16) -> bool) -> bool {
 /// follow) and they are linear, else through the load-bytes helper.
 #[inline(always)]
 fn probe<T: Copy, P: Packet>(pkt: &P, l4: &L4, off: usize) -> Option<T> {
-    if l4.fast {
-        if let Some(v) = direct(pkt.linear(), off) {
-            return Some(v);
-        }
+    if l4.fast
+        && let Some(v) = direct(pkt.linear(), off)
+    {
+        return Some(v);
     }
     pkt.load(off)
 }

@@ -250,7 +250,7 @@ fn track_flow(
             tcp_transitions: (word >> 16) as u16,
             _pad: [0; 4],
         };
-        match FLOWS.insert(key, &new, BPF_NOEXIST as u64) {
+        match FLOWS.insert(key, new, BPF_NOEXIST as u64) {
             Ok(()) => {
                 emit_flow(EV_NEW_FLOW, key, &new, ts, pkt_len, pkt_flags);
                 return;

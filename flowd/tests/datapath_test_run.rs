@@ -593,8 +593,8 @@ fn icmp_types_and_codes() -> Result<()> {
     use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, icmpv4, icmpv6};
     let echo = IcmpEchoHeader { id: 1, seq: 2 };
     let v4: Vec<(Icmpv4Type, u16, u16)> = vec![
-        (Icmpv4Type::EchoRequest(echo.clone()), 8, 0),
-        (Icmpv4Type::EchoReply(echo.clone()), 0, 0),
+        (Icmpv4Type::EchoRequest(echo), 8, 0),
+        (Icmpv4Type::EchoReply(echo), 0, 0),
         (
             Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port),
             3,
@@ -617,7 +617,7 @@ fn icmp_types_and_codes() -> Result<()> {
         ),
     ];
     let v6: Vec<(Icmpv6Type, u16, u16)> = vec![
-        (Icmpv6Type::EchoRequest(echo.clone()), 128, 0),
+        (Icmpv6Type::EchoRequest(echo), 128, 0),
         (Icmpv6Type::EchoReply(echo), 129, 0),
         (
             Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Port),
@@ -650,7 +650,7 @@ fn icmp_types_and_codes() -> Result<()> {
             let mut pkt = Vec::new();
             eth()
                 .ipv6(v6_a(), v6_b(), 64)
-                .icmpv6(t.clone())
+                .icmpv6(*t)
                 .write(&mut pkt, &[0u8; 8])?;
             let want = dp.key6(PROTO_ICMPV6, *ty, *code);
             assert_one_flow(dp, &pkt, want)?;
