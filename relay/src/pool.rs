@@ -34,7 +34,7 @@ pub struct NodeView {
     pub state: PeerState,
     /// Channel while connected.
     pub channel: Option<Channel>,
-    /// Incremented on every successful (re)connection.
+    /// Changes (increases) on every successful (re)connection; unique in the pool.
     pub generation: u64,
     /// Why it is unavailable.
     pub last_error: Option<String>,
@@ -53,6 +53,9 @@ pub struct Pool {
     nodes: Mutex<BTreeMap<String, Entry>>,
     changed: watch::Sender<u64>,
     cfg: Arc<RelayConfig>,
+    /// Connection generations are unique pool-wide, so a peer removed and
+    /// added again under the same name never reuses a generation.
+    generations: std::sync::atomic::AtomicU64,
 }
 
 /// Connects to `address` (plain text, or TLS when configured).
@@ -109,6 +112,7 @@ impl Pool {
             nodes: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             cfg,
+            generations: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&pool);
         tokio::spawn(async move {
@@ -202,7 +206,10 @@ impl Pool {
         let mut nodes = self.lock();
         let Some(e) = nodes.get_mut(name) else { return };
         if state == PeerState::Connected {
-            e.view.generation += 1;
+            e.view.generation = self
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
         }
         e.view.state = state;
         e.view.channel = channel;

@@ -319,6 +319,19 @@ async fn nodes_added_and_removed_through_peer_notify() {
         .map(|n| n.name)
         .collect();
     assert_eq!(names, ["node-1", "node-2"]);
+
+    // Added back: it rejoins the running stream.
+    seen.status.clear();
+    peers.add("node-0", nodes[0].addr);
+    read_until(&mut s, &mut seen, "node-0 rejoining", |s| {
+        s.has_status(NodeState::NodeConnected, "node-0")
+    })
+    .await;
+    nodes[0].data.emit(now_ns());
+    read_until(&mut s, &mut seen, "a flow of node-0", |s| {
+        s.count_from("node-0") == 11
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
