@@ -51,13 +51,19 @@ pub enum AttachMode {
     XdpGeneric,
 }
 
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Tc => "tc",
             Self::Xdp => "xdp",
             Self::XdpGeneric => "xdp-generic",
-        })
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -76,7 +82,7 @@ impl FromStr for AttachMode {
 }
 
 /// `NAME|GLOB[=MODE]`, e.g. `veth*`, `eth0=xdp`, `lxc*=xdp-generic`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceSpec {
     pub pattern: glob::Pattern,
     pub mode: AttachMode,
