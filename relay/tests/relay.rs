@@ -26,6 +26,16 @@ fn three_nodes(per_node: u64) -> Vec<FakeNode> {
         .collect()
 }
 
+/// Ordering holds while every node answers within the drain timeout; the
+/// tests that assert it use a generous one (machines here are shared and
+/// busy), the others the short default of `test_config`.
+fn ordered_config() -> flowd_relay::RelayConfig {
+    flowd_relay::RelayConfig {
+        drain_timeout: Duration::from_secs(2),
+        ..test_config()
+    }
+}
+
 fn assert_time_ordered(flows: &[(String, u64, String)]) {
     for w in flows.windows(2) {
         assert!(w[0].1 <= w[1].1, "out of order: {:?} then {:?}", w[0], w[1]);
@@ -35,7 +45,7 @@ fn assert_time_ordered(flows: &[(String, u64, String)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_n_returns_last_n_per_node_in_time_order() {
     let nodes = three_nodes(50);
-    let relay = relay_over(&nodes.iter().collect::<Vec<_>>(), test_config()).await;
+    let relay = relay_over(&nodes.iter().collect::<Vec<_>>(), ordered_config()).await;
     let mut c = client(relay.addr).await;
     wait_connected(&mut c, 3).await;
 
@@ -102,7 +112,7 @@ async fn number_n_returns_last_n_per_node_in_time_order() {
 async fn large_history_is_merged_in_order_through_bounded_buffers() {
     // 3 x 1000 flows through a sort buffer of 100 per node.
     let nodes = three_nodes(1000);
-    let relay = relay_over(&nodes.iter().collect::<Vec<_>>(), test_config()).await;
+    let relay = relay_over(&nodes.iter().collect::<Vec<_>>(), ordered_config()).await;
     let mut c = client(relay.addr).await;
     wait_connected(&mut c, 3).await;
     let req = GetFlowsRequest {
@@ -402,7 +412,7 @@ async fn hung_node_does_not_stall_the_stream() {
     ));
     let mut all: Vec<&FakeNode> = nodes.iter().collect();
     all.push(&hung);
-    let relay = relay_over(&all, test_config()).await;
+    let relay = relay_over(&all, ordered_config()).await;
     let mut c = client(relay.addr).await;
     wait_connected(&mut c, 3).await;
 
@@ -696,7 +706,7 @@ async fn node_that_accepts_tcp_but_never_answers() {
             })
             .collect(),
     );
-    let relay = start_relay(registry, test_config(), None).await;
+    let relay = start_relay(registry, ordered_config(), None).await;
     let mut c = client(relay.addr).await;
     wait_connected(&mut c, 3).await;
     let st = c
