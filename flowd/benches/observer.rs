@@ -57,7 +57,7 @@ fn bytes_per_flow(make: impl Fn(u64) -> Flow) -> f64 {
     })
     .expect("config");
     for i in 0..2 * CAP as u64 {
-        writer.push(make(i));
+        writer.push(&make(i));
     }
     let after = ALLOCATED.load(Ordering::Relaxed);
     assert_eq!(observer.stats().num_flows, CAP as u64);
@@ -107,7 +107,7 @@ fn fixture() -> Fixture {
             1 => udp_flow(i),
             _ => tcp_flow(i),
         };
-        srv.writer.push(f);
+        srv.writer.push(&f);
     }
     Fixture { rt, srv }
 }

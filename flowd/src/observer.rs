@@ -15,7 +15,7 @@
 //! let (observer, mut writer) = Observer::new(ObserverConfig::default())?;
 //! let addr = "127.0.0.1:4244".parse()?;
 //! tokio::spawn(observer.clone().serve(addr, std::future::pending()));
-//! for f in flows { writer.push(f); }
+//! for f in &flows { writer.push(f); }
 //! writer.report_kernel_lost(3, None); // from the datapath's loss counters
 //! # Ok(()) }
 //! ```
@@ -286,18 +286,14 @@ impl Observer {
 }
 
 impl FlowWriter {
-    /// Appends a flow. Never blocks on readers.
-    pub fn push(&mut self, flow: Flow) {
-        self.push_arc(Arc::new(flow));
-    }
-
-    /// Appends a flow already shared with other consumers (metrics, export).
-    pub fn push_arc(&mut self, flow: Arc<Flow>) {
+    /// Appends a flow (stored encoded, see [`buffer::Event`]). Never blocks
+    /// on readers.
+    pub fn push(&mut self, flow: &Flow) {
         let s = &self.shared;
-        self.namespaces.note(&flow, &s.namespaces);
+        self.namespaces.note(flow, &s.namespaces);
         s.stats.add_flow();
         s.rate.add(SystemTime::now());
-        s.ring.push(Event::Flow(flow));
+        s.ring.push(Event::flow(flow));
     }
 
     /// Reports `n` events lost before they became flows (BPF RingBuf reserve

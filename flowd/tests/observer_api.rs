@@ -32,10 +32,10 @@ fn range(a: u64, b: u64) -> Vec<u64> {
 async fn status_nodes_namespaces_and_unimplemented() {
     let mut srv = Server::start(config(63)).await;
     for i in 0..10 {
-        srv.writer.push(tcp_flow(i));
+        srv.writer.push(&tcp_flow(i));
     }
     for i in 10..15 {
-        srv.writer.push(udp_flow(i));
+        srv.writer.push(&udp_flow(i));
     }
     srv.writer.report_kernel_lost(3, Some(1));
     let mut c = srv.client().await;
@@ -100,7 +100,7 @@ async fn status_nodes_namespaces_and_unimplemented() {
 async fn number_first_since_until() {
     let mut srv = Server::start(config(255)).await;
     for i in 0..100 {
-        srv.writer.push(tcp_flow(i));
+        srv.writer.push(&tcp_flow(i));
     }
     let c = srv.client().await;
     let get = |r: GetFlowsRequest| {
@@ -183,7 +183,7 @@ async fn number_first_since_until() {
 
     // Capacity: after 300 flows only the last 255 are kept.
     for i in 100..300 {
-        srv.writer.push(tcp_flow(i));
+        srv.writer.push(&tcp_flow(i));
     }
     assert_eq!(get(req()).await, range(45, 300));
     let first = GetFlowsRequest {
@@ -214,7 +214,7 @@ async fn whitelist_and_blacklist() {
             1 => tcp_flow(i),
             _ => http_flow(i, [200, 404, 503][(i as usize / 3) % 3]),
         };
-        srv.writer.push(f);
+        srv.writer.push(&f);
     }
     let c = srv.client().await;
     let get = |whitelist: Vec<FlowFilter>, blacklist: Vec<FlowFilter>, number: u64| {
@@ -345,7 +345,7 @@ async fn invalid_requests_name_the_field() {
 #[tokio::test]
 async fn field_mask_keeps_only_the_listed_fields() {
     let mut srv = Server::start(config(63)).await;
-    srv.writer.push(http_flow(1, 404));
+    srv.writer.push(&http_flow(1, 404));
     let mut c = srv.client().await;
     let r = GetFlowsRequest {
         field_mask: Some(FieldMask {
@@ -396,7 +396,7 @@ async fn take(
 async fn follow_streams_live_flows_and_kernel_losses() {
     let mut srv = Server::start(config(255)).await;
     for i in 0..5 {
-        srv.writer.push(tcp_flow(i));
+        srv.writer.push(&tcp_flow(i));
     }
     let mut c = srv.client().await;
     let follow = |r: GetFlowsRequest| {
@@ -424,19 +424,12 @@ async fn follow_streams_live_flows_and_kernel_losses() {
         ..req()
     })
     .await;
-    // Until flow 7: ends at the first flow after it.
-    let mut until = follow(GetFlowsRequest {
-        until: Some(ts(7)),
-        ..req()
-    })
-    .await;
-
     for i in 5..10 {
         srv.writer
-            .push(if i % 2 == 0 { udp_flow(i) } else { tcp_flow(i) });
+            .push(&if i % 2 == 0 { udp_flow(i) } else { tcp_flow(i) });
     }
     srv.writer.report_kernel_lost(7, None);
-    srv.writer.push(udp_flow(10));
+    srv.writer.push(&udp_flow(10));
 
     let kernel = vec![(PERF_RING, 7)];
     let c1 = take(&mut live, 7).await;
@@ -447,23 +440,58 @@ async fn follow_streams_live_flows_and_kernel_losses() {
     assert_eq!((c3.flows, c3.lost), (range(3, 11), kernel.clone()));
     let c4 = take(&mut udp_only, 4).await;
     assert_collected(c4, vec![6, 8, 10], kernel.clone());
-    // Flows 0..=7 of which 5,6,7 are live; the kernel notice came after 9.
-    let mut c5 = Collected::default();
-    while let Some(r) = tokio::time::timeout(Duration::from_secs(20), until.message())
-        .await
-        .expect("until stream ends")
-        .unwrap()
-    {
-        record(&mut c5, r);
-    }
-    assert_eq!((c5.flows, c5.lost), (range(5, 8), vec![]));
-
     let st = c
         .server_status(ServerStatusRequest {})
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.lost_kernel_events, 7);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn follow_until_ends_the_stream() {
+    let mut srv = Server::start(config(255)).await;
+    let mut c = srv.client().await;
+    let now = std::time::SystemTime::now();
+    let at = |secs: u64| flowd_proto::Timestamp::from(now + Duration::from_secs(secs));
+    // Until a minute from now: ends at the first flow stamped after it.
+    let r = GetFlowsRequest {
+        follow: true,
+        until: Some(at(60)),
+        ..req()
+    };
+    let mut s = c.get_flows(r).await.unwrap().into_inner();
+    for (i, secs) in [(1, 0), (2, 1), (3, 2), (4, 3600), (5, 3)] {
+        let mut f = tcp_flow(i);
+        f.time = Some(at(secs));
+        srv.writer.push(&f);
+    }
+    let mut got = Vec::new();
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("until stream ends")
+        .unwrap()
+    {
+        match r.response_types {
+            Some(ResponseTypes::Flow(f)) => got.push(f.uuid),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let want: Vec<String> = [1, 2, 3].iter().map(|&i| tcp_flow(i).uuid).collect();
+    assert_eq!(got, want);
+
+    // Until a time already past: nothing live to wait for, the stream ends.
+    let r = GetFlowsRequest {
+        follow: true,
+        until: Some(ts(0)),
+        ..req()
+    };
+    let mut s = c.get_flows(r).await.unwrap().into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("past-until stream ends");
+    assert!(end.unwrap().is_none());
     srv.shutdown().await;
 }
 
@@ -516,7 +544,7 @@ async fn lapped_reader_gets_exact_lost_counts() {
         .into_inner();
     const N: u64 = 20_000;
     for i in 0..N {
-        srv.writer.push(tcp_flow(i));
+        srv.writer.push(&tcp_flow(i));
     }
     let mut seen = 0;
     let mut c = Collected::default();

@@ -97,7 +97,7 @@ async fn hundred_followers_one_slow() {
     while pushed < N {
         let end = (pushed + BATCH).min(N);
         for i in pushed..end {
-            srv.writer.push(tcp_flow(i));
+            srv.writer.push(&tcp_flow(i));
         }
         pushed = end;
         // Bounded at every step, whatever the slow reader does.

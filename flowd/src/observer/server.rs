@@ -33,15 +33,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::buffer::{Event, Read, Ring};
+use super::buffer::{Event, Read, Ring, decode};
 use super::{Observer, Shared, StreamState};
 use crate::filters::FlowMatcher;
 
 /// What a stream task hands to its client, before conversion to a response
-/// (kept small: the queue holds `Arc`s, flows are cloned only when the
-/// client is ready to take them).
+/// (kept small: a boxed flow).
 pub(crate) enum Out {
-    Flow(Arc<Flow>),
+    Flow(Box<Flow>),
     Lost(LostEvent, Timestamp),
 }
 
@@ -246,7 +245,7 @@ impl Plan {
         while seq > oldest && found < self.number {
             match ring.read(seq - 1) {
                 Read::Event(Event::Flow(f)) => {
-                    if self.selects(&f) {
+                    if decode(&f).is_some_and(|f| self.selects(&f)) {
                         found += 1;
                     }
                 }
@@ -313,7 +312,8 @@ async fn run_stream(
             Read::Event(ev) => {
                 seq += 1;
                 let out = match ev {
-                    Event::Flow(f) => {
+                    Event::Flow(bytes) => {
+                        let Some(f) = decode(&bytes) else { continue };
                         if plan.follow
                             && plan
                                 .until
@@ -325,7 +325,7 @@ async fn run_stream(
                             continue;
                         }
                         sent += 1;
-                        Out::Flow(f)
+                        Out::Flow(Box::new(f))
                     }
                     Event::Lost(l) => Out::Lost(l.0, l.1),
                 };
@@ -389,7 +389,7 @@ impl Observer {
                 node_name,
                 response_types: Some(ResponseTypes::Flow(match mask {
                     Some(m) => m.apply(&f),
-                    None => Flow::clone(&f),
+                    None => *f,
                 })),
             },
             Out::Lost(l, t) => GetFlowsResponse {
