@@ -54,7 +54,7 @@ fn open_stream(lines: Vec<String>) -> Body {
             .map(|l| Ok::<_, Infallible>(Frame::data(Bytes::from(l)))),
     )
     .chain(futures::stream::pending());
-    StreamBody::new(s).boxed()
+    BodyExt::boxed(StreamBody::new(s))
 }
 
 use futures::StreamExt;
