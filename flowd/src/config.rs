@@ -74,48 +74,8 @@ pub enum ConfigError {
     OverrideSyntax { arg: String },
 }
 
-/// Attachment mode of an interface pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttachMode {
-    /// TC classifiers at ingress and egress (TCX where available).
-    Tc,
-    /// Native XDP (ingress only).
-    Xdp,
-    /// Generic (skb) XDP.
-    XdpGeneric,
-}
-
-impl AttachMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::Tc => "tc",
-            AttachMode::Xdp => "xdp",
-            AttachMode::XdpGeneric => "xdp-generic",
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One entry of `flowd-interfaces`: an interface name or glob and its mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceSpec {
-    pub pattern: String,
-    pub mode: AttachMode,
-}
-
-impl InterfaceSpec {
-    /// Whether `name` is selected by this entry.
-    pub fn matches(&self, name: &str) -> bool {
-        glob::Pattern::new(&self.pattern)
-            .map(|p| p.matches(name))
-            .unwrap_or(false)
-    }
-}
+// Interface patterns and modes are the datapath's own types.
+pub use crate::datapath::{AttachMode, InterfaceSpec};
 
 /// Cilium's monitor aggregation level: how often the datapath reports a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,30 +304,13 @@ fn p_filters(v: &str) -> Result<Vec<serde_json::Value>, String> {
 }
 
 fn p_interfaces(v: &str) -> Result<Vec<InterfaceSpec>, String> {
-    let mut out = Vec::new();
-    for item in v.split(|c: char| c == ',' || c.is_whitespace()) {
-        if item.is_empty() {
-            continue;
-        }
-        let (pattern, mode) = match item.split_once('=') {
-            Some((p, m)) => (p, m),
-            None => (item, "tc"),
-        };
-        let mode = match mode {
-            "tc" => AttachMode::Tc,
-            "xdp" => AttachMode::Xdp,
-            "xdp-generic" => AttachMode::XdpGeneric,
-            _ => return Err(format!(" (entry {item:?}: unknown mode {mode:?})")),
-        };
-        if pattern.is_empty() || glob::Pattern::new(pattern).is_err() {
-            return Err(format!(" (entry {item:?}: bad interface name or glob)"));
-        }
-        out.push(InterfaceSpec {
-            pattern: pattern.to_string(),
-            mode,
-        });
-    }
-    Ok(out)
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<InterfaceSpec>()
+                .map_err(|e| format!(" (entry {item:?}: {e})"))
+        })
+        .collect()
 }
 
 fn p_ports(v: &str) -> Result<Vec<u16>, String> {

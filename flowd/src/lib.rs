@@ -5,6 +5,7 @@
 //! `metrics` and `export`. `config` reads the ConfigMap that drives it all.
 pub mod app;
 pub mod config;
+pub mod daemon;
 pub mod datapath;
 pub mod endpoints;
 pub mod export;

@@ -1,0 +1,344 @@
+//! The daemon: one pipeline from kernel events to the API, metrics and exports.
+//!
+//! `datapath` → [`Pipeline::on_event`] (parser → enrichment → metrics and the
+//! flow buffer) → `observer` (gRPC) / `metrics` (HTTP). The pipeline runs on a
+//! single task and owns the parser's pairing state, so nothing on the event
+//! path takes a lock.
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use flowd_common::{FlowEvent, L7_MAX_PAYLOAD};
+use flowd_proto::flow::{Flow, LostEventSource};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, MonitorAggregation},
+    datapath::{self, Datapath, DatapathConfig, DatapathEvent},
+    endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig},
+    metrics::{Metrics, MetricsOptions},
+    observer::{FlowWriter, Observer, ObserverConfig},
+    parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
+};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Datapath(#[from] datapath::Error),
+    #[error("observer: {0}")]
+    Observer(#[from] crate::observer::ObserverError),
+    #[error("HTTP parser configuration: {0}")]
+    Http(#[from] crate::parser::HttpConfigError),
+    #[error("metrics server on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: crate::metrics::server::ServerError,
+    },
+    #[error("binding the Observer API to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("endpoints: {0}")]
+    Endpoints(String),
+}
+
+/// Everything between the datapath and the consumers of flows.
+pub struct Pipeline {
+    parser: Parser,
+    writer: FlowWriter,
+    metrics: Option<Arc<Metrics>>,
+    endpoints: Option<Arc<EndpointStore>>,
+    /// Kernel-side lost events already reported downstream.
+    kernel_lost_reported: u64,
+}
+
+impl Pipeline {
+    pub fn new(
+        parser: Parser,
+        writer: FlowWriter,
+        metrics: Option<Arc<Metrics>>,
+        endpoints: Option<Arc<EndpointStore>>,
+    ) -> Self {
+        Self {
+            parser,
+            writer,
+            metrics,
+            endpoints,
+            kernel_lost_reported: 0,
+        }
+    }
+
+    /// Handles one datapath event. Never fails: input that gives no flow is
+    /// counted by the parser and skipped, so one bad record loses nothing else.
+    pub fn on_event(&mut self, ev: DatapathEvent) {
+        match ev {
+            DatapathEvent::Flow(r) => {
+                let ev = FlowEvent {
+                    header: flowd_common::EventHeader {
+                        kind: r.kind as u8,
+                        cpu: r.cpu,
+                        ..Default::default()
+                    },
+                    key: r.key,
+                    stats: r.stats,
+                    pkt_len: r.pkt_len,
+                    pkt_tcp_flags: r.pkt_tcp_flags,
+                    _pad: [0; 2],
+                };
+                let flow = self.parser.l34_flow(&ev, unix_ns(r.time));
+                self.emit(flow, r.key.direction);
+            }
+            DatapathEvent::L7(e) => {
+                let rec = &e.record;
+                let n = rec.payload.len().min(L7_MAX_PAYLOAD);
+                let mut payload = [0u8; L7_MAX_PAYLOAD];
+                payload[..n].copy_from_slice(&rec.payload[..n]);
+                let ev = flowd_common::L7Event {
+                    header: rec.header,
+                    key: rec.key,
+                    l7_kind: rec.l7_kind,
+                    transport_tcp: u8::from(rec.transport_tcp),
+                    payload_len: n as u16,
+                    l4_payload_len: rec.l4_payload_len,
+                    tcp_seq: rec.tcp_seq,
+                    _pad: [0; 4],
+                    payload,
+                };
+                if let Ok(flow) = self.parser.l7_flow(&ev, unix_ns(e.time)) {
+                    self.emit(flow, rec.key.direction);
+                }
+            }
+            DatapathEvent::Drop(_) => {
+                // Kernel drop reasons are not turned into flows yet (issue 11).
+            }
+            DatapathEvent::Attached(a) => {
+                info!(ifname = %a.ifname, ifindex = a.ifindex, mechanism = a.mechanism, "attached");
+            }
+            DatapathEvent::Detached { ifindex, ifname } => {
+                info!(%ifname, ifindex, "detached");
+            }
+        }
+    }
+
+    fn emit(&mut self, mut flow: Flow, direction: u8) {
+        if let Some(e) = &self.endpoints {
+            e.enrich(&mut flow, Hook::from_kernel(direction));
+        }
+        if let Some(m) = &self.metrics {
+            m.process(&flow);
+        }
+        self.writer.push(&flow);
+    }
+
+    /// Periodic housekeeping: kernel counters to metrics and lost events into
+    /// the streams, and expiry of the pairing tables.
+    pub fn tick(&mut self, dp: Option<&Datapath>) {
+        self.parser.expire(ktime_now_ns());
+        let Some(dp) = dp else { return };
+        match dp.counters() {
+            Ok(c) => {
+                let delta = c.events_lost.saturating_sub(self.kernel_lost_reported);
+                if delta > 0 {
+                    self.kernel_lost_reported = c.events_lost;
+                    self.writer.report_kernel_lost(delta, None);
+                    if let Some(m) = &self.metrics {
+                        m.add_lost_events(LostEventSource::PerfEventRingBuffer, delta);
+                    }
+                }
+                if let Some(m) = &self.metrics {
+                    m.set_datapath_totals(c.events_submitted, c.events_lost);
+                }
+            }
+            Err(e) => warn!(error = %e, "reading datapath counters"),
+        }
+    }
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns().
+fn ktime_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+    })
+}
+
+/// The datapath settings the configuration asks for.
+pub fn datapath_config(c: &Config) -> DatapathConfig {
+    DatapathConfig {
+        interfaces: c.interfaces.clone(),
+        ring_buffer_bytes: c.ring_buffer_bytes,
+        flow_map_entries: c.flow_map_entries,
+        aggregation_interval: aggregation_interval(c),
+        l7_max_bytes: c.l7_max_bytes,
+        ..DatapathConfig::default()
+    }
+}
+
+/// `monitor-aggregation` none reports every packet; the other levels report
+/// new flows, flag changes and one update per `monitor-aggregation-interval`.
+fn aggregation_interval(c: &Config) -> Duration {
+    match c.monitor_aggregation {
+        MonitorAggregation::None => Duration::ZERO,
+        _ => c.monitor_aggregation_interval,
+    }
+}
+
+/// The parser settings the configuration asks for.
+pub fn parser_config(c: &Config) -> Result<ParserConfig, DaemonError> {
+    let redact = RedactConfig {
+        enabled: c.hubble_redact_enabled,
+        http_url_query: c.hubble_redact_http_urlquery,
+        http_userinfo: c.hubble_redact_http_userinfo,
+        http_headers_allow: c.hubble_redact_http_headers_allow.clone(),
+        http_headers_deny: c.hubble_redact_http_headers_deny.clone(),
+    };
+    Ok(ParserConfig {
+        node_name: c.node_name.clone(),
+        http: HttpConfig::new(&c.http_headers_allow, redact)?,
+        pairing: PairingLimits {
+            max_connections: c.l7_pairing_entries as usize,
+            max_age_ns: u64::try_from(c.l7_pairing_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ..PairingLimits::default()
+        },
+    })
+}
+
+/// Starts the endpoint store, its sources and the discovery of pod veths
+/// (which tells enrichment which pod each observed interface belongs to).
+fn start_endpoints(
+    config: &Config,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Arc<EndpointStore>, DaemonError> {
+    let store = EndpointStore::new(StoreConfig {
+        node_name: config.node_name.clone(),
+        cluster_name: "default".into(),
+        ..StoreConfig::default()
+    });
+    if let Some(dir) = &config.manifests_dir {
+        info!(dir = %dir.display(), "endpoints from manifests");
+        tasks.push(tokio::spawn(
+            store.clone().run(Box::new(ManifestSource::new(dir.clone()))),
+        ));
+    }
+    #[cfg(feature = "kube")]
+    if config.kubernetes != crate::config::KubernetesWatch::Off {
+        let scope = match config.kubernetes {
+            crate::config::KubernetesWatch::All => crate::endpoints::kube::PodScope::All,
+            _ => crate::endpoints::kube::PodScope::Node(config.node_name.clone()),
+        };
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match crate::endpoints::kube::KubeSource::from_env(scope).await {
+                Ok(src) => store.run(Box::new(src)).await,
+                Err(e) => warn!(error = %e, "Kubernetes endpoint source unavailable"),
+            }
+        }));
+    }
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| DaemonError::Endpoints(format!("opening rtnetlink: {e}")))?;
+    tasks.push(tokio::spawn(conn));
+    let follow_store = store.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut plans =
+            crate::endpoints::attach::follow(follow_store, handle, Duration::from_secs(5));
+        while let Some(plan) = futures::StreamExt::next(&mut plans).await {
+            match plan {
+                Ok(p) => info!(attach = p.attach.len(), detach = p.detach.len(), "pod veths changed"),
+                Err(e) => warn!(error = %e, "discovering pod veths"),
+            }
+        }
+    }));
+    Ok(store)
+}
+
+/// Runs the whole daemon until `shutdown` flips to true.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
+    let metrics = config
+        .hubble_metrics_server
+        .map(|_| Arc::new(Metrics::new(&MetricsOptions::from_config(&config))));
+    let parser = Parser::new(parser_config(&config)?);
+    // Servers stop gracefully on `shutdown`; background tasks are aborted.
+    let mut tasks = Vec::new();
+    let mut background = Vec::new();
+    let endpoints = start_endpoints(&config, &mut background)?;
+    let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints));
+
+    if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
+        let listener = crate::metrics::server::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        info!(%addr, "metrics server listening");
+        let mut stop = shutdown.clone();
+        tasks.push(tokio::spawn(crate::metrics::server::serve(m, listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+    }
+    if config.enable_hubble
+        && let Some(addr) = config.hubble_listen_address
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { addr, source })?;
+        info!(%addr, "Observer API listening");
+        let mut stop = shutdown.clone();
+        let obs = observer.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = obs
+                .serve_with_listener(listener, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            {
+                warn!(error = %e, "Observer API stopped");
+            }
+        }));
+    }
+
+    let (dp, mut events): (Option<Datapath>, mpsc::Receiver<DatapathEvent>) =
+        if config.interfaces.is_empty() {
+            warn!("no interfaces configured (flowd-interfaces): observing nothing");
+            (None, mpsc::channel(1).1)
+        } else {
+            let (dp, rx) = Datapath::start(datapath_config(&config)).await?;
+            (Some(dp), rx)
+        };
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => pipeline.on_event(ev),
+                None if dp.is_some() => break,
+                None => {}
+            },
+            _ = tick.tick() => pipeline.tick(dp.as_ref()),
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    // Drain what was already read so nothing observed is lost at shutdown.
+    while let Ok(ev) = events.try_recv() {
+        pipeline.on_event(ev);
+    }
+    pipeline.tick(dp.as_ref());
+    drop(dp);
+    for t in background {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
