@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// datapath alone and prints flow events (--print), as the datapath tests do.
 #[derive(Debug, clap::Parser)]
 #[command(version, about)]
-struct Cli {
+struct Args {
     #[command(flatten)]
     config: flowd::config::ConfigArgs,
     #[command(flatten)]
@@ -18,7 +18,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     flowd::app::init_tracing();
-    let cli = Cli::parse();
+    let cli = Args::parse();
     if cli.config.config.is_none() && cli.config.set.is_empty() {
         return flowd::app::run(cli.datapath).await;
     }
