@@ -229,7 +229,9 @@ fn start_endpoints(
     if let Some(dir) = &config.manifests_dir {
         info!(dir = %dir.display(), "endpoints from manifests");
         tasks.push(tokio::spawn(
-            store.clone().run(Box::new(ManifestSource::new(dir.clone()))),
+            store
+                .clone()
+                .run(Box::new(ManifestSource::new(dir.clone()))),
         ));
     }
     #[cfg(feature = "kube")]
@@ -255,7 +257,11 @@ fn start_endpoints(
             crate::endpoints::attach::follow(follow_store, handle, Duration::from_secs(5));
         while let Some(plan) = futures::StreamExt::next(&mut plans).await {
             match plan {
-                Ok(p) => info!(attach = p.attach.len(), detach = p.detach.len(), "pod veths changed"),
+                Ok(p) => info!(
+                    attach = p.attach.len(),
+                    detach = p.detach.len(),
+                    "pod veths changed"
+                ),
                 Err(e) => warn!(error = %e, "discovering pod veths"),
             }
         }
@@ -282,9 +288,13 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
             .map_err(|source| DaemonError::Metrics { addr, source })?;
         info!(%addr, "metrics server listening");
         let mut stop = shutdown.clone();
-        tasks.push(tokio::spawn(crate::metrics::server::serve(m, listener, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        tasks.push(tokio::spawn(crate::metrics::server::serve(
+            m,
+            listener,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
     }
     if config.enable_hubble
         && let Some(addr) = config.hubble_listen_address

@@ -24,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut typed = Vec::new();
     if !cli.datapath.interfaces.is_empty() {
-        let list: Vec<String> = cli.datapath.interfaces.iter().map(|i| i.to_string()).collect();
+        let list: Vec<String> = cli
+            .datapath
+            .interfaces
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
         typed.push(("flowd-interfaces".to_string(), list.join(" ")));
     }
     let loaded = cli.config.load(&typed)?;
