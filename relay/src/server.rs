@@ -88,7 +88,8 @@ pub async fn serve(
             }
         }
     });
-    let mut builder = Server::builder();
+    // No Nagle: flows are small messages and latency matters.
+    let mut builder = Server::builder().tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
