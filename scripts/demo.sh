@@ -13,9 +13,11 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 bash scripts/setup.sh
-step "building flowd, relay, observe and the lab (release)"
-cargo build --release --locked -p flowd -p flowd-relay -p observe-cli -p flowd-lab
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PROFILE="${FLOWD_DEMO_PROFILE:-release}"
+step "building flowd, relay, observe and the lab ($PROFILE)"
+cargo build --profile "$PROFILE" --locked -p flowd -p flowd-relay -p observe-cli -p flowd-lab
+[ "$PROFILE" = dev ] && PROFILE_DIR=debug || PROFILE_DIR=$PROFILE
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR"
 LAB="$BIN/lab"
 
 pids=()
@@ -31,7 +33,9 @@ trap 'exit 130' INT TERM
 "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
 step "starting the lab cluster (network namespaces: nodes, pods, DNS, HTTP services)"
 "$LAB" up --dir "$DIR"
-nodes=$("$LAB" status --dir "$DIR" --nodes 2>/dev/null || echo "node-a node-b")
+# "name ip" per node, from the lab's state file.
+node_list=$(python3 -c 'import json,sys; [print(n["name"], n["underlay_ip"]) for n in json.load(open(sys.argv[1]))["nodes"]]' "$DIR/lab-state.json")
+nodes=$(echo "$node_list" | awk '{print $1}' | tr '\n' ' ')
 
 step "starting flowd on every node (examples/configmap.yaml)"
 peers=()
@@ -42,7 +46,7 @@ for node in $nodes; do
     --set "flowd-manifests-dir=$DIR/manifests" \
     >"$DIR/flowd-$node.log" 2>&1 &
   pids+=($!)
-  ip=$("$LAB" status --dir "$DIR" --node-ip "$node")
+  ip=$(echo "$node_list" | awk -v n="$node" '$1 == n {print $2}')
   peers+=(--peer "$node=$ip:4244")
 done
 
