@@ -97,19 +97,20 @@ fn print_line(line: &str) {
 }
 
 fn flow_line(f: &FlowRecord, names: &InterfaceNames, format: PrintFormat) -> String {
-    let ifname = names.get(f.key.ifindex);
+    let ev = &f.event;
+    let ifname = names.get(ev.key.ifindex);
     match format {
         PrintFormat::Json => {
-            let mut m = datapath::flow_json(&f.key, &f.stats, ifname);
+            let mut m = datapath::flow_json(&ev.key, &ev.stats, ifname);
             m.insert("event", json!(f.kind.as_str()));
             m.insert("time_ns", json!(unix_ns(f.time).to_string()));
-            m.insert("cpu", json!(f.cpu));
-            m.insert("pkt_len", json!(f.pkt_len));
-            m.insert("pkt_tcp_flags", json!(fmt_key::tcp_flags(f.pkt_tcp_flags)));
+            m.insert("cpu", json!(ev.header.cpu));
+            m.insert("pkt_len", json!(ev.pkt_len));
+            m.insert("pkt_tcp_flags", json!(fmt_key::tcp_flags(ev.pkt_tcp_flags)));
             json!(m).to_string()
         }
         PrintFormat::Text => {
-            let k = &f.key;
+            let k = &ev.key;
             let icmp = matches!(
                 k.protocol,
                 flowd_common::PROTO_ICMP | flowd_common::PROTO_ICMPV6
@@ -131,9 +132,9 @@ fn flow_line(f: &FlowRecord, names: &InterfaceNames, format: PrintFormat) -> Str
                 fmt_key::protocol(k.protocol),
                 ep(&k.src_addr, k.src_port, true),
                 ep(&k.dst_addr, k.dst_port, false),
-                fmt_key::tcp_flags(f.pkt_tcp_flags).join("|"),
-                f.stats.packets,
-                f.stats.bytes,
+                fmt_key::tcp_flags(ev.pkt_tcp_flags).join("|"),
+                ev.stats.packets,
+                ev.stats.bytes,
             )
         }
     }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowd_common::{FlowEvent, L7_MAX_PAYLOAD};
+use flowd_common::L7_MAX_PAYLOAD;
 use flowd_proto::flow::{Flow, LostEventSource};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -80,20 +80,8 @@ impl Pipeline {
     pub fn on_event(&mut self, ev: DatapathEvent) {
         match ev {
             DatapathEvent::Flow(r) => {
-                let ev = FlowEvent {
-                    header: flowd_common::EventHeader {
-                        kind: r.kind as u8,
-                        cpu: r.cpu,
-                        ..Default::default()
-                    },
-                    key: r.key,
-                    stats: r.stats,
-                    pkt_len: r.pkt_len,
-                    pkt_tcp_flags: r.pkt_tcp_flags,
-                    _pad: [0; 2],
-                };
-                let flow = self.parser.l34_flow(&ev, unix_ns(r.time));
-                self.emit(flow, r.key.direction);
+                let flow = self.parser.l34_flow(&r.event, unix_ns(r.time));
+                self.emit(flow, r.event.key.direction);
             }
             DatapathEvent::L7(e) => {
                 let rec = &e.record;

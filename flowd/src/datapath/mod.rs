@@ -223,12 +223,10 @@ pub enum DatapathEvent {
 #[derive(Debug, Clone)]
 pub struct FlowRecord {
     pub kind: FlowEventKind,
+    /// Wall-clock time of `event.header.ts_ns`.
     pub time: SystemTime,
-    pub cpu: u32,
-    pub key: FlowKey,
-    pub stats: FlowStats,
-    pub pkt_len: u32,
-    pub pkt_tcp_flags: u16,
+    /// The record as the kernel wrote it (length-checked).
+    pub event: flowd_common::FlowEvent,
 }
 
 #[derive(Debug, Clone)]

@@ -79,11 +79,7 @@ fn to_event(r: Record, clock: &KernelClock) -> DatapathEvent {
         Record::Flow(kind, ev) => DatapathEvent::Flow(FlowRecord {
             kind,
             time: clock.to_system_time(ev.header.ts_ns),
-            cpu: ev.header.cpu,
-            key: ev.key,
-            stats: ev.stats,
-            pkt_len: ev.pkt_len,
-            pkt_tcp_flags: ev.pkt_tcp_flags,
+            event: ev,
         }),
         Record::L7(record) => DatapathEvent::L7(L7Event {
             time: clock.to_system_time(record.header.ts_ns),
