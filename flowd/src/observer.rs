@@ -304,15 +304,10 @@ impl FlowWriter {
             return;
         }
         self.shared.stats.add_lost_kernel(n);
-        let lost = LostEvent {
-            source: LostEventSource::PerfEventRingBuffer as i32,
-            num_events_lost: n,
-            cpu: cpu.map(|value| flowd_proto::pbjson_types::Int32Value { value }),
-        };
-        self.shared.ring.push(Event::Lost(Arc::new((
-            lost,
-            Timestamp::from(SystemTime::now()),
-        ))));
+        let lost = LostEvent::new(LostEventSource::PerfEventRingBuffer, n, cpu);
+        self.shared
+            .ring
+            .push(Event::Lost(Arc::new((lost, Timestamp::now()))));
     }
 
     /// A read handle on the same buffer.

@@ -16,7 +16,9 @@ pub use pbjson_types;
 
 pub mod fieldmask;
 pub mod monitor;
+mod responses;
 mod timestamp;
+pub mod tls;
 pub use timestamp::Timestamp;
 
 /// Flow records, filters and events (`package flow`).

@@ -41,3 +41,13 @@ pub enum Error {
     #[error("serving the Observer API: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
+
+impl From<flowd_proto::tls::TlsError> for Error {
+    fn from(e: flowd_proto::tls::TlsError) -> Self {
+        Self::Tls {
+            what: e.what,
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{LostEvent, LostEventSource};
@@ -17,7 +17,7 @@ use flowd_proto::observer::{
     Tls,
 };
 use flowd_proto::pbjson_types::UInt32Value;
-use flowd_proto::relay::{NodeState, NodeStatusEvent};
+use flowd_proto::relay::NodeState;
 use futures::future::join_all;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -100,22 +100,6 @@ pub async fn serve(
         .await;
     health_task.abort();
     Ok(res?)
-}
-
-fn now_ts() -> Timestamp {
-    Timestamp::from(SystemTime::now())
-}
-
-fn status_event(state: NodeState, names: Vec<String>, message: String) -> GetFlowsResponse {
-    GetFlowsResponse {
-        response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
-            state_change: state as i32,
-            node_names: names,
-            message,
-        })),
-        node_name: String::new(),
-        time: Some(now_ts()),
-    }
 }
 
 /// Timestamp used to order a response; None = not ordered (sent at once).
@@ -307,15 +291,11 @@ impl Fanout {
     }
 
     fn lost_event(&self) -> GetFlowsResponse {
-        GetFlowsResponse {
-            response_types: Some(ResponseTypes::LostEvents(LostEvent {
-                source: LostEventSource::ObserverEventsQueue as i32,
-                num_events_lost: self.lost,
-                cpu: None,
-            })),
-            node_name: String::new(),
-            time: Some(now_ts()),
-        }
+        GetFlowsResponse::from_lost(
+            LostEvent::new(LostEventSource::ObserverEventsQueue, self.lost, None),
+            String::new(),
+            Timestamp::now(),
+        )
     }
 
     fn try_send_lost(&mut self) -> bool {
@@ -445,10 +425,14 @@ impl Fanout {
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            out.push(status_event(NodeState::NodeUnavailable, unavailable, msg));
+            out.push(GetFlowsResponse::node_status(
+                NodeState::NodeUnavailable,
+                unavailable,
+                msg,
+            ));
         }
         if !gone.is_empty() {
-            out.push(status_event(
+            out.push(GetFlowsResponse::node_status(
                 NodeState::NodeGone,
                 gone,
                 "removed from the peer list".into(),
@@ -472,11 +456,19 @@ impl Fanout {
             NodeEnd::Unavailable(msg) => {
                 s.reported_unavailable = true;
                 self.pool.report_failure(&name, generation, &msg);
-                Some(status_event(NodeState::NodeUnavailable, vec![name], msg))
+                Some(GetFlowsResponse::node_status(
+                    NodeState::NodeUnavailable,
+                    vec![name],
+                    msg,
+                ))
             }
             NodeEnd::Error(msg) => {
                 s.failed = true;
-                Some(status_event(NodeState::NodeError, vec![name], msg))
+                Some(GetFlowsResponse::node_status(
+                    NodeState::NodeError,
+                    vec![name],
+                    msg,
+                ))
             }
         }
     }
@@ -511,7 +503,7 @@ impl Fanout {
                         Event::Connected { slot, generation } => {
                             let s = &self.slots[slot];
                             (matches!(s.running, Some((g, _)) if g == generation)).then(|| {
-                                status_event(NodeState::NodeConnected, vec![s.name.clone()], String::new())
+                                GetFlowsResponse::node_status(NodeState::NodeConnected, vec![s.name.clone()], String::new())
                             })
                         }
                         Event::Item { slot, resp, permit } => match order_ts(&resp) {
@@ -607,7 +599,7 @@ impl Observer for Relay {
             pool: self.pool.clone(),
             cfg: self.cfg.clone(),
             req,
-            started: now_ts(),
+            started: Timestamp::now(),
             slots: Vec::new(),
             by_name: HashMap::new(),
             merger: Merger::new(self.cfg.drain_timeout),

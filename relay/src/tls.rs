@@ -1,55 +1,12 @@
 //! TLS settings for both sides, loaded from PEM files (rustls via tonic).
+//! The listening side is shared with flowd (`flowd_proto::tls`).
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+pub use flowd_proto::tls::ServerTls;
+use flowd_proto::tls::read_pem as read;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::Error;
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
-    let data = std::fs::read(path).map_err(|e| Error::Tls {
-        what,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    if !data.windows(10).any(|w| w == b"-----BEGIN") {
-        return Err(Error::Tls {
-            what,
-            path: path.display().to_string(),
-            reason: "not a PEM file (no -----BEGIN line)".into(),
-        });
-    }
-    Ok(data)
-}
-
-/// The listening side: server certificate and key; with client CAs, clients
-/// must present a certificate signed by one of them (mTLS).
-#[derive(Clone, Debug)]
-pub struct ServerTls {
-    /// PEM certificate (chain) of the relay.
-    pub cert_file: PathBuf,
-    /// PEM private key of the relay.
-    pub key_file: PathBuf,
-    /// PEM CA certificates clients must chain to; empty = no client auth.
-    pub client_ca_files: Vec<PathBuf>,
-}
-
-impl ServerTls {
-    /// Reads the files into a tonic server TLS configuration.
-    pub fn load(&self) -> Result<ServerTlsConfig, Error> {
-        let cert = read("server certificate", &self.cert_file)?;
-        let key = read("server key", &self.key_file)?;
-        let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if !self.client_ca_files.is_empty() {
-            let mut bundle = Vec::new();
-            for f in &self.client_ca_files {
-                bundle.extend(read("client CA", f)?);
-                bundle.push(b'\n');
-            }
-            cfg = cfg.client_ca_root(Certificate::from_pem(bundle));
-        }
-        Ok(cfg)
-    }
-}
 
 /// The connecting side (relay → nodes and the peer service).
 #[derive(Clone, Debug)]

@@ -23,7 +23,6 @@ use flowd_proto::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
     GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
     GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
-    get_flows_response::ResponseTypes,
 };
 use flowd_proto::pbjson_types::{FieldMask, UInt32Value};
 use flowd_proto::relay::NodeState;
@@ -261,12 +260,8 @@ impl Plan {
 
 fn hubble_lost(n: u64) -> Out {
     Out::Lost(
-        LostEvent {
-            source: LostEventSource::HubbleRingBuffer as i32,
-            num_events_lost: n,
-            cpu: None,
-        },
-        Timestamp::from(SystemTime::now()),
+        LostEvent::new(LostEventSource::HubbleRingBuffer, n, None),
+        Timestamp::now(),
     )
 }
 
@@ -295,7 +290,7 @@ async fn run_stream(
     } = window;
     let deadline = match (plan.follow, plan.until) {
         (true, Some(u)) => {
-            let now = Timestamp::from(SystemTime::now()).as_unix_nanos();
+            let now = Timestamp::now().as_unix_nanos();
             let wait = u64::try_from((u - now).max(0)).unwrap_or(u64::MAX);
             Some(tokio::time::Instant::now() + std::time::Duration::from_nanos(wait))
         }
@@ -384,19 +379,14 @@ impl Observer {
     fn response(&self, out: Out, mask: Option<&Mask>) -> GetFlowsResponse {
         let node_name = self.shared.config.node_name.clone();
         match out {
-            Out::Flow(f) => GetFlowsResponse {
-                time: f.time,
-                node_name,
-                response_types: Some(ResponseTypes::Flow(match mask {
+            Out::Flow(f) => GetFlowsResponse::from_flow(
+                match mask {
                     Some(m) => m.apply(&f),
                     None => *f,
-                })),
-            },
-            Out::Lost(l, t) => GetFlowsResponse {
-                time: Some(t),
+                },
                 node_name,
-                response_types: Some(ResponseTypes::LostEvents(l)),
-            },
+            ),
+            Out::Lost(l, t) => GetFlowsResponse::from_lost(l, node_name, t),
         }
     }
 
