@@ -14,6 +14,11 @@ cargo fmt --all -- --check
 step "cargo clippy (stable; flowd-ebpf is built by flowd/build.rs with nightly)"
 cargo clippy --workspace --exclude flowd-ebpf --all-targets --locked -- -D warnings
 
+step "cargo build (all workspace binaries: the cluster e2e tests run flowd, relay, observe, lab-app)"
+# cargo builds a package's own binaries for its integration tests, but not other
+# packages' (tests/lab runs flowd and the relay); build them all so none is stale.
+cargo build --workspace --bins --exclude flowd-ebpf --locked
+
 step "cargo test (unit, BPF_PROG_TEST_RUN and end-to-end tests in network namespaces)"
 # Fuzz/property tests run a short round here; FLOWD_FUZZ_CASES=1000000 runs the long one.
 cargo test --workspace --exclude flowd-ebpf --locked -- --test-threads="${FLOWD_TEST_THREADS:-4}"
