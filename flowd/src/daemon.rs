@@ -47,6 +47,8 @@ pub enum DaemonError {
     },
     #[error("endpoints: {0}")]
     Endpoints(String),
+    #[error("Observer API TLS (hubble-tls-*): {0}")]
+    Tls(#[from] flowd_proto::tls::TlsError),
 }
 
 /// Everything between the datapath and the consumers of flows.
@@ -287,15 +289,19 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     if config.enable_hubble
         && let Some(addr) = config.hubble_listen_address
     {
+        let tls = crate::observer::tls_config(&config)?;
+        if tls.is_none() && !config.hubble_tls_client_ca_files.is_empty() {
+            warn!("hubble-tls-client-ca-files is ignored: hubble-disable-tls is true");
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Bind { addr, source })?;
-        info!(%addr, "Observer API listening");
+        info!(%addr, tls = tls.is_some(), mtls = tls.is_some() && !config.hubble_tls_client_ca_files.is_empty(), "Observer API listening");
         let mut stop = shutdown.clone();
         let obs = observer.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = obs
-                .serve_with_listener(listener, async move {
+                .serve_with_listener_tls(listener, tls, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await

@@ -88,6 +88,36 @@ impl ObserverConfig {
     }
 }
 
+/// The Observer API's TLS from the `hubble-disable-tls` / `hubble-tls-*`
+/// keys: None when TLS is disabled; with `hubble-tls-client-ca-files`,
+/// clients must present a certificate issued by one of those CAs (mTLS).
+/// Fails when a file cannot be read or is not PEM.
+pub fn tls_config(
+    c: &crate::config::Config,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, flowd_proto::tls::TlsError> {
+    if c.hubble_disable_tls {
+        return Ok(None);
+    }
+    let missing = |what| flowd_proto::tls::TlsError {
+        what,
+        path: String::new(),
+        reason: "not set (required when hubble-disable-tls is false)".into(),
+    };
+    flowd_proto::tls::ServerTls {
+        cert_file: c
+            .hubble_tls_cert_file
+            .clone()
+            .ok_or_else(|| missing("hubble-tls-cert-file"))?,
+        key_file: c
+            .hubble_tls_key_file
+            .clone()
+            .ok_or_else(|| missing("hubble-tls-key-file"))?,
+        client_ca_files: c.hubble_tls_client_ca_files.clone(),
+    }
+    .load()
+    .map(Some)
+}
+
 /// `flowd v<crate version>`, the form Hubble clients print.
 pub fn default_version() -> String {
     format!("flowd v{}", env!("CARGO_PKG_VERSION"))
@@ -235,11 +265,28 @@ impl Observer {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ObserverError> {
+        self.serve_with_listener_tls(listener, None, shutdown).await
+    }
+
+    /// Like [`Observer::serve_with_listener`], over TLS when `tls` is given
+    /// (see [`tls_config`] for flowd's `hubble-tls-*` keys).
+    pub async fn serve_with_listener_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ObserverError> {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|source| ObserverError::Serve { addr, source })?;
+        }
+        builder
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
