@@ -25,12 +25,33 @@ fn main() -> Result<()> {
         .context("flowd has no parent directory")?
         .join("flowd-ebpf");
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to flowd-ebpf")?;
+    let nightly = pinned_nightly(&ebpf_dir)?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "flowd-ebpf",
             root_dir,
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(&nightly),
     )
+}
+
+/// The pinned nightly: `channel` of flowd-ebpf/rust-toolchain.toml, or
+/// $FLOWD_NIGHTLY (scripts/setup.sh installs the same one).
+fn pinned_nightly(ebpf_dir: &std::path::Path) -> Result<String> {
+    println!("cargo:rerun-if-env-changed=FLOWD_NIGHTLY");
+    if let Ok(n) = env::var("FLOWD_NIGHTLY")
+        && !n.is_empty()
+    {
+        return Ok(n);
+    }
+    let file = ebpf_dir.join("rust-toolchain.toml");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|l| l.trim_start().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next()
+        .with_context(|| format!("no channel in {}", file.display()))
 }

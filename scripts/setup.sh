@@ -5,35 +5,53 @@
 # emits and the linker that reads it always agree).
 set -euo pipefail
 
-NIGHTLY="${FLOWD_NIGHTLY:-nightly}"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+# The pinned nightly (flowd/build.rs reads the same file).
+PINNED=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$HERE/flowd-ebpf/rust-toolchain.toml")
+NIGHTLY="${FLOWD_NIGHTLY:-$PINNED}"
+# Its commit, to recognise an installed "nightly" that is the same build.
+PINNED_COMMIT="e50aa6fba"
+# FLOWD_SETUP_BUILD_ONLY=1: only what building needs (a container image
+# build has no BTF, network namespaces or test tools, and needs none).
+BUILD_ONLY="${FLOWD_SETUP_BUILD_ONLY:-0}"
 BPF_LINKER_VERSION="0.13.0"
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "must run as root (loading eBPF programs and creating network namespaces needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-[ -e /sys/kernel/btf/vmlinux ] || die "kernel has no BTF (/sys/kernel/btf/vmlinux missing); flowd needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+[ "$BUILD_ONLY" = 1 ] || [ "$(id -u)" = 0 ] || die "must run as root (loading eBPF programs and creating network namespaces needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+[ "$BUILD_ONLY" = 1 ] || [ -e /sys/kernel/btf/vmlinux ] || die "kernel has no BTF (/sys/kernel/btf/vmlinux missing); flowd needs a kernel built with CONFIG_DEBUG_INFO_BTF"
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
 command -v rustup >/dev/null || die "rustup not found: the eBPF build needs a nightly toolchain managed by rustup"
 
 need_pkgs=()
+if [ "$BUILD_ONLY" != 1 ]; then
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 # The lab's cluster DNS (kube-system) is dnsmasq, as kube-dns used to be.
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing system packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || die "apt-get update failed"
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
 fi
-ip netns list >/dev/null 2>&1 || die "network namespaces are not available (ip netns list failed)"
+[ "$BUILD_ONLY" = 1 ] || ip netns list >/dev/null 2>&1 || die "network namespaces are not available (ip netns list failed)"
 
 if ! rustup toolchain list | grep -q "^${NIGHTLY}"; then
   step "installing Rust toolchain ${NIGHTLY}"
-  rustup toolchain install "$NIGHTLY" --profile minimal || die "cannot install the ${NIGHTLY} toolchain"
+  if ! rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src; then
+    # Offline: an installed "nightly" that is the pinned build serves under the pinned name.
+    if [ "$NIGHTLY" = "$PINNED" ] && rustc +nightly -V 2>/dev/null | grep -q "$PINNED_COMMIT"; then
+      step "using the installed nightly ($(rustc +nightly -V)) as ${NIGHTLY}"
+      rustup toolchain link "$NIGHTLY" "$(rustc +nightly --print sysroot)" || die "cannot link the nightly as ${NIGHTLY}"
+    else
+      die "cannot install the ${NIGHTLY} toolchain (and no installed nightly is rustc ${PINNED_COMMIT})"
+    fi
+  fi
 fi
-if ! rustup component list --toolchain "$NIGHTLY" --installed | grep -q '^rust-src'; then
+if [ ! -d "$(rustc +"$NIGHTLY" --print sysroot)/lib/rustlib/src/rust/library" ]; then
   step "adding rust-src to ${NIGHTLY} (needed to build core for the bpf target)"
   rustup component add rust-src --toolchain "$NIGHTLY" || die "cannot add rust-src to ${NIGHTLY}"
 fi
@@ -48,7 +66,10 @@ have_linker() {
   command -v bpf-linker >/dev/null || return 1
   bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION" || return 1
   # The linker records the LLVM it was built against in our stamp file.
-  [ "$(cat "${CARGO_HOME:-$HOME/.cargo}/.flowd-bpf-linker-llvm" 2>/dev/null)" = "$libllvm" ]
+  local stamp
+  stamp=$(cat "${CARGO_HOME:-$HOME/.cargo}/.flowd-bpf-linker-llvm" 2>/dev/null) || return 1
+  # The same path, or an identical library (the same nightly under another name).
+  [ "$stamp" = "$libllvm" ] || { [ -f "$stamp" ] && cmp -s "$stamp" "$libllvm"; }
 }
 if ! have_linker; then
   step "building bpf-linker ${BPF_LINKER_VERSION} against LLVM ${llvm_major} of ${NIGHTLY} (takes a few minutes)"
