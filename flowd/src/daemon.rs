@@ -10,7 +10,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowd_common::L7_MAX_PAYLOAD;
 use flowd_proto::flow::{Flow, LostEventSource};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -86,23 +85,8 @@ impl Pipeline {
                 self.emit(flow, r.event.key.direction);
             }
             DatapathEvent::L7(e) => {
-                let rec = &e.record;
-                let n = rec.payload.len().min(L7_MAX_PAYLOAD);
-                let mut payload = [0u8; L7_MAX_PAYLOAD];
-                payload[..n].copy_from_slice(&rec.payload[..n]);
-                let ev = flowd_common::L7Event {
-                    header: rec.header,
-                    key: rec.key,
-                    l7_kind: rec.l7_kind,
-                    transport_tcp: u8::from(rec.transport_tcp),
-                    payload_len: n as u16,
-                    l4_payload_len: rec.l4_payload_len,
-                    tcp_seq: rec.tcp_seq,
-                    _pad: [0; 4],
-                    payload,
-                };
-                if let Ok(flow) = self.parser.l7_flow(&ev, unix_ns(e.time)) {
-                    self.emit(flow, rec.key.direction);
+                if let Ok(flow) = self.parser.l7_flow(&e.record, unix_ns(e.time)) {
+                    self.emit(flow, e.record.key.direction);
                 }
             }
             DatapathEvent::Drop(_) => {

@@ -347,7 +347,7 @@ fn fuzz_l7_record_decoder_and_parser() {
     let cell = std::cell::RefCell::new(&mut parser);
     fuzz("l7 record decoder + parser", prop_oneof![raw, built], |b| {
         if let Ok(ev) = decode_l7_event(&b) {
-            assert!(usize::from(ev.payload_len) <= L7_MAX_PAYLOAD);
+            assert!(ev.payload.len() <= L7_MAX_PAYLOAD);
             let _ = parse_l7(&ev, &cfg);
             let _ = cell.borrow_mut().l7_flow(&ev, 0);
         }

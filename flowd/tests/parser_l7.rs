@@ -289,7 +289,7 @@ fn head_cut_at_512_bytes_still_gives_method_and_url() {
     req.extend_from_slice(b"\r\n");
     assert!(req.len() > 512);
     let ev = l7_event(c2s(3), L7_HTTP_REQUEST, 1, 1, &req);
-    assert_eq!(ev.payload_len, 512);
+    assert_eq!(ev.payload.len(), 512);
     let f = p.l7_flow(&ev, 0).unwrap();
     assert_eq!(
         (http(&f).method.as_str(), http(&f).url.as_str()),

@@ -1,10 +1,13 @@
 //! Kernel events → `flow::Flow`s.
 //!
 //! * [`l34::flow`]: an L3/L4 [`FlowEvent`] → a Flow of type L3_L4 (pure).
-//! * [`Parser::l7_flow`]: an [`L7Event`] (first bytes of an HTTP/1.x or DNS
-//!   message) → a Flow of type L7 with a REQUEST or RESPONSE Layer7 record;
-//!   responses are paired with their request for the latency ([`pairing`]).
-//! * [`record`]: decoding raw ring-buffer records, with length checks.
+//! * [`Parser::l7_flow`]: an [`L7Record`] (first bytes of an HTTP/1.x or DNS
+//!   message, as the datapath decoded it from the ring buffer) → a Flow of
+//!   type L7 with a REQUEST or RESPONSE Layer7 record; responses are paired
+//!   with their request for the latency ([`pairing`]). The payload is read in
+//!   place: no copy back into the fixed-size ABI array.
+//! * [`record`]: strict decoding of raw ring-buffer records, and building
+//!   records as the kernel would (tests, benches, fuzzing).
 //!
 //! Payloads come from the network: anything that is not a well-formed
 //! message start gives a typed [`NotL7`], never a flow or a panic.
@@ -15,13 +18,16 @@ pub mod l34;
 pub mod pairing;
 pub mod record;
 
-use flowd_common::{L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7Event, PROTO_TCP, PROTO_UDP};
+use flowd_common::{
+    L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, PROTO_TCP, PROTO_UDP,
+};
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{
     CiliumEventType, Dns, Flow, FlowType, Http, HttpHeader, L7FlowType, Layer7, NetworkInterface,
     Verdict, layer7::Record,
 };
 
+pub use crate::datapath::L7Record;
 pub use dns::{DnsFraming, DnsMessage};
 pub use http::{HttpConfig, HttpConfigError, HttpRequest, HttpResponse, RedactConfig, RequestHead};
 pub use l34::FlowMeta;
@@ -39,7 +45,8 @@ pub enum NotL7 {
     Malformed(&'static str),
     #[error("unknown L7 kind {0}")]
     UnknownKind(u8),
-    #[error("payload_len {0} is larger than the payload array")]
+    /// More payload bytes than the kernel ever copies (`L7_MAX_PAYLOAD`).
+    #[error("payload of {0} bytes is longer than an L7 capture")]
     BadLength(u16),
     #[error("L7 kind does not match the transport protocol {0}")]
     WrongTransport(u8),
@@ -61,11 +68,13 @@ pub enum L7Message {
 
 /// Parses the payload of an L7 event according to the kernel's classification.
 /// Pure: no pairing state. This is what the fuzz tests drive.
-pub fn parse_l7(ev: &L7Event, http: &HttpConfig) -> Result<L7Message, NotL7> {
-    if usize::from(ev.payload_len) > ev.payload.len() {
-        return Err(NotL7::BadLength(ev.payload_len));
+pub fn parse_l7(ev: &L7Record, http: &HttpConfig) -> Result<L7Message, NotL7> {
+    if ev.payload.len() > L7_MAX_PAYLOAD {
+        return Err(NotL7::BadLength(
+            u16::try_from(ev.payload.len()).unwrap_or(u16::MAX),
+        ));
     }
-    let payload = record::l7_payload(ev);
+    let payload = ev.payload.as_slice();
     match ev.l7_kind {
         L7_HTTP_REQUEST | L7_HTTP_RESPONSE if ev.key.protocol != PROTO_TCP => {
             Err(NotL7::WrongTransport(ev.key.protocol))
@@ -151,7 +160,7 @@ impl Parser {
 
     /// Parses an L7 event and pairs it. `time_unix_ns` is the wall-clock time
     /// of `ev.header.ts_ns`. Latencies use the kernel clock (`ts_ns`).
-    pub fn l7_flow(&mut self, ev: &L7Event, time_unix_ns: u64) -> Result<Flow, NotL7> {
+    pub fn l7_flow(&mut self, ev: &L7Record, time_unix_ns: u64) -> Result<Flow, NotL7> {
         let r = self.l7_flow_inner(ev, time_unix_ns);
         if let Err(e) = &r {
             match e {
@@ -168,7 +177,7 @@ impl Parser {
         self.next_exchange
     }
 
-    fn l7_flow_inner(&mut self, ev: &L7Event, time_unix_ns: u64) -> Result<Flow, NotL7> {
+    fn l7_flow_inner(&mut self, ev: &L7Record, time_unix_ns: u64) -> Result<Flow, NotL7> {
         let ts = ev.header.ts_ns;
         let (l7, reply) = match parse_l7(ev, &self.cfg.http)? {
             L7Message::HttpRequest(head) => {

@@ -1,4 +1,5 @@
-//! Decoding ring-buffer records into the ABI structs, with length checks.
+//! Decoding ring-buffer records, with length checks, and building them as
+//! the kernel would.
 //!
 //! Records come from the kernel; we still never trust their length or their
 //! length fields: a short or inconsistent record is an error, not a crash.
@@ -9,6 +10,8 @@ use flowd_common::{
     EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FlowEvent, FlowKey, L7_DNS,
     L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, L7Event,
 };
+
+use crate::datapath::L7Record;
 
 /// A ring-buffer record that cannot be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +58,12 @@ pub fn decode_flow_event(buf: &[u8]) -> Result<FlowEvent, DecodeError> {
     }
 }
 
-/// Decodes an L7 event. The record may hold the whole struct or stop right
-/// after the valid payload bytes (a variable-length submit); the rest is zero.
-pub fn decode_l7_event(buf: &[u8]) -> Result<L7Event, DecodeError> {
+/// Decodes an L7 event strictly: the record may hold the whole struct or stop
+/// right after the valid payload bytes (a variable-length submit), but a
+/// `payload_len` beyond the array or the record, or an unknown L7 kind, is an
+/// error. (The ring reader, `datapath::decode`, is lenient instead: it bounds
+/// the payload by what the record holds.)
+pub fn decode_l7_event(buf: &[u8]) -> Result<L7Record, DecodeError> {
     const FIXED: usize = offset_of!(L7Event, payload);
     if buf.len() < FIXED {
         return Err(DecodeError::Short {
@@ -87,24 +93,30 @@ pub fn decode_l7_event(buf: &[u8]) -> Result<L7Event, DecodeError> {
     if !matches!(kind, L7_HTTP_REQUEST | L7_HTTP_RESPONSE | L7_DNS) {
         return Err(DecodeError::L7Kind(kind));
     }
-    let mut full = [0u8; size_of::<L7Event>()];
-    let n = buf.len().min(full.len());
-    full[..n].copy_from_slice(&buf[..n]);
-    // SAFETY: `full` has exactly the struct's size; every field is an integer
-    // or an integer array, valid for any bit pattern.
-    Ok(unsafe { core::ptr::read_unaligned(full.as_ptr().cast::<L7Event>()) })
+    let u32_at =
+        |off: usize| u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
+    Ok(L7Record {
+        header,
+        key: read::<FlowKey>(&buf[offset_of!(L7Event, key)..], "flow key")?,
+        l7_kind: kind,
+        transport_tcp: buf[offset_of!(L7Event, transport_tcp)] != 0,
+        l4_payload_len: u32_at(offset_of!(L7Event, l4_payload_len)),
+        tcp_seq: u32_at(offset_of!(L7Event, tcp_seq)),
+        payload: buf[FIXED..need].to_vec(),
+    })
 }
 
-/// The valid payload bytes of an event (never more than the array holds).
-pub fn l7_payload(ev: &L7Event) -> &[u8] {
-    &ev.payload[..usize::from(ev.payload_len).min(L7_MAX_PAYLOAD)]
-}
-
-/// Builds an event as the kernel would: the first `L7_MAX_PAYLOAD` bytes of
-/// `l4_payload` are copied (tests, benches, fuzzing, replay tools).
-pub fn l7_event(key: FlowKey, l7_kind: u8, ts_ns: u64, tcp_seq: u32, l4_payload: &[u8]) -> L7Event {
+/// Builds a record as the kernel would capture it: the first
+/// `L7_MAX_PAYLOAD` bytes of `l4_payload` (tests, benches, fuzzing, replay tools).
+pub fn l7_event(
+    key: FlowKey,
+    l7_kind: u8,
+    ts_ns: u64,
+    tcp_seq: u32,
+    l4_payload: &[u8],
+) -> L7Record {
     let n = l4_payload.len().min(L7_MAX_PAYLOAD);
-    let mut ev = L7Event {
+    L7Record {
         header: EventHeader {
             kind: EV_L7,
             ts_ns,
@@ -112,22 +124,32 @@ pub fn l7_event(key: FlowKey, l7_kind: u8, ts_ns: u64, tcp_seq: u32, l4_payload:
         },
         key,
         l7_kind,
-        transport_tcp: u8::from(key.protocol == flowd_common::PROTO_TCP),
-        payload_len: n as u16,
+        transport_tcp: key.protocol == flowd_common::PROTO_TCP,
         l4_payload_len: u32::try_from(l4_payload.len()).unwrap_or(u32::MAX),
         tcp_seq,
+        payload: l4_payload[..n].to_vec(),
+    }
+}
+
+/// Encodes a record as the kernel submits it: the whole `L7Event`, payload
+/// bytes beyond `payload_len` zero (tests, benches, fuzzing).
+pub fn encode_l7_event(r: &L7Record) -> Vec<u8> {
+    let n = r.payload.len().min(L7_MAX_PAYLOAD);
+    let mut ev = L7Event {
+        header: r.header,
+        key: r.key,
+        l7_kind: r.l7_kind,
+        transport_tcp: u8::from(r.transport_tcp),
+        payload_len: n as u16,
+        l4_payload_len: r.l4_payload_len,
+        tcp_seq: r.tcp_seq,
         _pad: [0; 4],
         payload: [0; L7_MAX_PAYLOAD],
     };
-    ev.payload[..n].copy_from_slice(&l4_payload[..n]);
-    ev
-}
-
-/// Encodes an event as the kernel would submit it (tests, benches, fuzzing).
-pub fn encode_l7_event(ev: &L7Event) -> Vec<u8> {
+    ev.payload[..n].copy_from_slice(&r.payload[..n]);
     // SAFETY: L7Event is repr(C) with explicit padding fields: every byte is initialised.
     let bytes = unsafe {
-        core::slice::from_raw_parts((ev as *const L7Event).cast::<u8>(), size_of::<L7Event>())
+        core::slice::from_raw_parts((&ev as *const L7Event).cast::<u8>(), size_of::<L7Event>())
     };
     bytes.to_vec()
 }
@@ -148,24 +170,8 @@ pub fn encode_flow_event(ev: &FlowEvent) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn l7(kind: u8, payload: &[u8]) -> L7Event {
-        let mut ev = L7Event {
-            header: EventHeader {
-                kind: EV_L7,
-                ts_ns: 42,
-                ..EventHeader::default()
-            },
-            key: FlowKey::default(),
-            l7_kind: kind,
-            transport_tcp: 0,
-            payload_len: payload.len() as u16,
-            l4_payload_len: payload.len() as u32,
-            tcp_seq: 7,
-            _pad: [0; 4],
-            payload: [0; L7_MAX_PAYLOAD],
-        };
-        ev.payload[..payload.len()].copy_from_slice(payload);
-        ev
+    fn l7(kind: u8, payload: &[u8]) -> L7Record {
+        l7_event(FlowKey::default(), kind, 42, 7, payload)
     }
 
     #[test]
