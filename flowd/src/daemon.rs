@@ -58,6 +58,8 @@ pub struct Pipeline {
     endpoints: Option<Arc<EndpointStore>>,
     /// Kernel-side lost events already reported downstream.
     kernel_lost_reported: u64,
+    /// Pairing-table evictions already added to the metrics.
+    evictions_reported: [u64; 4],
 }
 
 impl Pipeline {
@@ -73,6 +75,7 @@ impl Pipeline {
             metrics,
             endpoints,
             kernel_lost_reported: 0,
+            evictions_reported: [0; 4],
         }
     }
 
@@ -115,6 +118,7 @@ impl Pipeline {
     /// the streams, and expiry of the pairing tables.
     pub fn tick(&mut self, dp: Option<&Datapath>) {
         self.parser.expire(ktime_now_ns());
+        self.report_evictions();
         let Some(dp) = dp else { return };
         match dp.counters() {
             Ok(c) => {
@@ -131,6 +135,36 @@ impl Pipeline {
                 }
             }
             Err(e) => warn!(error = %e, "reading datapath counters"),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Adds the pairing tables' new evictions to `flowd_l7_pairing_evictions`.
+    fn report_evictions(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        let p = self.parser.stats().pairing;
+        let now = [
+            p.http_evicted_size,
+            p.http_evicted_age,
+            p.dns_evicted_size,
+            p.dns_evicted_age,
+        ];
+        let labels = [
+            ("http", "capacity"),
+            ("http", "timeout"),
+            ("dns", "capacity"),
+            ("dns", "timeout"),
+        ];
+        for ((n, seen), (protocol, reason)) in now
+            .iter()
+            .zip(self.evictions_reported.iter_mut())
+            .zip(labels)
+        {
+            if *n > *seen {
+                m.add_l7_pairing_evictions(protocol, reason, *n - *seen);
+                *seen = *n;
+            }
         }
     }
 }
@@ -329,4 +363,54 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         let _ = t.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricsOptions;
+    use crate::parser::record::l7_event;
+    use flowd_common::{FAMILY_IPV4, FlowKey, L7_HTTP_REQUEST, PROTO_TCP};
+
+    #[test]
+    fn pairing_evictions_reach_the_metrics() {
+        let (_obs, writer) = Observer::new(ObserverConfig::default()).expect("observer");
+        let metrics = Arc::new(Metrics::new(&MetricsOptions::default()));
+        let parser = Parser::new(ParserConfig {
+            pairing: PairingLimits {
+                max_connections: 1,
+                ..PairingLimits::default()
+            },
+            ..ParserConfig::default()
+        });
+        let mut p = Pipeline::new(parser, writer, Some(metrics.clone()), None);
+        // Three unanswered requests on three connections, room for one:
+        // the first two are evicted for capacity.
+        for port in [40_001u16, 40_002, 40_003] {
+            let key = FlowKey {
+                family: FAMILY_IPV4,
+                protocol: PROTO_TCP,
+                src_port: port,
+                dst_port: 80,
+                ..FlowKey::default()
+            };
+            let rec = l7_event(key, L7_HTTP_REQUEST, 1, 1, b"GET / HTTP/1.1\r\n\r\n");
+            p.on_event(DatapathEvent::L7(datapath::L7Event {
+                time: SystemTime::now(),
+                record: rec,
+            }));
+        }
+        p.tick(None);
+        p.tick(None); // reported once, not again
+        let text = metrics.encode_prometheus();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("flowd_l7_pairing_evictions"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("protocol=\"http\"") && line.contains("reason=\"capacity\""),
+            "{text}"
+        );
+        assert!(line.ends_with(" 2"), "{line}");
+    }
 }
