@@ -727,7 +727,7 @@ fn dns_udp_and_tcp_queries_and_answers() -> Result<()> {
         let qtype = cs.qtype.to_string();
         for d in [qd, rd] {
             assert_eq!(d.query, cs.name, "{cs:?}");
-            assert_eq!(d.qtypes, [qtype.clone()], "{cs:?}");
+            assert_eq!(d.qtypes, std::slice::from_ref(&qtype), "{cs:?}");
             assert_eq!(d.observation_source, "datapath");
         }
         assert_eq!(rd.rcode, u32::from(u16::from(cs.rcode)), "{cs:?}");

@@ -20,6 +20,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
 
+mod l7;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +45,21 @@ enum Cmd {
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
+    /// L7 capture cost: TC ns/run with L7 capture on vs. off, HTTP keep-alive
+    /// (also part of `bench`).
+    BenchL7 {
+        /// On/off pairs (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// HTTP requests per run.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -53,6 +70,12 @@ fn main() -> Result<()> {
             out,
             flowd,
         } => bench(pairs, seconds, &out, flowd),
+        Cmd::BenchL7 {
+            pairs,
+            requests,
+            out,
+            flowd,
+        } => bench_l7(pairs, requests, &out, flowd),
     }
 }
 
@@ -255,6 +278,22 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     println!("{report}");
     write_section(&workspace_root()?.join(out), &report)?;
     eprintln!("==> results written to {}", out.display());
+    bench_l7(pairs, 20_000, out, Some(bin))
+}
+
+/// `cargo xtask bench-l7` (issue 3), see l7.rs.
+fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+    let bin = match flowd {
+        Some(p) => p,
+        None => build_release()?,
+    };
+    ensure!(bin.exists(), "{} not found", bin.display());
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (needs root)")?;
+    let report = l7::bench_l7(&bin, pairs, requests)?;
+    println!("{report}");
+    l7::write_section(&workspace_root()?.join(out), &report)?;
+    eprintln!("==> L7 results written to {}", out.display());
     Ok(())
 }
 
