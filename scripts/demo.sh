@@ -4,6 +4,9 @@
 #
 #   sudo ./scripts/demo.sh                  # runs until Ctrl-C
 #   FLOWD_DEMO_SECONDS=30 ./scripts/demo.sh # ends by itself (used by the tests)
+#   FLOWD_DEMO_PROFILE=dev                  # debug build (faster to build)
+#   FLOWD_DEMO_DIR=/tmp/x                   # where the lab keeps its state and logs
+#   FLOWD_DEMO_BIN_DIR=target/debug         # skip the build, use these binaries
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,10 +17,17 @@ die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 bash scripts/setup.sh
 PROFILE="${FLOWD_DEMO_PROFILE:-release}"
-step "building flowd, relay, observe and the lab ($PROFILE)"
-cargo build --profile "$PROFILE" --locked -p flowd -p flowd-relay -p observe-cli -p flowd-lab
-[ "$PROFILE" = dev ] && PROFILE_DIR=debug || PROFILE_DIR=$PROFILE
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR"
+if [ -n "${FLOWD_DEMO_BIN_DIR:-}" ]; then
+  # Already built (the demo test uses the binaries of the test build).
+  BIN="$FLOWD_DEMO_BIN_DIR"
+  step "using the binaries in $BIN"
+else
+  step "building flowd, relay, observe and the lab ($PROFILE)"
+  cargo build --profile "$PROFILE" --locked -p flowd -p flowd-relay -p observe-cli -p flowd-lab
+  [ "$PROFILE" = dev ] && PROFILE_DIR=debug || PROFILE_DIR=$PROFILE
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE_DIR"
+fi
+for b in flowd relay observe lab; do [ -x "$BIN/$b" ] || die "$BIN/$b is missing"; done
 LAB="$BIN/lab"
 
 pids=()
@@ -40,7 +50,7 @@ nodes=$(echo "$node_list" | awk '{print $1}' | tr '\n' ' ')
 step "starting flowd on every node (examples/configmap.yaml)"
 peers=()
 for node in $nodes; do
-  "$LAB" exec --dir "$DIR" --node "$node" -- "$BIN/flowd" \
+  NO_COLOR=1 "$LAB" exec --dir "$DIR" --node "$node" -- "$BIN/flowd" \
     --config "$ROOT/examples/configmap.yaml" \
     --set "flowd-node-name=$node" \
     --set "flowd-manifests-dir=$DIR/manifests" \
@@ -49,20 +59,59 @@ for node in $nodes; do
   ip=$(echo "$node_list" | awk -v n="$node" '$1 == n {print $2}')
   peers+=(--peer "$node=$ip:4244")
 done
+# Pods per node, from the lab's state file: flowd is ready on a node when it
+# has attached to that many pod veths.
+pods_on() { python3 -c 'import json,sys; print(sum(1 for p in json.load(open(sys.argv[1]))["pods"] if p["node"] == sys.argv[2]))' "$DIR/lab-state.json" "$1"; }
+for node in $nodes; do
+  want=$(pods_on "$node")
+  for _ in $(seq 1 300); do
+    got=$(grep -c 'flowd::daemon.*attached ifname=' "$DIR/flowd-$node.log" 2>/dev/null || true)
+    [ "${got:-0}" -ge "$want" ] && break
+    grep -q '^Error' "$DIR/flowd-$node.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  [ "${got:-0}" -ge "$want" ] || die "flowd on $node did not attach to its $want pods; see $DIR/flowd-$node.log"
+  echo "flowd on $node: attached to $got pod interfaces"
+done
 
 step "starting the relay in the router namespace (:4245)"
 "$LAB" exec --dir "$DIR" --router -- "$BIN/relay" "${peers[@]}" >"$DIR/relay.log" 2>&1 &
 pids+=($!)
 observe() { "$LAB" exec --dir "$DIR" --router -- "$BIN/observe" --server 127.0.0.1:4245 "$@"; }
-for _ in $(seq 1 100); do observe status >/dev/null 2>&1 && break; sleep 0.2; done
-observe status || die "the relay did not come up; see $DIR/relay.log and $DIR/flowd-*.log"
+n_nodes=$(echo "$nodes" | wc -w)
+for _ in $(seq 1 150); do
+  observe status 2>/dev/null | grep -q "Connected Nodes: $n_nodes/$n_nodes" && break
+  sleep 0.2
+done
+observe status | grep -q "Connected Nodes: $n_nodes/$n_nodes" \
+  || die "the relay did not connect to all $n_nodes nodes; see $DIR/relay.log and $DIR/flowd-*.log"
+observe status
 
-step "sending traffic: the loadgen pod runs a fixed mix (200/201/402/404/503 and DNS) every second"
-"$LAB" traffic --dir "$DIR" --rounds 1000000 --interval-ms 1000 >"$DIR/traffic.json" 2>"$DIR/traffic.log" &
+T0=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+step "sending one round of the traffic mix from the loadgen pod (its report: $DIR/traffic-first-round.json)"
+"$LAB" traffic --dir "$DIR" --rounds 1 >"$DIR/traffic-first-round.json" 2>"$DIR/traffic.log" \
+  || die "the traffic generator failed; see $DIR/traffic.log"
+python3 - "$DIR/traffic-first-round.json" <<'PY'
+import collections, json, sys
+r = json.load(open(sys.argv[1]))
+http = collections.Counter()
+for h in r["sent"]["http"]:
+    http[h["status"]] += h["count"]
+dns = collections.Counter()
+for d in r["sent"]["dns"]:
+    dns[d["rcode"]] += d["count"]
+errors = sum(h["count"] for h in r["expected"]["http"] if h["status"] >= 400)
+print("sent: " + ", ".join(f"{n}x HTTP {s}" for s, n in sorted(http.items()))
+      + "; DNS " + ", ".join(f"{n}x {c}" for c, n in sorted(dns.items())))
+print(f"HTTP exchanges with a 4xx/5xx answer in the whole cluster (downstream calls included): {errors}")
+PY
+step "then the same mix every second, in the background"
+"$LAB" traffic --dir "$DIR" --rounds 1000000 --interval-ms 1000 >"$DIR/traffic.json" 2>>"$DIR/traffic.log" &
 pids+=($!)
 
-step "observe --namespace ecommerce --http-status 400-599   (HTTP errors, all nodes)"
-timeout 5 bash -c "$(declare -f observe); LAB=$LAB DIR=$DIR BIN=$BIN; observe --namespace ecommerce --http-status 400-599 --follow" || true
+step "observe --namespace ecommerce --http-status 400-599   (HTTP errors, all nodes, since the first round)"
+echo "(one line per observation point: a pod's veth on the client's node and on the server's node)"
+timeout 5 bash -c "$(declare -f observe); LAB=$LAB DIR=$DIR BIN=$BIN; observe --namespace ecommerce --http-status 400-599 --since $T0 --follow" || true
 
 step "observe --protocol dns --last 10   (DNS, from the datapath; no proxy)"
 observe --protocol dns --last 10 || true

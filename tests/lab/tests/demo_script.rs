@@ -1,0 +1,167 @@
+//! The README's demo command, run as a user would (non-interactively, ended
+//! by FLOWD_DEMO_SECONDS), with the workspace's built binaries: it must exit
+//! cleanly, and its `observe --namespace ecommerce --http-status 400-599`
+//! view must show exactly the kinds of 4xx/5xx exchanges the traffic
+//! generator's first round caused (client, server, path, status), every one
+//! of them, and nothing else.
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use flowd_lab::cluster::bins;
+use flowd_lab::traffic::TrafficReport;
+
+/// (client pod, server pod or address, path, status)
+type Exchange = (String, String, String, u16);
+
+const SECTION: &str = "observe --namespace ecommerce --http-status 400-599";
+
+/// The flow lines of the 4xx/5xx section of the demo's output.
+fn error_section(out: &str) -> Result<Vec<&str>> {
+    let mut lines = out.lines().skip_while(|l| !l.contains(SECTION));
+    lines
+        .next()
+        .with_context(|| format!("the demo printed no {SECTION:?} step"))?;
+    Ok(lines
+        .take_while(|l| !l.contains("==>"))
+        .filter(|l| l.contains(" <- ") || l.contains(" -> "))
+        .collect())
+}
+
+/// `ns/pod:port` → pod, `ip:port` → ip.
+fn endpoint(s: &str) -> String {
+    let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
+    host.rsplit_once('/').map_or(host, |(_, p)| p).to_string()
+}
+
+/// A compact line: `TIME: CLIENT <- SERVER HTTP/1.1 METHOD URL => STATUS (LAT) VERDICT`.
+fn parse_line(line: &str) -> Result<Exchange> {
+    let (_, rest) = line.split_once(": ").context("no timestamp")?;
+    let t: Vec<&str> = rest.split_whitespace().collect();
+    ensure!(t.len() >= 8 && t[1] == "<-", "not an HTTP response line");
+    let arrow = t.iter().position(|x| *x == "=>").context("no status")?;
+    ensure!(arrow == 6, "response without its request (no method/URL)");
+    let url = t[5];
+    let path = url
+        .strip_prefix("http://")
+        .and_then(|u| u.find('/').map(|i| &u[i..]))
+        .unwrap_or(url)
+        .to_string();
+    let status: u16 = t[7].parse().context("status")?;
+    Ok((endpoint(t[0]), endpoint(t[2]), path, status))
+}
+
+fn expected(report: &TrafficReport) -> BTreeSet<Exchange> {
+    report
+        .expected
+        .http
+        .iter()
+        .filter(|h| (400..=599).contains(&h.status))
+        .filter(|h| {
+            h.source_namespace == "ecommerce"
+                || h.destination_namespace.as_deref() == Some("ecommerce")
+        })
+        .map(|h| {
+            let server = h
+                .destination_pod
+                .clone()
+                .unwrap_or_else(|| h.backend_ip.to_string());
+            (h.source_pod.clone(), server, h.path.clone(), h.status)
+        })
+        .collect()
+}
+
+#[test]
+fn demo_shows_the_generators_http_errors() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin_dir = bins::dir()?;
+    for b in ["flowd", "relay", "observe", "lab"] {
+        bins::path(b)?;
+    }
+    let dir = std::env::temp_dir().join(format!("flowd-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    struct Cleanup<'a>(&'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _cleanup = Cleanup(&dir);
+
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(root.join("scripts/demo.sh"))
+        .env("FLOWD_DEMO_SECONDS", "2")
+        .env("FLOWD_DEMO_DIR", &dir)
+        .env("FLOWD_DEMO_BIN_DIR", &bin_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running scripts/demo.sh")?;
+    // The demo ends by itself; a hung demo is killed (its trap tears the lab down).
+    let deadline = started + Duration::from_secs(240);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the demo did not end within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output()?;
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        status.success(),
+        "the demo failed ({status}):\n{out}\n{err}"
+    );
+    eprintln!("demo ran in {:?}", started.elapsed());
+
+    let report: TrafficReport = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("traffic-first-round.json"))
+            .context("the demo wrote no traffic-first-round.json")?,
+    )?;
+    let want = expected(&report);
+    ensure!(
+        !want.is_empty(),
+        "the generator's mix has no 4xx/5xx exchange"
+    );
+
+    let lines = error_section(&out)?;
+    let mut got = BTreeSet::new();
+    for l in &lines {
+        got.insert(
+            parse_line(l).with_context(|| format!("unexpected line in the error view: {l}"))?,
+        );
+    }
+    for e in &got {
+        ensure!(
+            (400..=599).contains(&e.3),
+            "status {} in the 4xx/5xx view",
+            e.3
+        );
+    }
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "the demo's error view differs from the generator's report\nmissing: {missing:#?}\nunexpected: {extra:#?}\noutput:\n{out}"
+    );
+    // The DNS view and the metrics sample are there too.
+    ensure!(
+        out.contains("NXDOMAIN"),
+        "the DNS view shows no NXDOMAIN answer"
+    );
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("hubble_http_requests_total")),
+        "the metrics sample shows no hubble_http_requests_total"
+    );
+    Ok(())
+}
