@@ -12,6 +12,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod drops;
 mod l7;
 mod packet;
 mod parse;

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowd_proto::flow::{Flow, LostEventSource};
+use flowd_proto::flow::{Flow, LostEventSource, TrafficDirection};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -60,6 +60,10 @@ pub struct Pipeline {
     kernel_lost_reported: u64,
     /// Pairing-table evictions already added to the metrics.
     evictions_reported: [u64; 4],
+    /// Running kernel drop totals → counts.
+    drops: datapath::drops::DropCounter,
+    /// Endpoint snapshot version whose pod IPs the drop program has.
+    drop_addrs_version: Option<u64>,
 }
 
 impl Pipeline {
@@ -76,6 +80,8 @@ impl Pipeline {
             endpoints,
             kernel_lost_reported: 0,
             evictions_reported: [0; 4],
+            drops: datapath::drops::DropCounter::default(),
+            drop_addrs_version: None,
         }
     }
 
@@ -92,15 +98,49 @@ impl Pipeline {
                     self.emit(flow, e.record.key.direction);
                 }
             }
-            DatapathEvent::Drop(_) => {
-                // Kernel drop reasons are not turned into flows yet (issue 11).
-            }
+            DatapathEvent::Drop(r) => self.on_drop(&r),
             DatapathEvent::Attached(a) => {
                 info!(ifname = %a.ifname, ifindex = a.ifindex, mechanism = a.mechanism, "attached");
             }
             DatapathEvent::Detached { ifindex, ifname } => {
                 info!(%ifname, ifindex, "detached");
             }
+        }
+    }
+
+    /// A kernel drop report → one DROPPED flow for the drops it adds.
+    fn on_drop(&mut self, r: &datapath::DropRecord) {
+        let count = self.drops.delta(r);
+        if count == 0 {
+            return;
+        }
+        let mut flow = self.parser.drop_flow(r, count, unix_ns(r.time));
+        if let Some(e) = &self.endpoints {
+            // No hook: the drop happened wherever the kernel freed the skb.
+            e.enrich(&mut flow, None);
+            flow.traffic_direction = drop_direction(&e.snapshot(), &flow) as i32;
+        }
+        if let Some(m) = &self.metrics {
+            m.process(&flow);
+        }
+        self.writer.push(&flow);
+    }
+
+    /// Gives the drop program the addresses of this node's pods when they change.
+    pub fn sync_drop_addresses(&mut self, dp: &Datapath) {
+        let Some(e) = &self.endpoints else { return };
+        let snap = e.snapshot();
+        if self.drop_addrs_version == Some(snap.version) {
+            return;
+        }
+        let addrs: Vec<std::net::IpAddr> = snap
+            .local_pods()
+            .iter()
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        match dp.set_drop_addresses(&addrs) {
+            Ok(()) => self.drop_addrs_version = Some(snap.version),
+            Err(e) => warn!(error = %e, "updating the drop program's pod addresses"),
         }
     }
 
@@ -119,7 +159,12 @@ impl Pipeline {
     pub fn tick(&mut self, dp: Option<&Datapath>) {
         self.parser.expire(ktime_now_ns());
         self.report_evictions();
+        // Well past the kernel's idle deletion of drop entries.
+        if let Some(t) = SystemTime::now().checked_sub(Duration::from_secs(600)) {
+            self.drops.expire(t);
+        }
         let Some(dp) = dp else { return };
+        self.sync_drop_addresses(dp);
         match dp.counters() {
             Ok(c) => {
                 let delta = c.events_lost.saturating_sub(self.kernel_lost_reported);
@@ -169,6 +214,23 @@ impl Pipeline {
     }
 }
 
+/// Direction of a dropped packet: INGRESS when it was going to a pod of this
+/// node, EGRESS when it came from one, unknown otherwise.
+fn drop_direction(snap: &crate::endpoints::store::Snapshot, flow: &Flow) -> TrafficDirection {
+    let local = |a: Option<&String>| {
+        a.and_then(|s| s.parse().ok())
+            .is_some_and(|ip| snap.is_local_pod(ip))
+    };
+    let ip = flow.ip.as_ref();
+    if local(ip.map(|i| &i.destination)) {
+        TrafficDirection::Ingress
+    } else if local(ip.map(|i| &i.source)) {
+        TrafficDirection::Egress
+    } else {
+        TrafficDirection::Unknown
+    }
+}
+
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -190,6 +252,10 @@ pub fn datapath_config(c: &Config) -> DatapathConfig {
         flow_map_entries: c.flow_map_entries,
         aggregation_interval: aggregation_interval(c),
         l7_max_bytes: c.l7_max_bytes,
+        drops: datapath::drops::DropsConfig {
+            enabled: c.drops_enabled,
+            ..Default::default()
+        },
         ..DatapathConfig::default()
     }
 }

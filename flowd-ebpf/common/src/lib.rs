@@ -165,7 +165,12 @@ pub struct L7Event {
 }
 const _: () = assert!(core::mem::size_of::<L7Event>() == 16 + 48 + 16 + L7_MAX_PAYLOAD);
 
-/// A packet the kernel dropped (EV_DROP), aggregated per flow and reason.
+/// A packet the kernel dropped (EV_DROP): the running total of one
+/// [`DropKey`] (flow and reason), sent on its first drop and then at most once
+/// per aggregation interval; user space also sweeps the `DROPS` map to report
+/// tails. Totals (not deltas) make the reports idempotent: user space counts
+/// `total` minus what it already counted for the same entry generation
+/// (`first_seen_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DropEvent {
@@ -173,10 +178,75 @@ pub struct DropEvent {
     pub key: FlowKey,
     /// enum skb_drop_reason value.
     pub reason: u32,
-    /// Drops of this key and reason since the last report.
-    pub count: u32,
+    pub _pad: u32,
+    /// Drops of this key and reason since the map entry was created.
+    pub total: u64,
+    /// When the map entry was created (CLOCK_MONOTONIC, tick resolution):
+    /// a different value for the same key means a new entry, counted from 0.
+    pub first_seen_ns: u64,
+    /// `net_device.name` of skb->dev (may be in another network namespace
+    /// than flowd: the ifindex alone is ambiguous), NUL-padded.
+    pub ifname: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 104);
+
+/// The key of the `DROPS` map: a flow (`direction` unused, 0) and the reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DropKey {
+    pub key: FlowKey,
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropKey>() == 56);
+
+/// Value of the `DROPS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropStats {
+    pub total: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub last_report_ns: u64,
+    pub ifname: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DropStats>() == 48);
+
+/// `enum skb_drop_reason` values the drop program treats as "not a drop":
+/// SKB_NOT_DROPPED_YET (0), SKB_CONSUMED (1) and SKB_DROP_REASON_NOT_SPECIFIED
+/// (2, plain kfree_skb() calls: mostly frees that are not packet drops).
+pub const DROP_REASON_MAX_IGNORED: u32 = 2;
+
+/// Offsets in the `skb:kfree_skb` tracepoint record the program is built
+/// for; user space checks them against the running kernel's format file.
+pub const TP_KFREE_SKB_SKBADDR: usize = 8;
+pub const TP_KFREE_SKB_PROTOCOL: usize = 32;
+pub const TP_KFREE_SKB_REASON: usize = 36;
+
+/// [`DropConfig::flags`]: the offsets are filled in; without it the program reports nothing.
+pub const DROP_F_READY: u32 = 0x1;
+/// Report drops of every packet, not only of packets to/from `DROP_ADDRS`.
+pub const DROP_F_ALL: u32 = 0x2;
+
+/// Run-time configuration of the drop program, one entry in `DROP_CONFIG`.
+/// Rust eBPF has no CO-RE: user space reads member offsets from the kernel's
+/// BTF and writes them here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropConfig {
+    /// Minimum time between two EV_DROP events of one DropKey.
+    pub interval_ns: u64,
+    pub flags: u32,
+    /// Byte offsets of sk_buff.head, .network_header, .transport_header, .dev.
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_transport_header: u16,
+    pub skb_dev: u16,
+    /// Byte offsets of net_device.ifindex and .name.
+    pub dev_ifindex: u16,
+    pub dev_name: u16,
+}
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 24);
 
 /// Indices of the per-CPU `COUNTERS` array.
 pub const CNT_EVENTS_SUBMITTED: u32 = 0;
@@ -191,7 +261,10 @@ pub const CNT_PACKETS_TRUNCATED: u32 = 4;
 /// The flow map was full and the update failed.
 pub const CNT_FLOW_MAP_ERRORS: u32 = 5;
 pub const CNT_L7_EVENTS: u32 = 6;
+/// Kernel drops (reason above DROP_REASON_MAX_IGNORED) of observed packets.
 pub const CNT_DROPS_SEEN: u32 = 7;
+/// The DROPS map was full and an insert failed: those drops were not counted.
+pub const CNT_DROP_MAP_ERRORS: u32 = 8;
 pub const CNT_MAX: u32 = 16;
 
 /// Run-time configuration, a single entry in the `CONFIG` array map.
@@ -212,6 +285,9 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::DropStats {}
+    unsafe impl aya::Pod for super::DropConfig {}
 }
 
 /// Program and map names in the eBPF object (the loader and tests use these).
@@ -228,4 +304,13 @@ pub mod names {
     pub const MAP_CONFIG: &str = "CONFIG";
     /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
     pub const MAP_L7_PORTS: &str = "L7_PORTS";
+    /// The skb:kfree_skb tracepoint program and its empty benchmark baseline.
+    pub const PROG_KFREE_SKB: &str = "flowd_kfree_skb";
+    pub const PROG_TP_EMPTY: &str = "bench_tp_empty";
+    /// LruHashMap<DropKey, DropStats>.
+    pub const MAP_DROPS: &str = "DROPS";
+    /// Array<DropConfig> with one entry.
+    pub const MAP_DROP_CONFIG: &str = "DROP_CONFIG";
+    /// HashMap<[u8; 16] address, u8>: pod addresses whose drops are reported.
+    pub const MAP_DROP_ADDRS: &str = "DROP_ADDRS";
 }

@@ -10,8 +10,10 @@
 //! XDP links), so the kernel removes them when the process dies, even by
 //! SIGKILL. Legacy clsact filters (older kernels) are reclaimed at start.
 mod attach;
+mod btf;
 pub mod clock;
 pub mod decode;
+pub mod drops;
 mod linkwatch;
 mod loader;
 mod ring;
@@ -144,6 +146,8 @@ pub struct DatapathConfig {
     pub channel_capacity: usize,
     /// Watch rtnetlink for interfaces that appear or disappear later.
     pub watch_links: bool,
+    /// The skb:kfree_skb drop program (see [`drops`]).
+    pub drops: drops::DropsConfig,
 }
 
 impl Default for DatapathConfig {
@@ -157,6 +161,7 @@ impl Default for DatapathConfig {
             programs: ProgramSet::Flowd,
             channel_capacity: 8192,
             watch_links: true,
+            drops: drops::DropsConfig::default(),
         }
     }
 }
@@ -235,13 +240,23 @@ pub struct L7Event {
     pub record: L7Record,
 }
 
+/// A kernel drop report: the running total of one flow and reason
+/// ([`drops::DropCounter`] turns totals into counts).
 #[derive(Debug, Clone)]
 pub struct DropRecord {
+    /// Wall-clock time of the report (ring) or of the last drop (sweep).
     pub time: SystemTime,
+    /// Submitting CPU; u32::MAX for records of the user-space sweep.
     pub cpu: u32,
     pub key: FlowKey,
+    /// enum skb_drop_reason value and its name on the running kernel.
     pub reason: u32,
-    pub count: u32,
+    pub reason_name: String,
+    pub total: u64,
+    /// Generation of the kernel's map entry.
+    pub first_seen_ns: u64,
+    /// Name of skb->dev (possibly in a pod's network namespace); "" if none.
+    pub ifname: String,
 }
 
 /// Sums over CPUs of the kernel's COUNTERS, plus the reader's own counts.
@@ -255,6 +270,7 @@ pub struct Counters {
     pub flow_map_errors: u64,
     pub l7_events: u64,
     pub drops_seen: u64,
+    pub drop_map_errors: u64,
     /// Records read from the ring buffer by user space.
     pub records_read: u64,
     /// Records that were short or of an unknown kind (skipped).
@@ -288,6 +304,7 @@ pub struct Datapath {
     reader_stats: Arc<ReaderStats>,
     clock: Arc<KernelClock>,
     tasks: Vec<JoinHandle<()>>,
+    drops: Option<Arc<Mutex<drops::DropMaps>>>,
 }
 
 impl Datapath {
@@ -299,7 +316,15 @@ impl Datapath {
         cfg: DatapathConfig,
     ) -> Result<(Self, mpsc::Receiver<DatapathEvent>), Error> {
         validate(&cfg)?;
-        let loaded = loader::load(&cfg)?;
+        let mut loaded = loader::load(&cfg)?;
+        // Drops are an addition to flows: without them flowd still observes.
+        let drop_maps = match drops::setup(&mut loaded.ebpf, &cfg.drops, cfg.aggregation_interval) {
+            Ok(m) => m.map(|m| Arc::new(Mutex::new(m))),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel drop reporting (skb:kfree_skb) unavailable");
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
         let clock = Arc::new(KernelClock::new());
         let reader_stats = Arc::new(ReaderStats::default());
@@ -315,6 +340,14 @@ impl Datapath {
             clock.clone(),
             reader_stats.clone(),
         )?);
+        if let Some(m) = &drop_maps {
+            tasks.push(drops::spawn_sweep(
+                m.clone(),
+                tx.clone(),
+                clock.clone(),
+                cfg.aggregation_interval,
+            ));
+        }
         // Subscribe before listing existing links so that none is missed in between.
         let nl = linkwatch::open(cfg.watch_links)?;
         let links = nl.list_links().await?;
@@ -337,9 +370,22 @@ impl Datapath {
                 reader_stats,
                 clock,
                 tasks,
+                drops: drop_maps,
             },
             rx,
         ))
+    }
+
+    /// The addresses (pod IPs) whose drops are reported; replaces the set.
+    /// A no-op when the drop program is off.
+    pub fn set_drop_addresses(&self, addrs: &[std::net::IpAddr]) -> Result<(), Error> {
+        match &self.drops {
+            Some(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_addresses(addrs),
+            None => Ok(()),
+        }
     }
 
     /// Interfaces with programs attached now.
@@ -366,6 +412,7 @@ impl Datapath {
             flow_map_errors: sum(CNT_FLOW_MAP_ERRORS)?,
             l7_events: sum(CNT_L7_EVENTS)?,
             drops_seen: sum(CNT_DROPS_SEEN)?,
+            drop_map_errors: sum(CNT_DROP_MAP_ERRORS)?,
             records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
             records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
         })

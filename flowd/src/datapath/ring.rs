@@ -9,7 +9,7 @@ use tokio::{
 };
 
 use super::{
-    DatapathEvent, DropRecord, Error, FlowRecord, L7Event, ReaderStats,
+    DatapathEvent, Error, FlowRecord, L7Event, ReaderStats,
     clock::KernelClock,
     decode::{Record, decode},
 };
@@ -85,12 +85,6 @@ fn to_event(r: Record, clock: &KernelClock) -> DatapathEvent {
             time: clock.to_system_time(record.header.ts_ns),
             record,
         }),
-        Record::Drop(ev) => DatapathEvent::Drop(DropRecord {
-            time: clock.to_system_time(ev.header.ts_ns),
-            cpu: ev.header.cpu,
-            key: ev.key,
-            reason: ev.reason,
-            count: ev.count,
-        }),
+        Record::Drop(ev) => DatapathEvent::Drop(super::drops::record(&ev, clock)),
     }
 }

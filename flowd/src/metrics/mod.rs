@@ -651,8 +651,10 @@ impl Handler {
                 push_labels(&spec.context, flow, false, l);
                 l.push(("reason", drop_reason(flow)));
                 l.push(("protocol", flow_protocol(flow).to_string()));
+                // A kernel drop flow stands for drop_count drops (aggregated).
+                let n = flow.drop_count.max(1);
                 s.with(l, now, |c| {
-                    c.inc();
+                    c.inc_by(n);
                 });
             }
             Handler::Tcp(spec, s) => {

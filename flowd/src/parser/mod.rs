@@ -13,6 +13,7 @@
 //! message start gives a typed [`NotL7`], never a flow or a panic.
 
 pub mod dns;
+pub mod drop;
 pub mod http;
 pub mod l34;
 pub mod pairing;
@@ -147,6 +148,16 @@ impl Parser {
     }
 
     /// Converts an L3/L4 event (see [`l34::flow`]) with a fresh UUID.
+    /// A DROPPED flow for `count` kernel drops of a drop record.
+    pub fn drop_flow(
+        &self,
+        r: &crate::datapath::DropRecord,
+        count: u64,
+        time_unix_ns: u64,
+    ) -> Flow {
+        drop::flow(r, count, time_unix_ns, &self.cfg.node_name, new_uuid())
+    }
+
     pub fn l34_flow(&self, ev: &flowd_common::FlowEvent, time_unix_ns: u64) -> Flow {
         l34::flow(
             ev,
