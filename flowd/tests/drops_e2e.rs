@@ -20,22 +20,51 @@ use flowd_proto::flow::{DropReason, EventTypeFilter, Flow, FlowFilter, Verdict, 
 use flowd_proto::observer::{
     GetFlowsRequest, get_flows_response::ResponseTypes, observer_client::ObserverClient,
 };
-use flowd_tests::{ChildGuard, Netns, Pair, add_addr, flowd::TempDir, link_up, wait_until};
+use flowd_tests::{
+    ChildGuard, Netns, Pair, add_addr, flowd::TempDir, link_up, wait_oper_up, wait_until,
+};
 use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowd");
 const API: &str = "127.0.0.1:4245";
 const METRICS: &str = "127.0.0.1:9965";
-const POD_IP: &str = Pair::B4;
+
+/// Node and pod namespaces joined by a veth, with addresses of their own:
+/// the drop program sees every namespace of the machine, so tests running at
+/// the same time (here or in other test binaries) must not share pod IPs.
+struct Topo {
+    p: Pair,
+    node_ip: String,
+    pod_ip: String,
+}
+
+impl Topo {
+    fn create(tag: &str, idx: u32) -> Result<Self> {
+        let p = Pair::create(tag)?;
+        let net = 10 + (std::process::id() * 2 + idx) % 240;
+        let (node_ip, pod_ip) = (format!("10.87.{net}.1"), format!("10.87.{net}.2"));
+        add_addr(&p.a, &p.veth.a, &format!("{node_ip}/24"))?;
+        add_addr(&p.b, &p.veth.b, &format!("{pod_ip}/24"))?;
+        link_up(&p.a, &p.veth.a)?;
+        link_up(&p.b, &p.veth.b)?;
+        wait_oper_up(&p.a, &p.veth.a)?;
+        wait_oper_up(&p.b, &p.veth.b)?;
+        Ok(Self { p, node_ip, pod_ip })
+    }
+
+    fn pod_addr(&self, port: u16) -> String {
+        format!("{}:{port}", self.pod_ip)
+    }
+}
 
 /// The pod of the manifest: namespace `demo`, pod `server`, on node `n1`.
-fn manifests(dir: &Path) -> Result<()> {
+fn manifests(dir: &Path, pod_ip: &str) -> Result<()> {
     std::fs::write(
         dir.join("pod.yaml"),
         format!(
             "kind: Pod\nmetadata: {{name: server, namespace: demo, uid: u1, labels: {{app: server}}}}\n\
              spec: {{nodeName: n1, containers: [{{name: app, image: x}}]}}\n\
-             status: {{podIP: {POD_IP}, podIPs: [{{ip: {POD_IP}}}]}}\n"
+             status: {{podIP: {pod_ip}, podIPs: [{{ip: {pod_ip}}}]}}\n"
         ),
     )?;
     Ok(())
@@ -49,9 +78,9 @@ struct Daemon {
 impl Daemon {
     /// flowd as the node daemon in `node`, watching `veth-a`, reporting drops
     /// of the manifest's pod with a 1 s aggregation interval.
-    fn start(node: &Netns) -> Result<Self> {
+    fn start(node: &Netns, pod_ip: &str) -> Result<Self> {
         let dir = TempDir::new("drops")?;
-        manifests(&dir.0)?;
+        manifests(&dir.0, pod_ip)?;
         let mut cmd = node.command(BIN);
         cmd.env("RUST_LOG", "warn");
         for kv in [
@@ -202,18 +231,13 @@ fn send_udp(ns: &Netns, dst: &str, n: usize, ttl: Option<u32>, sports: u16) -> R
 /// Waits until the drop program knows the pod's address: TCP connects to a
 /// closed port of the pod (each dropped as NO_SOCKET/TCP) until one is
 /// reported. UDP counts, asserted later, are not touched.
-fn wait_pod_observed(node: &Netns) -> Result<()> {
+fn wait_pod_observed(node: &Netns, pod: SocketAddr) -> Result<()> {
     wait_until(
         "pod address in the drop program",
         Duration::from_secs(20),
         || {
-            let _ = node.run(|| {
-                TcpStream::connect_timeout(
-                    &"10.200.0.2:9".parse().ok()?,
-                    Duration::from_millis(200),
-                )
-                .ok()
-            })?;
+            let _ = node
+                .run(move || TcpStream::connect_timeout(&pod, Duration::from_millis(200)).ok())?;
             Ok((drop_metric(&metrics(node)?, "NO_SOCKET", "TCP") > 0).then_some(()))
         },
     )
@@ -256,9 +280,8 @@ fn nft_counter(ns: &Netns) -> Result<u64> {
 #[test]
 fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     let started = Instant::now();
-    let p = Pair::create("drp")?;
-    let (node, pod) = (&p.a, &p.b);
-    p.up()?;
+    let t = Topo::create("drp", 0)?;
+    let (node, pod) = (&t.p.a, &t.p.b);
     // The pod drops UDP to port 7777 with a netfilter rule (counted by nft).
     nft(
         pod,
@@ -271,18 +294,18 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     add_addr(node, "rt0", "10.201.0.1/24")?;
     link_up(node, "rt0")?;
     link_up(node, "rt1")?;
-    pod.ip(&["route", "add", "10.201.0.0/24", "via", Pair::A4])?;
+    pod.ip(&["route", "add", "10.201.0.0/24", "via", &t.node_ip])?;
 
-    let daemon = Daemon::start(node)?;
-    wait_pod_observed(node)?;
+    let daemon = Daemon::start(node, &t.pod_ip)?;
+    wait_pod_observed(node, t.pod_addr(9).parse()?)?;
 
     let no_ports0 = nstat(pod, "UdpNoPorts")?;
     let hdr_err0 = nstat(node, "IpInHdrErrors")?;
     const N_NOSOCK: usize = 57;
     const N_NFT: usize = 23;
     const N_TTL: usize = 11;
-    send_udp(node, "10.200.0.2:9999", N_NOSOCK, None, 1)?;
-    send_udp(node, "10.200.0.2:7777", N_NFT, None, 1)?;
+    send_udp(node, &t.pod_addr(9999), N_NOSOCK, None, 1)?;
+    send_udp(node, &t.pod_addr(7777), N_NFT, None, 1)?;
     send_udp(pod, "10.201.0.5:5000", N_TTL, Some(1), 1)?;
 
     // Independent oracles: the kernel's counters.
@@ -337,7 +360,10 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
         .context("NO_SOCKET flow")?;
     assert_eq!(f.drop_reason_desc, DropReason::Unknown as i32);
     assert!(f.kernel_drop_reason_code > 2);
-    assert_eq!(f.ip.as_ref().map(|i| i.destination.as_str()), Some(POD_IP));
+    assert_eq!(
+        f.ip.as_ref().map(|i| i.destination.as_str()),
+        Some(t.pod_ip.as_str())
+    );
     let dst = f.destination.as_ref().context("destination endpoint")?;
     assert_eq!(
         (dst.namespace.as_str(), dst.pod_name.as_str()),
@@ -359,7 +385,10 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
         .find(|f| f.kernel_drop_reason == "IP_INHDR")
         .context("IP_INHDR flow")?;
     assert_eq!(f.drop_reason_desc, DropReason::InvalidPacketDropped as i32);
-    assert_eq!(f.ip.as_ref().map(|i| i.source.as_str()), Some(POD_IP));
+    assert_eq!(
+        f.ip.as_ref().map(|i| i.source.as_str()),
+        Some(t.pod_ip.as_str())
+    );
     assert_eq!(
         f.interface.as_ref().map(|i| i.name.as_str()),
         Some("veth-a")
@@ -384,11 +413,10 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
 #[test]
 fn drop_flood_costs_bounded_events() -> Result<()> {
     let started = Instant::now();
-    let p = Pair::create("drf")?;
-    let (node, pod) = (&p.a, &p.b);
-    p.up()?;
-    let daemon = Daemon::start(node)?;
-    wait_pod_observed(node)?;
+    let t = Topo::create("drf", 1)?;
+    let (node, pod) = (&t.p.a, &t.p.b);
+    let daemon = Daemon::start(node, &t.pod_ip)?;
+    wait_pod_observed(node, t.pod_addr(9).parse()?)?;
 
     let m0 = metrics(node)?;
     let events0 = m0
@@ -400,9 +428,9 @@ fn drop_flood_costs_bounded_events() -> Result<()> {
     // 16 flows (source ports), as fast as one sender thread goes.
     const N: usize = 120_000;
     const FLOWS: u16 = 16;
-    let t = Instant::now();
-    send_udp(node, "10.200.0.2:9999", N, None, FLOWS)?;
-    let send_time = t.elapsed();
+    let t0 = Instant::now();
+    send_udp(node, &t.pod_addr(9999), N, None, FLOWS)?;
+    let send_time = t0.elapsed();
     let dropped = nstat(pod, "UdpNoPorts")? - no_ports0;
 
     let m = wait_until("flood counted", Duration::from_secs(15), || {
