@@ -485,6 +485,7 @@ const FLOWD_EXTENSIONS: &[(&str, &str, u32, &str)] = &[
     ("flow.Flow", "kernel_drop_reason", 1000, "string"),
     ("flow.Flow", "kernel_drop_reason_code", 1001, "uint32"),
     ("flow.Flow", "stats", 1002, "flow.FlowStats"),
+    ("flow.Flow", "drop_count", 1003, "uint64"),
     ("flow.Layer7", "exchange_id", 1000, "uint64"),
     ("flow.Layer7", "unpaired", 1001, "bool"),
     (
