@@ -354,6 +354,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let mut tasks = Vec::new();
     let mut background = Vec::new();
     let endpoints = start_endpoints(&config, &mut background)?;
+    let peers = crate::peer::PeerService::new(
+        endpoints.clone(),
+        crate::peer::PeerConfig::from_config(&config),
+    );
     let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints));
 
     if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
@@ -383,12 +387,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         info!(%addr, tls = tls.is_some(), mtls = tls.is_some() && !config.hubble_tls_client_ca_files.is_empty(), "Observer API listening");
         let mut stop = shutdown.clone();
         let obs = observer.clone();
+        // The peer service shares the Observer API's server, as in Cilium.
+        let routes =
+            tonic::service::Routes::new(obs.into_service()).add_service(peers.into_service());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = obs
-                .serve_with_listener_tls(listener, tls, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+            if let Err(e) = crate::observer::serve_routes(routes, listener, tls, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
             {
                 warn!(error = %e, "Observer API stopped");
             }

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: kernel events (`datapath`) → flows (`parser`) →
 //! pod identity (`endpoints`) → flow store and API (`observer`, `filters`) →
-//! `metrics` and `export`. `config` reads the ConfigMap that drives it all.
+//! `metrics` and `export`; `peer` announces the nodes to relays. `config`
+//! reads the ConfigMap that drives it all.
 pub mod app;
 pub mod config;
 pub mod daemon;
@@ -13,3 +14,4 @@ pub mod filters;
 pub mod metrics;
 pub mod observer;
 pub mod parser;
+pub mod peer;

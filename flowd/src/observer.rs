@@ -276,21 +276,13 @@ impl Observer {
         tls: Option<tonic::transport::ServerTlsConfig>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ObserverError> {
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|source| ObserverError::Serve { addr, source })?;
-        }
-        builder
-            .add_service(self.into_service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|source| ObserverError::Serve { addr, source })
+        serve_routes(
+            tonic::service::Routes::new(self.into_service()),
+            listener,
+            tls,
+            shutdown,
+        )
+        .await
     }
 
     pub fn stats(&self) -> BufferStats {
@@ -330,6 +322,31 @@ impl Observer {
     pub fn config(&self) -> &ObserverConfig {
         &self.shared.config
     }
+}
+
+/// Serves gRPC services on an already bound listener, over TLS when `tls` is
+/// given: the daemon's :4244 server (Observer, Peer) is built here.
+pub async fn serve_routes(
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ObserverError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|source| ObserverError::Serve { addr, source })?;
+    }
+    builder
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| ObserverError::Serve { addr, source })
 }
 
 impl FlowWriter {

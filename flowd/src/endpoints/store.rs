@@ -64,6 +64,7 @@ pub struct Snapshot {
     cluster_cidrs: Vec<IpNetwork>,
     interfaces: HashMap<u32, Arc<Interface>>,
     local_pods: Vec<Arc<Pod>>,
+    nodes: Vec<Arc<Node>>,
     world: Arc<Endpoint>,
     unknown: Arc<Endpoint>,
     /// Incremented on every change.
@@ -98,6 +99,12 @@ impl Snapshot {
     /// network), sorted by key.
     pub fn local_pods(&self) -> &[Arc<Pod>] {
         &self.local_pods
+    }
+
+    /// Every node of the cluster the sources know, sorted by name (the peer
+    /// service announces them).
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
     }
 
     /// Whether the address is a pod of this node.
@@ -314,6 +321,8 @@ impl EndpointStore {
                 services.insert(*ip, key.clone());
             }
         }
+        let mut nodes: Vec<Arc<Node>> = o.nodes.values().cloned().collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         cluster_cidrs.sort_by_key(|c| (c.ip(), c.prefix()));
         cluster_cidrs.dedup();
         let snap = Snapshot {
@@ -324,6 +333,7 @@ impl EndpointStore {
             cluster_cidrs,
             interfaces: o.interfaces.clone(),
             local_pods,
+            nodes,
             world: Arc::new(Endpoint::reserved(identity::WORLD, RESERVED_WORLD)),
             unknown: Arc::new(Endpoint::reserved(identity::UNKNOWN, RESERVED_UNKNOWN)),
             version,
