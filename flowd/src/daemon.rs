@@ -256,6 +256,7 @@ pub fn datapath_config(c: &Config) -> DatapathConfig {
             enabled: c.drops_enabled,
             ..Default::default()
         },
+        l7_dns_ports: c.l7_dns_ports.clone(),
         ..DatapathConfig::default()
     }
 }

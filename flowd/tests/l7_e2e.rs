@@ -93,10 +93,10 @@ struct Lab {
 }
 
 impl Lab {
-    fn start(tag: &str) -> Result<Self> {
+    fn start(tag: &str, extra: &[&str]) -> Result<Self> {
         let pair = Pair::create(tag)?;
         let mut cmd = pair.a.command(BIN);
-        cmd.args([
+        cmd.args(extra).args([
             "-i",
             "veth-a",
             "--set",
@@ -497,7 +497,7 @@ fn check_http(flows: &[Flow], case: &str, sent: &[Sent]) -> Result<()> {
 
 #[test]
 fn http_close_keepalive_and_pipelined_exact_flows() -> Result<()> {
-    let mut lab = Lab::start("l7h")?;
+    let mut lab = Lab::start("l7h", &[])?;
     let _server = HttpServer::start(&lab.pair.b, server_addr())?;
     let sent = block_on_in(&lab.pair.a, || async {
         // One connection per request.
@@ -542,8 +542,8 @@ fn http_close_keepalive_and_pipelined_exact_flows() -> Result<()> {
 
 // -------------------------------------------------------------------- DNS --
 
-/// dnsmasq on `SERVER`:53 (UDP and TCP) in `ns`, authoritative for `test.`.
-fn start_dnsmasq(ns: &Netns) -> Result<ChildGuard> {
+/// dnsmasq on `SERVER`:`port` (UDP and TCP) in `ns`, authoritative for `test.`.
+fn start_dnsmasq(ns: &Netns, port: u16) -> Result<ChildGuard> {
     let mut cmd = ns.command("dnsmasq");
     cmd.args([
         "--keep-in-foreground",
@@ -556,7 +556,7 @@ fn start_dnsmasq(ns: &Netns) -> Result<ChildGuard> {
         "--log-facility=-",
         "--bind-interfaces",
         &format!("--listen-address={SERVER}"),
-        "--port=53",
+        &format!("--port={port}"),
         "--local=/test/",
         "--local-ttl=300",
         "--host-record=web.test,10.1.2.3,fd00::3",
@@ -565,7 +565,8 @@ fn start_dnsmasq(ns: &Netns) -> Result<ChildGuard> {
         "--address=/multi.test/10.1.2.6",
     ]);
     let mut child = ChildGuard::spawn("dnsmasq", &mut cmd)?;
-    // Ready when its TCP socket on port 53 (bound with the UDP one) listens.
+    // Ready when its TCP socket (bound with the UDP one) listens.
+    let hex_port = format!(":{port:04X}");
     wait_until("dnsmasq listening", Duration::from_secs(10), || {
         if let Some(st) = child.try_wait()? {
             bail!("dnsmasq exited: {st}");
@@ -576,7 +577,7 @@ fn start_dnsmasq(ns: &Netns) -> Result<ChildGuard> {
             .lines()
             .any(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                f.len() > 3 && f[1].ends_with(":0035") && f[3] == "0A"
+                f.len() > 3 && f[1].ends_with(&hex_port) && f[3] == "0A"
             })
             .then_some(()))
     })?;
@@ -603,7 +604,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-async fn dns_exchange(case: DnsCase, id: u16) -> Result<DnsSent> {
+async fn dns_exchange(case: DnsCase, id: u16, port: u16) -> Result<DnsSent> {
     let mut m = Message::new();
     m.set_id(id)
         .set_message_type(MessageType::Query)
@@ -611,7 +612,7 @@ async fn dns_exchange(case: DnsCase, id: u16) -> Result<DnsSent> {
         .set_recursion_desired(true)
         .add_query(Query::query(Name::from_ascii(case.name)?, case.qtype));
     let msg = m.to_vec()?;
-    let to = SocketAddr::new(ip(SERVER), 53);
+    let to = SocketAddr::new(ip(SERVER), port);
     let t;
     let (answer, client_port) = if case.tcp {
         let mut s = TcpStream::connect(to).await?;
@@ -667,8 +668,8 @@ async fn dns_exchange(case: DnsCase, id: u16) -> Result<DnsSent> {
 
 #[test]
 fn dns_udp_and_tcp_queries_and_answers() -> Result<()> {
-    let mut lab = Lab::start("l7d")?;
-    let _dnsmasq = start_dnsmasq(&lab.pair.b)?;
+    let mut lab = Lab::start("l7d", &[])?;
+    let _dnsmasq = start_dnsmasq(&lab.pair.b, 53)?;
     let c = |name, qtype, tcp, rcode, ips: &[&str]| DnsCase {
         name,
         qtype,
@@ -695,9 +696,9 @@ fn dns_udp_and_tcp_queries_and_answers() -> Result<()> {
         // One socket (UDP) or connection (TCP) per query: the client port
         // tells the exchanges apart.
         for (i, case) in cases.into_iter().enumerate() {
-            out.push(dns_exchange(case, 0x1000 + i as u16).await?);
+            out.push(dns_exchange(case, 0x1000 + i as u16, 53).await?);
         }
-        dns_exchange(c("marker.test.", A, false, NXDomain, &[]), 0x2000).await?;
+        dns_exchange(c("marker.test.", A, false, NXDomain, &[]), 0x2000, 53).await?;
         anyhow::Ok(out)
     })?;
     let flows = lab.l7_flows_when("the marker's response flow", |f| {
@@ -749,6 +750,59 @@ fn dns_udp_and_tcp_queries_and_answers() -> Result<()> {
         assert!(
             lat > 0 && lat <= s.elapsed_ns,
             "{cs:?}: latency {lat} ns, client measured {} ns",
+            s.elapsed_ns
+        );
+    }
+    lab.alive()
+}
+
+/// `flowd-l7-dns-ports` adds ports to 53: DNS on 5353 (UDP and TCP) is
+/// reported like DNS on 53.
+#[test]
+fn dns_on_a_configured_extra_port() -> Result<()> {
+    const PORT: u16 = 5353;
+    let mut lab = Lab::start("l7p", &["--set", "flowd-l7-dns-ports=53,5353"])?;
+    let _dnsmasq = start_dnsmasq(&lab.pair.b, PORT)?;
+    let case = |tcp| DnsCase {
+        name: "web.test.",
+        qtype: RecordType::A,
+        tcp,
+        rcode: ResponseCode::NoError,
+        ips: vec![ip("10.1.2.3")],
+    };
+    let sent = block_on_in(&lab.pair.a, move || async move {
+        let udp = dns_exchange(case(false), 7, PORT).await?;
+        let tcp = dns_exchange(case(true), 8, PORT).await?;
+        anyhow::Ok([udp, tcp])
+    })?;
+    let flows = lab.l7_flows_when("both answers", |f| {
+        f.iter()
+            .filter(|f| l7_type(f) == Some(L7FlowType::Response))
+            .count()
+            >= 2
+    })?;
+    assert_eq!(flows.len(), 4, "{flows:#?}");
+    for s in &sent {
+        let mine: Vec<&Flow> = flows
+            .iter()
+            .filter(|f| {
+                let (_, _, sp, dp) = endpoints(f);
+                (sp, dp) == (u32::from(s.client_port), u32::from(PORT))
+                    || (sp, dp) == (u32::from(PORT), u32::from(s.client_port))
+            })
+            .collect();
+        assert_eq!(mine.len(), 2, "{:?}: {mine:#?}", s.case);
+        let r = mine
+            .iter()
+            .find(|f| l7_type(f) == Some(L7FlowType::Response))
+            .context("no response flow")?;
+        let d = dns_of(r).context("not DNS")?;
+        assert_eq!((d.query.as_str(), d.rcode), ("web.test.", 0));
+        assert_eq!(d.ips, ["10.1.2.3"]);
+        let lat = latency(r);
+        assert!(
+            lat > 0 && lat <= s.elapsed_ns,
+            "latency {lat} vs {}",
             s.elapsed_ns
         );
     }
@@ -820,7 +874,7 @@ fn garbage_cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn garbage_truncated_and_non_http_on_port_80_give_no_l7_flow() -> Result<()> {
-    let mut lab = Lab::start("l7g")?;
+    let mut lab = Lab::start("l7g", &[])?;
     let cases = garbage_cases();
     let replies: Vec<Vec<u8>> = cases
         .iter()

@@ -88,6 +88,19 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             Array::try_from(map).map_err(map_err(names::MAP_CONFIG))?;
         arr.set(0, config, 0).map_err(map_err(names::MAP_CONFIG))?;
     }
+    // Extra DNS ports (53 is built in): any entry enables the port.
+    if !cfg.l7_dns_ports.is_empty() {
+        let map = ebpf
+            .map_mut(names::MAP_L7_PORTS)
+            .ok_or(Error::MissingMap(names::MAP_L7_PORTS))?;
+        let mut ports: BpfHashMap<&mut MapData, u16, u8> =
+            BpfHashMap::try_from(map).map_err(map_err(names::MAP_L7_PORTS))?;
+        for &p in cfg.l7_dns_ports.iter().filter(|&&p| p != 53) {
+            ports
+                .insert(p, flowd_common::L7_DNS, 0)
+                .map_err(map_err(names::MAP_L7_PORTS))?;
+        }
+    }
 
     let events = RingBuf::try_from(
         ebpf.take_map(names::MAP_EVENTS)

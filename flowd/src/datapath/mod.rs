@@ -130,6 +130,9 @@ pub enum ProgramSet {
     BenchEmpty,
 }
 
+/// Size of the kernel's L7_PORTS map (extra DNS ports).
+pub const MAX_L7_DNS_PORTS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
     pub interfaces: Vec<InterfaceSpec>,
@@ -140,6 +143,9 @@ pub struct DatapathConfig {
     pub aggregation_interval: Duration,
     /// Most L7 payload bytes copied per event (0 disables L7 capture).
     pub l7_max_bytes: u32,
+    /// Ports whose UDP/TCP payloads are parsed as DNS besides 53 (at most
+    /// [`MAX_L7_DNS_PORTS`]).
+    pub l7_dns_ports: Vec<u16>,
     pub programs: ProgramSet,
     /// Capacity of the event channel to the rest of the daemon. When it is
     /// full the reader waits and the kernel counts what it cannot submit.
@@ -158,6 +164,7 @@ impl Default for DatapathConfig {
             flow_map_entries: 65_536,
             aggregation_interval: Duration::from_secs(5),
             l7_max_bytes: 512,
+            l7_dns_ports: Vec::new(),
             programs: ProgramSet::Flowd,
             channel_capacity: 8192,
             watch_links: true,
@@ -502,6 +509,12 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
             "l7 max bytes {}: at most {}",
             cfg.l7_max_bytes,
             flowd_common::L7_MAX_PAYLOAD
+        )));
+    }
+    if cfg.l7_dns_ports.len() > MAX_L7_DNS_PORTS {
+        return Err(Error::InvalidConfig(format!(
+            "{} extra DNS ports: at most {MAX_L7_DNS_PORTS}",
+            cfg.l7_dns_ports.len()
         )));
     }
     if u64::try_from(cfg.aggregation_interval.as_nanos()).is_err() {
