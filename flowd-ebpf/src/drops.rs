@@ -26,9 +26,10 @@ use aya_ebpf::{
 };
 use flowd_common::{
     CNT_DROP_MAP_ERRORS, CNT_DROPS_SEEN, CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, DROP_F_ALL,
-    DROP_F_READY, DROP_REASON_MAX_IGNORED, DropConfig, DropEvent, DropKey, DropStats, EV_DROP,
-    FAMILY_IPV4, FAMILY_IPV6, FlowKey, KEY_F_FRAGMENT, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
-    PROTO_TCP, PROTO_UDP, TP_KFREE_SKB_PROTOCOL, TP_KFREE_SKB_REASON, TP_KFREE_SKB_SKBADDR,
+    DROP_F_READY, DROP_IGNORE_BITS, DROP_REASON_MAX_IGNORED, DropConfig, DropEvent, DropKey,
+    DropStats, EV_DROP, FAMILY_IPV4, FAMILY_IPV6, FlowKey, KEY_F_FRAGMENT, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TP_KFREE_SKB_PROTOCOL, TP_KFREE_SKB_REASON,
+    TP_KFREE_SKB_SKBADDR,
 };
 
 use crate::{EVENTS, EventTime, count, header};
@@ -79,6 +80,12 @@ fn on_drop(ctx: &TracePointContext, reason: u32) {
     };
     if cfg.flags & DROP_F_READY == 0 {
         return;
+    }
+    if reason < DROP_IGNORE_BITS {
+        let word = cfg.ignore[(reason / 64) as usize & 3];
+        if word & (1u64 << (reason % 64)) != 0 {
+            return;
+        }
     }
     let base = ctx.as_ptr().cast::<u8>();
     // SAFETY: constant offsets inside the tracepoint record.

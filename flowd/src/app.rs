@@ -57,6 +57,28 @@ pub struct Cli {
     /// Attach the empty pass-through programs instead (benchmark baseline).
     #[arg(long, hide = true)]
     pub bench_empty_programs: bool,
+    /// Report kernel drops of every packet (without the daemon's pod list
+    /// this mode has no addresses to select drops by).
+    #[arg(long)]
+    pub drops_all: bool,
+}
+
+/// A kernel drop report as a JSON line (running total of its flow and reason).
+fn drop_line(d: &datapath::DropRecord) -> String {
+    let addr = |a| fmt_key::addr(d.key.family, a).map(|a| a.to_string());
+    json!({
+        "event": "drop",
+        "reason": d.reason_name,
+        "reason_code": d.reason,
+        "total": d.total,
+        "ifname": d.ifname,
+        "src_addr": addr(&d.key.src_addr),
+        "dst_addr": addr(&d.key.dst_addr),
+        "src_port": d.key.src_port,
+        "dst_port": d.key.dst_port,
+        "protocol": fmt_key::protocol(d.key.protocol),
+    })
+    .to_string()
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -81,6 +103,11 @@ impl Cli {
                 ProgramSet::Flowd
             },
             watch_links: !self.no_watch_links,
+            drops: datapath::drops::DropsConfig {
+                enabled: true,
+                all: self.drops_all,
+                bench_empty: self.bench_empty_programs,
+            },
             ..DatapathConfig::default()
         }
     }
@@ -179,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 if !cli.print { continue; }
                 match ev {
                     DatapathEvent::Flow(f) => print_line(&flow_line(&f, &names, cli.print_format)),
+                    DatapathEvent::Drop(d) if json_out => print_line(&drop_line(&d)),
                     DatapathEvent::Attached(a) if json_out => {
                         print_line(&json!({ "event": "attached", "interface": a }).to_string())
                     }

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
 
+mod drops;
 mod l7;
 
 #[derive(Parser)]
@@ -60,6 +61,21 @@ enum Cmd {
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
+    /// skb:kfree_skb drop program: ns per call vs. an empty tracepoint
+    /// program on a mostly-not-drops workload (also part of `bench`).
+    BenchDrops {
+        /// flowd/empty pairs (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Workload rounds per run (TCP connection + UDP exchange each).
+        #[arg(long, default_value_t = 3000)]
+        rounds: usize,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,6 +92,12 @@ fn main() -> Result<()> {
             out,
             flowd,
         } => bench_l7(pairs, requests, &out, flowd),
+        Cmd::BenchDrops {
+            pairs,
+            rounds,
+            out,
+            flowd,
+        } => bench_drops(pairs, rounds, &out, flowd),
     }
 }
 
@@ -278,7 +300,24 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     println!("{report}");
     write_section(&workspace_root()?.join(out), &report)?;
     eprintln!("==> results written to {}", out.display());
-    bench_l7(pairs, 20_000, out, Some(bin))
+    bench_l7(pairs, 20_000, out, Some(bin.clone()))?;
+    bench_drops(pairs, 3000, out, Some(bin))
+}
+
+/// `cargo xtask bench-drops` (issue 11), see drops.rs.
+fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+    let bin = match flowd {
+        Some(p) => p,
+        None => build_release()?,
+    };
+    ensure!(bin.exists(), "{} not found", bin.display());
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (needs root)")?;
+    let report = drops::bench_drops(&bin, pairs, rounds)?;
+    println!("{report}");
+    drops::write_section(&workspace_root()?.join(out), &report)?;
+    eprintln!("==> drop program results written to {}", out.display());
+    Ok(())
 }
 
 /// `cargo xtask bench-l7` (issue 3), see l7.rs.

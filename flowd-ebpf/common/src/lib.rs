@@ -245,8 +245,15 @@ pub struct DropConfig {
     /// Byte offsets of net_device.ifindex and .name.
     pub dev_ifindex: u16,
     pub dev_name: u16,
+    /// Bitmap of further reasons (< DROP_IGNORE_BITS) that are not reported,
+    /// e.g. QUEUE_PURGE (a socket's queues freed when it is destroyed).
+    /// Set by user space from reason names: the numbers differ by kernel.
+    pub ignore: [u64; 4],
 }
-const _: () = assert!(core::mem::size_of::<DropConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 56);
+
+/// Reasons covered by [`DropConfig::ignore`].
+pub const DROP_IGNORE_BITS: u32 = 256;
 
 /// Indices of the per-CPU `COUNTERS` array.
 pub const CNT_EVENTS_SUBMITTED: u32 = 0;

@@ -31,8 +31,8 @@ use aya::{
     programs::TracePoint,
 };
 use flowd_common::{
-    DROP_F_ALL, DROP_F_READY, DropConfig, DropEvent, DropKey, DropStats, TP_KFREE_SKB_PROTOCOL,
-    TP_KFREE_SKB_REASON, TP_KFREE_SKB_SKBADDR, names,
+    DROP_F_ALL, DROP_F_READY, DROP_IGNORE_BITS, DropConfig, DropEvent, DropKey, DropStats,
+    TP_KFREE_SKB_PROTOCOL, TP_KFREE_SKB_REASON, TP_KFREE_SKB_SKBADDR, names,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -169,6 +169,21 @@ pub fn load_reason_names() {
     }
 }
 
+/// Reasons that are frees rather than packet drops: a socket's queues
+/// purged when it is destroyed (every TCP close frees its unsent/unacked
+/// segments this way). NOT_SPECIFIED and below are filtered in the program.
+pub const IGNORED_REASONS: &[&str] = &["QUEUE_PURGE"];
+
+fn ignore_bitmap(reasons: &HashMap<u32, String>) -> [u64; 4] {
+    let mut bits = [0u64; 4];
+    for (code, name) in reasons {
+        if *code < DROP_IGNORE_BITS && IGNORED_REASONS.contains(&name.as_str()) {
+            bits[(*code / 64) as usize] |= 1 << (code % 64);
+        }
+    }
+    bits
+}
+
 /// Loads and attaches the drop program. Called by `Datapath::start`.
 pub(crate) fn setup(
     ebpf: &mut Ebpf,
@@ -193,6 +208,7 @@ pub(crate) fn setup(
             )));
         }
     }
+    let ignore = ignore_bitmap(&format.reasons);
     let _ = REASONS.set(format.reasons);
 
     let kbtf = btf::Btf::from_file(btf::VMLINUX)?;
@@ -215,6 +231,7 @@ pub(crate) fn setup(
         skb_dev: off("sk_buff", "dev")?,
         dev_ifindex: off("net_device", "ifindex")?,
         dev_name: off("net_device", "name")?,
+        ignore,
     };
     tracing::debug!(?dcfg, "drop program configuration from BTF");
     {
@@ -443,6 +460,9 @@ mod tests {
             Some("NETFILTER_DROP")
         );
         assert_eq!(f.reasons.len(), 4);
+        let mut r = f.reasons.clone();
+        r.insert(104, "QUEUE_PURGE".into());
+        assert_eq!(ignore_bitmap(&r), [0, 1 << (104 - 64), 0, 0]);
     }
 
     fn rec(first: u64, total: u64) -> DropRecord {
