@@ -35,8 +35,11 @@ struct RunStats {
 
 /// One workload run: `rounds` TCP connections and UDP exchanges.
 fn workload(pair: &Pair, rounds: usize) -> Result<()> {
-    let tcp = pair.b.spawn_thread(move || -> Result<()> {
-        let l = TcpListener::bind(("0.0.0.0", TCP_PORT))?;
+    // Bound inside the pod namespace before the client starts; served from
+    // plain threads (a socket keeps its namespace).
+    let l = pair.b.run(|| TcpListener::bind(("0.0.0.0", TCP_PORT)))??;
+    let s = pair.b.run(|| UdpSocket::bind(("0.0.0.0", UDP_PORT)))??;
+    let tcp = std::thread::spawn(move || -> Result<()> {
         let mut buf = [0u8; 64];
         for _ in 0..rounds {
             let (mut c, _) = l.accept()?;
@@ -44,9 +47,8 @@ fn workload(pair: &Pair, rounds: usize) -> Result<()> {
             c.write_all(&buf)?;
         }
         Ok(())
-    })?;
-    let udp = pair.b.spawn_thread(move || -> Result<()> {
-        let s = UdpSocket::bind(("0.0.0.0", UDP_PORT))?;
+    });
+    let udp = std::thread::spawn(move || -> Result<()> {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut buf = [0u8; 64];
         for _ in 0..rounds {
@@ -54,21 +56,14 @@ fn workload(pair: &Pair, rounds: usize) -> Result<()> {
             s.send_to(&buf[..n], from)?;
         }
         Ok(())
-    })?;
+    });
     let client = pair.a.run(move || -> Result<()> {
         let server = |port| SocketAddr::from(([10, 200, 0, 2], port));
         let u = UdpSocket::bind("0.0.0.0:0")?;
         u.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut buf = [0u8; 64];
         for i in 0..rounds {
-            // The listener may not be up yet on the first round.
-            let mut c = loop {
-                match TcpStream::connect(server(TCP_PORT)) {
-                    Ok(c) => break c,
-                    Err(_) if i == 0 => std::thread::sleep(Duration::from_millis(20)),
-                    Err(e) => return Err(e.into()),
-                }
-            };
+            let mut c = TcpStream::connect(server(TCP_PORT))?;
             c.write_all(&[7u8; 64])?;
             c.read_exact(&mut buf)?;
             drop(c);
@@ -82,9 +77,9 @@ fn workload(pair: &Pair, rounds: usize) -> Result<()> {
     })?;
     client?;
     tcp.join()
-        .map_err(|_| anyhow::anyhow!("TCP server panicked"))???;
+        .map_err(|_| anyhow::anyhow!("TCP server panicked"))??;
     udp.join()
-        .map_err(|_| anyhow::anyhow!("UDP server panicked"))???;
+        .map_err(|_| anyhow::anyhow!("UDP server panicked"))??;
     Ok(())
 }
 
