@@ -3,7 +3,8 @@
 //! namespace attached to its veth; the peer namespace is the pod (its IP is
 //! in the manifest, so the drop program reports drops to/from it). Real drops
 //! are provoked with known reasons, and the counts are checked against the
-//! kernel's own counters (UdpNoPorts, the nft rule's counter, InHdrErrors):
+//! kernel's own counters (UdpNoPorts, the nft rule's counter, InHdrErrors for
+//! TTL expiry, InCsumErrors for frames with a bad IP checksum sent with AF_PACKET):
 //! flows (gRPC GetFlows, filtered like `observe --verdict DROPPED --type
 //! drop`) and `hubble_drop_total` must both give exactly those numbers.
 //! Needs root, like flowd itself.
@@ -243,6 +244,99 @@ fn wait_pod_observed(node: &Netns, pod: SocketAddr) -> Result<()> {
     )
 }
 
+/// MAC address of `dev` in `ns`.
+fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", dev])?)?;
+    let text = v[0]["address"].as_str().context("no MAC address")?;
+    let mut m = [0u8; 6];
+    for (i, b) in text.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(b, 16)?;
+    }
+    Ok(m)
+}
+
+/// Sends `n` Ethernet frames on `dev` of `ns` (AF_PACKET) carrying UDP to
+/// `dst:port` whose IPv4 header checksum is wrong: the receiver drops them
+/// (IP_CSUM) before any socket lookup.
+fn send_bad_ip_checksum(
+    ns: &Netns,
+    dev: &str,
+    dst_mac: [u8; 6],
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    port: u16,
+    n: usize,
+) -> Result<()> {
+    let ifindex = ns.ifindex(dev)?;
+    let src_mac = mac(ns, dev)?;
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let payload = b"bad checksum";
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let csum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    // Off by one: a checksum the receiver must reject.
+    ip[10..12].copy_from_slice(&csum.wrapping_add(1).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+    f.extend_from_slice(payload);
+    ns.run(move || -> Result<()> {
+        // SAFETY: plain socket(2); the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        ensure!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = ifindex as i32;
+        sa.sll_halen = 6;
+        sa.sll_addr[..6].copy_from_slice(&dst_mac);
+        let mut res = Ok(());
+        for _ in 0..n {
+            // SAFETY: `f` and `sa` outlive the call; lengths are theirs.
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if r < 0 {
+                res = Err(anyhow::anyhow!(
+                    "sendto: {}",
+                    std::io::Error::last_os_error()
+                ));
+                break;
+            }
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        res
+    })?
+}
+
 /// `n` TCP connections node → pod:7100, 64 bytes each way, then closed.
 fn tcp_exchanges(node: &Netns, pod: &Netns, pod_ip: &str, n: usize) -> Result<()> {
     let listener = pod.run(|| std::net::TcpListener::bind("0.0.0.0:7100"))??;
@@ -328,12 +422,23 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
 
     let no_ports0 = nstat(pod, "UdpNoPorts")?;
     let hdr_err0 = nstat(node, "IpInHdrErrors")?;
+    let csum_err0 = nstat(pod, "IpExtInCsumErrors")?;
     const N_NOSOCK: usize = 57;
     const N_NFT: usize = 23;
     const N_TTL: usize = 11;
+    const N_CSUM: usize = 13;
     send_udp(node, &t.pod_addr(9999), N_NOSOCK, None, 1)?;
     send_udp(node, &t.pod_addr(7777), N_NFT, None, 1)?;
     send_udp(pod, "10.201.0.5:5000", N_TTL, Some(1), 1)?;
+    send_bad_ip_checksum(
+        node,
+        &t.p.veth.a,
+        mac(pod, &t.p.veth.b)?,
+        t.node_ip.parse()?,
+        t.pod_ip.parse()?,
+        6666,
+        N_CSUM,
+    )?;
     // Not drops: TCP exchanges with the pod, whose closes free the sockets'
     // queues (kfree_skb reason QUEUE_PURGE).
     tcp_exchanges(node, pod, &t.pod_ip, 5)?;
@@ -342,6 +447,8 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     let no_ports = nstat(pod, "UdpNoPorts")? - no_ports0;
     let hdr_err = nstat(node, "IpInHdrErrors")? - hdr_err0;
     let nft_drops = nft_counter(pod)?;
+    let csum_err = nstat(pod, "IpExtInCsumErrors")? - csum_err0;
+    assert_eq!(csum_err, N_CSUM as u64, "kernel IpExtInCsumErrors");
     assert_eq!(no_ports, N_NOSOCK as u64, "kernel UdpNoPorts");
     assert_eq!(nft_drops, N_NFT as u64, "nft counter");
     assert_eq!(hdr_err, N_TTL as u64, "kernel IpInHdrErrors");
@@ -351,7 +458,7 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
         let m = metrics(node)?;
         let done = drop_metric(&m, "NO_SOCKET", "UDP") >= no_ports
             && drop_metric(&m, "POLICY_DENIED", "UDP") >= nft_drops
-            && drop_metric(&m, "INVALID_PACKET_DROPPED", "UDP") >= hdr_err;
+            && drop_metric(&m, "INVALID_PACKET_DROPPED", "UDP") >= hdr_err + csum_err;
         Ok(done.then_some(m))
     })?;
     // One more interval: nothing may be counted twice.
@@ -360,7 +467,8 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     for (reason, want) in [
         ("NO_SOCKET", no_ports),
         ("POLICY_DENIED", nft_drops),
-        ("INVALID_PACKET_DROPPED", hdr_err),
+        // TTL expiry (IP_INHDR) and bad checksums (IP_CSUM) share the Hubble reason.
+        ("INVALID_PACKET_DROPPED", hdr_err + csum_err),
     ] {
         assert_eq!(drop_metric(&m, reason, "UDP"), want, "metric {reason}");
         assert_eq!(
@@ -382,6 +490,8 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     assert_eq!(n, nft_drops, "NETFILTER_DROP drops in flows");
     let (n, _) = drops_of(&flows, "IP_INHDR", 5000);
     assert_eq!(n, hdr_err, "IP_INHDR (TTL expired) drops in flows");
+    let (n, _) = drops_of(&flows, "IP_CSUM", 6666);
+    assert_eq!(n, csum_err, "IP_CSUM drops in flows");
 
     // Reasons, endpoints, interface and direction of one flow of each.
     let f = flows
