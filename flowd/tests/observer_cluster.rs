@@ -924,3 +924,119 @@ fn observer_api_on_real_cluster_traffic() -> Result<()> {
     eprintln!("observer_cluster: {:?}", t0.elapsed());
     Ok(())
 }
+
+/// Service filters need flows that carry services: with ClusterIP services
+/// the client's veth sees the Service address (before the node's DNAT), so
+/// its request flows name the destination service and its response flows
+/// the source service; the server's veth sees pod addresses only.
+#[test]
+fn service_filters_with_cluster_ip_services() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: observer_cluster needs root (network namespaces, eBPF)");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let mut spec = flowd_lab::Spec::default_spec();
+    spec.service_mode = flowd_lab::spec::ServiceMode::ClusterIp;
+    let c = Cluster::start(ClusterOptions {
+        spec,
+        ..Default::default()
+    })?;
+    let report = c.run_traffic()?;
+    let state = c.lab().state();
+    let mut nonzero = 0;
+    for node in c.node_names() {
+        let addr = c.flowd_addr(&node)?;
+        let m = model(state, &report, &node);
+        let http_total = count(&m, |e| e.kind == Kind::Http);
+        let http = FlowFilter {
+            protocol: vec!["http".into()],
+            ..ff()
+        };
+        c.wait_flows(
+            addr,
+            whitelist(vec![http.clone()]),
+            Duration::from_secs(30),
+            |f| f.len() as u64 >= http_total,
+        )?;
+        let services: BTreeSet<(String, String)> = report
+            .expected
+            .http
+            .iter()
+            .filter_map(|h| {
+                Some((
+                    h.destination_namespace.clone()?,
+                    h.destination_service.clone(),
+                ))
+            })
+            .collect();
+        // Exchanges through a Service address whose client runs here.
+        let want = |matches: &dyn Fn(&str, &str) -> bool| -> u64 {
+            report
+                .expected
+                .http
+                .iter()
+                .filter(|h| {
+                    h.destination_namespace
+                        .as_deref()
+                        .is_some_and(|ns| matches(ns, &h.destination_service))
+                        && h.destination_ip != h.backend_ip
+                        && state.pod_by_ip(h.source_ip).is_some_and(|p| p.node == node)
+                })
+                .map(|h| u64::from(h.count))
+                .sum()
+        };
+        for (ns, svc) in services {
+            let name = format!("{ns}/{svc}");
+            let exact = want(&|n, s| n == ns && s == svc);
+            let requests = c.get_flows(
+                addr,
+                whitelist(vec![FlowFilter {
+                    destination_service: vec![name.clone()],
+                    reply: vec![false],
+                    ..http.clone()
+                }]),
+            )?;
+            let responses = c.get_flows(
+                addr,
+                whitelist(vec![FlowFilter {
+                    source_service: vec![name.clone()],
+                    reply: vec![true],
+                    ..http.clone()
+                }]),
+            )?;
+            assert_eq!(
+                requests.len() as u64,
+                exact,
+                "{node}: destination_service {name}"
+            );
+            assert_eq!(
+                responses.len() as u64,
+                exact,
+                "{node}: source_service {name}"
+            );
+            // `ns/prefix`: every service of the namespace whose name starts so.
+            let head = &svc[..svc.len().min(3)];
+            let by_prefix = c.get_flows(
+                addr,
+                whitelist(vec![FlowFilter {
+                    destination_service: vec![format!("{ns}/{head}")],
+                    reply: vec![false],
+                    ..http.clone()
+                }]),
+            )?;
+            assert_eq!(
+                by_prefix.len() as u64,
+                want(&|n, s| n == ns && s.starts_with(head)),
+                "{node}: destination_service {ns}/{head}"
+            );
+            nonzero += exact;
+        }
+    }
+    ensure!(nonzero > 0, "no exchange went through a Service address");
+    eprintln!(
+        "service_filters_with_cluster_ip_services: {:?}",
+        t0.elapsed()
+    );
+    Ok(())
+}
