@@ -631,10 +631,13 @@ fn check_node(c: &Cluster, report: &TrafficReport, node: &str) -> Result<()> {
         .filter(|f| f.event_type.as_ref().is_some_and(|e| e.r#type == L34))
         .count();
     assert_eq!(l34.len(), l34_in_buffer, "{node}: event_type 4");
+    let l7_in_buffer = buffer
+        .iter()
+        .filter(|f| f.event_type.as_ref().is_some_and(|e| e.r#type == L7))
+        .count();
     assert_eq!(
-        l34.len() as u64 + total,
-        buffer.len() as u64,
-        "{node}: 4 + 129"
+        l7_in_buffer as u64, total,
+        "{node}: event_type 129 in the buffer"
     );
 
     // number / first / since / until over the L7 flows (oldest first).
