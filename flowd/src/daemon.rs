@@ -323,25 +323,77 @@ fn start_endpoints(
             }
         }));
     }
+    Ok(store)
+}
+
+/// Whether an endpoint source runs (then pod veths are attached as pods come
+/// and go, even with no `flowd-interfaces`).
+fn has_endpoint_source(config: &Config) -> bool {
+    #[cfg(feature = "kube")]
+    if config.kubernetes != crate::config::KubernetesWatch::Off {
+        return true;
+    }
+    config.manifests_dir.is_some()
+}
+
+/// Attachment follows pods: discovers this node's pod veths (which also tells
+/// enrichment which pod each observed interface belongs to) and, with a
+/// datapath, attaches to new ones and detaches from those whose pod went
+/// away, unless `flowd-interfaces` selects them anyway.
+fn follow_pods(
+    store: Arc<EndpointStore>,
+    attach: Option<datapath::AttachHandle>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), DaemonError> {
     let (conn, handle, _) = rtnetlink::new_connection()
         .map_err(|e| DaemonError::Endpoints(format!("opening rtnetlink: {e}")))?;
     tasks.push(tokio::spawn(conn));
-    let follow_store = store.clone();
     tasks.push(tokio::spawn(async move {
-        let mut plans =
-            crate::endpoints::attach::follow(follow_store, handle, Duration::from_secs(5));
+        let mut plans = crate::endpoints::attach::follow(store, handle, Duration::from_secs(5));
         while let Some(plan) = futures::StreamExt::next(&mut plans).await {
-            match plan {
-                Ok(p) => info!(
-                    attach = p.attach.len(),
-                    detach = p.detach.len(),
-                    "pod veths changed"
-                ),
-                Err(e) => warn!(error = %e, "discovering pod veths"),
-            }
+            let plan = match plan {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "discovering pod veths");
+                    continue;
+                }
+            };
+            info!(
+                attach = plan.attach.len(),
+                detach = plan.detach.len(),
+                "pod veths changed"
+            );
+            let Some(h) = &attach else { continue };
+            apply_attach_plan(h, &plan);
         }
     }));
-    Ok(store)
+    Ok(())
+}
+
+/// Applies one plan; failures are logged (the next resync or pod change
+/// does not retry a veth the plan already counted as attached).
+fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach::AttachPlan) {
+    for v in &plan.detach {
+        if h.is_configured(&v.ifname) {
+            continue;
+        }
+        if let Some(a) = h.detach(v.ifindex) {
+            info!(ifname = %a.ifname, ifindex = a.ifindex, pod = %v.pod, "detached");
+        }
+    }
+    for v in &plan.attach {
+        match h.attach(v.ifindex, &v.ifname, datapath::AttachMode::Tc) {
+            Ok(Some(a)) => info!(
+                ifname = %a.ifname,
+                ifindex = a.ifindex,
+                mechanism = a.mechanism,
+                pod = %v.pod,
+                "attached"
+            ),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, pod = %v.pod, "attaching to a pod veth"),
+        }
+    }
 }
 
 /// Runs the whole daemon until `shutdown` flips to true.
@@ -359,6 +411,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         endpoints.clone(),
         crate::peer::PeerConfig::from_config(&config),
     );
+    let follow_store = endpoints.clone();
     let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints));
 
     if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
@@ -402,14 +455,25 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         }));
     }
 
-    let (dp, mut events): (Option<Datapath>, mpsc::Receiver<DatapathEvent>) =
-        if config.interfaces.is_empty() {
-            warn!("no interfaces configured (flowd-interfaces): observing nothing");
-            (None, mpsc::channel(1).1)
-        } else {
-            let (dp, rx) = Datapath::start(datapath_config(&config)).await?;
-            (Some(dp), rx)
-        };
+    let (dp, mut events): (Option<Datapath>, mpsc::Receiver<DatapathEvent>) = if config
+        .interfaces
+        .is_empty()
+        && !has_endpoint_source(&config)
+    {
+        warn!(
+            "no interfaces configured (flowd-interfaces) and no endpoint source: observing nothing"
+        );
+        (None, mpsc::channel(1).1)
+    } else {
+        let (dp, rx) = Datapath::start(datapath_config(&config)).await?;
+        (Some(dp), rx)
+    };
+
+    follow_pods(
+        follow_store,
+        dp.as_ref().map(Datapath::attach_handle),
+        &mut background,
+    )?;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

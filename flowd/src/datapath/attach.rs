@@ -90,7 +90,36 @@ impl Attacher {
         else {
             return Ok(None);
         };
+        self.attach_interface(ifindex, ifname, mode)
+    }
+
+    /// Whether `flowd-interfaces` selects the interface (it is attached, and
+    /// re-attached, by name whatever else happens).
+    pub fn is_configured(&self, ifname: &str) -> bool {
+        self.specs.iter().any(|s| s.matches(ifname))
+    }
+
+    /// Attaches to one interface in `mode`, whether or not a spec matches it
+    /// (attachment that follows pods). `Ok(None)` if it is attached already.
+    pub fn attach_interface(
+        &mut self,
+        ifindex: u32,
+        ifname: &str,
+        mode: AttachMode,
+    ) -> Result<Option<AttachedInterface>, Error> {
+        if self.attached.contains_key(&ifindex) {
+            return Ok(None);
+        }
         let (ingress, egress, xdp) = program_names(self.set);
+        // Start loads only what `flowd-interfaces` needs; a pod veth may be
+        // the first TC interface.
+        let needed = match mode {
+            AttachMode::Tc => [Some(ingress), Some(egress)],
+            AttachMode::Xdp | AttachMode::XdpGeneric => [Some(xdp), None],
+        };
+        for name in needed.into_iter().flatten() {
+            super::loader::load_program(&mut self.ebpf, name)?;
+        }
         let mut links = Vec::new();
         let result = match mode {
             AttachMode::Tc => self
@@ -190,6 +219,15 @@ impl Attacher {
     pub fn forget(&mut self, ifindex: u32) -> Option<AttachedInterface> {
         self.names.remove(&ifindex);
         let a = self.attached.remove(&ifindex)?;
+        self.detach_links(&a.info.ifname, a.links);
+        Some(a.info)
+    }
+
+    /// Detaches from one interface that stays (its pod went away). `None` if
+    /// it was not attached. Its name is kept for final dumps, as in detach_all.
+    pub fn detach_interface(&mut self, ifindex: u32) -> Option<AttachedInterface> {
+        let a = self.attached.remove(&ifindex)?;
+        tracing::info!(interface = %a.info.ifname, ifindex, "detaching");
         self.detach_links(&a.info.ifname, a.links);
         Some(a.info)
     }

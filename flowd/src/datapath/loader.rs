@@ -136,7 +136,8 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
     })
 }
 
-fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Error> {
+/// Loads a program into the kernel unless it is loaded already.
+pub(super) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Error> {
     let prog = ebpf.program_mut(name).ok_or(Error::MissingProgram(name))?;
     let perr = |e: aya::programs::ProgramError| Error::ProgramLoad {
         program: name,

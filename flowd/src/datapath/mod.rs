@@ -458,6 +458,12 @@ impl Datapath {
         InterfaceNames(self.attacher.clone())
     }
 
+    /// A handle that attaches to and detaches from single interfaces while
+    /// the datapath runs (attachment that follows pods).
+    pub fn attach_handle(&self) -> AttachHandle {
+        AttachHandle(self.attacher.clone())
+    }
+
     /// Stops watching and reading, and detaches every program. The maps stay
     /// readable (counters, dump_flows) until the Datapath is dropped.
     pub fn detach_all(&mut self) {
@@ -481,6 +487,39 @@ pub struct InterfaceNames(Arc<Mutex<Attacher>>);
 impl InterfaceNames {
     pub fn get(&self, ifindex: u32) -> Option<String> {
         lock(&self.0).ifname(ifindex)
+    }
+}
+
+/// Attaches to / detaches from one interface at a time, beside the
+/// `flowd-interfaces` globs. Interfaces that disappear are forgotten by the
+/// link watch as usual.
+#[derive(Clone)]
+pub struct AttachHandle(Arc<Mutex<Attacher>>);
+
+impl AttachHandle {
+    /// Attaches to the interface in `mode`; `Ok(None)` if already attached.
+    pub fn attach(
+        &self,
+        ifindex: u32,
+        ifname: &str,
+        mode: AttachMode,
+    ) -> Result<Option<AttachedInterface>, Error> {
+        lock(&self.0).attach_interface(ifindex, ifname, mode)
+    }
+
+    /// Detaches from the interface; `None` if it was not attached.
+    pub fn detach(&self, ifindex: u32) -> Option<AttachedInterface> {
+        lock(&self.0).detach_interface(ifindex)
+    }
+
+    /// Whether `flowd-interfaces` selects the interface by name.
+    pub fn is_configured(&self, ifname: &str) -> bool {
+        lock(&self.0).is_configured(ifname)
+    }
+
+    /// Interfaces with programs attached now.
+    pub fn attached(&self) -> Vec<AttachedInterface> {
+        lock(&self.0).attached()
     }
 }
 

@@ -190,6 +190,10 @@ impl Cluster {
     pub fn relay_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], RELAY_PORT))
     }
+    /// The pid of flowd on `node` (`ip netns exec` execs it: the pid is flowd's).
+    pub fn flowd_pid(&self, node: &str) -> Option<u32> {
+        self.flowd.get(node).and_then(|f| f.child.pid())
+    }
     /// flowd's log (stderr) on `node`, of its latest start.
     pub fn flowd_log(&self, node: &str) -> Option<&Path> {
         self.flowd.get(node).map(|f| f.log.as_path())

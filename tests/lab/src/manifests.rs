@@ -4,7 +4,9 @@
 //!   `<ns>.service.<name>.yaml`), so deleting a pod is deleting its file.
 //! - `DIR/workloads.yaml`: a List of the Namespaces, Deployments and ReplicaSets
 //!   the pods' ownerReferences point to.
-//! - `DIR/nodes.yaml`: a NodeList (name, podCIDR, InternalIP on the underlay).
+//! - `DIR/manifests/nodes.yaml`: a NodeList (name, podCIDR, InternalIP on the
+//!   underlay), in the manifest directory so flowd learns the node identities
+//!   (`reserved:host` / `reserved:remote-node`) and the cluster's pod CIDRs.
 //!
 //! With `serviceMode: headless` (default) Services are headless (`clusterIP:
 //! None`) and the cluster DNS answers a service name with its pod's IP, as
@@ -194,6 +196,11 @@ fn write_yaml(path: &Path, v: &Value) -> Result<(), Error> {
         })
 }
 
+/// The NodeList, in the manifest directory (flowd reads it with the pods).
+pub fn nodes_file(dir: &Path) -> PathBuf {
+    dir.join(MANIFEST_DIR).join("nodes.yaml")
+}
+
 pub fn pod_file(dir: &Path, p: &PodState) -> PathBuf {
     dir.join(MANIFEST_DIR)
         .join(format!("{}.pod.{}.yaml", p.namespace, p.name))
@@ -237,6 +244,6 @@ pub fn write_all(state: &LabState) -> Result<PathBuf, Error> {
         }
     }
     write_yaml(&state.dir.join("workloads.yaml"), &workloads(state))?;
-    write_yaml(&state.dir.join("nodes.yaml"), &nodes(state))?;
+    write_yaml(&nodes_file(&state.dir), &nodes(state))?;
     Ok(dir)
 }

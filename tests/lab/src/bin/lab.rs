@@ -22,7 +22,7 @@ enum Cmd {
         /// Lab spec (YAML); the embedded default (tests/lab/lab.yaml) if omitted.
         #[arg(long)]
         spec: Option<PathBuf>,
-        /// Directory for manifests (DIR/manifests), nodes.yaml, state and logs.
+        /// Directory for manifests (DIR/manifests, with nodes.yaml), state and logs.
         #[arg(long)]
         dir: PathBuf,
     },
@@ -187,7 +187,10 @@ fn summary(s: &LabState) {
         "  manifests {}",
         s.dir.join(flowd_lab::manifests::MANIFEST_DIR).display()
     );
-    println!("  nodes     {}", s.dir.join("nodes.yaml").display());
+    println!(
+        "  nodes     {}",
+        flowd_lab::manifests::nodes_file(&s.dir).display()
+    );
 }
 
 fn main() -> anyhow::Result<()> {
