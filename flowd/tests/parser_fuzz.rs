@@ -345,11 +345,23 @@ fn fuzz_l7_record_decoder_and_parser() {
             b
         });
     let cell = std::cell::RefCell::new(&mut parser);
-    fuzz("l7 record decoder + parser", prop_oneof![raw, built], |b| {
-        if let Ok(ev) = decode_l7_event(&b) {
-            assert!(ev.payload.len() <= L7_MAX_PAYLOAD);
-            let _ = parse_l7(&ev, &cfg);
-            let _ = cell.borrow_mut().l7_flow(&ev, 0);
-        }
-    });
+    fuzz(
+        "l7 record decoders (strict, ring) + parser",
+        prop_oneof![raw, built],
+        |b| {
+            if let Ok(ev) = decode_l7_event(&b) {
+                assert!(ev.payload.len() <= L7_MAX_PAYLOAD);
+                let _ = parse_l7(&ev, &cfg);
+                let _ = cell.borrow_mut().l7_flow(&ev, 0);
+            }
+            // The ring reader's (lenient) decoder, whose records the daemon
+            // hands to the parser as they are.
+            if let Ok(flowd::datapath::decode::Record::L7(r)) = flowd::datapath::decode::decode(&b)
+            {
+                assert!(r.payload.len() <= L7_MAX_PAYLOAD);
+                let _ = parse_l7(&r, &cfg);
+                let _ = cell.borrow_mut().l7_flow(&r, 0);
+            }
+        },
+    );
 }
