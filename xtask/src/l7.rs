@@ -97,13 +97,22 @@ struct Run {
     rps: f64,
 }
 
-fn run(bin: &Path, pair: &Pair, l7_on: bool, per_conn: usize) -> Result<Run> {
+/// `events_per_packet`: L7 off but `--aggregation-interval none` (a flow
+/// event submitted for every packet): what one ring-buffer submit costs,
+/// to tell it apart from the L7 check and copy.
+fn run(
+    bin: &Path,
+    pair: &Pair,
+    l7_on: bool,
+    events_per_packet: bool,
+    per_conn: usize,
+) -> Result<Run> {
     let l7 = if l7_on { "512" } else { "0" };
-    let mut f = Flowd::start(
-        bin,
-        &pair.a,
-        &["-i", "veth-a", "--no-watch-links", "--l7-max-bytes", l7],
-    )?;
+    let mut args = vec!["-i", "veth-a", "--no-watch-links", "--l7-max-bytes", l7];
+    if events_per_packet {
+        args.extend(["--aggregation-interval", "none"]);
+    }
+    let mut f = Flowd::start(bin, &pair.a, &args)?;
     let rps = workload(pair, per_conn)?;
     let pid = f.child.pid().context("flowd exited early")?;
     let progs = program_stats(pid)?;
@@ -138,15 +147,17 @@ pub fn bench_l7(bin: &Path, pairs: usize, requests: usize) -> Result<String> {
     workload(&pair, 100)?;
     let mut on_runs = Vec::new();
     let mut off_runs = Vec::new();
+    let mut ev_runs = Vec::new();
     for i in 0..pairs {
         eprintln!("==> L7 capture on/off pair {}/{pairs}", i + 1);
         let (on, off) = if i % 2 == 0 {
-            let on = run(bin, &pair, true, per_conn)?;
-            (on, run(bin, &pair, false, per_conn)?)
+            let on = run(bin, &pair, true, false, per_conn)?;
+            (on, run(bin, &pair, false, false, per_conn)?)
         } else {
-            let off = run(bin, &pair, false, per_conn)?;
-            (run(bin, &pair, true, per_conn)?, off)
+            let off = run(bin, &pair, false, false, per_conn)?;
+            (run(bin, &pair, true, false, per_conn)?, off)
         };
+        ev_runs.push(run(bin, &pair, false, true, per_conn)?);
         if on.l7_events == 0 || off.l7_events != 0 {
             bail!(
                 "L7 capture not as configured: {} events with it on, {} off",
@@ -161,10 +172,10 @@ pub fn bench_l7(bin: &Path, pairs: usize, requests: usize) -> Result<String> {
         on_runs.push(on);
         off_runs.push(off);
     }
-    render(&on_runs, &off_runs, pairs, CONNECTIONS * per_conn)
+    render(&on_runs, &off_runs, &ev_runs, pairs, CONNECTIONS * per_conn)
 }
 
-fn render(on: &[Run], off: &[Run], pairs: usize, requests: usize) -> Result<String> {
+fn render(on: &[Run], off: &[Run], ev: &[Run], pairs: usize, requests: usize) -> Result<String> {
     let mut s = String::new();
     writeln!(
         s,
@@ -173,24 +184,26 @@ fn render(on: &[Run], off: &[Run], pairs: usize, requests: usize) -> Result<Stri
          request and one response segment per exchange), flowd TC on the client's veth, L7 capture\n\
          on (`--l7-max-bytes 512`) vs. off (`--l7-max-bytes 0`), same binary, {pairs} alternating\n\
          pairs. ns/run = kernel.bpf_stats `run_time_ns / run_cnt`; every request or response\n\
-         segment is one run, ACK-only segments are runs that skip the L7 check (no payload).\n"
+         segment is one run, ACK-only segments are runs that skip the L7 check (no payload).\n\
+         Last column: L7 off with `--aggregation-interval none` (one flow event submitted per\n\
+         packet), run after each pair: the cost of a ring-buffer submit alone.\n"
     )?;
     writeln!(
         s,
-        "| program | median ns/run L7 on | median ns/run L7 off | ratio on/off (median) | per-pair ratios |"
+        "| program | median ns/run L7 on | median ns/run L7 off | ratio on/off (median) | per-pair ratios | ns/run L7 off, event per packet |"
     )?;
-    writeln!(s, "|---|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|")?;
     for name in on[0].ns.keys() {
         let v = |runs: &[Run]| -> Vec<f64> {
             runs.iter()
                 .map(|r| r.ns.get(name).copied().unwrap_or(f64::NAN))
                 .collect()
         };
-        let (a, b) = (v(on), v(off));
+        let (a, b, e) = (v(on), v(off), v(ev));
         let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
         writeln!(
             s,
-            "| {name} | {:.0} | {:.0} | {:.3} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.3} | {} | {:.0} |",
             median(a.clone()),
             median(b.clone()),
             median(ratios.clone()),
@@ -198,19 +211,21 @@ fn render(on: &[Run], off: &[Run], pairs: usize, requests: usize) -> Result<Stri
                 .iter()
                 .map(|r| format!("{r:.3}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            median(e),
         )?;
     }
     let m = |f: &dyn Fn(&Run) -> f64, runs: &[Run]| median(runs.iter().map(f).collect());
     writeln!(
         s,
         "\nPer run (medians): program runs {:.0} on / {:.0} off, L7 events {:.0} (on), \
-         requests/s {:.0} on / {:.0} off.\n",
+         requests/s {:.0} on / {:.0} off / {:.0} event per packet.\n",
         m(&|r| r.runs as f64, on),
         m(&|r| r.runs as f64, off),
         m(&|r| r.l7_events as f64, on),
         m(&|r| r.rps, on),
         m(&|r| r.rps, off),
+        m(&|r| r.rps, ev),
     )?;
     Ok(s)
 }
