@@ -8,6 +8,9 @@
 //! (c) the same with XDP native and XDP generic.
 //! Runs alternate (with/without, order flipped every pair) and the report
 //! gives medians over the pairs, because back-to-back runs here vary ±10 %.
+//!
+//! `cargo xtask bench-observer` — the Observer benchmark (issue 5), see
+//! [`observer_bench`].
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -22,6 +25,7 @@ use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
 
 mod drops;
 mod l7;
+mod observer_bench;
 
 #[derive(Parser)]
 struct Cli {
@@ -76,6 +80,18 @@ enum Cmd {
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
+    /// Observer benchmark: flowd RSS with a full 65,535-flow buffer, GetFlows flows/s.
+    BenchObserver {
+        /// GetFlows replays per case (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where to write the results (section between markers is replaced).
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -98,6 +114,7 @@ fn main() -> Result<()> {
             out,
             flowd,
         } => bench_drops(pairs, rounds, &out, flowd),
+        Cmd::BenchObserver { runs, out, flowd } => observer_bench::bench(runs, &out, flowd),
     }
 }
 
