@@ -183,7 +183,7 @@ pub struct Config {
     pub metrics_max_series: u32,
     /// `flowd-metrics-series-ttl`: idle series expire after this; `None` = never.
     pub metrics_series_ttl: Option<Duration>,
-    /// `flowd-metrics-count-once`: packet metrics count a flow at its sender only.
+    /// `flowd-metrics-count-once`: apply the counting rule of `metrics::counting`.
     pub metrics_count_once: bool,
     /// `flowd-export-otlp-endpoint`: OTLP/gRPC collector; `None` disables.
     pub export_otlp_endpoint: Option<String>,
@@ -701,7 +701,7 @@ pub static KEYS: &[KeyDef] = &[
         "flowd-metrics-count-once",
         "true",
         "a boolean",
-        "tcp, icmp and port-distribution count a packet flow once, where its sender is observed (a record seen entering a pod from another pod is skipped). false counts every observation point, as Hubble does.",
+        "The counting rule (see Metrics): each event once per reporter cluster-wide — http/httpV2 once as client and once as server, dns/tcp/icmp/port-distribution at the packet's first observation point. false counts every record at every observation point, as Hubble does.",
         |c, v| c.metrics_count_once = p_bool(v)?
     ),
     key!(

@@ -505,3 +505,89 @@ fn command_line_flags() {
     let none = Cli::try_parse_from(["flowd"]).unwrap();
     assert_eq!(none.config.source(), ConfigSource::Defaults);
 }
+
+/// Runs the real flowd binary to completion (killed after a deadline: a
+/// daemon that started instead of refusing is a failure, not a hang).
+fn run_flowd(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowd"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flowd {args:?} did not exit: it started with a bad configuration");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// Issue 6: a bad `hubble-metrics` value stops flowd at start (exit status
+/// non-zero) with an error naming the key, the handler and the option —
+/// through the binary's own start path, from --set and from a ConfigMap file.
+#[test]
+fn bad_hubble_metrics_stop_the_binary_with_a_clear_error() {
+    let example = repo_file("examples/configmap.yaml");
+    let cases = [
+        (
+            "dns:query;ignoreA",
+            "metrics handler \"dns\": unknown option \"ignoreA\"",
+        ),
+        (
+            "httpV2:sourceContext=workload-name|nodes",
+            "metrics handler \"httpV2\": option \"sourceContext\" has invalid value \"workload-name|nodes\"",
+        ),
+        ("httpV2:exemplars=yes", "metrics handler \"httpV2\""),
+        ("flow bogus", "unknown metrics handler \"bogus\""),
+    ];
+    for (value, want) in cases {
+        let set = format!("hubble-metrics={value}");
+        let (status, stderr) = run_flowd(&[
+            "--config".as_ref(),
+            example.as_os_str(),
+            "--set".as_ref(),
+            set.as_ref(),
+        ]);
+        assert!(!status.success(), "{value}: {status}");
+        assert!(
+            stderr.contains("hubble-metrics") && stderr.contains(want),
+            "{value}: {stderr}"
+        );
+        if value.starts_with("httpV2:exemplars") {
+            assert!(stderr.contains("exemplars"), "{stderr}");
+        }
+    }
+    // The same from a ConfigMap file.
+    let dir = TempDir::new("badmetrics");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let bad = text.replace("dns:query;ignoreAAAA", "dns:query;ignoreAAA");
+    assert_ne!(bad, text, "the example enables dns:query;ignoreAAAA");
+    let file = dir.0.join("configmap.yaml");
+    std::fs::write(&file, bad).unwrap();
+    let (status, stderr) = run_flowd(&["--config".as_ref(), file.as_os_str()]);
+    assert!(!status.success(), "{status}");
+    assert!(
+        stderr.contains("metrics handler \"dns\": unknown option \"ignoreAAA\""),
+        "{stderr}"
+    );
+}

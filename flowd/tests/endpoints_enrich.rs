@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use flowd::endpoints::manifest::parse_manifest;
 use flowd::endpoints::model::{Kind, ObjectKey};
-use flowd::endpoints::{
-    EndpointStore, Hook, Interface, InterfaceKind, StoreConfig, Update, counts_for_metrics,
-};
+use flowd::endpoints::{EndpointStore, Hook, Interface, InterfaceKind, StoreConfig, Update};
+use flowd::metrics::counting::counts_once as counts_for_metrics;
 use flowd_proto::flow::{
     Endpoint, Flow, Ip, NetworkInterface, TraceObservationPoint as Top, TrafficDirection as Dir,
     Workload,
@@ -239,11 +238,12 @@ fn cross_node() {
     let up = enriched(&s, FE, INV, UPLINK, Hook::Egress, false);
     assert_eq!(point(&up), (Top::ToNetwork, Dir::Unknown));
     assert!(!counts_for_metrics(&up));
-    // Inbound from the remote pod: counted at the local pod's veth only.
+    // Inbound from the remote pod: counted where it was sent (the remote
+    // pod's veth, by node-b's flowd), not again here.
     let inb = enriched(&s, INV, FE, FE_VETH, Hook::Egress, true);
     assert_eq!(inb.source.as_ref(), Some(&inv));
     assert_eq!(point(&inb), (Top::ToEndpoint, Dir::Egress));
-    assert!(counts_for_metrics(&inb));
+    assert!(!counts_for_metrics(&inb));
     let up_in = enriched(&s, INV, FE, UPLINK, Hook::Ingress, true);
     assert_eq!(point(&up_in), (Top::FromNetwork, Dir::Unknown));
     assert!(!counts_for_metrics(&up_in));

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{Metrics, MetricsOptions};
-use flowd_proto::flow::{DropReason, LostEventSource, TrafficDirection, Verdict};
+use flowd_proto::flow::{
+    DropReason, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
+};
 use metrics_support::*;
 
 use TrafficDirection::{Egress, Ingress};
@@ -244,27 +246,21 @@ fn dns_queries_responses_and_types() {
     let name = "inventory.ecommerce.svc.cluster.local.";
     let nx = "nosuch.ecommerce.svc.cluster.local.";
     for _ in 0..3 {
-        // Observed at the client (counted) and at the server (same exchange: not counted).
+        // Observed at the client and at the server: the query counts where
+        // the client sent it, the response where the server sent it.
         for dir in [Egress, Ingress] {
             m.process(&dns(c, d, false, name, "A", 0, &[], &[], dir));
             m.process(&dns(d, c, true, name, "A", 0, &["10.96.0.20"], &["A"], dir));
         }
     }
-    m.process(&dns(c, d, false, nx, "A", 0, &[], &[], Egress));
-    m.process(&dns(d, c, true, nx, "A", 3, &[], &[], Egress));
-    // AAAA-only queries are ignored.
-    m.process(&dns(c, d, false, name, "AAAA", 0, &[], &[], Egress));
-    m.process(&dns(
-        d,
-        c,
-        true,
-        name,
-        "AAAA",
-        0,
-        &["fd00::20"],
-        &["AAAA"],
-        Egress,
-    ));
+    for dir in [Egress, Ingress] {
+        m.process(&dns(c, d, false, nx, "A", 0, &[], &[], dir));
+        m.process(&dns(d, c, true, nx, "A", 3, &[], &[], dir));
+        // AAAA-only queries are ignored.
+        m.process(&dns(c, d, false, name, "AAAA", 0, &[], &[], dir));
+        let aaaa = &["fd00::20"];
+        m.process(&dns(d, c, true, name, "AAAA", 0, aaaa, &["AAAA"], dir));
+    }
     // A client that is not a pod is only seen at the server: counted there.
     let host = world();
     m.process(&dns(
@@ -668,8 +664,10 @@ fn packet_metrics_count_once_at_the_sender() {
     at_a.source = Some(a.clone());
     at_a.destination = Some(b.clone());
     at_a.traffic_direction = Egress as i32;
+    at_a.trace_observation_point = TraceObservationPoint::FromEndpoint as i32;
     let mut at_b = at_a.clone();
     at_b.traffic_direction = Ingress as i32;
+    at_b.trace_observation_point = TraceObservationPoint::ToEndpoint as i32;
     let mut from_world = at_b.clone();
     from_world.source = Some(world());
     for (count_once, expect) in [(true, 2.0), (false, 3.0)] {

@@ -12,8 +12,8 @@
 //! `TO_NETWORK`, without a direction.
 //!
 //! A packet between two pods on one node crosses both veths: it gives one
-//! flow per observation point, as Hubble does. [`counts_for_metrics`] picks
-//! one of them so that nothing is counted twice.
+//! flow per observation point, as Hubble does. Which of them metrics count
+//! is the rule in [`crate::metrics::counting`].
 
 use std::net::IpAddr;
 
@@ -109,31 +109,4 @@ pub fn enrich_with(snap: &Snapshot, flow: &mut Flow, hook: Option<Hook>) {
     };
     flow.trace_observation_point = point as i32;
     flow.traffic_direction = direction as i32;
-}
-
-/// Whether an enriched flow is the sighting that metrics and counts take,
-/// so that a packet crossing two observation points of one node is counted
-/// once:
-/// - `FROM_ENDPOINT` (leaving a local pod): always — it is the first
-///   sighting on this node;
-/// - `TO_ENDPOINT` (entering a local pod): only when the source is not a pod
-///   of this node (endpoint ID 0: a remote pod, the host, the world), since
-///   otherwise its `FROM_ENDPOINT` sighting was counted;
-/// - `FROM_NETWORK` / `TO_NETWORK` (uplink): only when neither side is a
-///   pod of this node (those are counted at the pod's veth);
-/// - anything else (unknown interface): counted.
-///
-/// Across nodes each node counts its own sighting (per-node series, as
-/// Hubble's metrics are). The rule is per packet, so a request and its reply
-/// are each counted once.
-pub fn counts_for_metrics(flow: &Flow) -> bool {
-    let local = |e: &Option<flowd_proto::flow::Endpoint>| e.as_ref().is_some_and(|e| e.id != 0);
-    match TraceObservationPoint::try_from(flow.trace_observation_point) {
-        Ok(TraceObservationPoint::FromEndpoint) => true,
-        Ok(TraceObservationPoint::ToEndpoint) => !local(&flow.source),
-        Ok(TraceObservationPoint::FromNetwork | TraceObservationPoint::ToNetwork) => {
-            !local(&flow.source) && !local(&flow.destination)
-        }
-        _ => true,
-    }
 }

@@ -19,7 +19,7 @@ pub mod manifest;
 pub mod model;
 pub mod store;
 
-pub use enrich::{Hook, counts_for_metrics};
+pub use enrich::Hook;
 pub use manifest::{ManifestError, ManifestSource};
 pub use model::{Endpoint, Kind, Node, Object, ObjectKey, Pod, Service, Workload};
 pub use store::{EndpointStore, Interface, InterfaceKind, Snapshot, StoreConfig};

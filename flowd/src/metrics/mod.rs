@@ -10,21 +10,15 @@
 //! series idle for `flowd-metrics-series-ttl` and series naming a deleted
 //! pod ([`Metrics::forget_pod`]) are removed.
 //!
-//! Double counting: an exchange between two pods is seen at both pods'
-//! interfaces (and, across nodes, by two flowds scraped separately).
-//! * http/httpV2 count each exchange once per reporter, on its RESPONSE
-//!   record: `reporter="client"` where the record's traffic_direction is
-//!   EGRESS (observed at the client), `"server"` where it is INGRESS — the
-//!   direction of the request relative to the observed endpoint, as in Hubble.
-//! * dns counts an exchange once: at the client side (traffic_direction not
-//!   INGRESS), or at the server side when the client is not a pod (then no
-//!   flowd observes the client side).
-//! * tcp, icmp and port-distribution count an L3/L4 record once, at the
-//!   sender: a record seen INGRESS at a pod whose source is a pod is skipped
-//!   (`flowd-metrics-count-once`, default on; Hubble counts both). `flow`
-//!   keeps both: its `subtype` label tells the observation points apart.
+//! Double counting: a packet between two pods is seen at several
+//! observation points, possibly on two nodes. [`counting`] holds the one rule
+//! every handler follows (`flowd-metrics-count-once`): each event is counted
+//! once per reporter — http/httpV2 once with `reporter="client"` and once with
+//! `reporter="server"`, the other per-flow metrics once at the packet's first
+//! observation point, `flow` and `drop` every record.
 
 pub mod context;
+pub mod counting;
 pub mod series;
 pub mod server;
 pub mod spec;
@@ -32,8 +26,8 @@ pub mod spec;
 use std::time::{Duration, Instant};
 
 use flowd_proto::flow::{
-    DropReason, Flow, FlowType, IpVersion, L7FlowType, LostEventSource, TrafficDirection, Verdict,
-    layer4::Protocol, layer7::Record,
+    DropReason, Flow, FlowType, IpVersion, L7FlowType, LostEventSource, Verdict, layer4::Protocol,
+    layer7::Record,
 };
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +38,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{AttachMode, Config};
 use context::{LabelSet, push_labels};
+use counting::Reporter;
 use series::Series;
 use spec::{HandlerKind, HandlerSpec, MetricsSpec};
 
@@ -78,8 +73,8 @@ pub struct MetricsOptions {
     pub series_ttl: Option<Duration>,
     /// Serve OpenMetrics when asked (`enable-hubble-open-metrics`).
     pub open_metrics: bool,
-    /// tcp / icmp / port-distribution: count a packet flow once, at its
-    /// sender (`flowd-metrics-count-once`).
+    /// Apply the counting rule of [`counting`] (`flowd-metrics-count-once`);
+    /// false counts every record at every observation point, as Hubble does.
     pub count_once: bool,
 }
 
@@ -416,18 +411,20 @@ impl Metrics {
         }
         let now = Instant::now();
         let mut labels = LabelSet::with_capacity(12);
-        let second_sighting = self.count_once && seen_by_sender_too(flow);
-        for h in &self.handlers {
-            if second_sighting
-                && matches!(
-                    h,
-                    Handler::Tcp(..) | Handler::Icmp(..) | Handler::PortDistribution(..)
-                )
-            {
-                continue;
+        let rule = if self.count_once {
+            Counting {
+                once: counting::counts_once(flow),
+                reporter: counting::counting_reporter(flow),
             }
+        } else {
+            Counting {
+                once: true,
+                reporter: Some(Reporter::of_direction(flow)),
+            }
+        };
+        for h in &self.handlers {
             labels.clear();
-            h.process(flow, now, &mut labels);
+            h.process(flow, now, rule, &mut labels);
         }
     }
 
@@ -630,8 +627,17 @@ impl<M: prometheus_client::metrics::TypedMetric> SeriesOps for Series<M> {
     }
 }
 
+/// What the counting rule says of one record.
+#[derive(Debug, Clone, Copy)]
+struct Counting {
+    /// Metrics without a reporter label count it.
+    once: bool,
+    /// The reporter http/httpV2 count it for, if any.
+    reporter: Option<Reporter>,
+}
+
 impl Handler {
-    fn process(&self, flow: &Flow, now: Instant, l: &mut LabelSet) {
+    fn process(&self, flow: &Flow, now: Instant, rule: Counting, l: &mut LabelSet) {
         match self {
             Handler::Flow(spec, s) => {
                 let (typ, sub) = type_and_subtype(flow);
@@ -658,7 +664,7 @@ impl Handler {
                 });
             }
             Handler::Tcp(spec, s) => {
-                if !forwarded(flow) {
+                if !rule.once || !forwarded(flow) {
                     return;
                 }
                 let (Some(ip), Some(Protocol::Tcp(tcp))) = (
@@ -690,6 +696,9 @@ impl Handler {
                 }
             }
             Handler::Icmp(spec, s) => {
+                if !rule.once {
+                    return;
+                }
                 let (family, typ) = match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
                     Some(Protocol::IcmPv4(i)) => ("IPv4", icmp::v4_name(i.r#type, i.code)),
                     // Hubble labels ICMPv6 with family "IPv4" (a bug); flowd says IPv6.
@@ -707,7 +716,7 @@ impl Handler {
                 // Only requests with a known direction: the destination port
                 // of a reply is the client's ephemeral port.
                 let is_request = matches!(&flow.is_reply, Some(r) if !r.value);
-                if !forwarded(flow) || !is_request {
+                if !rule.once || !forwarded(flow) || !is_request {
                     return;
                 }
                 let (proto, port) = match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
@@ -738,10 +747,10 @@ impl Handler {
                 if spec.dns_ignore_aaaa && dns.qtypes.len() == 1 && dns.qtypes[0] == "AAAA" {
                     return;
                 }
-                let is_reply = flow.is_reply.as_ref().is_some_and(|r| r.value);
-                if !counts_dns_here(flow, is_reply) {
+                if !rule.once {
                     return;
                 }
+                let is_reply = flow.is_reply.as_ref().is_some_and(|r| r.value);
                 push_labels(&spec.context, flow, false, l);
                 let ctx_len = l.len();
                 let qtypes = dns.qtypes.join(",");
@@ -793,12 +802,10 @@ impl Handler {
                 let Some(Record::Http(http)) = l7.record.as_ref() else {
                     return;
                 };
-                let typ = L7FlowType::try_from(l7.r#type).unwrap_or(L7FlowType::UnknownL7Type);
-                let reporter = match TrafficDirection::try_from(flow.traffic_direction) {
-                    Ok(TrafficDirection::Egress) => "client",
-                    Ok(TrafficDirection::Ingress) => "server",
-                    _ => "unknown",
+                let Some(reporter) = rule.reporter.map(Reporter::as_str) else {
+                    return;
                 };
+                let typ = L7FlowType::try_from(l7.r#type).unwrap_or(L7FlowType::UnknownL7Type);
                 let exemplar = spec
                     .exemplars
                     .then(|| flow.trace_context.as_ref()?.parent.as_ref())
@@ -868,34 +875,8 @@ impl Handler {
     }
 }
 
-/// An L3/L4 record observed at the receiving pod (INGRESS) of a packet
-/// whose sender is a pod too: the sender's interface reported the same
-/// packets (on this node or another), so packet-level counters skip it.
-fn seen_by_sender_too(flow: &Flow) -> bool {
-    flow.l7.is_none()
-        && flow.traffic_direction == TrafficDirection::Ingress as i32
-        && flow.source.as_ref().is_some_and(|e| !e.pod_name.is_empty())
-}
-
 fn forwarded(flow: &Flow) -> bool {
     flow.verdict == Verdict::Forwarded as i32 || flow.verdict == Verdict::Redirected as i32
-}
-
-/// A DNS record is counted where the client side of the exchange is
-/// observed, so an exchange seen at two interfaces (or by two nodes)
-/// counts once.
-fn counts_dns_here(flow: &Flow, is_reply: bool) -> bool {
-    if flow.traffic_direction != TrafficDirection::Ingress as i32 {
-        return true;
-    }
-    // Observed at the server: count only when nobody observes the client,
-    // i.e. the client is not a pod.
-    let client = if is_reply {
-        flow.destination.as_ref()
-    } else {
-        flow.source.as_ref()
-    };
-    client.is_none_or(|e| e.pod_name.is_empty())
 }
 
 fn verdict_name(v: i32) -> String {

@@ -7,9 +7,21 @@ use std::collections::BTreeMap;
 
 use flowd_proto::flow::{
     CiliumEventType, Dns, Endpoint, Flow, FlowType, Http, Ip, IpVersion, L7FlowType, Layer4,
-    Layer7, TcpFlags, TraceContext, TraceParent, TrafficDirection, Verdict, Workload, layer4,
-    layer7,
+    Layer7, TcpFlags, TraceContext, TraceObservationPoint, TraceParent, TrafficDirection, Verdict,
+    Workload, layer4, layer7,
 };
+
+/// The pod-veth observation point enrichment gives an L7 record with this
+/// exchange direction: at the client (EGRESS) the request leaves the pod and
+/// the reply enters it; at the server (INGRESS) the other way round.
+pub fn pod_point(dir: TrafficDirection, reply: bool) -> i32 {
+    let leaving = (dir == TrafficDirection::Egress) != reply;
+    if leaving {
+        TraceObservationPoint::FromEndpoint as i32
+    } else {
+        TraceObservationPoint::ToEndpoint as i32
+    }
+}
 
 /// One sample line: metric name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +275,7 @@ pub fn http_exchange(
             sub_type: 0,
         }),
         traffic_direction: dir as i32,
+        trace_observation_point: pod_point(dir, reply),
         is_reply: Some(reply.into()),
         trace_context: trace_id.map(|t| TraceContext {
             parent: Some(TraceParent {
@@ -302,6 +315,7 @@ pub fn dns(
             sub_type: 0,
         }),
         traffic_direction: dir as i32,
+        trace_observation_point: pod_point(dir, response),
         is_reply: Some(response.into()),
         l7: Some(Layer7 {
             r#type: if response {
