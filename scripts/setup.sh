@@ -19,6 +19,7 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$BUILD_ONLY" = 1 ] || [ "$(id -u)" = 0 ] || die "must run as root (loading eBPF programs and creating network namespaces needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+[ "$BUILD_ONLY" = 1 ] || grep -qw bpf /proc/filesystems || die "kernel without BPF (no bpf filesystem in /proc/filesystems); flowd needs CONFIG_BPF_SYSCALL"
 [ "$BUILD_ONLY" = 1 ] || [ -e /sys/kernel/btf/vmlinux ] || die "kernel has no BTF (/sys/kernel/btf/vmlinux missing); flowd needs a kernel built with CONFIG_DEBUG_INFO_BTF"
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
 command -v rustup >/dev/null || die "rustup not found: the eBPF build needs a nightly toolchain managed by rustup"
