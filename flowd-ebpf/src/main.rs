@@ -19,6 +19,7 @@ mod parse;
 
 use core::{
     intrinsics::{AtomicOrdering::Relaxed, atomic_cxchg, atomic_or, atomic_xadd},
+    mem::{MaybeUninit, size_of},
     ptr::{addr_of_mut, read_volatile, write_volatile},
 };
 
@@ -32,9 +33,9 @@ use aya_ebpf::{
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FLOW_MAP_ERRORS, CNT_L7_EVENTS, CNT_MAX,
     CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, Config, DIR_EGRESS, DIR_INGRESS, EV_L7,
-    EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FlowEvent, FlowKey, FlowStats,
-    KEY_F_FRAGMENT, KEY_F_VLAN, L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-    TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
+    EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent,
+    FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
 };
 
 use crate::{
@@ -84,11 +85,10 @@ pub fn flowd_tc_egress(ctx: TcContext) -> i32 {
 #[xdp(frags)]
 pub fn flowd_xdp(ctx: XdpContext) -> u32 {
     let pkt = Xdp::new(&ctx);
-    let key = FlowKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        direction: DIR_INGRESS,
-        ..FlowKey::default()
-    };
+    let mut slot = MaybeUninit::<FlowKey>::uninit();
+    let key = zeroed_key(&mut slot);
+    key.ifindex = ctx.ingress_ifindex() as u32;
+    key.direction = DIR_INGRESS;
     observe(&pkt, key, 1);
     XDP_PASS
 }
@@ -118,17 +118,31 @@ fn tc(ctx: &TcContext, direction: u8) {
             (*skb).gso_segs,
         )
     };
-    let mut key = FlowKey {
-        ifindex,
-        direction,
-        ..FlowKey::default()
-    };
+    let mut slot = MaybeUninit::<FlowKey>::uninit();
+    let key = zeroed_key(&mut slot);
+    key.ifindex = ifindex;
+    key.direction = direction;
     // A tag offloaded to skb metadata is not in the data and is the outermost one.
     if vlan_present != 0 {
         key.vlan = (vlan_tci & 0x0fff) as u16;
         key.flags = KEY_F_VLAN;
     }
     observe(&pkt, key, gso_segs);
+}
+
+/// Zeroes the key in place with six 8-byte stores; the key is then only
+/// used by reference. Zero-initialising or moving it the usual way becomes
+/// a call to a byte-by-byte memset/memcpy subprogram (the BPF backend does
+/// not inline them): ~180 instructions on every packet.
+#[inline(always)]
+fn zeroed_key(slot: &mut MaybeUninit<FlowKey>) -> &mut FlowKey {
+    let p = slot.as_mut_ptr().cast::<u64>();
+    for i in 0..size_of::<FlowKey>() / 8 {
+        // SAFETY: FlowKey is 48 bytes, 8-byte aligned (asserted in flowd-common).
+        unsafe { write_volatile(p.add(i), 0) };
+    }
+    // SAFETY: every byte was written; all-zero is a valid FlowKey.
+    unsafe { slot.assume_init_mut() }
 }
 
 #[inline(always)]
@@ -162,14 +176,14 @@ fn transitions(flags: u16) -> u16 {
 /// The per-packet path shared by all programs. `segs` is the number of
 /// wire packets the buffer stands for (GSO segments; 1 without GSO).
 #[inline(always)]
-fn observe<P: Packet>(pkt: &P, mut key: FlowKey, segs: u32) {
+fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     // One CONFIG read per packet; a missing entry cannot happen for an array.
     let (interval_ns, l7_max) = match CONFIG.get(0) {
         Some(c) => (c.aggregation_interval_ns, c.l7_max_bytes),
         None => (0, 0),
     };
     count(CNT_PACKETS, 1);
-    let l4 = match parse(pkt, &mut key) {
+    let l4 = match parse(pkt, key) {
         Ok(l4) => l4,
         Err(NoKey::Truncated) => {
             count(CNT_PACKETS_TRUNCATED, 1);
@@ -207,8 +221,8 @@ fn observe<P: Packet>(pkt: &P, mut key: FlowKey, segs: u32) {
     } else {
         0
     };
-    track_flow(
-        &key,
+    let flow = track_flow(
+        key,
         packets,
         bytes,
         word,
@@ -219,10 +233,67 @@ fn observe<P: Packet>(pkt: &P, mut key: FlowKey, segs: u32) {
         l4.tcp_flags,
     );
 
-    if l4.payload_len > 0 && l7_max != 0 && (key.protocol == PROTO_TCP || key.protocol == PROTO_UDP)
-    {
-        capture_l7(pkt, &key, &l4, l7_max, &mut ts);
+    if l4.payload_len == 0 || l7_max == 0 {
+        return;
     }
+    if key.protocol == PROTO_UDP {
+        capture_l7(pkt, key, &l4, l7_max, &mut ts);
+    } else if tcp {
+        l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
+    }
+}
+
+/// L7 capture on a TCP payload, skipped for flows already known to carry
+/// something else: probing costs a helper call per packet when the payload
+/// is not in the linear data (GSO buffers), which bulk transfers are made of.
+#[inline(always)]
+fn l7_tcp<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut EventTime, flow: Flow) {
+    let s = match flow {
+        Flow::Existing(s) => s,
+        // The flow's first packet carries payload: seen mid-connection, or
+        // data on a SYN (TCP Fast Open), which then decides below.
+        Flow::Created => match FLOWS.get_ptr_mut(key) {
+            Some(s) => s,
+            None => {
+                capture_l7(pkt, key, l4, l7_max, ts);
+                return;
+            }
+        },
+        Flow::Missing => {
+            capture_l7(pkt, key, l4, l7_max, ts);
+            return;
+        }
+    };
+    // The word at tcp_flags (flags, transitions, l7_state): aligned, 64-bit
+    // (offset 40, asserted in flowd-common).
+    // SAFETY: `s` points to the map value, valid for this program run.
+    let fw = unsafe { addr_of_mut!((*s).tcp_flags).cast::<u64>() };
+    // SAFETY: as above.
+    let w = unsafe { read_volatile(fw) };
+    let state = (w >> 32) as u8;
+    if state & FLOW_L7_OFF != 0 {
+        return;
+    }
+    let recognised = capture_l7(pkt, key, l4, l7_max, ts);
+    // Decide on the first payload of a connection whose start we saw: its
+    // first bytes say which protocol it speaks.
+    let started = (w >> 16) as u16 & (TRANSITION_SYN | TRANSITION_SYN_ACK) != 0;
+    if started && state & FLOW_L7_PROBED == 0 {
+        let bits = FLOW_L7_PROBED | if recognised { 0 } else { FLOW_L7_OFF };
+        // SAFETY: as above.
+        unsafe { atomic_or::<u64, u64, { Relaxed }>(fw, (bits as u64) << 32) };
+    }
+}
+
+/// What track_flow leaves for the L7 step.
+#[derive(Clone, Copy)]
+enum Flow {
+    /// The flow existed; its map value, valid for this program run.
+    Existing(*mut FlowStats),
+    /// This packet created the flow.
+    Created,
+    /// The flow map had no room.
+    Missing,
 }
 
 /// Updates (or creates) the flow and sends the event the packet calls for.
@@ -238,7 +309,7 @@ fn track_flow(
     interval_ns: u64,
     pkt_len: u32,
     pkt_flags: u16,
-) {
+) -> Flow {
     let mut stats = FLOWS.get_ptr_mut(key);
     if stats.is_none() {
         let new = FlowStats {
@@ -249,12 +320,13 @@ fn track_flow(
             last_report_ns: now,
             tcp_flags: word as u16,
             tcp_transitions: (word >> 16) as u16,
-            _pad: [0; 4],
+            l7_state: 0,
+            _pad: [0; 3],
         };
         match FLOWS.insert(key, new, BPF_NOEXIST as u64) {
             Ok(()) => {
                 emit_flow(EV_NEW_FLOW, key, &new, ts, pkt_len, pkt_flags);
-                return;
+                return Flow::Created;
             }
             // Another CPU created it meanwhile: account on its entry.
             Err(e) if e == -EEXIST => stats = FLOWS.get_ptr_mut(key),
@@ -263,7 +335,7 @@ fn track_flow(
     }
     let Some(s) = stats else {
         count(CNT_FLOW_MAP_ERRORS, 1);
-        return;
+        return Flow::Missing;
     };
     // SAFETY: `s` points to the map value, valid for this program run;
     // counters other CPUs also update are changed atomically.
@@ -305,6 +377,7 @@ fn track_flow(
             emit_flow(kind, key, &snapshot, ts, pkt_len, pkt_flags);
         }
     }
+    Flow::Existing(s)
 }
 
 #[inline(always)]
@@ -359,16 +432,17 @@ fn header(kind: u8, now: u64) -> EventHeader {
 
 /// Sends the first bytes of an HTTP/1.x or DNS payload as an L7Event.
 #[inline(always)]
-fn capture_l7<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut EventTime) {
+/// Returns whether the payload was recognised (whether or not the event got through).
+fn capture_l7<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut EventTime) -> bool {
     let is_extra = |port: u16| L7_PORTS.get_ptr(port).is_some();
     let Some(cap) = l7::classify(pkt, key, l4, is_extra) else {
-        return;
+        return false;
     };
     count(CNT_L7_EVENTS, 1);
     let n = l7::copy_len(l7_max, cap.avail);
     let Some(mut entry) = EVENTS.reserve::<L7Event>(0) else {
         count(CNT_EVENTS_LOST, 1);
-        return;
+        return true;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is the reserved record, large enough for an L7Event; every
@@ -392,6 +466,7 @@ fn capture_l7<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut 
         entry.discard(0);
         count(CNT_EVENTS_LOST, 1);
     }
+    true
 }
 
 #[cfg(not(test))]

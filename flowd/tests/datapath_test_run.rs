@@ -34,11 +34,11 @@ use flowd::datapath::EBPF_OBJECT;
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER,
     CNT_PACKETS_TRUNCATED, Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS,
-    EV_UPDATE, EventHeader, FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowKey, FlowStats,
-    KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, L7Event,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN,
-    TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN,
-    TRANSITION_SYN_ACK, names,
+    EV_UPDATE, EventHeader, FAMILY_IPV4, FAMILY_IPV6, FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent,
+    FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE,
+    L7_MAX_PAYLOAD, L7Event, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK,
+    TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TRANSITION_FIN,
+    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, names,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
@@ -1095,7 +1095,8 @@ fn counts_packets_bytes_and_flag_union() -> Result<()> {
         ensure!(s.bytes == pkts.iter().map(|p| p.len() as u64).sum::<u64>());
         ensure!(s.tcp_flags == TCP_SYN | TCP_ACK | TCP_PSH | TCP_FIN);
         ensure!(s.tcp_transitions == TRANSITION_SYN | TRANSITION_FIN);
-        ensure!(s._pad == [0; 4]);
+        // The first payload after the SYN was not HTTP/DNS: no more probing.
+        ensure!(s.l7_state == FLOW_L7_PROBED | FLOW_L7_OFF && s._pad == [0; 3]);
         ensure!(s.first_seen_ns <= s.last_seen_ns && s.first_seen_ns > 0);
         ensure!(dp.counters()?[CNT_PACKETS as usize] == 4);
         Ok(())
@@ -1337,6 +1338,83 @@ fn http_requests_and_responses() -> Result<()> {
             c[CNT_L7_EVENTS as usize] == 10 && c[CNT_EVENTS_SUBMITTED as usize] == 20,
             "{c:?}"
         );
+        Ok(())
+    })
+}
+
+/// A connection seen from its start is probed for HTTP/DNS on its first
+/// payload only when that payload is neither (bulk transfers, TLS, … cost no
+/// probe per packet); HTTP connections keep being probed (keep-alive), and
+/// connections seen from the middle are probed on every payload.
+#[test]
+fn l7_probing_follows_the_first_payload_of_a_connection() -> Result<()> {
+    for_hooks(|dp| {
+        let req = http_request("GET");
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        // Starts with another protocol: a later HTTP-looking payload is not captured.
+        dp.run(&tcp_pkt(false, 41000, 80, TCP_SYN, 1, &[]))?;
+        dp.run(&tcp_pkt(
+            false,
+            41000,
+            80,
+            TCP_ACK | TCP_PSH,
+            2,
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+        ))?;
+        dp.run(&tcp_pkt(false, 41000, 80, TCP_ACK | TCP_PSH, 23, &req))?;
+        // Starts with HTTP: every request of the connection is captured, bodies are not.
+        dp.run(&tcp_pkt(false, 41001, 80, TCP_SYN, 1, &[]))?;
+        dp.run(&tcp_pkt(false, 41001, 80, TCP_ACK | TCP_PSH, 2, &req))?;
+        dp.run(&tcp_pkt(
+            false,
+            41001,
+            80,
+            TCP_ACK | TCP_PSH,
+            100,
+            &[b'x'; 200],
+        ))?;
+        dp.run(&tcp_pkt(false, 41001, 80, TCP_ACK | TCP_PSH, 300, &req))?;
+        // The server side starts with SYN-ACK and answers with HTTP.
+        dp.run(&tcp_pkt(false, 80, 41001, TCP_SYN | TCP_ACK, 1, &[]))?;
+        dp.run(&tcp_pkt(false, 80, 41001, TCP_ACK | TCP_PSH, 2, resp))?;
+        // Seen from the middle: probed every time.
+        dp.run(&tcp_pkt(
+            false,
+            41002,
+            80,
+            TCP_ACK | TCP_PSH,
+            5,
+            b"tail of a body",
+        ))?;
+        dp.run(&tcp_pkt(false, 41002, 80, TCP_ACK | TCP_PSH, 19, &req))?;
+
+        let got: Vec<(u16, u16, u8)> = dp
+            .l7_events()?
+            .iter()
+            .map(|l| (l.key.src_port, l.key.dst_port, l.l7_kind))
+            .collect();
+        ensure!(
+            got == [
+                (41001, 80, L7_HTTP_REQUEST),
+                (41001, 80, L7_HTTP_REQUEST),
+                (80, 41001, L7_HTTP_RESPONSE),
+                (41002, 80, L7_HTTP_REQUEST),
+            ],
+            "{got:?}"
+        );
+        let state = |sport, dport| -> Result<u8> {
+            let want = dp.key4(PROTO_TCP, sport, dport);
+            let flows = dp.flows()?;
+            let (_, s) = flows
+                .iter()
+                .find(|(k, _)| *k == want)
+                .with_context(|| format!("no flow {sport}->{dport}"))?;
+            Ok(s.l7_state)
+        };
+        ensure!(state(41000, 80)? == FLOW_L7_PROBED | FLOW_L7_OFF);
+        ensure!(state(41001, 80)? == FLOW_L7_PROBED);
+        ensure!(state(80, 41001)? == FLOW_L7_PROBED);
+        ensure!(state(41002, 80)? == 0);
         Ok(())
     })
 }

@@ -44,7 +44,9 @@ pub const KEY_F_VLAN: u8 = 0x02;
 /// the rest. For ICMP/ICMPv6, `src_port` holds the type and `dst_port` the code.
 /// For protocols that are not IP (ARP, …) `family` is 0 and only `ether_type`
 /// (in `src_port`) is kept.
-#[repr(C)]
+/// 8-byte aligned so that the programs zero and copy it with 8-byte stores
+/// (at alignment 4 the BPF backend calls a byte-by-byte memset per packet).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src_addr: [u8; 16],
@@ -60,6 +62,7 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 8);
 
 /// Per-flow counters kept in the `FLOWS` LRU map. Counters are updated with
 /// atomic adds because one flow can be hit from several CPUs at once.
@@ -79,16 +82,27 @@ pub struct FlowStats {
     /// Union of all TCP flags seen on this flow.
     pub tcp_flags: u16,
     /// `TRANSITION_*` bits already reported with EV_NEW_FLOW / EV_TCP_FLAGS.
-    /// The kernel updates `tcp_flags` and this field together with one atomic
-    /// 64-bit OR on the last 8 bytes (little-endian: `tcp_flags` is bits 0..16,
-    /// this field bits 16..32, `_pad` stays 0), so each transition is reported
-    /// exactly once even when CPUs race.
+    /// The kernel updates `tcp_flags`, this field and `l7_state` with atomic
+    /// 64-bit ORs on the last 8 bytes (little-endian: `tcp_flags` is bits 0..16,
+    /// this field bits 16..32, `l7_state` bits 32..40, `_pad` stays 0), so each
+    /// transition is reported exactly once even when CPUs race.
     pub tcp_transitions: u16,
-    pub _pad: [u8; 4],
+    /// `FLOW_L7_*` bits: whether the kernel still looks for HTTP/DNS in this
+    /// TCP flow's payloads (kernel-internal; user space may ignore it).
+    pub l7_state: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 // The 64-bit word at tcp_flags (flags + transitions + pad) is updated atomically: keep it aligned.
 const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
+
+/// [`FlowStats::l7_state`] bits. A TCP flow seen from its SYN/SYN-ACK has its
+/// first payload probed for HTTP/1.x and DNS (`FLOW_L7_PROBED`); when that
+/// payload is neither, the flow carries another protocol and its later
+/// payloads are not probed (`FLOW_L7_OFF`). Flows seen from the middle are
+/// probed on every payload.
+pub const FLOW_L7_PROBED: u8 = 0x1;
+pub const FLOW_L7_OFF: u8 = 0x2;
 
 /// [`FlowStats::tcp_transitions`] bits: a packet with SYN and no ACK, SYN+ACK, FIN, RST.
 pub const TRANSITION_SYN: u16 = 0x1;
