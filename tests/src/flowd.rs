@@ -41,9 +41,15 @@ impl Flowd {
     /// Starts `bin` inside `ns` with `args` and waits (bounded) until it has
     /// attached to everything that matched at start ("ready" line).
     pub fn start(bin: &Path, ns: &Netns, args: &[&str]) -> Result<Self> {
+        Self::start_env(bin, ns, args, &[])
+    }
+
+    /// [`Flowd::start`] with extra environment variables (e.g. `FLOWD_EBPF_OBJECT`).
+    pub fn start_env(bin: &Path, ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = TempDir::new("flowd")?;
         let dump = dir.0.join("dump.json");
         let mut cmd = ns.command(bin);
+        cmd.envs(env.iter().copied());
         cmd.args(["--print", "--print-format", "json", "--dump-flows-on-exit"])
             .arg(&dump)
             .args(args);

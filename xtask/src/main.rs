@@ -92,6 +92,29 @@ enum Cmd {
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
+    /// Cost attribution for eBPF work: runs iperf3 (TC, data into the observed
+    /// veth) once per variant per round, each variant an eBPF object loaded
+    /// through FLOWD_EBPF_OBJECT, next to the empty program in the same round,
+    /// and prints median ns/run and median difference to the empty program.
+    Profile {
+        /// NAME=PATH of an eBPF object (repeatable), e.g. built with
+        /// `--features` of flowd-ebpf.
+        #[arg(long = "variant", value_name = "NAME=PATH", required = true)]
+        variants: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Attach mode: tc, xdp or xdp-generic.
+        #[arg(long, default_value = "tc")]
+        mode: String,
+        /// Extra flowd arguments (e.g. "--l7-max-bytes=0").
+        #[arg(long = "flowd-arg", allow_hyphen_values = true)]
+        flowd_args: Vec<String>,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -115,6 +138,14 @@ fn main() -> Result<()> {
             flowd,
         } => bench_drops(pairs, rounds, &out, flowd),
         Cmd::BenchObserver { runs, out, flowd } => observer_bench::bench(runs, &out, flowd),
+        Cmd::Profile {
+            variants,
+            rounds,
+            seconds,
+            mode,
+            flowd_args,
+            flowd,
+        } => profile(&variants, rounds, seconds, &mode, &flowd_args, flowd),
     }
 }
 
@@ -238,6 +269,112 @@ fn with_flowd(bin: &Path, pair: &Pair, mode: Mode, empty: bool, seconds: u32) ->
     Ok(Run { bps, progs })
 }
 
+/// Starts the iperf3 server in `pair.b` and waits until it listens.
+fn iperf_server(pair: &Pair) -> Result<ChildGuard> {
+    let server = ChildGuard::spawn("iperf3 server", pair.b.command("iperf3").arg("-s"))?;
+    flowd_tests::wait_until("iperf3 server", Duration::from_secs(10), || {
+        let out = pair
+            .b
+            .command("ss")
+            .args(["-Htln", "sport = :5201"])
+            .output()?;
+        Ok((!out.stdout.is_empty()).then_some(()))
+    })?;
+    Ok(server)
+}
+
+fn profile(
+    variants: &[String],
+    rounds: usize,
+    seconds: u32,
+    mode: &str,
+    flowd_args: &[String],
+    flowd: Option<PathBuf>,
+) -> Result<()> {
+    ensure!(rounds >= 1, "--rounds must be at least 1");
+    let mut objs = Vec::new();
+    for v in variants {
+        let (name, path) = v
+            .split_once('=')
+            .with_context(|| format!("--variant {v}: expected NAME=PATH"))?;
+        ensure!(Path::new(path).exists(), "--variant {v}: {path} not found");
+        objs.push((name.to_owned(), Some(path.to_owned())));
+    }
+    // The empty program of the embedded object is the baseline of every round.
+    objs.push(("empty".to_owned(), None));
+    let bin = match flowd {
+        Some(p) => p,
+        None => build_release()?,
+    };
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (needs root)")?;
+    let pair = Pair::create("prof")?;
+    pair.up()?;
+    let _server = iperf_server(&pair)?;
+    let spec = format!("veth-a={mode}");
+    // (variant, program) → ns/run per round; variant → Gbit/s; variant → ns over empty.
+    let mut ns: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut gbps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut over: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        let mut this: BTreeMap<(String, String), f64> = BTreeMap::new();
+        // Rotate the order so no variant always runs first or last.
+        for k in 0..objs.len() {
+            let (name, obj) = &objs[(k + round) % objs.len()];
+            let mut args = vec!["-i", spec.as_str(), "--no-watch-links"];
+            args.extend(flowd_args.iter().map(String::as_str));
+            if obj.is_none() {
+                args.push("--bench-empty-programs");
+            }
+            let env: Vec<(&str, &str)> = obj
+                .as_deref()
+                .map(|o| vec![("FLOWD_EBPF_OBJECT", o)])
+                .unwrap_or_default();
+            let mut f = Flowd::start_env(&bin, &pair.a, &args, &env)?;
+            let bps = iperf(&pair, seconds)?;
+            let pid = f.child.pid().context("flowd exited early")?;
+            let progs = program_stats(pid)?;
+            f.stop()?;
+            gbps.entry(name.clone()).or_default().push(bps / 1e9);
+            for (prog, (t, c)) in progs {
+                if c > 0 {
+                    let v = t as f64 / c as f64;
+                    this.insert((name.clone(), prog.clone()), v);
+                    ns.entry((name.clone(), prog)).or_default().push(v);
+                }
+            }
+        }
+        let empty = this
+            .iter()
+            .find(|((n, _), _)| n == "empty")
+            .map(|(_, v)| *v)
+            .context("the empty program did not run")?;
+        for ((n, p), v) in &this {
+            eprintln!("round {}: {n:>12} {p:<18} {v:7.0} ns/run", round + 1);
+            if n != "empty" {
+                over.entry((n.clone(), p.clone()))
+                    .or_default()
+                    .push(v - empty);
+            }
+        }
+    }
+    println!(
+        "mode {mode}, {rounds} rounds, iperf3 -t {seconds}; medians (ns over empty: per-round difference)"
+    );
+    println!("| variant | program | ns/run | ns over empty | Gbit/s |\n|---|---|---|---|---|");
+    for ((n, p), v) in &ns {
+        let o = over
+            .get(&(n.clone(), p.clone()))
+            .map_or_else(|| "-".to_owned(), |o| format!("{:.0}", median(o.clone())));
+        println!(
+            "| {n} | {p} | {:.0} | {o} | {:.2} |",
+            median(v.clone()),
+            median(gbps.get(n).cloned().unwrap_or_default())
+        );
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -268,15 +405,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
         .context("enabling BPF run-time statistics (needs root)")?;
     let pair = Pair::create("bench")?;
     pair.up()?;
-    let _server = ChildGuard::spawn("iperf3 server", pair.b.command("iperf3").arg("-s"))?;
-    flowd_tests::wait_until("iperf3 server", Duration::from_secs(10), || {
-        let out = pair
-            .b
-            .command("ss")
-            .args(["-Htln", "sport = :5201"])
-            .output()?;
-        Ok((!out.stdout.is_empty()).then_some(()))
-    })?;
+    let _server = iperf_server(&pair)?;
 
     let mut results: BTreeMap<Mode, ModeResult> = BTreeMap::new();
     for mode in [Mode::Tc, Mode::Xdp, Mode::XdpGeneric] {
