@@ -18,6 +18,9 @@ use crate::{
 const DNS_PORT: u16 = 53;
 /// DNS header (12) + the shortest question (root name 1, type 2, class 2).
 const DNS_MIN_LEN: usize = 17;
+/// Shortest first payload of a connection that decides it is neither HTTP
+/// nor DNS (the longest prefix any check needs: DNS over TCP).
+pub const DECIDE_LEN: usize = 2 + DNS_MIN_LEN;
 /// More questions than this in one message: not DNS as resolvers send it.
 const DNS_MAX_QDCOUNT: u16 = 4;
 /// Upper bound for answer/authority/additional counts (a 64 KiB message holds fewer).

@@ -277,8 +277,10 @@ fn l7_tcp<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut Even
     let recognised = capture_l7(pkt, key, l4, l7_max, ts);
     // Decide on the first payload of a connection whose start we saw: its
     // first bytes say which protocol it speaks.
+    // A payload too short to tell (e.g. a DNS length prefix written on its
+    // own) decides nothing.
     let started = (w >> 16) as u16 & (TRANSITION_SYN | TRANSITION_SYN_ACK) != 0;
-    if started && state & FLOW_L7_PROBED == 0 {
+    if started && state & FLOW_L7_PROBED == 0 && (recognised || l4.payload_len >= l7::DECIDE_LEN) {
         let bits = FLOW_L7_PROBED | if recognised { 0 } else { FLOW_L7_OFF };
         // SAFETY: as above.
         unsafe { atomic_or::<u64, u64, { Relaxed }>(fw, (bits as u64) << 32) };

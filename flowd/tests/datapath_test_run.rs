@@ -1377,6 +1377,17 @@ fn l7_probing_follows_the_first_payload_of_a_connection() -> Result<()> {
         // The server side starts with SYN-ACK and answers with HTTP.
         dp.run(&tcp_pkt(false, 80, 41001, TCP_SYN | TCP_ACK, 1, &[]))?;
         dp.run(&tcp_pkt(false, 80, 41001, TCP_ACK | TCP_PSH, 2, resp))?;
+        // A first payload too short to tell decides nothing.
+        dp.run(&tcp_pkt(false, 41003, 80, TCP_SYN, 1, &[]))?;
+        dp.run(&tcp_pkt(
+            false,
+            41003,
+            80,
+            TCP_ACK | TCP_PSH,
+            2,
+            b"\x00\x2a",
+        ))?;
+        dp.run(&tcp_pkt(false, 41003, 80, TCP_ACK | TCP_PSH, 4, &req))?;
         // Seen from the middle: probed every time.
         dp.run(&tcp_pkt(
             false,
@@ -1398,6 +1409,7 @@ fn l7_probing_follows_the_first_payload_of_a_connection() -> Result<()> {
                 (41001, 80, L7_HTTP_REQUEST),
                 (41001, 80, L7_HTTP_REQUEST),
                 (80, 41001, L7_HTTP_RESPONSE),
+                (41003, 80, L7_HTTP_REQUEST),
                 (41002, 80, L7_HTTP_REQUEST),
             ],
             "{got:?}"
@@ -1414,6 +1426,7 @@ fn l7_probing_follows_the_first_payload_of_a_connection() -> Result<()> {
         ensure!(state(41000, 80)? == FLOW_L7_PROBED | FLOW_L7_OFF);
         ensure!(state(41001, 80)? == FLOW_L7_PROBED);
         ensure!(state(80, 41001)? == FLOW_L7_PROBED);
+        ensure!(state(41003, 80)? == FLOW_L7_PROBED);
         ensure!(state(41002, 80)? == 0);
         Ok(())
     })

@@ -97,10 +97,10 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
 
 /// [`FlowStats::l7_state`] bits. A TCP flow seen from its SYN/SYN-ACK has its
-/// first payload probed for HTTP/1.x and DNS (`FLOW_L7_PROBED`); when that
-/// payload is neither, the flow carries another protocol and its later
-/// payloads are not probed (`FLOW_L7_OFF`). Flows seen from the middle are
-/// probed on every payload.
+/// first payload (of at least 19 bytes, or recognised) probed for HTTP/1.x
+/// and DNS (`FLOW_L7_PROBED`); when that payload is neither, the flow carries
+/// another protocol and its later payloads are not probed (`FLOW_L7_OFF`).
+/// Flows seen from the middle are probed on every payload.
 pub const FLOW_L7_PROBED: u8 = 0x1;
 pub const FLOW_L7_OFF: u8 = 0x2;
 
