@@ -561,6 +561,117 @@ fn nothing_stays_attached_after_sigkill() -> Result<()> {
     Ok(())
 }
 
+/// Names of the TC filters on a clsact hook of `ifname` ("ingress"/"egress").
+fn clsact_filters(ns: &Netns, ifname: &str, hook: &str) -> Result<Vec<String>> {
+    let out = ns
+        .command("tc")
+        .args(["-j", "filter", "show", "dev", ifname, hook])
+        .output()?;
+    ensure!(out.status.success(), "tc filter show: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // No clsact qdisc at all: tc prints nothing.
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("tc -j output {text}"))?;
+    // One entry per filter with options (the chain head has none).
+    Ok(v.as_array()
+        .context("tc -j: not an array")?
+        .iter()
+        .filter_map(|f| f["options"]["bpf_name"].as_str())
+        .map(|n| n.split(':').next().unwrap_or(n).to_owned())
+        .collect())
+}
+
+fn clsact_both(ns: &Netns) -> Result<(Vec<String>, Vec<String>)> {
+    Ok((
+        clsact_filters(ns, "veth-a", "ingress")?,
+        clsact_filters(ns, "veth-a", "egress")?,
+    ))
+}
+
+/// The legacy TC path (kernels without TCX), forced by FLOWD_TC_MECHANISM:
+/// flows are seen, SIGTERM removes the filters, and the filters a SIGKILL
+/// leaves behind are reclaimed by the next start (exactly one per hook).
+#[test]
+fn clsact_fallback_attaches_detaches_and_reclaims_after_sigkill() -> Result<()> {
+    let pair = Pair::create("cls")?;
+    let env = [("FLOWD_TC_MECHANISM", "clsact")];
+    let start = || Flowd::start_env(bin(), &pair.a, &["-i", "veth-a"], &env);
+    let ours = || {
+        (
+            vec!["flowd_tc_ingress".to_owned()],
+            vec!["flowd_tc_egress".to_owned()],
+        )
+    };
+    let (a, b): (IpAddr, IpAddr) = (Pair::A4.parse()?, Pair::B4.parse()?);
+    let pings = |n: u16| -> Result<()> {
+        let got = pair.a.run(move || net::ping(b, n, 32))??;
+        ensure!(got == n, "ping replies {got} of {n}");
+        Ok(())
+    };
+    let check_flows = |dump: &Value, n: u64| -> Result<()> {
+        let flows = dump["flows"].as_array().context("no flows")?;
+        let req = flow(flows, "veth-a", "egress", "ICMPv4", (a, 8), (b, 0))?;
+        let rep = flow(flows, "veth-a", "ingress", "ICMPv4", (b, 0), (a, 0))?;
+        for f in [req, rep] {
+            ensure!(u(f, "packets") == n, "{f}");
+            ensure!(u(f, "bytes") == n * (ETH + 20 + ICMP_HDR + 32), "{f}");
+        }
+        Ok(())
+    };
+
+    let mut flowd = start()?;
+    ensure!(
+        flowd
+            .events()
+            .iter()
+            .any(|e| s(e, "event") == "attached"
+                && e.to_string().contains("\"mechanism\":\"clsact\"")),
+        "no clsact attach event: {:?}",
+        flowd.events()
+    );
+    pair.up()?;
+    ensure!(
+        clsact_both(&pair.a)? == ours(),
+        "{:?}",
+        clsact_both(&pair.a)?
+    );
+    pings(3)?;
+    check_flows(&flowd.stop()?, 3)?;
+    ensure!(
+        clsact_both(&pair.a)? == (vec![], vec![]),
+        "filters left after SIGTERM: {:?}",
+        clsact_both(&pair.a)?
+    );
+
+    // SIGKILL: netlink filters outlive the process ...
+    let mut killed = start()?;
+    killed
+        .child
+        .stop(Signal::SIGKILL, Duration::from_secs(10))?;
+    ensure!(
+        clsact_both(&pair.a)? == ours(),
+        "{:?}",
+        clsact_both(&pair.a)?
+    );
+    // ... and the next start replaces them instead of adding its own.
+    let mut flowd = start()?;
+    ensure!(
+        clsact_both(&pair.a)? == ours(),
+        "{:?}",
+        clsact_both(&pair.a)?
+    );
+    pings(2)?;
+    check_flows(&flowd.stop()?, 2)?;
+    ensure!(
+        clsact_both(&pair.a)? == (vec![], vec![]),
+        "filters left after SIGTERM: {:?}",
+        clsact_both(&pair.a)?
+    );
+    Ok(())
+}
+
 #[test]
 fn interfaces_created_later_are_attached_by_glob() -> Result<()> {
     let a = Netns::new("hot")?;

@@ -6,6 +6,9 @@
 //! netlink filter; such filters survive a SIGKILL, so flowd removes filters
 //! carrying its program names before attaching (reclaim at start).
 //! XDP: a bpf_link (aya falls back to netlink only on kernels < 5.9).
+//!
+//! `FLOWD_TC_MECHANISM=clsact` (or `tcx`) forces one TC mechanism, so the
+//! clsact path can be tested and used on kernels that have TCX.
 use std::collections::BTreeMap;
 
 use aya::{
@@ -52,16 +55,39 @@ pub struct Attacher {
     tcx: bool,
 }
 
+/// Environment variable that forces the TC mechanism: `tcx`, `clsact` or `auto`.
+pub const TC_MECHANISM_ENV: &str = "FLOWD_TC_MECHANISM";
+
+/// Whether TC programs attach through TCX (else clsact), from
+/// [`TC_MECHANISM_ENV`] or, by default, the kernel version.
+fn use_tcx() -> Result<bool, Error> {
+    let auto = || KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    match std::env::var(TC_MECHANISM_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(auto()),
+        Ok(v) if v.is_empty() || v == "auto" => Ok(auto()),
+        Ok(v) if v == "tcx" => Ok(true),
+        Ok(v) if v == "clsact" => Ok(false),
+        Ok(v) => Err(Error::InvalidConfig(format!(
+            "{TC_MECHANISM_ENV}={v:?}: expected tcx, clsact or auto"
+        ))),
+        Err(e) => Err(Error::InvalidConfig(format!("{TC_MECHANISM_ENV}: {e}"))),
+    }
+}
+
 impl Attacher {
-    pub(super) fn new(ebpf: Ebpf, set: ProgramSet, specs: Vec<InterfaceSpec>) -> Self {
-        Self {
+    pub(super) fn new(
+        ebpf: Ebpf,
+        set: ProgramSet,
+        specs: Vec<InterfaceSpec>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
             ebpf,
             set,
             specs,
             attached: BTreeMap::new(),
             names: BTreeMap::new(),
-            tcx: KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)),
-        }
+            tcx: use_tcx()?,
+        })
     }
 
     pub fn attached(&self) -> Vec<AttachedInterface> {

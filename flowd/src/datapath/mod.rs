@@ -339,7 +339,7 @@ impl Datapath {
             loaded.ebpf,
             cfg.programs,
             cfg.interfaces.clone(),
-        )));
+        )?));
         let mut tasks = Vec::new();
         tasks.push(ring::spawn(
             loaded.events,
