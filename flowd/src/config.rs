@@ -191,6 +191,10 @@ pub struct Config {
     pub export_otlp_queue_size: u32,
     /// `flowd-export-otlp-l7-spans`: also export L7 exchanges as spans.
     pub export_otlp_l7_spans: bool,
+    /// `flowd-export-file-max-size-bytes`: overrides `hubble-export-file-max-size-mb` when > 0.
+    pub export_file_max_size_bytes: u64,
+    /// `flowd-export-file-queue-size`: events queued for the export file.
+    pub export_file_queue_size: u32,
 }
 
 /// Which pods the Kubernetes endpoint source watches.
@@ -730,6 +734,20 @@ pub static KEYS: &[KeyDef] = &[
         "Also export each L7 exchange as a span with its latency.",
         |c, v| c.export_otlp_l7_spans = p_bool(v)?
     ),
+    key!(
+        "flowd-export-file-max-size-bytes",
+        "0",
+        "an integer number of bytes, 0 to use hubble-export-file-max-size-mb",
+        "Rotation size of the export file in bytes, finer than hubble-export-file-max-size-mb (small nodes, tests).",
+        |c, v| c.export_file_max_size_bytes = v.parse::<u64>().map_err(|_| String::new())?
+    ),
+    key!(
+        "flowd-export-file-queue-size",
+        "8192",
+        "an integer from 1 to 1048576",
+        "Events queued for the export file; beyond it events are dropped and counted (flowd_export_events_dropped_total{reason=\"queue_full\"}).",
+        |c, v| c.export_file_queue_size = p_u32(v, 1, 1 << 20)?
+    ),
 ];
 
 /// Finds a key definition by name.
@@ -788,6 +806,8 @@ impl Default for Config {
             export_otlp_endpoint: None,
             export_otlp_queue_size: 0,
             export_otlp_l7_spans: false,
+            export_file_max_size_bytes: 0,
+            export_file_queue_size: 0,
         };
         for k in KEYS {
             // The defaults are constants of this file; `defaults_parse` tests them.

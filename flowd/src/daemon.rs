@@ -18,10 +18,14 @@ use crate::{
     config::{Config, MonitorAggregation},
     datapath::{self, Datapath, DatapathConfig, DatapathEvent},
     endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig},
+    export::{ExportError, ExportStats, Exporters},
     metrics::{Metrics, MetricsOptions},
     observer::{FlowWriter, Observer, ObserverConfig},
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
 };
+
+/// How long OTLP export keeps retrying at shutdown.
+const EXPORT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum DaemonError {
     Endpoints(String),
     #[error("Observer API TLS (hubble-tls-*): {0}")]
     Tls(#[from] flowd_proto::tls::TlsError),
+    #[error("export: {0}")]
+    Export(#[from] ExportError),
 }
 
 /// Everything between the datapath and the consumers of flows.
@@ -56,6 +62,8 @@ pub struct Pipeline {
     writer: FlowWriter,
     metrics: Option<Arc<Metrics>>,
     endpoints: Option<Arc<EndpointStore>>,
+    /// File/OTLP sinks, fed through bounded queues (never blocking).
+    exporters: Exporters,
     /// Kernel-side lost events already reported downstream.
     kernel_lost_reported: u64,
     /// Pairing-table evictions already added to the metrics.
@@ -78,11 +86,24 @@ impl Pipeline {
             writer,
             metrics,
             endpoints,
+            exporters: Exporters::none(ExportStats::default()),
             kernel_lost_reported: 0,
             evictions_reported: [0; 4],
             drops: datapath::drops::DropCounter::default(),
             drop_addrs_version: None,
         }
+    }
+
+    /// Feeds `exporters` with every flow and lost-events notice.
+    pub fn with_exporters(mut self, exporters: Exporters) -> Self {
+        self.exporters = exporters;
+        self
+    }
+
+    /// Takes the exporters out (to shut them down), leaving none.
+    pub fn take_exporters(&mut self) -> Exporters {
+        let stats = self.exporters.stats().clone();
+        std::mem::replace(&mut self.exporters, Exporters::none(stats))
     }
 
     /// Handles one datapath event. Never fails: input that gives no flow is
@@ -152,6 +173,7 @@ impl Pipeline {
             m.process(&flow);
         }
         self.writer.push(&flow);
+        self.exporters.push_flow(flow);
     }
 
     /// Periodic housekeeping: kernel counters to metrics and lost events into
@@ -171,6 +193,8 @@ impl Pipeline {
                 if delta > 0 {
                     self.kernel_lost_reported = c.events_lost;
                     self.writer.report_kernel_lost(delta, None);
+                    self.exporters
+                        .report_lost(LostEventSource::PerfEventRingBuffer, delta);
                     if let Some(m) = &self.metrics {
                         m.add_lost_events(LostEventSource::PerfEventRingBuffer, delta);
                     }
@@ -399,9 +423,13 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach
 /// Runs the whole daemon until `shutdown` flips to true.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
-    let metrics = config
-        .hubble_metrics_server
-        .map(|_| Arc::new(Metrics::new(&MetricsOptions::from_config(&config))));
+    let export_stats = ExportStats::default();
+    let metrics = config.hubble_metrics_server.map(|_| {
+        let mut m = Metrics::new(&MetricsOptions::from_config(&config));
+        export_stats.register(m.registry_mut());
+        Arc::new(m)
+    });
+    let exporters = Exporters::from_config(&config, export_stats)?;
     let parser = Parser::new(parser_config(&config)?);
     // Servers stop gracefully on `shutdown`; background tasks are aborted.
     let mut tasks = Vec::new();
@@ -412,7 +440,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         crate::peer::PeerConfig::from_config(&config),
     );
     let follow_store = endpoints.clone();
-    let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints));
+    let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints))
+        .with_exporters(exporters);
 
     if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
         let listener = crate::metrics::server::bind(addr)
@@ -493,6 +522,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     }
     pipeline.tick(dp.as_ref());
     drop(dp);
+    // Write out what the exporters hold; a collector that is down gets a
+    // few seconds, then the rest is counted as dropped.
+    pipeline
+        .take_exporters()
+        .shutdown(EXPORT_SHUTDOWN_GRACE)
+        .await;
     for t in background {
         t.abort();
     }

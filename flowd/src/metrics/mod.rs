@@ -428,6 +428,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other modules' metrics (e.g. `export`) before the
+    /// handle is shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Events lost at `source` (`hubble_lost_events_total{source}`, the
     /// source in lower case as Hubble writes it, e.g. `perf_event_ring_buffer`).
     pub fn add_lost_events(&self, source: LostEventSource, n: u64) {
