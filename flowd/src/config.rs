@@ -711,10 +711,10 @@ pub static KEYS: &[KeyDef] = &[
     key!(
         "flowd-export-otlp-endpoint",
         "",
-        "an http(s)://host:port URL, or empty to disable",
+        "an http://host:port URL (TLS to the collector is not supported yet), or empty to disable",
         "OpenTelemetry collector (OTLP/gRPC) receiving flows as log records.",
         |c, v| {
-            if !(v.is_empty() || v.starts_with("http://") || v.starts_with("https://")) {
+            if !(v.is_empty() || v.starts_with("http://")) {
                 return Err(String::new());
             }
             c.export_otlp_endpoint = p_opt_string(v)

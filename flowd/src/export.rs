@@ -158,6 +158,10 @@ impl ExportStats {
             .get_or_create(&Self::with(sink, "reason", reason))
             .get()
     }
+    /// Events held by the sink (queued or being retried).
+    pub fn queued(&self, sink: &'static str) -> i64 {
+        self.queued.get_or_create(&Self::sink(sink)).get()
+    }
     pub fn filtered(&self, sink: &'static str) -> u64 {
         self.filtered.get_or_create(&Self::sink(sink)).get()
     }

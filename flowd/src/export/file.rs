@@ -365,7 +365,11 @@ impl Output {
     fn report(&mut self, kind: &str, msg: &str) {
         self.stats.add_error(SINK, kind);
         let now = Instant::now();
-        if !self.failing || self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+        if !self.failing
+            || self
+                .last_log
+                .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+        {
             error!("{msg}; events are dropped until it succeeds (flowd keeps observing)");
             self.last_log = Some(now);
         }

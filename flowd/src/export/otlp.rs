@@ -135,41 +135,30 @@ async fn run(opts: OtlpOptions, channel: Channel, mut rx: Receiver, stats: Expor
     let resource = resource(&opts.node_name);
     let batch_size = opts.batch_size.clamp(1, rx.capacity());
     let mut batch: Vec<ExportEvent> = Vec::with_capacity(batch_size);
-    let mut close: Option<Duration> = None;
     let mut closed = false;
     while !closed {
         // Wait for the first event of a batch, then for more until it is
         // full or the flush interval has passed.
         match rx.recv().await {
             Some(Msg::Event(ev)) => batch.push(ev),
-            Some(Msg::Close(g)) => {
-                close = Some(g);
-                closed = true;
-            }
-            None => closed = true,
+            Some(Msg::Close(_)) | None => closed = true,
         }
         let deadline = tokio::time::Instant::now() + opts.flush_interval;
         while !closed && !batch.is_empty() && batch.len() < batch_size {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => break,
                 Ok(Some(Msg::Event(ev))) => batch.push(ev),
-                Ok(Some(Msg::Close(g))) => {
-                    close = Some(g);
-                    closed = true;
-                }
-                Ok(None) => closed = true,
+                Ok(Some(Msg::Close(_)) | None) => closed = true,
             }
         }
         if batch.is_empty() {
             continue;
         }
-        let give_up = close.map(|g| Instant::now() + g);
-        deliver(&opts, &resource, &mut clients, &batch, give_up, &stats).await;
+        deliver(&opts, &resource, &mut clients, &batch, &rx, &stats).await;
         let n = batch.len();
         batch.clear();
         rx.release(n);
     }
-    // After a close request, the grace period covers all remaining batches.
 }
 
 enum Outcome {
@@ -196,13 +185,13 @@ fn classify(status: tonic::Status) -> Outcome {
 }
 
 /// Sends one batch (logs, then spans), retrying with backoff until it is
-/// accepted, refused for good, or `give_up` (shutdown) has passed.
+/// accepted, refused for good, or the shutdown grace period has passed.
 async fn deliver(
     opts: &OtlpOptions,
     resource: &Resource,
     clients: &mut Clients,
     batch: &[ExportEvent],
-    give_up: Option<Instant>,
+    rx: &Receiver,
     stats: &ExportStats,
 ) {
     let logs = logs_request(resource, batch);
@@ -217,6 +206,15 @@ async fn deliver(
     let mut delay = opts.backoff_initial;
     let mut failing = false;
     while logs_pending || spans_pending {
+        if let Some(t) = rx.close_deadline()
+            && Instant::now() >= t
+        {
+            if logs_pending {
+                stats.add_dropped(SINK, reason::SHUTDOWN, n_logs);
+            }
+            warn!("collector unavailable at shutdown; queued flow records dropped");
+            return;
+        }
         if logs_pending {
             let outcome = match clients.logs.export(logs.clone()).await {
                 Ok(resp) => {
@@ -267,16 +265,11 @@ async fn deliver(
         if !(logs_pending || spans_pending) {
             break;
         }
-        if let Some(t) = give_up
-            && Instant::now() >= t
-        {
-            if logs_pending {
-                stats.add_dropped(SINK, reason::SHUTDOWN, n_logs);
-            }
-            warn!("collector unavailable at shutdown; queued flow records dropped");
-            return;
+        let mut pause = jitter(delay);
+        if let Some(t) = rx.close_deadline() {
+            pause = pause.min(t.saturating_duration_since(Instant::now()));
         }
-        tokio::time::sleep(jitter(delay)).await;
+        tokio::time::sleep(pause).await;
         delay = (delay * 2).min(opts.backoff_max);
     }
     if failing {
@@ -603,7 +596,10 @@ fn parse_hex16(hex: &str) -> Option<[u8; 16]> {
 
 /// Spans of the L7 responses in a batch that carry a latency; `None` when
 /// there are none.
-pub fn spans_request(resource: &Resource, batch: &[ExportEvent]) -> Option<ExportTraceServiceRequest> {
+pub fn spans_request(
+    resource: &Resource,
+    batch: &[ExportEvent],
+) -> Option<ExportTraceServiceRequest> {
     let spans: Vec<Span> = batch
         .iter()
         .filter_map(|ev| match ev {
@@ -651,10 +647,7 @@ pub fn l7_span(flow: &Flow) -> Option<Span> {
     // Observed at the client (request leaving it) → CLIENT, else SERVER.
     let client = flow.traffic_direction == TrafficDirection::Egress as i32;
     let (name, error) = match &l7.record {
-        Some(L7::Http(h)) => (
-            h.method.clone(),
-            h.code >= 500 || (client && h.code >= 400),
-        ),
+        Some(L7::Http(h)) => (h.method.clone(), h.code >= 500 || (client && h.code >= 400)),
         Some(L7::Dns(d)) => (
             format!("DNS {}", d.qtypes.first().map_or("query", String::as_str)),
             d.rcode != 0,

@@ -6,8 +6,8 @@
 //! delivered or given up. So the bound covers everything a sink holds,
 //! including a batch it is still retrying: at most `capacity` events are
 //! ever retained, and every event beyond that is counted as dropped.
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, mpsc};
@@ -29,6 +29,7 @@ pub struct Sender {
     /// Pre-resolved so that dropping under overload does not allocate labels.
     dropped_full: Counter,
     dropped_shutdown: Counter,
+    closing: Arc<OnceLock<Instant>>,
 }
 
 /// Sink side.
@@ -38,6 +39,7 @@ pub struct Receiver {
     capacity: usize,
     sink: &'static str,
     stats: ExportStats,
+    closing: Arc<OnceLock<Instant>>,
 }
 
 /// A queue holding at most `capacity` (≥ 1) events.
@@ -49,12 +51,14 @@ pub fn bounded(sink: &'static str, capacity: usize, stats: ExportStats) -> (Send
     let shut = ExportStats::with(sink, "reason", reason::SHUTDOWN);
     let dropped_full = stats.dropped.get_or_create(&full).clone();
     let dropped_shutdown = stats.dropped.get_or_create(&shut).clone();
+    let closing = Arc::new(OnceLock::new());
     (
         Sender {
             tx,
             permits: permits.clone(),
             dropped_full,
             dropped_shutdown,
+            closing: closing.clone(),
         },
         Receiver {
             rx,
@@ -62,6 +66,7 @@ pub fn bounded(sink: &'static str, capacity: usize, stats: ExportStats) -> (Send
             capacity,
             sink,
             stats,
+            closing,
         },
     )
 }
@@ -86,6 +91,7 @@ impl Sender {
 
     /// Asks the sink to finish; see [`Msg::Close`].
     pub fn close(&self, grace: Duration) {
+        let _ = self.closing.set(Instant::now() + grace);
         let _ = self.tx.send(Msg::Close(grace));
     }
 }
@@ -123,6 +129,12 @@ impl Receiver {
     pub fn held(&self) -> usize {
         self.capacity
             .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Once closing: when the sink must stop retrying (seen also while it
+    /// is busy retrying a batch, before it reaches [`Msg::Close`]).
+    pub fn close_deadline(&self) -> Option<Instant> {
+        self.closing.get().copied()
     }
 
     pub fn capacity(&self) -> usize {

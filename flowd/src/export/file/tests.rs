@@ -39,7 +39,9 @@ impl Drop for TempDir {
 
 fn flow(i: u32, ns: &str, pad: usize) -> Flow {
     Flow {
-        time: Some(Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + u64::from(i))),
+        time: Some(Timestamp::from_unix_nanos(
+            1_700_000_000_000_000_000 + u64::from(i),
+        )),
         uuid: format!("uuid-{i}-{}", "x".repeat(pad)),
         verdict: Verdict::Forwarded as i32,
         node_name: "node-a".into(),
@@ -76,7 +78,9 @@ fn read_all(p: &Path) -> Vec<u8> {
     let mut data = Vec::new();
     let mut f = File::open(p).unwrap();
     if p.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(f).read_to_end(&mut data).unwrap();
+        flate2::read::GzDecoder::new(f)
+            .read_to_end(&mut data)
+            .unwrap();
     } else {
         f.read_to_end(&mut data).unwrap();
     }
@@ -142,7 +146,13 @@ fn rotation_keeps_every_line_whole_and_in_order() {
     let mut out = Output::new(&opts, stats.clone());
     // Varied lengths, including one line longer than the rotation size.
     let lines: Vec<Vec<u8>> = (0..120)
-        .map(|i| line_of(&flow(i, "ns", (i as usize * 37) % 300 + if i == 50 { 2000 } else { 0 })))
+        .map(|i| {
+            line_of(&flow(
+                i,
+                "ns",
+                (i as usize * 37) % 300 + if i == 50 { 2000 } else { 0 },
+            ))
+        })
         .collect();
     for l in &lines {
         out.write_line(l);
@@ -209,10 +219,16 @@ fn backups_are_compressed_and_pruned() {
     assert_eq!(b.len(), 3, "{b:?}");
     for p in &b {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("flows-") && name.ends_with(".json.gz"), "{name}");
+        assert!(
+            name.starts_with("flows-") && name.ends_with(".json.gz"),
+            "{name}"
+        );
     }
     // What is kept is the newest lines, contiguous and whole, up to the last.
-    let kept: Vec<u8> = files_in_order(&path).iter().flat_map(|p| read_all(p)).collect();
+    let kept: Vec<u8> = files_in_order(&path)
+        .iter()
+        .flat_map(|p| read_all(p))
+        .collect();
     let all: Vec<u8> = lines.concat();
     assert!(all.ends_with(&kept));
     assert!(kept.starts_with(b"{\"flow\":"));
@@ -326,7 +342,11 @@ fn sink_thread_applies_allow_deny_lists_and_field_mask() {
         .collect();
     let allow = vec![serde_json::json!({"source_pod": ["shop/", "db/"]})];
     let deny = vec![serde_json::json!({"source_pod": ["db/client-1"]})];
-    let mask = vec!["time".to_string(), "source.namespace".to_string(), "uuid".to_string()];
+    let mask = vec![
+        "time".to_string(),
+        "source.namespace".to_string(),
+        "uuid".to_string(),
+    ];
     let opts = FileOptions {
         selection: Selection::new(&allow, &deny, &mask).unwrap(),
         ..FileOptions::new(path.to_string_lossy())
@@ -368,7 +388,11 @@ fn invalid_filters_and_masks_are_refused() {
     let bad_json = vec![serde_json::json!({"source_pod": "not-a-list"})];
     assert!(matches!(
         Selection::new(&bad_json, &[], &[]),
-        Err(ExportError::FilterJson { list: "allowlist", index: 0, .. })
+        Err(ExportError::FilterJson {
+            list: "allowlist",
+            index: 0,
+            ..
+        })
     ));
     let bad_filter = vec![serde_json::json!({"source_ip": ["not-an-ip"]})];
     assert!(matches!(
