@@ -440,8 +440,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         crate::peer::PeerConfig::from_config(&config),
     );
     let follow_store = endpoints.clone();
-    let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints))
-        .with_exporters(exporters);
+    let mut pipeline =
+        Pipeline::new(parser, writer, metrics.clone(), Some(endpoints)).with_exporters(exporters);
 
     if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
         let listener = crate::metrics::server::bind(addr)
