@@ -62,7 +62,9 @@ impl FileOptions {
             u64::from(c.hubble_export_file_max_size_mb) << 20
         };
         Ok(Self {
-            path: path.to_string(),
+            // flowd extension: `{node}` names the node, for nodes that share
+            // a filesystem (one host running several flowds, tests).
+            path: path.replace("{node}", &c.node_name),
             max_bytes,
             max_backups: c.hubble_export_file_max_backups,
             compress: c.hubble_export_file_compress,
