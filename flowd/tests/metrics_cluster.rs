@@ -233,7 +233,10 @@ async fn scrape(addr: SocketAddr) -> Result<String> {
 }
 
 /// Every node's /metrics, parsed and concatenated (Prometheus' `sum` view).
-fn scrape_all(c: &Cluster) -> Result<(Vec<Sample>, BTreeMap<String, Vec<Sample>>)> {
+/// Every node's samples together, and per node.
+type Scraped = (Vec<Sample>, BTreeMap<String, Vec<Sample>>);
+
+fn scrape_all(c: &Cluster) -> Result<Scraped> {
     let mut all = Vec::new();
     let mut per_node = BTreeMap::new();
     for n in c.node_names() {
