@@ -117,8 +117,10 @@ step "observe --protocol dns --last 10   (DNS, from the datapath; no proxy)"
 observe --protocol dns --last 10 || true
 
 step "a sample of the metrics (node-a, :9965)"
-"$LAB" exec --dir "$DIR" --node "${nodes%% *}" -- curl -s 127.0.0.1:9965/metrics 2>/dev/null \
-  | grep -E '^hubble_(http_requests_total|dns_responses_total|flows_processed_total)' | head -12 || true
+metrics=$("$LAB" exec --dir "$DIR" --node "${nodes%% *}" -- curl -s 127.0.0.1:9965/metrics 2>/dev/null || true)
+for m in http_requests_total dns_responses_total drop_total flows_processed_total; do
+  echo "$metrics" | grep -E "^hubble_${m}\{" | head -4 || true
+done
 
 cat <<EOM
 
