@@ -159,17 +159,3 @@ pub fn bench_drops(bin: &Path, pairs: usize, rounds: usize) -> Result<String> {
     )?;
     Ok(s)
 }
-
-const START: &str = "<!-- xtask-bench-drops:start -->";
-const END: &str = "<!-- xtask-bench-drops:end -->";
-
-/// Replaces this benchmark's section of the file (other benchmarks keep theirs).
-pub fn write_section(path: &Path, report: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let section = format!("{START}\n{report}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
-}

@@ -229,17 +229,3 @@ fn render(on: &[Run], off: &[Run], ev: &[Run], pairs: usize, requests: usize) ->
     )?;
     Ok(s)
 }
-
-const START: &str = "<!-- xtask-bench-l7:start -->";
-const END: &str = "<!-- xtask-bench-l7:end -->";
-
-/// Replaces this benchmark's section of the file (other sections are kept).
-pub fn write_section(path: &Path, report: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let section = format!("{START}\n{report}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
-}

@@ -444,7 +444,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     }
     let report = render(&results, pairs, seconds)?;
     println!("{report}");
-    write_section(&workspace_root()?.join(out), &report)?;
+    write_section(&workspace_root()?.join(out), "datapath", &report)?;
     eprintln!("==> results written to {}", out.display());
     bench_l7(pairs, 20_000, out, Some(bin.clone()))?;
     bench_drops(pairs, 3000, out, Some(bin))
@@ -461,7 +461,7 @@ fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) 
         .context("enabling BPF run-time statistics (needs root)")?;
     let report = drops::bench_drops(&bin, pairs, rounds)?;
     println!("{report}");
-    drops::write_section(&workspace_root()?.join(out), &report)?;
+    write_section(&workspace_root()?.join(out), "drops", &report)?;
     eprintln!("==> drop program results written to {}", out.display());
     Ok(())
 }
@@ -477,7 +477,7 @@ fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -
         .context("enabling BPF run-time statistics (needs root)")?;
     let report = l7::bench_l7(&bin, pairs, requests)?;
     println!("{report}");
-    l7::write_section(&workspace_root()?.join(out), &report)?;
+    write_section(&workspace_root()?.join(out), "l7", &report)?;
     eprintln!("==> L7 results written to {}", out.display());
     Ok(())
 }
@@ -527,19 +527,19 @@ fn render(results: &BTreeMap<Mode, ModeResult>, pairs: usize, seconds: u32) -> R
     Ok(s)
 }
 
-const START: &str = "<!-- xtask-bench-datapath:start -->";
-const END: &str = "<!-- xtask-bench-datapath:end -->";
-
-/// Replaces this benchmark's section of the file (other benchmarks keep theirs).
-fn write_section(path: &Path, report: &str) -> Result<()> {
+/// Replaces the section between `<!-- xtask-bench-NAME:start -->` and its end
+/// marker in `path` with `report` (appends it when absent); every benchmark
+/// owns one section of docs/benchmarks.md and keeps the others'.
+pub(crate) fn write_section(path: &Path, name: &str, report: &str) -> Result<()> {
+    let (start, end) = (
+        format!("<!-- xtask-bench-{name}:start -->"),
+        format!("<!-- xtask-bench-{name}:end -->"),
+    );
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let section = format!("{START}\n{report}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n{section}\n", old.trim_end()),
+    let section = format!("{start}\n{report}{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }

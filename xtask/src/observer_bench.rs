@@ -22,9 +22,6 @@ use flowd_tests::{ChildGuard, Netns, Pair};
 use prost::Message;
 
 const CAPACITY: u64 = 65_535;
-const START: &str = "<!-- xtask-bench-observer:start -->";
-const END: &str = "<!-- xtask-bench-observer:end -->";
-
 /// Resident and anonymous resident memory of `pid`, in bytes.
 fn rss(pid: u32) -> Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -254,18 +251,7 @@ pub fn bench(runs: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
     };
     let report = render(&m, runs)?;
     print!("{report}");
-    write_section(out, &report)
-}
-
-/// Replaces this benchmark's section of the file (other benchmarks keep theirs).
-fn write_section(path: &Path, report: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let section = format!("{START}\n{report}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n\n{section}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    crate::write_section(out, "observer", &report)
 }
 
 fn mib(b: u64) -> f64 {
