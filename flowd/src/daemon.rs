@@ -145,6 +145,8 @@ impl Pipeline {
             m.process(&flow);
         }
         self.writer.push(&flow);
+        // Drops are flows like any other for the exporters (Hubble exports them).
+        self.exporters.push_flow(flow);
     }
 
     /// Gives the drop program the addresses of this node's pods when they change.

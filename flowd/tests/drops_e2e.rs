@@ -19,7 +19,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use flowd_proto::flow::{DropReason, EventTypeFilter, Flow, FlowFilter, Verdict, layer4};
 use flowd_proto::observer::{
-    GetFlowsRequest, get_flows_response::ResponseTypes, observer_client::ObserverClient,
+    GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+    observer_client::ObserverClient,
 };
 use flowd_tests::{
     ChildGuard, Netns, Pair, add_addr, flowd::TempDir, link_up, wait_oper_up, wait_until,
@@ -73,13 +74,17 @@ fn manifests(dir: &Path, pod_ip: &str) -> Result<()> {
 
 struct Daemon {
     child: ChildGuard,
-    _dir: TempDir,
+    dir: TempDir,
 }
+
+/// The export file of a daemon started with `export`: its drop flows only.
+const EXPORT_FILE: &str = "drops.log";
 
 impl Daemon {
     /// flowd as the node daemon in `node`, watching `veth-a`, reporting drops
-    /// of the manifest's pod with a 1 s aggregation interval.
-    fn start(node: &Netns, pod_ip: &str) -> Result<Self> {
+    /// of the manifest's pod with a 1 s aggregation interval; with `export`,
+    /// exporting its drop flows to [`EXPORT_FILE`] in its directory.
+    fn start(node: &Netns, pod_ip: &str, export: bool) -> Result<Self> {
         let dir = TempDir::new("drops")?;
         manifests(&dir.0, pod_ip)?;
         let mut cmd = node.command(BIN);
@@ -97,12 +102,42 @@ impl Daemon {
         ] {
             cmd.args(["--set", &kv]);
         }
+        if export {
+            for kv in [
+                format!(
+                    "hubble-export-file-path={}",
+                    dir.0.join(EXPORT_FILE).display()
+                ),
+                r#"hubble-export-allowlist={"verdict":["DROPPED"],"event_type":[{"type":1}]}"#
+                    .into(),
+            ] {
+                cmd.args(["--set", &kv]);
+            }
+        }
         let child = ChildGuard::spawn("flowd", &mut cmd)?;
-        let d = Self { child, _dir: dir };
+        let d = Self { child, dir };
         wait_until("flowd metrics server", Duration::from_secs(30), || {
             Ok(metrics(node).ok())
         })?;
         Ok(d)
+    }
+
+    /// The flows of the export file's lines.
+    fn exported_flows(&self) -> Result<Vec<Flow>> {
+        let path = self.dir.0.join(EXPORT_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut out = Vec::new();
+        // Whole lines only: the sink may be writing.
+        let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
+        for line in whole.lines() {
+            let r: GetFlowsResponse =
+                serde_json::from_str(line).with_context(|| format!("export line {line}"))?;
+            if let Some(ResponseTypes::Flow(f)) = r.response_types {
+                out.push(f);
+            }
+        }
+        Ok(out)
     }
 
     fn cpu_ticks(&self) -> Result<u64> {
@@ -417,7 +452,7 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
     link_up(node, "rt1")?;
     pod.ip(&["route", "add", "10.201.0.0/24", "via", &t.node_ip])?;
 
-    let daemon = Daemon::start(node, &t.pod_ip)?;
+    let daemon = Daemon::start(node, &t.pod_ip, true)?;
     wait_pod_observed(node, t.pod_addr(9).parse()?)?;
 
     let no_ports0 = nstat(pod, "UdpNoPorts")?;
@@ -542,6 +577,13 @@ fn kernel_drops_have_reasons_and_exact_counts() -> Result<()> {
             || f.kernel_drop_reason == "QUEUE_PURGE"),
         "non-drops reported"
     );
+    // Drop flows are exported like any other: the file (allowlist: drops)
+    // holds exactly the flows GetFlows returned, in the same order.
+    let exported = wait_until("drop flows exported", Duration::from_secs(15), || {
+        let got = daemon.exported_flows()?;
+        Ok((got.len() >= flows.len()).then_some(got))
+    })?;
+    assert_eq!(exported, flows, "exported drop flows");
 
     daemon.stop()?;
     eprintln!(
@@ -556,7 +598,7 @@ fn drop_flood_costs_bounded_events() -> Result<()> {
     let started = Instant::now();
     let t = Topo::create("drf", 1)?;
     let (node, pod) = (&t.p.a, &t.p.b);
-    let daemon = Daemon::start(node, &t.pod_ip)?;
+    let daemon = Daemon::start(node, &t.pod_ip, false)?;
     wait_pod_observed(node, t.pod_addr(9).parse()?)?;
 
     let m0 = metrics(node)?;
