@@ -162,6 +162,12 @@ impl Cluster {
     pub fn options(&self) -> &ClusterOptions {
         &self.opts
     }
+    /// Changes take effect when flowd (re)starts (`start_flowd`): e.g. other
+    /// `set` overrides for a second phase on the same lab. `spec` and the
+    /// relay options are used by `start` only.
+    pub fn options_mut(&mut self) -> &mut ClusterOptions {
+        &mut self.opts
+    }
 
     pub fn node_names(&self) -> Vec<String> {
         self.lab.nodes().iter().map(|n| n.name.clone()).collect()
