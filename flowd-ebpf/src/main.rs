@@ -25,17 +25,20 @@ use core::{
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC, xdp_action::XDP_PASS},
-    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::generated::{
+        bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+    },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FLOW_MAP_ERRORS, CNT_L7_EVENTS, CNT_MAX,
-    CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, Config, DIR_EGRESS, DIR_INGRESS, EV_L7,
-    EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent,
-    FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK,
-    TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
+    CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, CacheSlot, Config, DIR_EGRESS,
+    DIR_INGRESS, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_CACHE_SLOTS,
+    FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent, FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN,
+    L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN,
+    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
 };
 
 use crate::{
@@ -52,6 +55,10 @@ const EEXIST: i32 = 17;
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
+
+/// This CPU's flow cache in front of FLOWS (see flowd_common::CacheSlot).
+#[map]
+static FLOW_CACHE: PerCpuArray<CacheSlot> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -197,11 +204,15 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     if l4.other {
         count(CNT_PACKETS_OTHER, 1);
     }
-    // Flow times at tick resolution: bpf_ktime_get_ns costs ~40 ns per call
-    // here (VM clock), the coarse clock a fraction of it. Events carry the
-    // full-resolution time, read only when an event is sent.
+    let key: &FlowKey = key;
+    // Flow times have tick resolution (bpf_ktime_get_coarse_ns; events carry
+    // the full-resolution time, read only when an event is sent). Even the
+    // coarse clock costs 50-90 ns per call on live traffic here, so a cached
+    // flow reads it only once per tick: jiffies, which the verifier inlines
+    // to one load, says whether the tick changed.
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let tick = unsafe { bpf_jiffies64() };
+    let mut now = 0;
     let mut ts = EventTime(0);
     let len = pkt.len() as u64;
     // A GSO buffer stands for `segs` packets, each repeating the headers.
@@ -221,6 +232,46 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     } else {
         0
     };
+    let l7 = l4.payload_len != 0 && l7_max != 0;
+
+    let cache = FLOW_CACHE.get_ptr_mut(cache_index(key));
+    if let Some(c) = cache {
+        // SAFETY: `c` is this CPU's slot, valid for this program run and
+        // written by no other program run meanwhile.
+        unsafe {
+            let mut hit = cache_match(c, key, word);
+            if hit && (*c).tick != tick {
+                now = coarse_ns();
+                // A report is due: the full path sends it (at most a tick late).
+                hit = now < (*c).due_ns;
+                if hit {
+                    (*c).tick = tick;
+                    (*c).last_seen_ns = now;
+                }
+            }
+            if hit {
+                (*c).pending_packets += packets;
+                (*c).pending_bytes += bytes;
+                if l7 {
+                    if key.protocol == PROTO_UDP {
+                        capture_l7(pkt, key, &l4, l7_max, &mut ts);
+                    } else if tcp && ((*c).flags_word >> 32) as u8 & FLOW_L7_OFF == 0 {
+                        let flow = FLOWS.get_ptr_mut(key);
+                        l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
+                        if let Some(s) = flow {
+                            (*c).flags_word = read_volatile(flags_word(s));
+                        }
+                    }
+                }
+                return;
+            }
+            cache_flush(c);
+        }
+    }
+
+    if now == 0 {
+        now = coarse_ns();
+    }
     let flow = track_flow(
         key,
         packets,
@@ -232,42 +283,152 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
         len as u32,
         l4.tcp_flags,
     );
+    if l7 {
+        if key.protocol == PROTO_UDP {
+            capture_l7(pkt, key, &l4, l7_max, &mut ts);
+        } else if tcp {
+            l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
+        }
+    }
+    if let (Some(c), Some(s)) = (cache, flow) {
+        // SAFETY: as above; `s` points to the flow's map value.
+        unsafe { cache_install(c, key, s, now, tick, interval_ns) };
+    }
+}
 
-    if l4.payload_len == 0 || l7_max == 0 {
+/// Slot of a key in the per-CPU flow cache: a multiplicative hash of its six words.
+#[inline(always)]
+fn cache_index(key: &FlowKey) -> u32 {
+    let w = (key as *const FlowKey).cast::<u64>();
+    let mut h = 0u64;
+    for i in 0..size_of::<FlowKey>() / 8 {
+        // SAFETY: FlowKey is 48 bytes, 8-byte aligned.
+        h = (h ^ unsafe { read_volatile(w.add(i)) }).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    (h >> 40) as u32 & (FLOW_CACHE_SLOTS - 1)
+}
+
+#[inline(always)]
+fn coarse_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Whether the slot caches the packet's flow and the packet brings no TCP
+/// flag or transition the flow has not seen (the caller checks the time).
+///
+/// # Safety
+/// `c` must point to this CPU's cache slot.
+#[inline(always)]
+unsafe fn cache_match(c: *mut CacheSlot, key: &FlowKey, word: u64) -> bool {
+    // SAFETY: caller's contract; FlowKey is 48 bytes, 8-byte aligned.
+    unsafe {
+        if read_volatile(addr_of_mut!((*c).valid)) == 0 || word & !(*c).flags_word != 0 {
+            return false;
+        }
+        let a = addr_of_mut!((*c).key).cast::<u64>();
+        let b = (key as *const FlowKey).cast::<u64>();
+        let mut diff = 0u64;
+        for i in 0..size_of::<FlowKey>() / 8 {
+            diff |= read_volatile(a.add(i)) ^ read_volatile(b.add(i));
+        }
+        diff == 0
+    }
+}
+
+/// Adds the slot's pending counters to its flow in FLOWS and empties the slot.
+///
+/// # Safety
+/// `c` must point to this CPU's cache slot.
+#[inline(always)]
+unsafe fn cache_flush(c: *mut CacheSlot) {
+    // SAFETY: caller's contract; `s` points to a FLOWS value.
+    unsafe {
+        if (*c).valid != 0 && (*c).pending_packets != 0 {
+            match FLOWS.get_ptr_mut(&(*c).key) {
+                Some(s) => {
+                    atomic_xadd::<u64, u64, { Relaxed }>(
+                        addr_of_mut!((*s).packets),
+                        (*c).pending_packets,
+                    );
+                    atomic_xadd::<u64, u64, { Relaxed }>(
+                        addr_of_mut!((*s).bytes),
+                        (*c).pending_bytes,
+                    );
+                    let last = addr_of_mut!((*s).last_seen_ns);
+                    if (*c).last_seen_ns > read_volatile(last) {
+                        write_volatile(last, (*c).last_seen_ns);
+                    }
+                }
+                // Evicted from FLOWS (table full) meanwhile: the pending
+                // counts have nowhere to go; never silently.
+                None => count(CNT_FLOW_MAP_ERRORS, 1),
+            }
+        }
+        write_volatile(addr_of_mut!((*c).valid), 0);
+        (*c).pending_packets = 0;
+        (*c).pending_bytes = 0;
+    }
+}
+
+/// Caches the flow `s` (just updated by the full path) in the slot. Not with
+/// interval 0 ("an event for every packet"): then nothing may bypass the full path.
+///
+/// # Safety
+/// `c` must point to this CPU's (flushed) cache slot, `s` to the flow's FLOWS value.
+#[inline(always)]
+unsafe fn cache_install(
+    c: *mut CacheSlot,
+    key: &FlowKey,
+    s: *mut FlowStats,
+    now: u64,
+    tick: u64,
+    interval_ns: u64,
+) {
+    if interval_ns == 0 {
         return;
     }
-    if key.protocol == PROTO_UDP {
-        capture_l7(pkt, key, &l4, l7_max, &mut ts);
-    } else if tcp {
-        l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
+    // SAFETY: caller's contract.
+    unsafe {
+        let dst = addr_of_mut!((*c).key).cast::<u64>();
+        let src = (key as *const FlowKey).cast::<u64>();
+        for i in 0..size_of::<FlowKey>() / 8 {
+            write_volatile(dst.add(i), read_volatile(src.add(i)));
+        }
+        (*c).flags_word = read_volatile(flags_word(s));
+        (*c).due_ns = read_volatile(addr_of_mut!((*s).last_report_ns)).saturating_add(interval_ns);
+        (*c).last_seen_ns = now;
+        (*c).tick = tick;
+        write_volatile(addr_of_mut!((*c).valid), 1);
     }
+}
+
+/// The 64-bit word of tcp_flags, tcp_transitions and l7_state (offset 40,
+/// aligned; asserted in flowd-common), updated with atomic ORs.
+#[inline(always)]
+fn flags_word(s: *mut FlowStats) -> *mut u64 {
+    // SAFETY: only computes the field address.
+    unsafe { addr_of_mut!((*s).tcp_flags).cast::<u64>() }
 }
 
 /// L7 capture on a TCP payload, skipped for flows already known to carry
 /// something else: probing costs a helper call per packet when the payload
 /// is not in the linear data (GSO buffers), which bulk transfers are made of.
 #[inline(always)]
-fn l7_tcp<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut EventTime, flow: Flow) {
-    let s = match flow {
-        Flow::Existing(s) => s,
-        // The flow's first packet carries payload: seen mid-connection, or
-        // data on a SYN (TCP Fast Open), which then decides below.
-        Flow::Created => match FLOWS.get_ptr_mut(key) {
-            Some(s) => s,
-            None => {
-                capture_l7(pkt, key, l4, l7_max, ts);
-                return;
-            }
-        },
-        Flow::Missing => {
-            capture_l7(pkt, key, l4, l7_max, ts);
-            return;
-        }
+fn l7_tcp<P: Packet>(
+    pkt: &P,
+    key: &FlowKey,
+    l4: &L4,
+    l7_max: u32,
+    ts: &mut EventTime,
+    flow: Option<*mut FlowStats>,
+) {
+    // Without a flow entry (map full) there is no state: probe every payload.
+    let Some(s) = flow else {
+        capture_l7(pkt, key, l4, l7_max, ts);
+        return;
     };
-    // The word at tcp_flags (flags, transitions, l7_state): aligned, 64-bit
-    // (offset 40, asserted in flowd-common).
-    // SAFETY: `s` points to the map value, valid for this program run.
-    let fw = unsafe { addr_of_mut!((*s).tcp_flags).cast::<u64>() };
+    let fw = flags_word(s);
     // SAFETY: as above.
     let w = unsafe { read_volatile(fw) };
     let state = (w >> 32) as u8;
@@ -287,18 +448,9 @@ fn l7_tcp<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut Even
     }
 }
 
-/// What track_flow leaves for the L7 step.
-#[derive(Clone, Copy)]
-enum Flow {
-    /// The flow existed; its map value, valid for this program run.
-    Existing(*mut FlowStats),
-    /// This packet created the flow.
-    Created,
-    /// The flow map had no room.
-    Missing,
-}
-
 /// Updates (or creates) the flow and sends the event the packet calls for.
+/// Returns the flow's map value (valid for this program run), `None` when
+/// the flow map had no room.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn track_flow(
@@ -311,7 +463,7 @@ fn track_flow(
     interval_ns: u64,
     pkt_len: u32,
     pkt_flags: u16,
-) -> Flow {
+) -> Option<*mut FlowStats> {
     let mut stats = FLOWS.get_ptr_mut(key);
     if stats.is_none() {
         let new = FlowStats {
@@ -328,7 +480,7 @@ fn track_flow(
         match FLOWS.insert(key, new, BPF_NOEXIST as u64) {
             Ok(()) => {
                 emit_flow(EV_NEW_FLOW, key, &new, ts, pkt_len, pkt_flags);
-                return Flow::Created;
+                return FLOWS.get_ptr_mut(key);
             }
             // Another CPU created it meanwhile: account on its entry.
             Err(e) if e == -EEXIST => stats = FLOWS.get_ptr_mut(key),
@@ -337,7 +489,7 @@ fn track_flow(
     }
     let Some(s) = stats else {
         count(CNT_FLOW_MAP_ERRORS, 1);
-        return Flow::Missing;
+        return None;
     };
     // SAFETY: `s` points to the map value, valid for this program run;
     // counters other CPUs also update are changed atomically.
@@ -348,9 +500,7 @@ fn track_flow(
 
         let mut kind = 0;
         if word != 0 {
-            // tcp_flags, tcp_transitions and the padding as one aligned
-            // 64-bit word (offset 40, asserted in flowd-common).
-            let fw = addr_of_mut!((*s).tcp_flags).cast::<u64>();
+            let fw = flags_word(s);
             if read_volatile(fw) & word != word {
                 let old = atomic_or::<u64, u64, { Relaxed }>(fw, word);
                 // Only the CPU that set a transition bit reports it.
@@ -379,7 +529,7 @@ fn track_flow(
             emit_flow(kind, key, &snapshot, ts, pkt_len, pkt_flags);
         }
     }
-    Flow::Existing(s)
+    Some(s)
 }
 
 #[inline(always)]

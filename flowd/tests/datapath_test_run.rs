@@ -33,12 +33,12 @@ use etherparse::{
 use flowd::datapath::EBPF_OBJECT;
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER,
-    CNT_PACKETS_TRUNCATED, Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS,
-    EV_UPDATE, EventHeader, FAMILY_IPV4, FAMILY_IPV6, FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent,
-    FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE,
-    L7_MAX_PAYLOAD, L7Event, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK,
-    TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TRANSITION_FIN,
-    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, names,
+    CNT_PACKETS_TRUNCATED, CacheSlot, Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW,
+    EV_TCP_FLAGS, EV_UPDATE, EventHeader, FAMILY_IPV4, FAMILY_IPV6, FLOW_CACHE_SLOTS, FLOW_L7_OFF,
+    FLOW_L7_PROBED, FlowEvent, FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS,
+    L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, L7Event, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST,
+    TCP_SYN, TCP_URG, TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, names,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
@@ -189,10 +189,27 @@ impl Dp {
         Ok(())
     }
 
-    fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
+    /// FLOWS alone, without what waits in the flow cache.
+    fn flows_raw(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
         let map: HashMap<_, FlowKey, FlowStats> =
             HashMap::try_from(self.ebpf.map(names::MAP_FLOWS).context("no FLOWS")?)?;
-        let mut v = map.iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(map.iter().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// FLOWS plus the counts pending in the flow cache, as user space sees them.
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
+        let mut v = self.flows_raw()?;
+        // Counts of a flow's later packets wait in the per-CPU cache until flushed.
+        let cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map(names::MAP_FLOW_CACHE)
+                .context("no FLOW_CACHE")?,
+        )?;
+        let mut slots = Vec::new();
+        for i in 0..FLOW_CACHE_SLOTS {
+            slots.extend(cache.get(&i, 0)?.iter().copied());
+        }
+        flowd::datapath::add_pending(&mut v, slots);
         v.sort_by_key(|(k, _)| (k.src_port, k.dst_port, k.protocol, k.flags));
         Ok(v)
     }
@@ -222,6 +239,18 @@ impl Dp {
         )?;
         for i in 0..CNT_MAX {
             counters.set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        }
+        let mut cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(names::MAP_FLOW_CACHE)
+                .context("no FLOW_CACHE")?,
+        )?;
+        for i in 0..FLOW_CACHE_SLOTS {
+            cache.set(
+                i,
+                PerCpuValues::try_from(vec![CacheSlot::default(); cpus])?,
+                0,
+            )?;
         }
         self.events()?;
         Ok(())
@@ -1224,6 +1253,80 @@ fn update_events_interval_zero_vs_large() -> Result<()> {
             c[CNT_EVENTS_SUBMITTED as usize] == 1 && c[CNT_PACKETS as usize] == 5,
             "{c:?}"
         );
+        Ok(())
+    })
+}
+
+/// The per-CPU flow cache: later packets of a flow wait in its slot; a new
+/// TCP transition flushes them into FLOWS before its event, and so does
+/// another flow taking the slot. FLOWS plus the cache is exact throughout.
+#[test]
+fn flow_cache_pending_counts_are_flushed_exactly() -> Result<()> {
+    fn raw(dp: &Dp, k: &FlowKey) -> Result<FlowStats> {
+        dp.flows_raw()?
+            .into_iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, s)| s)
+            .context("flow not in FLOWS")
+    }
+    fn merged(dp: &Dp, k: &FlowKey) -> Result<FlowStats> {
+        dp.flows()?
+            .into_iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, s)| s)
+            .context("flow not in FLOWS")
+    }
+    for_hooks(|dp| {
+        dp.set_config(LONG, 0)?;
+        // TCP: SYN creates the flow, three ACKs wait in the cache, FIN flushes.
+        let k = dp.key4(PROTO_TCP, 1000, 2000);
+        let syn = tcp_pkt(false, 1000, 2000, TCP_SYN, 1, &[]);
+        let ack = tcp_pkt(false, 1000, 2000, TCP_ACK, 2, &[]);
+        let fin = tcp_pkt(false, 1000, 2000, TCP_FIN | TCP_ACK, 2, &[]);
+        dp.run(&syn)?;
+        for _ in 0..3 {
+            dp.run(&ack)?;
+        }
+        // ACK is a flag the flow had not seen: the first ACK took the full path.
+        let (r, m) = (raw(dp, &k)?, merged(dp, &k)?);
+        ensure!(r.packets == 2 && m.packets == 4, "raw {r:?} merged {m:?}");
+        ensure!(m.bytes == (syn.len() + 3 * ack.len()) as u64, "{m:?}");
+        dp.run(&fin)?;
+        let r = raw(dp, &k)?;
+        ensure!(r.packets == 5, "FIN did not flush the cache: {r:?}");
+        let evs = dp.flow_events()?;
+        // A new flag without a new transition (ACK) sends no event.
+        ensure!(kinds(&evs) == [EV_NEW_FLOW, EV_TCP_FLAGS], "{evs:?}");
+        ensure!(
+            evs[1].stats.packets == 5,
+            "FIN event snapshot {:?}",
+            evs[1].stats
+        );
+        ensure!(merged(dp, &k)?.packets == 5);
+
+        // UDP flow A: 1 packet in FLOWS, 2 pending. New flows B_p until one
+        // takes A's slot; FLOWS + cache stays exact for A at every step.
+        dp.reset()?;
+        let a = dp.key4(PROTO_UDP, 7, 7);
+        let pa = udp_pkt(false, 7, 7, b"a");
+        for _ in 0..3 {
+            dp.run(&pa)?;
+        }
+        ensure!(raw(dp, &a)?.packets == 1 && merged(dp, &a)?.packets == 3);
+        let mut evicted = false;
+        for p in 1..=4 * FLOW_CACHE_SLOTS as u16 {
+            dp.run(&udp_pkt(false, 8, p, b"b"))?;
+            let (r, m) = (raw(dp, &a)?, merged(dp, &a)?);
+            ensure!(
+                m.packets == 3 && m.bytes == 3 * pa.len() as u64,
+                "after B_{p}: {m:?}"
+            );
+            if r.packets == 3 {
+                evicted = true;
+                break;
+            }
+        }
+        ensure!(evicted, "no new flow ever took A's cache slot");
         Ok(())
     })
 }

@@ -108,6 +108,9 @@ enum Cmd {
         /// Attach mode: tc, xdp or xdp-generic.
         #[arg(long, default_value = "tc")]
         mode: String,
+        /// Traffic: bulk TCP (GSO buffers) or small UDP packets.
+        #[arg(long, value_enum, default_value = "bulk")]
+        load: Load,
         /// Extra flowd arguments (e.g. "--l7-max-bytes=0").
         #[arg(long = "flowd-arg", allow_hyphen_values = true)]
         flowd_args: Vec<String>,
@@ -143,9 +146,18 @@ fn main() -> Result<()> {
             rounds,
             seconds,
             mode,
+            load,
             flowd_args,
             flowd,
-        } => profile(&variants, rounds, seconds, &mode, &flowd_args, flowd),
+        } => profile(&Profile {
+            variants: &variants,
+            rounds,
+            seconds,
+            mode: &mode,
+            load,
+            flowd_args: &flowd_args,
+            flowd,
+        }),
     }
 }
 
@@ -232,22 +244,52 @@ fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
     Ok(out)
 }
 
-/// One iperf3 run from b (sender, -R from a's client) to a: the data enters
-/// veth-a, where XDP and TC ingress see it. Returns bits per second.
-fn iperf(pair: &Pair, seconds: u32) -> Result<f64> {
+/// What iperf3 sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Load {
+    /// One TCP stream from b to a (-R): data into veth-a in GSO buffers of up
+    /// to 64 KiB, ACKs out. One program run per buffer, between 64 KiB copies
+    /// that leave the caches cold.
+    Bulk,
+    /// UDP datagrams of 64 bytes at 100 Mbit/s each way (--bidir): one
+    /// program run per wire packet, at a rate where caches stay warm.
+    Small,
+}
+
+impl Load {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::Bulk => &["-R"],
+            Self::Small => &["-u", "-b", "100M", "-l", "64", "--bidir"],
+        }
+    }
+}
+
+/// One iperf3 run between a (client) and b; veth-a is the observed side.
+/// Returns the bits per second received (both directions for --bidir).
+fn iperf(pair: &Pair, seconds: u32, load: Load) -> Result<f64> {
     let out = pair
         .a
         .command("iperf3")
-        .args(["-c", Pair::B4, "-R", "-J", "-t", &seconds.to_string()])
+        .args(["-c", Pair::B4, "-J", "-t", &seconds.to_string()])
+        .args(load.args())
         .output()
         .context("running iperf3 (scripts/setup.sh installs it)")?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON output")?;
     if let Some(e) = v.get("error") {
         bail!("iperf3: {e}");
     }
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("no end.sum_received.bits_per_second in iperf3 output")
+    let end = &v["end"];
+    match load {
+        Load::Bulk => end["sum_received"]["bits_per_second"].as_f64(),
+        // UDP reports end.sum (and end.sum_bidir_reverse with --bidir).
+        Load::Small => end["sum"]["bits_per_second"].as_f64().map(|a| {
+            a + end["sum_bidir_reverse"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+        }),
+    }
+    .context("no received bits_per_second in iperf3 output")
 }
 
 struct Run {
@@ -255,14 +297,21 @@ struct Run {
     progs: BTreeMap<String, (u64, u64)>,
 }
 
-fn with_flowd(bin: &Path, pair: &Pair, mode: Mode, empty: bool, seconds: u32) -> Result<Run> {
+fn with_flowd(
+    bin: &Path,
+    pair: &Pair,
+    mode: Mode,
+    empty: bool,
+    seconds: u32,
+    load: Load,
+) -> Result<Run> {
     let spec = format!("veth-a={}", mode.arg());
     let mut args = vec!["-i", spec.as_str(), "--no-watch-links"];
     if empty {
         args.push("--bench-empty-programs");
     }
     let mut f = Flowd::start(bin, &pair.a, &args)?;
-    let bps = iperf(pair, seconds)?;
+    let bps = iperf(pair, seconds, load)?;
     let pid = f.child.pid().context("flowd exited early")?;
     let progs = program_stats(pid)?;
     f.stop()?;
@@ -283,14 +332,26 @@ fn iperf_server(pair: &Pair) -> Result<ChildGuard> {
     Ok(server)
 }
 
-fn profile(
-    variants: &[String],
+struct Profile<'a> {
+    variants: &'a [String],
     rounds: usize,
     seconds: u32,
-    mode: &str,
-    flowd_args: &[String],
+    mode: &'a str,
+    load: Load,
+    flowd_args: &'a [String],
     flowd: Option<PathBuf>,
-) -> Result<()> {
+}
+
+fn profile(p: &Profile) -> Result<()> {
+    let Profile {
+        variants,
+        rounds,
+        seconds,
+        mode,
+        load,
+        flowd_args,
+        ref flowd,
+    } = *p;
     ensure!(rounds >= 1, "--rounds must be at least 1");
     let mut objs = Vec::new();
     for v in variants {
@@ -303,7 +364,7 @@ fn profile(
     // The empty program of the embedded object is the baseline of every round.
     objs.push(("empty".to_owned(), None));
     let bin = match flowd {
-        Some(p) => p,
+        Some(p) => p.clone(),
         None => build_release()?,
     };
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -331,7 +392,7 @@ fn profile(
                 .map(|o| vec![("FLOWD_EBPF_OBJECT", o)])
                 .unwrap_or_default();
             let mut f = Flowd::start_env(&bin, &pair.a, &args, &env)?;
-            let bps = iperf(&pair, seconds)?;
+            let bps = iperf(&pair, seconds, load)?;
             let pid = f.child.pid().context("flowd exited early")?;
             let progs = program_stats(pid)?;
             f.stop()?;
@@ -359,7 +420,7 @@ fn profile(
         }
     }
     println!(
-        "mode {mode}, {rounds} rounds, iperf3 -t {seconds}; medians (ns over empty: per-round difference)"
+        "mode {mode}, load {load:?}, {rounds} rounds, iperf3 -t {seconds}; medians (ns over empty: per-round difference)"
     );
     println!("| variant | program | ns/run | ns over empty | Gbit/s |\n|---|---|---|---|---|");
     for ((n, p), v) in &ns {
@@ -414,14 +475,14 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             eprintln!("==> {} pair {}/{pairs}", mode.arg(), i + 1);
             // Flip the order every pair so drift does not favour one side.
             let (base, with, empty) = if i % 2 == 0 {
-                let b = iperf(&pair, seconds)?;
-                let w = with_flowd(&bin, &pair, mode, false, seconds)?;
-                let e = with_flowd(&bin, &pair, mode, true, seconds)?;
+                let b = iperf(&pair, seconds, Load::Bulk)?;
+                let w = with_flowd(&bin, &pair, mode, false, seconds, Load::Bulk)?;
+                let e = with_flowd(&bin, &pair, mode, true, seconds, Load::Bulk)?;
                 (b, w, e)
             } else {
-                let e = with_flowd(&bin, &pair, mode, true, seconds)?;
-                let w = with_flowd(&bin, &pair, mode, false, seconds)?;
-                let b = iperf(&pair, seconds)?;
+                let e = with_flowd(&bin, &pair, mode, true, seconds, Load::Bulk)?;
+                let w = with_flowd(&bin, &pair, mode, false, seconds, Load::Bulk)?;
+                let b = iperf(&pair, seconds, Load::Bulk)?;
                 (b, w, e)
             };
             eprintln!(
@@ -442,7 +503,25 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             }
         }
     }
-    let report = render(&results, pairs, seconds)?;
+    // Small packets, TC: the per-packet cost where caches stay warm.
+    let mut small: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for i in 0..pairs {
+        eprintln!("==> tc, small packets, pair {}/{pairs}", i + 1);
+        let runs = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for empty in runs {
+            let r = with_flowd(&bin, &pair, Mode::Tc, empty, seconds, Load::Small)?;
+            for (name, (t, c)) in r.progs {
+                if c > 0 {
+                    small.entry(name).or_default().push(t as f64 / c as f64);
+                }
+            }
+        }
+    }
+    let report = render(&results, &small, pairs, seconds)?;
     println!("{report}");
     write_section(&workspace_root()?.join(out), "datapath", &report)?;
     eprintln!("==> results written to {}", out.display());
@@ -482,7 +561,12 @@ fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -
     Ok(())
 }
 
-fn render(results: &BTreeMap<Mode, ModeResult>, pairs: usize, seconds: u32) -> Result<String> {
+fn render(
+    results: &BTreeMap<Mode, ModeResult>,
+    small: &BTreeMap<String, Vec<f64>>,
+    pairs: usize,
+    seconds: u32,
+) -> Result<String> {
     let mut s = String::new();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     writeln!(
@@ -517,12 +601,42 @@ fn render(results: &BTreeMap<Mode, ModeResult>, pairs: usize, seconds: u32) -> R
         s,
         "\nAverage ns per program run (kernel.bpf_stats run_time_ns / run_cnt; one run per packet or GSO buffer):\n"
     )?;
-    writeln!(s, "| mode | program | median ns/run |")?;
-    writeln!(s, "|---|---|---|")?;
+    writeln!(
+        s,
+        "| mode | program | median ns/run | over the empty program |"
+    )?;
+    writeln!(s, "|---|---|---|---|")?;
     for (mode, r) in results {
-        for (name, v) in &r.ns {
-            writeln!(s, "| {} | {name} | {:.0} |", mode.arg(), median(v.clone()))?;
+        let baseline = match mode {
+            Mode::Tc => "bench_tc_empty",
+            Mode::Xdp | Mode::XdpGeneric => "bench_xdp_empty",
+        };
+        let empty = r.ns.get(baseline).map(|v| median(v.clone()));
+        // The drop tracepoint's programs also run; bench-drops measures them.
+        for (name, v) in r.ns.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
+            let m = median(v.clone());
+            let over = match empty {
+                Some(e) if !name.starts_with("bench_") => format!("{:+.0}", m - e),
+                _ => "-".to_owned(),
+            };
+            writeln!(s, "| {} | {name} | {m:.0} | {over} |", mode.arg())?;
         }
+    }
+    writeln!(
+        s,
+        "\nSmall packets, TC: iperf3 UDP, 64-byte datagrams at 100 Mbit/s each way (--bidir), \
+         {pairs} flowd/empty pairs; one run per wire packet:\n"
+    )?;
+    writeln!(s, "| program | median ns/run | over the empty program |")?;
+    writeln!(s, "|---|---|---|")?;
+    let empty = small.get("bench_tc_empty").map(|v| median(v.clone()));
+    for (name, v) in small.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
+        let m = median(v.clone());
+        let over = match empty {
+            Some(e) if !name.starts_with("bench_") => format!("{:+.0}", m - e),
+            _ => "-".to_owned(),
+        };
+        writeln!(s, "| {name} | {m:.0} | {over} |")?;
     }
     Ok(s)
 }

@@ -96,6 +96,44 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 // The 64-bit word at tcp_flags (flags + transitions + pad) is updated atomically: keep it aligned.
 const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
 
+/// Slots of the per-CPU flow cache (`FLOW_CACHE`, one array per CPU; a power of two).
+pub const FLOW_CACHE_SLOTS: u32 = 256;
+
+/// One slot of the per-CPU flow cache in front of `FLOWS`.
+///
+/// Why: on live traffic the `FLOWS` lookup (hash, bucket, element, in a
+/// vmalloc'd table) costs several cache and TLB misses per packet. A packet
+/// of the flow cached in its slot (same key, no new TCP flag, no report due)
+/// only adds to the slot's pending counters, and reads the clock only when
+/// the tick changed; anything else first flushes the
+/// pending counters into `FLOWS` and then takes the full path. Only the owning
+/// CPU writes a slot (BPF programs do not migrate and TC/XDP do not nest on a
+/// CPU), so no atomics are needed here.
+///
+/// User space sees `FLOWS` plus every valid slot's pending counters.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CacheSlot {
+    pub key: FlowKey,
+    /// Not yet added to the flow's `FLOWS` entry.
+    pub pending_packets: u64,
+    pub pending_bytes: u64,
+    /// Tick-resolution time of the last cached packet (see FlowStats::last_seen_ns).
+    pub last_seen_ns: u64,
+    /// The next packet at or after this time takes the full path (periodic report).
+    pub due_ns: u64,
+    /// Copy of the flow's 64-bit flags word (tcp_flags, tcp_transitions,
+    /// l7_state) when cached: a packet with a flag outside it takes the full path.
+    pub flags_word: u64,
+    /// 1 when `key` holds a flow; 0 for an empty slot.
+    pub valid: u64,
+    /// jiffies when `last_seen_ns` was last set: a packet in the same tick
+    /// needs no clock read (the coarse clock only moves on ticks).
+    pub tick: u64,
+    pub _pad: [u64; 3],
+}
+const _: () = assert!(core::mem::size_of::<CacheSlot>() == 128);
+
 /// [`FlowStats::l7_state`] bits. A TCP flow seen from its SYN/SYN-ACK has its
 /// first payload (of at least 19 bytes, or recognised) probed for HTTP/1.x
 /// and DNS (`FLOW_L7_PROBED`); when that payload is neither, the flow carries
@@ -305,6 +343,7 @@ mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::CacheSlot {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::DropStats {}
@@ -323,6 +362,8 @@ pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_CONFIG: &str = "CONFIG";
+    /// PerCpuArray<CacheSlot> with FLOW_CACHE_SLOTS entries.
+    pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
     /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
     pub const MAP_L7_PORTS: &str = "L7_PORTS";
     /// The skb:kfree_skb tracepoint program and its empty benchmark baseline.

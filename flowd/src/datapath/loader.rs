@@ -117,6 +117,15 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             .ok_or(Error::MissingMap(names::MAP_COUNTERS))?,
     )
     .map_err(map_err(names::MAP_COUNTERS))?;
+    // Objects from before the flow cache (FLOWD_EBPF_OBJECT, for benchmark
+    // comparisons) have no FLOW_CACHE: FLOWS then holds every count.
+    let flow_cache = match ebpf.take_map(names::MAP_FLOW_CACHE) {
+        Some(m) => Some(PerCpuArray::try_from(m).map_err(map_err(names::MAP_FLOW_CACHE))?),
+        None => {
+            tracing::warn!("the eBPF object has no FLOW_CACHE map (an older object)");
+            None
+        }
+    };
 
     let (ingress, egress, xdp) = program_names(cfg.programs);
     let need_tc = cfg.interfaces.iter().any(|s| s.mode == AttachMode::Tc);
@@ -132,7 +141,11 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
     Ok(Loaded {
         ebpf,
         events,
-        maps: Maps { flows, counters },
+        maps: Maps {
+            flows,
+            counters,
+            flow_cache,
+        },
     })
 }
 

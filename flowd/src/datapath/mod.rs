@@ -30,7 +30,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use flowd_common::{FlowKey, FlowStats};
+use flowd_common::{CacheSlot, FLOW_CACHE_SLOTS, FlowKey, FlowStats};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use attach::{AttachedInterface, Attacher};
@@ -284,6 +284,28 @@ pub struct Counters {
     pub records_malformed: u64,
 }
 
+/// Adds the counts still pending in flow-cache slots (of every CPU) to the
+/// flows they belong to. A slot whose flow is not in `flows` (evicted) is
+/// ignored: the kernel counts it as a flow-map error when it flushes.
+pub fn add_pending(flows: &mut [(FlowKey, FlowStats)], slots: impl IntoIterator<Item = CacheSlot>) {
+    let index: std::collections::HashMap<FlowKey, usize> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (*k, i))
+        .collect();
+    for slot in slots {
+        if slot.valid == 0 || slot.pending_packets == 0 {
+            continue;
+        }
+        if let Some(&i) = index.get(&slot.key) {
+            let s = &mut flows[i].1;
+            s.packets = s.packets.wrapping_add(slot.pending_packets);
+            s.bytes = s.bytes.wrapping_add(slot.pending_bytes);
+            s.last_seen_ns = s.last_seen_ns.max(slot.last_seen_ns);
+        }
+    }
+}
+
 /// One entry of the FLOWS map, with times converted to wall-clock.
 #[derive(Debug, Clone)]
 pub struct FlowEntry {
@@ -302,6 +324,7 @@ pub(crate) struct ReaderStats {
 pub(crate) struct Maps {
     pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub flow_cache: Option<PerCpuArray<MapData, CacheSlot>>,
 }
 
 /// The loaded and attached datapath. Dropping it detaches everything.
@@ -425,11 +448,14 @@ impl Datapath {
         })
     }
 
-    /// A snapshot of the FLOWS map. Entries that vanish while iterating
-    /// (LRU eviction) are skipped.
+    /// A snapshot of the FLOWS map plus the counts still pending in the
+    /// per-CPU flow cache. Entries that vanish while iterating (LRU eviction)
+    /// are skipped. FLOWS is read before the cache: a flush in between makes
+    /// a dump briefly undercount (the next dump has it), never count twice.
     pub fn dump_flows(&self) -> Vec<FlowEntry> {
         self.clock.refresh_if_stale();
-        self.maps
+        let mut flows: Vec<(FlowKey, FlowStats)> = self
+            .maps
             .flows
             .iter()
             .filter_map(|r| match r {
@@ -439,6 +465,20 @@ impl Datapath {
                     None
                 }
             })
+            .collect();
+        let mut slots = Vec::new();
+        for i in 0..FLOW_CACHE_SLOTS {
+            let Some(cache) = &self.maps.flow_cache else {
+                break;
+            };
+            match cache.get(&i, 0) {
+                Ok(per_cpu) => slots.extend(per_cpu.iter().copied()),
+                Err(e) => tracing::debug!(error = %e, slot = i, "flow cache slot unreadable"),
+            }
+        }
+        add_pending(&mut flows, slots);
+        flows
+            .into_iter()
             .map(|(key, stats)| FlowEntry {
                 key,
                 stats,
