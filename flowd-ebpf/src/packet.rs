@@ -54,6 +54,15 @@ pub fn direct<T: Copy>(lin: (usize, usize), off: usize) -> Option<T> {
     Some(unsafe { (p as *const T).read_unaligned() })
 }
 
+/// `n` (already checked to be 1..=L7_MAX_PAYLOAD) in a form whose range the
+/// verifier sees: LLVM may turn the caller's check into one the verifier
+/// cannot follow into the helper's size argument ("invalid zero-sized read").
+#[inline(always)]
+fn verifier_len(n: usize) -> usize {
+    const _: () = assert!(L7_MAX_PAYLOAD.is_power_of_two());
+    ((core::hint::black_box(n).wrapping_sub(1)) & (L7_MAX_PAYLOAD - 1)) + 1
+}
+
 pub struct Skb {
     skb: *mut __sk_buff,
     data: usize,
@@ -112,6 +121,7 @@ impl Packet for Skb {
         if off > MAX_OFF || n == 0 || n > L7_MAX_PAYLOAD {
             return false;
         }
+        let n = verifier_len(n);
         // SAFETY: dst holds L7_MAX_PAYLOAD bytes and n <= L7_MAX_PAYLOAD.
         let ret = unsafe {
             bpf_skb_load_bytes(
@@ -186,6 +196,7 @@ impl Packet for Xdp {
         if off > MAX_OFF || n == 0 || n > L7_MAX_PAYLOAD {
             return false;
         }
+        let n = verifier_len(n);
         // SAFETY: dst holds L7_MAX_PAYLOAD bytes and n <= L7_MAX_PAYLOAD.
         let ret =
             unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, dst.as_mut_ptr().cast(), n as u32) };

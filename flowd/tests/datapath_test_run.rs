@@ -189,6 +189,56 @@ impl Dp {
         Ok(())
     }
 
+    /// Every CPU's flow-cache slots.
+    fn cache_slots(&self) -> Result<Vec<CacheSlot>> {
+        let cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map(names::MAP_FLOW_CACHE)
+                .context("no FLOW_CACHE")?,
+        )?;
+        let mut slots = Vec::new();
+        for i in 0..FLOW_CACHE_SLOTS {
+            slots.extend(cache.get(&i, 0)?.iter().copied());
+        }
+        Ok(slots)
+    }
+
+    /// Empties the flow cache, adding what it held to FLOWS and COUNTERS as
+    /// the kernel's flush would (no program runs meanwhile).
+    fn flush_cache(&mut self) -> Result<()> {
+        let mut flows = self.flows_raw()?;
+        let slots = self.cache_slots()?;
+        let runs: u64 = slots.iter().map(|s| s.pending_runs).sum();
+        flowd::datapath::add_pending(&mut flows, slots);
+        let mut map: HashMap<_, FlowKey, FlowStats> =
+            HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).context("no FLOWS")?)?;
+        for (k, s) in flows {
+            map.insert(k, s, 0)?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let mut counters: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(names::MAP_COUNTERS)
+                .context("no COUNTERS")?,
+        )?;
+        let mut per_cpu = counters.get(&CNT_PACKETS, 0)?.to_vec();
+        per_cpu[0] += runs;
+        counters.set(CNT_PACKETS, PerCpuValues::try_from(per_cpu)?, 0)?;
+        let mut cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(names::MAP_FLOW_CACHE)
+                .context("no FLOW_CACHE")?,
+        )?;
+        for i in 0..FLOW_CACHE_SLOTS {
+            cache.set(
+                i,
+                PerCpuValues::try_from(vec![CacheSlot::default(); cpus])?,
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
     /// FLOWS alone, without what waits in the flow cache.
     fn flows_raw(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
         let map: HashMap<_, FlowKey, FlowStats> =
@@ -200,16 +250,7 @@ impl Dp {
     fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
         let mut v = self.flows_raw()?;
         // Counts of a flow's later packets wait in the per-CPU cache until flushed.
-        let cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
-            self.ebpf
-                .map(names::MAP_FLOW_CACHE)
-                .context("no FLOW_CACHE")?,
-        )?;
-        let mut slots = Vec::new();
-        for i in 0..FLOW_CACHE_SLOTS {
-            slots.extend(cache.get(&i, 0)?.iter().copied());
-        }
-        flowd::datapath::add_pending(&mut v, slots);
+        flowd::datapath::add_pending(&mut v, self.cache_slots()?);
         v.sort_by_key(|(k, _)| (k.src_port, k.dst_port, k.protocol, k.flags));
         Ok(v)
     }
@@ -232,6 +273,8 @@ impl Dp {
             flows.remove(&k)?;
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        // The (empty) flows and cleared counters take whatever the cache held.
+        self.flush_cache()?;
         let mut counters: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(names::MAP_COUNTERS)
@@ -239,18 +282,6 @@ impl Dp {
         )?;
         for i in 0..CNT_MAX {
             counters.set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
-        }
-        let mut cache: PerCpuArray<_, CacheSlot> = PerCpuArray::try_from(
-            self.ebpf
-                .map_mut(names::MAP_FLOW_CACHE)
-                .context("no FLOW_CACHE")?,
-        )?;
-        for i in 0..FLOW_CACHE_SLOTS {
-            cache.set(
-                i,
-                PerCpuValues::try_from(vec![CacheSlot::default(); cpus])?,
-                0,
-            )?;
         }
         self.events()?;
         Ok(())
@@ -263,10 +294,19 @@ impl Dp {
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = map.get(&(i as u32), 0)?.iter().sum();
         }
+        // Runs of cached flows are counted in their slots until flushed.
+        out[CNT_PACKETS as usize] += self
+            .cache_slots()?
+            .iter()
+            .map(|s| s.pending_runs)
+            .sum::<u64>();
         Ok(out)
     }
 
+    /// Writes CONFIG. flowd writes it once before attaching; the slots of
+    /// the flow cache copy it, so a test changing it mid-run flushes them.
     fn set_config(&mut self, interval_ns: u64, l7_max_bytes: u32) -> Result<()> {
+        self.flush_cache()?;
         let mut config: Array<_, Config> = Array::try_from(
             self.ebpf
                 .map_mut(names::MAP_CONFIG)
@@ -508,6 +548,28 @@ fn for_hooks(f: impl Fn(&mut Dp) -> Result<()>) -> Result<()> {
     for hook in HOOKS {
         let mut dp = Dp::new(hook, LONG, 512)?;
         f(&mut dp).with_context(|| format!("hook {hook:?}"))?;
+    }
+    Ok(())
+}
+
+/// Restricts the calling thread to the CPU it runs on now.
+fn pin_to_current_cpu() -> Result<()> {
+    // SAFETY: plain syscalls on this thread with a zero-initialised cpu_set_t.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        ensure!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        ensure!(
+            r == 0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -1276,6 +1338,9 @@ fn flow_cache_pending_counts_are_flushed_exactly() -> Result<()> {
             .map(|(_, s)| s)
             .context("flow not in FLOWS")
     }
+    // The cache is per CPU and BPF_PROG_TEST_RUN runs on the caller's CPU:
+    // keep this thread on one CPU so that every run sees the same slots.
+    pin_to_current_cpu()?;
     for_hooks(|dp| {
         dp.set_config(LONG, 0)?;
         // TCP: SYN creates the flow, three ACKs wait in the cache, FIN flushes.
@@ -1303,6 +1368,10 @@ fn flow_cache_pending_counts_are_flushed_exactly() -> Result<()> {
             evs[1].stats
         );
         ensure!(merged(dp, &k)?.packets == 5);
+        // Runs of cached packets are counted in the slot until flushed; the
+        // total (COUNTERS + slots) is exact.
+        let c = dp.counters()?;
+        ensure!(c[CNT_PACKETS as usize] == 5, "{c:?}");
 
         // UDP flow A: 1 packet in FLOWS, 2 pending. New flows B_p until one
         // takes A's slot; FLOWS + cache stays exact for A at every step.
@@ -1321,6 +1390,8 @@ fn flow_cache_pending_counts_are_flushed_exactly() -> Result<()> {
                 m.packets == 3 && m.bytes == 3 * pa.len() as u64,
                 "after B_{p}: {m:?}"
             );
+            let c = dp.counters()?;
+            ensure!(c[CNT_PACKETS as usize] == 3 + u64::from(p), "{c:?}");
             if r.packets == 3 {
                 evicted = true;
                 break;

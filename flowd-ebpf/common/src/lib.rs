@@ -130,7 +130,13 @@ pub struct CacheSlot {
     /// jiffies when `last_seen_ns` was last set: a packet in the same tick
     /// needs no clock read (the coarse clock only moves on ticks).
     pub tick: u64,
-    pub _pad: [u64; 3],
+    /// Program runs (buffers) counted here instead of in COUNTERS'
+    /// CNT_PACKETS; added to it when the slot is flushed.
+    pub pending_runs: u64,
+    /// CONFIG's l7_max_bytes when the slot was filled (the hit path reads no
+    /// CONFIG; flowd writes CONFIG once, before attaching).
+    pub l7_max: u64,
+    pub _pad: [u64; 1],
 }
 const _: () = assert!(core::mem::size_of::<CacheSlot>() == 128);
 

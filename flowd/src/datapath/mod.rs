@@ -436,7 +436,7 @@ impl Datapath {
         Ok(Counters {
             events_submitted: sum(CNT_EVENTS_SUBMITTED)?,
             events_lost: sum(CNT_EVENTS_LOST)?,
-            packets: sum(CNT_PACKETS)?,
+            packets: sum(CNT_PACKETS)?.wrapping_add(self.pending_runs()),
             packets_other: sum(CNT_PACKETS_OTHER)?,
             packets_truncated: sum(CNT_PACKETS_TRUNCATED)?,
             flow_map_errors: sum(CNT_FLOW_MAP_ERRORS)?,
@@ -446,6 +446,28 @@ impl Datapath {
             records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
             records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
         })
+    }
+
+    /// Every CPU's flow-cache slots.
+    fn cache_slots(&self) -> Vec<CacheSlot> {
+        let mut slots = Vec::new();
+        let Some(cache) = &self.maps.flow_cache else {
+            return slots;
+        };
+        for i in 0..FLOW_CACHE_SLOTS {
+            match cache.get(&i, 0) {
+                Ok(per_cpu) => slots.extend(per_cpu.iter().copied()),
+                Err(e) => tracing::debug!(error = %e, slot = i, "flow cache slot unreadable"),
+            }
+        }
+        slots
+    }
+
+    /// Program runs counted in flow-cache slots, not yet in COUNTERS.
+    fn pending_runs(&self) -> u64 {
+        self.cache_slots()
+            .iter()
+            .fold(0u64, |a, s| a.wrapping_add(s.pending_runs))
     }
 
     /// A snapshot of the FLOWS map plus the counts still pending in the
@@ -466,17 +488,7 @@ impl Datapath {
                 }
             })
             .collect();
-        let mut slots = Vec::new();
-        for i in 0..FLOW_CACHE_SLOTS {
-            let Some(cache) = &self.maps.flow_cache else {
-                break;
-            };
-            match cache.get(&i, 0) {
-                Ok(per_cpu) => slots.extend(per_cpu.iter().copied()),
-                Err(e) => tracing::debug!(error = %e, slot = i, "flow cache slot unreadable"),
-            }
-        }
-        add_pending(&mut flows, slots);
+        add_pending(&mut flows, self.cache_slots());
         flows
             .into_iter()
             .map(|(key, stats)| FlowEntry {
