@@ -21,7 +21,7 @@
 mod metrics_support;
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,7 @@ use flowd_proto::flow::{Endpoint, Flow, layer7::Record};
 use flowd_proto::observer::get_flows_response::ResponseTypes;
 use flowd_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use flowd_tests::wait_until;
-use metrics_support::{Sample, parse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use metrics_support::{Sample, parse, scrape};
 
 /// Hubble's event type of L7 flows (MessageTypeAccessLog).
 const L7: i32 = 129;
@@ -189,24 +188,6 @@ fn parse_line(node: &str, line: &str) -> Result<Line> {
         }
         _ => bail!("not a flow or lost_events line: {line}"),
     }
-}
-
-async fn scrape(addr: SocketAddr) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .context("scrape timed out")??;
-    let raw = String::from_utf8(raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
-    ensure!(head.starts_with("HTTP/1.1 200"), "scrape of {addr}: {head}");
-    Ok(body.to_string())
 }
 
 /// Sum of the file sink's samples of `name` (all other labels).

@@ -29,8 +29,7 @@ use flowd_lab::traffic::TrafficReport;
 use flowd_proto::flow::{Flow, layer7::Record};
 use flowd_proto::observer::GetFlowsRequest;
 use flowd_tests::{ChildGuard, wait_until};
-use metrics_support::{Sample, parse, prometheus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use metrics_support::{Sample, parse, prometheus, scrape};
 
 type Counts = BTreeMap<Vec<(String, String)>, f64>;
 
@@ -211,25 +210,6 @@ impl Expected {
             nxdomain,
         })
     }
-}
-
-async fn scrape(addr: SocketAddr) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .context("scrape timed out")??;
-    let raw = String::from_utf8(raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
-    ensure!(head.starts_with("HTTP/1.1 200"), "scrape of {addr}: {head}");
-    Ok(body.to_string())
 }
 
 /// Every node's /metrics, parsed and concatenated (Prometheus' `sum` view).

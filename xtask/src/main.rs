@@ -531,22 +531,24 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
 
 /// `cargo xtask bench-drops` (issue 11), see drops.rs.
 fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
-    let bin = match flowd {
-        Some(p) => p,
-        None => build_release()?,
-    };
-    ensure!(bin.exists(), "{} not found", bin.display());
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("enabling BPF run-time statistics (needs root)")?;
-    let report = drops::bench_drops(&bin, pairs, rounds)?;
-    println!("{report}");
-    write_section(&workspace_root()?.join(out), "drops", &report)?;
-    eprintln!("==> drop program results written to {}", out.display());
-    Ok(())
+    run_section(out, flowd, "drops", |bin| {
+        drops::bench_drops(bin, pairs, rounds)
+    })
 }
 
 /// `cargo xtask bench-l7` (issue 3), see l7.rs.
 fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+    run_section(out, flowd, "l7", |bin| l7::bench_l7(bin, pairs, requests))
+}
+
+/// Runs one benchmark with BPF run-time statistics on and writes its report
+/// into the section `name` of `out`.
+fn run_section(
+    out: &Path,
+    flowd: Option<PathBuf>,
+    name: &str,
+    bench: impl FnOnce(&Path) -> Result<String>,
+) -> Result<()> {
     let bin = match flowd {
         Some(p) => p,
         None => build_release()?,
@@ -554,10 +556,10 @@ fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -
     ensure!(bin.exists(), "{} not found", bin.display());
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time statistics (needs root)")?;
-    let report = l7::bench_l7(&bin, pairs, requests)?;
+    let report = bench(&bin)?;
     println!("{report}");
-    write_section(&workspace_root()?.join(out), "l7", &report)?;
-    eprintln!("==> L7 results written to {}", out.display());
+    write_section(&workspace_root()?.join(out), name, &report)?;
+    eprintln!("==> {name} results written to {}", out.display());
     Ok(())
 }
 

@@ -354,3 +354,25 @@ pub fn flags(s: &str) -> TcpFlags {
     }
     f
 }
+
+/// GET /metrics over plain HTTP/1.1 (text format); the body.
+pub async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .context("scrape timed out")??;
+    let raw = String::from_utf8(raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "scrape of {addr}: {head}");
+    Ok(body.to_string())
+}
