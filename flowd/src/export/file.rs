@@ -446,10 +446,23 @@ fn split_name(path: &Path) -> (String, String) {
 
 const TIME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S%.3f";
 
-/// A backup name not taken yet (a later millisecond if it is).
+/// A backup name not taken yet and newer than every existing backup (a
+/// later millisecond if needed). Names must sort in rotation order even when
+/// several rotations fall in one millisecond or the clock steps back:
+/// otherwise pruning, which removes the oldest names, would delete the newest
+/// lines.
 pub fn backup_name(path: &Path, mut now: chrono::DateTime<chrono::Utc>) -> PathBuf {
     let (stem, ext) = split_name(path);
     let dir = path.parent().unwrap_or(Path::new(""));
+    if let Some(newest) = backups(path)
+        .ok()
+        .and_then(|b| b.last().and_then(|p| backup_time(p, &stem, &ext)))
+    {
+        let floor = newest + chrono::Duration::milliseconds(1);
+        if now < floor {
+            now = floor;
+        }
+    }
     loop {
         let name = format!("{stem}-{}{ext}", now.format(TIME_FORMAT));
         let p = dir.join(&name);
@@ -476,17 +489,29 @@ pub fn backups(path: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(rest) = name.strip_prefix(&prefix) else {
             continue;
         };
-        let rest = rest.strip_suffix(".gz").unwrap_or(rest);
-        let Some(ts) = rest.strip_suffix(ext.as_str()) else {
-            continue;
-        };
-        if chrono::NaiveDateTime::parse_from_str(ts, TIME_FORMAT).is_ok() {
+        if let Some(ts) = backup_stamp(rest, &ext) {
             found.push((ts.to_string(), entry.path()));
         }
     }
     // The time format sorts like the times it encodes.
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The time part of a backup name after `stem-`, if it is one.
+fn backup_stamp<'a>(rest: &'a str, ext: &str) -> Option<&'a str> {
+    let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+    let ts = rest.strip_suffix(ext)?;
+    chrono::NaiveDateTime::parse_from_str(ts, TIME_FORMAT)
+        .is_ok()
+        .then_some(ts)
+}
+
+fn backup_time(p: &Path, stem: &str, ext: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let name = p.file_name()?.to_str()?;
+    let ts = backup_stamp(name.strip_prefix(stem)?.strip_prefix('-')?, ext)?;
+    let t = chrono::NaiveDateTime::parse_from_str(ts, TIME_FORMAT).ok()?;
+    Some(t.and_utc())
 }
 
 fn prune_backups(path: &Path, keep: usize) -> io::Result<usize> {

@@ -256,6 +256,26 @@ fn backup_name_skips_taken_names() {
 }
 
 #[test]
+fn backup_name_is_newer_than_every_backup() {
+    // Several rotations in one millisecond, then pruning freed the oldest
+    // name: reusing it would sort the newest lines first and prune them next.
+    let dir = TempDir::new("newer");
+    let path = dir.path("events.log");
+    std::fs::write(dir.path("events-2023-11-14T22-13-20.009.log.gz"), b"").unwrap();
+    let t = chrono::DateTime::from_timestamp(1_700_000_000, 5_000_000).unwrap();
+    assert_eq!(
+        backup_name(&path, t),
+        dir.path("events-2023-11-14T22-13-20.010.log")
+    );
+    // A later clock is used as is.
+    let later = chrono::DateTime::from_timestamp(1_700_000_001, 0).unwrap();
+    assert_eq!(
+        backup_name(&path, later),
+        dir.path("events-2023-11-14T22-13-21.000.log")
+    );
+}
+
+#[test]
 fn unwritable_path_is_counted_and_writing_resumes_when_it_is_fixed() {
     let dir = TempDir::new("unwritable");
     // A regular file where the directory should be: open fails (as root too).
