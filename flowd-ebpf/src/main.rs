@@ -37,8 +37,8 @@ use flowd_common::{
     CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, CacheSlot, Config, DIR_EGRESS,
     DIR_INGRESS, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_CACHE_SLOTS,
     FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent, FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN,
-    L7Event, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN,
-    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK,
+    L7Event, PROTO_TCP, PROTO_UDP, SLOT_F_L7_OFF, SLOT_F_L7_ON, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, slot_flags,
 };
 
 use crate::{
@@ -226,17 +226,27 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
         (1, len)
     };
     let tcp = key.protocol == PROTO_TCP && key.flags & KEY_F_FRAGMENT == 0;
-    let word = if tcp {
-        l4.tcp_flags as u64 | (transitions(l4.tcp_flags) as u64) << 16
+    let (word, pkt_flags) = if tcp {
+        let t = transitions(l4.tcp_flags);
+        (
+            l4.tcp_flags as u64 | (t as u64) << 16,
+            slot_flags(l4.tcp_flags, t),
+        )
     } else {
-        0
+        (0, 0)
     };
+    let tick = tick as u32;
     let cache = FLOW_CACHE.get_ptr_mut(cache_index(key));
     if let Some(c) = cache {
         // SAFETY: `c` is this CPU's slot, valid for this program run and
         // written by no other program run meanwhile.
         unsafe {
-            let mut hit = cache_match(c, key, word);
+            // The narrow pending counters must not overflow: packets never
+            // exceed bytes, so bytes and runs are checked.
+            let new_bytes = (*c).pending_bytes as u64 + bytes;
+            let new_runs = (*c).pending_runs as u32 + 1;
+            let mut hit =
+                cache_match(c, key, pkt_flags) && new_bytes >> 32 == 0 && new_runs >> 16 == 0;
             if hit && (*c).tick != tick {
                 now = coarse_ns();
                 // A report is due: the full path sends it (at most a tick late).
@@ -247,19 +257,20 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
                 }
             }
             if hit {
-                (*c).pending_runs += 1;
-                (*c).pending_packets += packets;
-                (*c).pending_bytes += bytes;
-                // CONFIG's L7 setting, copied into the slot when it was filled.
-                let l7_max = (*c).l7_max as u32;
-                if l4.payload_len != 0 && l7_max != 0 {
+                (*c).pending_runs = new_runs as u16;
+                (*c).pending_packets += packets as u32;
+                (*c).pending_bytes = new_bytes as u32;
+                let sf = (*c).flags;
+                if l4.payload_len != 0 && sf & SLOT_F_L7_ON != 0 {
+                    // CONFIG's L7 setting, copied into the slot when it was filled.
+                    let l7_max = (*c).l7_max;
                     if key.protocol == PROTO_UDP {
                         capture_l7(pkt, key, &l4, l7_max, &mut ts);
-                    } else if tcp && ((*c).flags_word >> 32) as u8 & FLOW_L7_OFF == 0 {
+                    } else if tcp && sf & SLOT_F_L7_OFF == 0 {
                         let flow = FLOWS.get_ptr_mut(key);
                         l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
                         if let Some(s) = flow {
-                            (*c).flags_word = read_volatile(flags_word(s));
+                            (*c).flags = cached_flags(read_volatile(flags_word(s)), l7_max);
                         }
                     }
                 }
@@ -302,15 +313,16 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     }
 }
 
-/// Slot of a key in the per-CPU flow cache: a multiplicative hash of its six words.
+/// Slot of a key in the per-CPU flow cache: two independent multiplies over
+/// the source and destination halves of the key (a chain of six was
+/// measurable on the hit path). Different constants keep A→B and B→A apart.
 #[inline(always)]
 fn cache_index(key: &FlowKey) -> u32 {
     let w = (key as *const FlowKey).cast::<u64>();
-    let mut h = 0u64;
-    for i in 0..size_of::<FlowKey>() / 8 {
-        // SAFETY: FlowKey is 48 bytes, 8-byte aligned.
-        h = (h ^ unsafe { read_volatile(w.add(i)) }).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+    // SAFETY: FlowKey is 48 bytes, 8-byte aligned: words 0-5.
+    let [a, b, c, d, e, f] = [0, 1, 2, 3, 4, 5].map(|i| unsafe { read_volatile(w.add(i)) });
+    let h = (a ^ b ^ e).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (c ^ d ^ f).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
     (h >> 40) as u32 & (FLOW_CACHE_SLOTS - 1)
 }
 
@@ -326,10 +338,10 @@ fn coarse_ns() -> u64 {
 /// # Safety
 /// `c` must point to this CPU's cache slot.
 #[inline(always)]
-unsafe fn cache_match(c: *mut CacheSlot, key: &FlowKey, word: u64) -> bool {
+unsafe fn cache_match(c: *mut CacheSlot, key: &FlowKey, pkt_flags: u16) -> bool {
     // SAFETY: caller's contract; FlowKey is 48 bytes, 8-byte aligned.
     unsafe {
-        if read_volatile(addr_of_mut!((*c).valid)) == 0 || word & !(*c).flags_word != 0 {
+        if pkt_flags & !(*c).flags != 0 {
             return false;
         }
         let a = addr_of_mut!((*c).key).cast::<u64>();
@@ -342,6 +354,19 @@ unsafe fn cache_match(c: *mut CacheSlot, key: &FlowKey, word: u64) -> bool {
     }
 }
 
+/// The slot's `flags` for a flow with FLOWS flags word `w`.
+#[inline(always)]
+fn cached_flags(w: u64, l7_max: u32) -> u16 {
+    let mut f = slot_flags(w as u16, (w >> 16) as u16);
+    if l7_max != 0 {
+        f |= SLOT_F_L7_ON;
+    }
+    if (w >> 32) as u8 & FLOW_L7_OFF != 0 {
+        f |= SLOT_F_L7_OFF;
+    }
+    f
+}
+
 /// Adds the slot's pending counters to its flow in FLOWS and empties the slot.
 ///
 /// # Safety
@@ -350,16 +375,14 @@ unsafe fn cache_match(c: *mut CacheSlot, key: &FlowKey, word: u64) -> bool {
 unsafe fn cache_flush(c: *mut CacheSlot) {
     // SAFETY: caller's contract; `s` points to a FLOWS value.
     unsafe {
-        if (*c).valid != 0 && (*c).pending_packets != 0 {
+        let packets = (*c).pending_packets as u64;
+        if packets != 0 {
             match FLOWS.get_ptr_mut(&(*c).key) {
                 Some(s) => {
-                    atomic_xadd::<u64, u64, { Relaxed }>(
-                        addr_of_mut!((*s).packets),
-                        (*c).pending_packets,
-                    );
+                    atomic_xadd::<u64, u64, { Relaxed }>(addr_of_mut!((*s).packets), packets);
                     atomic_xadd::<u64, u64, { Relaxed }>(
                         addr_of_mut!((*s).bytes),
-                        (*c).pending_bytes,
+                        (*c).pending_bytes as u64,
                     );
                     let last = addr_of_mut!((*s).last_seen_ns);
                     if (*c).last_seen_ns > read_volatile(last) {
@@ -372,9 +395,10 @@ unsafe fn cache_flush(c: *mut CacheSlot) {
             }
         }
         if (*c).pending_runs != 0 {
-            count(CNT_PACKETS, (*c).pending_runs);
+            count(CNT_PACKETS, (*c).pending_runs as u64);
         }
-        write_volatile(addr_of_mut!((*c).valid), 0);
+        // No packet's key has a pad byte set: the slot matches nothing now.
+        write_volatile(addr_of_mut!((*c).key._pad[0]), 0xff);
         (*c).pending_runs = 0;
         (*c).pending_packets = 0;
         (*c).pending_bytes = 0;
@@ -392,7 +416,7 @@ unsafe fn cache_install(
     key: &FlowKey,
     s: *mut FlowStats,
     now: u64,
-    tick: u64,
+    tick: u32,
     interval_ns: u64,
     l7_max: u32,
 ) {
@@ -406,12 +430,11 @@ unsafe fn cache_install(
         for i in 0..size_of::<FlowKey>() / 8 {
             write_volatile(dst.add(i), read_volatile(src.add(i)));
         }
-        (*c).flags_word = read_volatile(flags_word(s));
+        (*c).flags = cached_flags(read_volatile(flags_word(s)), l7_max);
         (*c).due_ns = read_volatile(addr_of_mut!((*s).last_report_ns)).saturating_add(interval_ns);
         (*c).last_seen_ns = now;
         (*c).tick = tick;
-        (*c).l7_max = l7_max as u64;
-        write_volatile(addr_of_mut!((*c).valid), 1);
+        (*c).l7_max = l7_max;
     }
 }
 

@@ -160,9 +160,20 @@ impl Dp {
     }
 
     fn run_raw(&self, data: &[u8], ctx: Option<&[u8]>) -> Result<u32, ProgramError> {
+        self.run_repeat(data, ctx, 1)
+    }
+
+    /// Runs the program `repeat` times on the same packet (one syscall).
+    fn run_repeat(
+        &self,
+        data: &[u8],
+        ctx: Option<&[u8]>,
+        repeat: u32,
+    ) -> Result<u32, ProgramError> {
         let opts = TestRunOptions {
             data_in: Some(data),
             ctx_in: ctx,
+            repeat,
             ..TestRunOptions::default()
         };
         let prog = self
@@ -208,7 +219,7 @@ impl Dp {
     fn flush_cache(&mut self) -> Result<()> {
         let mut flows = self.flows_raw()?;
         let slots = self.cache_slots()?;
-        let runs: u64 = slots.iter().map(|s| s.pending_runs).sum();
+        let runs: u64 = slots.iter().map(|s| u64::from(s.pending_runs)).sum();
         flowd::datapath::add_pending(&mut flows, slots);
         let mut map: HashMap<_, FlowKey, FlowStats> =
             HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).context("no FLOWS")?)?;
@@ -298,7 +309,7 @@ impl Dp {
         out[CNT_PACKETS as usize] += self
             .cache_slots()?
             .iter()
-            .map(|s| s.pending_runs)
+            .map(|s| u64::from(s.pending_runs))
             .sum::<u64>();
         Ok(out)
     }
@@ -1400,6 +1411,53 @@ fn flow_cache_pending_counts_are_flushed_exactly() -> Result<()> {
         ensure!(evicted, "no new flow ever took A's cache slot");
         Ok(())
     })
+}
+
+/// The slot's pending counters are narrow (runs 16 bits, bytes 32 bits):
+/// a packet that would overflow them takes the full path and flushes them.
+#[test]
+fn flow_cache_narrow_counters_never_overflow() -> Result<()> {
+    pin_to_current_cpu()?;
+    for_hooks(|dp| {
+        // 70,000 runs of one cached UDP flow: more than 16 bits of runs.
+        let k = dp.key4(PROTO_UDP, 11, 12);
+        let p = udp_pkt(false, 11, 12, b"n");
+        dp.run(&p)?;
+        let n = 70_000u32;
+        let ret = dp.run_repeat(&p, None, n)?;
+        ensure!(ret == dp.hook.pass(), "returned {ret:#x}");
+        let all = u64::from(n) + 1;
+        let s = dp
+            .flows()?
+            .into_iter()
+            .find(|(f, _)| *f == k)
+            .map(|(_, s)| s)
+            .context("flow missing")?;
+        ensure!(s.packets == all && s.bytes == all * p.len() as u64, "{s:?}");
+        let c = dp.counters()?;
+        ensure!(c[CNT_PACKETS as usize] == all, "{c:?}");
+        Ok(())
+    })?;
+    // GSO buffers of 60,000 segments: each run adds ~4.4 MB, so ~1,000 runs
+    // exceed 32 bits of bytes (and 2,000 runs carry 1.2e8 packets).
+    for hook in [Hook::TcIngress, Hook::TcEgress] {
+        let dp = Dp::new(hook, LONG, 0)?;
+        let pkt = tcp_pkt(true, 2000, 8080, TCP_ACK, 1, &[b'y'; 1400]);
+        let ctx = skb_ctx_gso(60_000);
+        dp.run_ctx(&pkt, &ctx)?;
+        let (_, one) = dp.only_flow()?;
+        ensure!(one.packets == 60_000, "{one:?}");
+        let ret = dp.run_repeat(&pkt, Some(&ctx), 2000)?;
+        ensure!(ret == hook.pass(), "{hook:?} returned {ret:#x}");
+        let (_, s) = dp.only_flow()?;
+        ensure!(
+            s.packets == 2001 * one.packets && s.bytes == 2001 * one.bytes,
+            "{hook:?}: one run {one:?}, 2001 runs {s:?}"
+        );
+        ensure!(s.bytes > u64::from(u32::MAX), "{s:?}");
+        ensure!(dp.counters()?[CNT_PACKETS as usize] == 2001);
+    }
+    Ok(())
 }
 
 #[test]

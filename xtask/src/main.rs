@@ -461,9 +461,6 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
         None => build_release()?,
     };
     ensure!(bin.exists(), "{} not found", bin.display());
-    // Run-time statistics are on while this fd is open (off again on exit).
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("enabling BPF run-time statistics (needs root)")?;
     let pair = Pair::create("bench")?;
     pair.up()?;
     let _server = iperf_server(&pair)?;
@@ -473,7 +470,9 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
         let r = results.entry(mode).or_default();
         for i in 0..pairs {
             eprintln!("==> {} pair {}/{pairs}", mode.arg(), i + 1);
-            // Flip the order every pair so drift does not favour one side.
+            // Throughput as deployed: run-time statistics off (they add two
+            // clock reads to every program run). Flip the order every pair
+            // so drift does not favour one side.
             let (base, with, empty) = if i % 2 == 0 {
                 let b = iperf(&pair, seconds, Load::Bulk)?;
                 let w = with_flowd(&bin, &pair, mode, false, seconds, Load::Bulk)?;
@@ -494,12 +493,9 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             r.ratios.push(with.bps / base);
             r.empty_ratios.push(empty.bps / base);
             r.base_gbps.push(base / 1e9);
-            for (name, (t, c)) in with.progs.iter().chain(empty.progs.iter()) {
-                if *c > 0 {
-                    r.ns.entry(name.clone())
-                        .or_default()
-                        .push(*t as f64 / *c as f64);
-                }
+            // Program cost: a flowd/empty pair with statistics on.
+            for (name, t, c) in stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)? {
+                r.ns.entry(name).or_default().push(t as f64 / c as f64);
             }
         }
     }
@@ -507,18 +503,8 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     let mut small: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..pairs {
         eprintln!("==> tc, small packets, pair {}/{pairs}", i + 1);
-        let runs = if i % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for empty in runs {
-            let r = with_flowd(&bin, &pair, Mode::Tc, empty, seconds, Load::Small)?;
-            for (name, (t, c)) in r.progs {
-                if c > 0 {
-                    small.entry(name).or_default().push(t as f64 / c as f64);
-                }
-            }
+        for (name, t, c) in stats_pair(&bin, &pair, Mode::Tc, i, seconds, Load::Small)? {
+            small.entry(name).or_default().push(t as f64 / c as f64);
         }
     }
     let report = render(&results, &small, pairs, seconds)?;
@@ -530,6 +516,38 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
 }
 
 /// `cargo xtask bench-drops` (issue 11), see drops.rs.
+/// One run with flowd's programs and one with the empty programs (order
+/// flipped with `i`), with run-time statistics on: (program, run_time_ns,
+/// run_cnt) of every program that ran.
+fn stats_pair(
+    bin: &Path,
+    pair: &Pair,
+    mode: Mode,
+    i: usize,
+    seconds: u32,
+    load: Load,
+) -> Result<Vec<(String, u64, u64)>> {
+    // Statistics are on while this fd is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics (needs root)")?;
+    let order = if i.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
+    };
+    let mut out = Vec::new();
+    for empty in order {
+        let r = with_flowd(bin, pair, mode, empty, seconds, load)?;
+        out.extend(
+            r.progs
+                .into_iter()
+                .filter(|(_, (_, c))| *c > 0)
+                .map(|(n, (t, c))| (n, t, c)),
+        );
+    }
+    Ok(out)
+}
+
 fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
     run_section(out, flowd, "drops", |bin| {
         drops::bench_drops(bin, pairs, rounds)
@@ -575,7 +593,9 @@ fn render(
         s,
         "### Datapath (issue 2) — `cargo xtask bench`\n\n\
          Kernel {}, {} CPUs, {pairs} alternating pairs per mode, iperf3 -t {seconds} TCP over a veth pair\n\
-         between two namespaces (data enters the observed veth). Medians over the pairs.\n",
+         between two namespaces (data enters the observed veth). Medians over the pairs. Throughput runs\n\
+         have run-time statistics off, as deployed; ns per run come from a separate flowd/empty pair per\n\
+         pair with statistics on.\n",
         kernel.trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;

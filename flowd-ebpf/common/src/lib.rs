@@ -110,35 +110,56 @@ pub const FLOW_CACHE_SLOTS: u32 = 256;
 /// CPU writes a slot (BPF programs do not migrate and TC/XDP do not nest on a
 /// CPU), so no atomics are needed here.
 ///
-/// User space sees `FLOWS` plus every valid slot's pending counters.
+/// User space sees `FLOWS` plus every slot's pending counters.
+///
+/// Layout: everything a hit reads or writes is in the first cache line (on
+/// bulk traffic every run follows a 64 KiB copy, so each line a run touches
+/// misses); the second line is read once per tick or with L7 capture on. The
+/// pending counters are 32/16 bits to fit: a packet that would overflow them
+/// takes the full path, which flushes them. An emptied slot's key has
+/// `_pad[0]` set, which no packet's key has, so it matches nothing.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CacheSlot {
     pub key: FlowKey,
     /// Not yet added to the flow's `FLOWS` entry.
-    pub pending_packets: u64,
-    pub pending_bytes: u64,
+    pub pending_bytes: u32,
+    pub pending_packets: u32,
+    /// Low 32 bits of jiffies when `last_seen_ns` was last set: a packet in
+    /// the same tick needs no clock read (the coarse clock only moves on ticks).
+    pub tick: u32,
+    /// Program runs (buffers) counted here instead of in COUNTERS'
+    /// CNT_PACKETS; added to it when the slot is flushed.
+    pub pending_runs: u16,
+    /// The flow's TCP flags and transitions when cached, in the compact form
+    /// of [`slot_flags`], plus `SLOT_F_*` bits: a packet with a flag outside
+    /// them takes the full path.
+    pub flags: u16,
+    // Second cache line.
     /// Tick-resolution time of the last cached packet (see FlowStats::last_seen_ns).
     pub last_seen_ns: u64,
     /// The next packet at or after this time takes the full path (periodic report).
     pub due_ns: u64,
-    /// Copy of the flow's 64-bit flags word (tcp_flags, tcp_transitions,
-    /// l7_state) when cached: a packet with a flag outside it takes the full path.
-    pub flags_word: u64,
-    /// 1 when `key` holds a flow; 0 for an empty slot.
-    pub valid: u64,
-    /// jiffies when `last_seen_ns` was last set: a packet in the same tick
-    /// needs no clock read (the coarse clock only moves on ticks).
-    pub tick: u64,
-    /// Program runs (buffers) counted here instead of in COUNTERS'
-    /// CNT_PACKETS; added to it when the slot is flushed.
-    pub pending_runs: u64,
     /// CONFIG's l7_max_bytes when the slot was filled (the hit path reads no
     /// CONFIG; flowd writes CONFIG once, before attaching).
-    pub l7_max: u64,
-    pub _pad: [u64; 1],
+    pub l7_max: u32,
+    pub _pad: [u32; 11],
 }
+const _: () = assert!(core::mem::offset_of!(CacheSlot, flags) == 62);
+const _: () = assert!(core::mem::offset_of!(CacheSlot, last_seen_ns) == 64);
 const _: () = assert!(core::mem::size_of::<CacheSlot>() == 128);
+
+/// [`CacheSlot::flags`]: L7 capture is on for the flow (payloads are probed).
+pub const SLOT_F_L7_ON: u16 = 1 << 13;
+/// [`CacheSlot::flags`]: the TCP flow carries no HTTP/DNS (`FLOW_L7_OFF`).
+pub const SLOT_F_L7_OFF: u16 = 1 << 14;
+
+/// TCP flags (9 bits) and transitions (4 bits) in 16 bits, for the cache
+/// slot: a packet's flags are new to the flow when `slot_flags(packet) & !slot.flags != 0`.
+#[inline(always)]
+pub const fn slot_flags(tcp_flags: u16, transitions: u16) -> u16 {
+    (tcp_flags & 0x1ff) | (transitions & 0xf) << 9
+}
 
 /// [`FlowStats::l7_state`] bits. A TCP flow seen from its SYN/SYN-ACK has its
 /// first payload (of at least 19 bytes, or recognised) probed for HTTP/1.x
@@ -153,6 +174,9 @@ pub const TRANSITION_SYN: u16 = 0x1;
 pub const TRANSITION_SYN_ACK: u16 = 0x2;
 pub const TRANSITION_FIN: u16 = 0x4;
 pub const TRANSITION_RST: u16 = 0x8;
+// slot_flags keeps 9 TCP flag bits and 4 transition bits below the SLOT_F_* bits.
+const _: () = assert!(TCP_NS < 0x200 && TRANSITION_RST < 0x10);
+const _: () = assert!(slot_flags(0xffff, 0xffff) & (SLOT_F_L7_ON | SLOT_F_L7_OFF) == 0);
 
 /// Why an event was emitted.
 pub const EV_NEW_FLOW: u8 = 1;

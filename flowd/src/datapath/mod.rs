@@ -294,13 +294,14 @@ pub fn add_pending(flows: &mut [(FlowKey, FlowStats)], slots: impl IntoIterator<
         .map(|(i, (k, _))| (*k, i))
         .collect();
     for slot in slots {
-        if slot.valid == 0 || slot.pending_packets == 0 {
+        // An emptied slot keeps its key but has nothing pending.
+        if slot.pending_packets == 0 {
             continue;
         }
         if let Some(&i) = index.get(&slot.key) {
             let s = &mut flows[i].1;
-            s.packets = s.packets.wrapping_add(slot.pending_packets);
-            s.bytes = s.bytes.wrapping_add(slot.pending_bytes);
+            s.packets = s.packets.wrapping_add(slot.pending_packets.into());
+            s.bytes = s.bytes.wrapping_add(slot.pending_bytes.into());
             s.last_seen_ns = s.last_seen_ns.max(slot.last_seen_ns);
         }
     }
@@ -467,7 +468,7 @@ impl Datapath {
     fn pending_runs(&self) -> u64 {
         self.cache_slots()
             .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.pending_runs))
+            .fold(0u64, |a, s| a.wrapping_add(s.pending_runs.into()))
     }
 
     /// A snapshot of the FLOWS map plus the counts still pending in the
