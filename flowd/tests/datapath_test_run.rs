@@ -1460,6 +1460,28 @@ fn flow_cache_narrow_counters_never_overflow() -> Result<()> {
     Ok(())
 }
 
+/// The verifier walks at most 1M instructions per program; the TC programs
+/// come close, and small changes to the hot path have pushed them over. Fail
+/// here, with the numbers, before the headroom is gone.
+#[test]
+fn verifier_headroom() -> Result<()> {
+    const LIMIT: u32 = 1_000_000;
+    for hook in HOOKS {
+        let dp = Dp::new(hook, LONG, 512)?;
+        let prog = dp.ebpf.program(hook.name()).context("program")?;
+        let n = prog
+            .info()?
+            .verified_instruction_count()
+            .context("kernel reports no verified_insns")?;
+        eprintln!("{hook:?}: {n} instructions verified");
+        ensure!(
+            n < LIMIT / 10 * 8,
+            "{hook:?}: the verifier walked {n} instructions, within 20 % of its limit {LIMIT}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn ring_buffer_losses_are_counted_exactly() -> Result<()> {
     for hook in HOOKS {

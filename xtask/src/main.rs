@@ -4,10 +4,13 @@
 //! (a) average ns per packet of each flowd program from the kernel's run-time
 //!     statistics, next to the empty pass-through programs attached the same way;
 //! (b) iperf3 TCP throughput between two namespaces with flowd's TC programs
-//!     attached vs. nothing attached, as a ratio;
+//!     attached vs. nothing attached, as a ratio (run-time statistics off);
+//!     next to it flowd's share of the busy CPU time during a run, which
+//!     host noise does not move;
 //! (c) the same with XDP native and XDP generic.
 //! Runs alternate (with/without, order flipped every pair) and the report
-//! gives medians over the pairs, because back-to-back runs here vary ±10 %.
+//! gives medians over the pairs, because throughput here varies widely
+//! (even second to second within one iperf3 run).
 //!
 //! `cargo xtask bench-observer` — the Observer benchmark (issue 5), see
 //! [`observer_bench`].
@@ -295,6 +298,36 @@ fn iperf(pair: &Pair, seconds: u32, load: Load) -> Result<f64> {
 struct Run {
     bps: f64,
     progs: BTreeMap<String, (u64, u64)>,
+    /// flowd's share of the CPU time the machine spent during the iperf3
+    /// run: its programs' run time (statistics on) plus its process's CPU
+    /// time, over all busy CPU time.
+    cpu_share: f64,
+}
+
+/// /proc/stat and /proc/<pid>/stat count in USER_HZ, 100 on every Linux ABI.
+const USER_HZ_NS: u64 = 10_000_000;
+
+/// (CPU time the machine was busy, CPU time of `pid`), in ns.
+fn cpu_times(pid: u32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("/proc/stat: no cpu line")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal …: busy = all but idle, iowait, steal.
+    ensure!(cpu.len() >= 8, "/proc/stat: short cpu line");
+    let busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6];
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" that ends the command name: utime and stime are 12th and 13th.
+    let rest = own.rsplit_once(')').context("/proc/pid/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    ensure!(f.len() > 12, "/proc/{pid}/stat: short");
+    let proc_ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok((busy * USER_HZ_NS, proc_ticks * USER_HZ_NS))
 }
 
 fn with_flowd(
@@ -311,11 +344,20 @@ fn with_flowd(
         args.push("--bench-empty-programs");
     }
     let mut f = Flowd::start(bin, &pair.a, &args)?;
-    let bps = iperf(pair, seconds, load)?;
     let pid = f.child.pid().context("flowd exited early")?;
+    let (busy0, own0) = cpu_times(pid)?;
+    let prog0: u64 = program_stats(pid)?.values().map(|(t, _)| t).sum();
+    let bps = iperf(pair, seconds, load)?;
+    let (busy1, own1) = cpu_times(pid)?;
     let progs = program_stats(pid)?;
     f.stop()?;
-    Ok(Run { bps, progs })
+    let prog_ns = progs.values().map(|(t, _)| t).sum::<u64>() - prog0;
+    let cpu_share = (prog_ns + own1 - own0) as f64 / (busy1 - busy0).max(1) as f64;
+    Ok(Run {
+        bps,
+        progs,
+        cpu_share,
+    })
 }
 
 /// Starts the iperf3 server in `pair.b` and waits until it listens.
@@ -450,6 +492,8 @@ struct ModeResult {
     ratios: Vec<f64>,
     empty_ratios: Vec<f64>,
     base_gbps: Vec<f64>,
+    /// flowd's share of the busy CPU time (programs + process) per pair.
+    cpu_shares: Vec<f64>,
     /// program name → ns/run of each run
     ns: BTreeMap<String, Vec<f64>>,
 }
@@ -494,16 +538,18 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             r.empty_ratios.push(empty.bps / base);
             r.base_gbps.push(base / 1e9);
             // Program cost: a flowd/empty pair with statistics on.
-            for (name, t, c) in stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)? {
+            let (progs, share) = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
+            for (name, t, c) in progs {
                 r.ns.entry(name).or_default().push(t as f64 / c as f64);
             }
+            r.cpu_shares.push(share);
         }
     }
     // Small packets, TC: the per-packet cost where caches stay warm.
     let mut small: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..pairs {
         eprintln!("==> tc, small packets, pair {}/{pairs}", i + 1);
-        for (name, t, c) in stats_pair(&bin, &pair, Mode::Tc, i, seconds, Load::Small)? {
+        for (name, t, c) in stats_pair(&bin, &pair, Mode::Tc, i, seconds, Load::Small)?.0 {
             small.entry(name).or_default().push(t as f64 / c as f64);
         }
     }
@@ -516,9 +562,12 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
 }
 
 /// `cargo xtask bench-drops` (issue 11), see drops.rs.
+/// (program, run_time_ns, run_cnt).
+type ProgStat = (String, u64, u64);
+
 /// One run with flowd's programs and one with the empty programs (order
 /// flipped with `i`), with run-time statistics on: (program, run_time_ns,
-/// run_cnt) of every program that ran.
+/// run_cnt) of every program that ran, and flowd's CPU share in its run.
 fn stats_pair(
     bin: &Path,
     pair: &Pair,
@@ -526,7 +575,7 @@ fn stats_pair(
     i: usize,
     seconds: u32,
     load: Load,
-) -> Result<Vec<(String, u64, u64)>> {
+) -> Result<(Vec<ProgStat>, f64)> {
     // Statistics are on while this fd is open.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time statistics (needs root)")?;
@@ -536,8 +585,12 @@ fn stats_pair(
         [true, false]
     };
     let mut out = Vec::new();
+    let mut share = f64::NAN;
     for empty in order {
         let r = with_flowd(bin, pair, mode, empty, seconds, load)?;
+        if !empty {
+            share = r.cpu_share;
+        }
         out.extend(
             r.progs
                 .into_iter()
@@ -545,7 +598,7 @@ fn stats_pair(
                 .map(|(n, (t, c))| (n, t, c)),
         );
     }
-    Ok(out)
+    Ok((out, share))
 }
 
 fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
@@ -601,13 +654,14 @@ fn render(
     )?;
     writeln!(
         s,
-        "| mode | throughput ratio flowd / nothing | ratio empty program / nothing | baseline Gbit/s |"
+        "| mode | throughput ratio flowd / nothing | ratio empty program / nothing | baseline Gbit/s | flowd's CPU share | 1 − share |"
     )?;
-    writeln!(s, "|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|")?;
     for (mode, r) in results {
+        let share = median(r.cpu_shares.clone());
         writeln!(
             s,
-            "| {} | {:.3} (runs: {}) | {:.3} | {:.1} |",
+            "| {} | {:.3} (runs: {}) | {:.3} | {:.1} | {:.2} % | {:.3} |",
             mode.arg(),
             median(r.ratios.clone()),
             r.ratios
@@ -617,8 +671,18 @@ fn render(
                 .join(", "),
             median(r.empty_ratios.clone()),
             median(r.base_gbps.clone()),
+            share * 100.0,
+            1.0 - share,
         )?;
     }
+    writeln!(
+        s,
+        "\nflowd's CPU share: (run time of its programs + CPU time of its process) ÷ CPU time the\n\
+         machine was busy, during the iperf3 run of each statistics pair (median). Where the transfer\n\
+         is CPU-bound, 1 − share is the throughput ratio that cost implies; it does not move with the\n\
+         host's throughput noise. Program run time is measured with statistics on, so it includes\n\
+         their own overhead (an over-estimate)."
+    )?;
     writeln!(
         s,
         "\nAverage ns per program run (kernel.bpf_stats run_time_ns / run_cnt; one run per packet or GSO buffer):\n"
