@@ -32,7 +32,7 @@ use flowd_common::{
     TP_KFREE_SKB_SKBADDR,
 };
 
-use crate::{EVENTS, EventTime, count, header};
+use crate::{EVENTS, EventTime, count, header, wake_flags};
 
 const DROPS_MAX: u32 = 16384;
 const DROP_ADDRS_MAX: u32 = 65536;
@@ -274,6 +274,6 @@ fn emit(dk: &DropKey, s: &DropStats, ts: &mut EventTime) {
         first_seen_ns: s.first_seen_ns,
         ifname: s.ifname,
     });
-    entry.submit(0);
+    entry.submit(wake_flags());
     count(CNT_EVENTS_SUBMITTED, 1);
 }

@@ -1482,6 +1482,57 @@ fn verifier_headroom() -> Result<()> {
     Ok(())
 }
 
+/// Records do not wake the reader one by one (flowd drains on a timer); the
+/// record that fills the ring to a quarter does. Seen through epoll, which
+/// only hears of a ring buffer through its wake-ups.
+#[test]
+fn records_wake_the_reader_only_at_a_quarter_full() -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const RING: u32 = 4096;
+    // A record is the event plus the kernel's 8-byte header, 8-byte aligned.
+    let rec = (size_of::<FlowEvent>() + 8).div_ceil(8) * 8;
+    let want = (RING as usize / 4).div_ceil(rec);
+    for hook in HOOKS {
+        // Interval 0: an event for every packet.
+        let dp = Dp::with_ring(hook, 0, 0, Some(RING))?;
+        // SAFETY: plain epoll syscalls on fds this test owns.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        ensure!(
+            ep >= 0,
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new fd that nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        let fd = dp.events.as_raw_fd();
+        // SAFETY: valid fds and event struct.
+        let r = unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        ensure!(r == 0, "epoll_ctl: {}", std::io::Error::last_os_error());
+        let woken = || -> Result<bool> {
+            let mut out = [libc::epoll_event { events: 0, u64: 0 }];
+            // SAFETY: valid epoll fd and output buffer of one event.
+            let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), out.as_mut_ptr(), 1, 0) };
+            ensure!(n >= 0, "epoll_wait: {}", std::io::Error::last_os_error());
+            Ok(n == 1)
+        };
+        let pkt = udp_pkt(false, 21, 22, b"w");
+        for i in 1..=want {
+            ensure!(!woken()?, "{hook:?}: woken before record {i}");
+            dp.run(&pkt)?;
+        }
+        ensure!(
+            woken()?,
+            "{hook:?}: {want} records ({rec} bytes each) did not wake the reader"
+        );
+        ensure!(dp.counters()?[CNT_EVENTS_SUBMITTED as usize] == want as u64);
+    }
+    Ok(())
+}
+
 #[test]
 fn ring_buffer_losses_are_counted_exactly() -> Result<()> {
     for hook in HOOKS {

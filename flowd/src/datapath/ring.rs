@@ -17,6 +17,12 @@ use super::{
 /// Records taken from the ring per wake-up before yielding to the runtime.
 const BATCH: usize = 1024;
 
+/// The programs submit records without waking the reader until the ring is a
+/// quarter full (a wake-up per record costs microseconds in the kernel and a
+/// context switch here), so the reader also drains the ring this often: the
+/// most a record waits at low rates.
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(super) fn spawn(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<DatapathEvent>,
@@ -34,44 +40,69 @@ pub(super) fn spawn(
         })?;
     Ok(tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut timer = tokio::time::interval(DRAIN_INTERVAL);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::error!(error = %e, "polling the ring buffer failed; no more events");
-                    return;
+            // Woken by the kernel (ring a quarter full) or by the timer.
+            let mut drained = tokio::select! {
+                ready = fd.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::error!(error = %e, "polling the ring buffer failed; no more events");
+                            return;
+                        }
+                    };
+                    let drained = drain(guard.get_inner_mut(), &mut batch, &clock, &stats);
+                    // Only clear readiness once the ring is empty: epoll on a
+                    // ring buffer is edge-like, records left behind would wait.
+                    if drained {
+                        guard.clear_ready();
+                    }
+                    drained
                 }
+                _ = timer.tick() => drain(fd.get_mut(), &mut batch, &clock, &stats),
             };
-            clock.refresh_if_stale();
-            let ring = guard.get_inner_mut();
-            let mut drained = true;
-            while let Some(item) = ring.next() {
-                stats.records_read.fetch_add(1, Ordering::Relaxed);
-                match decode(&item) {
-                    Ok(r) => batch.push(to_event(r, &clock)),
-                    Err(e) => {
-                        stats.records_malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "skipping ring buffer record");
+            loop {
+                for ev in batch.drain(..) {
+                    if tx.send(ev).await.is_err() {
+                        return; // receiver gone: the daemon is shutting down
                     }
                 }
-                if batch.len() >= BATCH {
-                    drained = false;
+                if drained {
                     break;
                 }
-            }
-            // Only clear readiness once the ring is empty: epoll on a ring
-            // buffer is edge-like, records left behind would wait forever.
-            if drained {
-                guard.clear_ready();
-            }
-            drop(guard);
-            for ev in batch.drain(..) {
-                if tx.send(ev).await.is_err() {
-                    return; // receiver gone: the daemon is shutting down
-                }
+                // A full batch: more is waiting, and maybe no wake-up will
+                // come for it. Let the runtime run, then go on.
+                tokio::task::yield_now().await;
+                drained = drain(fd.get_mut(), &mut batch, &clock, &stats);
             }
         }
     }))
+}
+
+/// Takes up to BATCH records into `batch`; true when the ring is empty.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    batch: &mut Vec<DatapathEvent>,
+    clock: &KernelClock,
+    stats: &ReaderStats,
+) -> bool {
+    clock.refresh_if_stale();
+    while let Some(item) = ring.next() {
+        stats.records_read.fetch_add(1, Ordering::Relaxed);
+        match decode(&item) {
+            Ok(r) => batch.push(to_event(r, clock)),
+            Err(e) => {
+                stats.records_malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "skipping ring buffer record");
+            }
+        }
+        if batch.len() >= BATCH {
+            return false;
+        }
+    }
+    true
 }
 
 fn to_event(r: Record, clock: &KernelClock) -> DatapathEvent {
