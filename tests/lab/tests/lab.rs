@@ -745,6 +745,17 @@ fn cli_down_cleans_up_after_a_crashed_up() -> Result<()> {
     }
     // A process left running inside one of them.
     let mut child = netns::command(&state.all_netns()[0], "sleep", &["30".into()]).spawn()?;
+    // `ip netns exec` enters the namespace after it was spawned: wait until
+    // it is there (same pid: it execs sleep), as a crashed lab's processes are.
+    let pid = child.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !netns::pids(&state.all_netns()[0]).contains(&pid) {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the process never entered its namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     lab_cli(&["down", "--dir", &d])?;
     assert_eq!(leftovers(&state.prefix), Vec::<String>::new());
     let st = child.wait()?;
