@@ -274,6 +274,6 @@ fn emit(dk: &DropKey, s: &DropStats, ts: &mut EventTime) {
         first_seen_ns: s.first_seen_ns,
         ifname: s.ifname,
     });
-    entry.submit(wake_flags());
+    entry.submit(wake_flags::<DropEvent>());
     count(CNT_EVENTS_SUBMITTED, 1);
 }

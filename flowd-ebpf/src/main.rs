@@ -594,20 +594,28 @@ fn emit_flow(
         pkt_tcp_flags: flags,
         _pad: [0; 2],
     });
-    entry.submit(wake_flags());
+    entry.submit(wake_flags::<FlowEvent>());
     count(CNT_EVENTS_SUBMITTED, 1);
 }
 
-/// Submit flags for a record. flowd drains the ring on a short timer
-/// (`datapath::ring::DRAIN_INTERVAL`), so a record wakes the reader only once
-/// the ring is a quarter full. A wake-up per record (the default whenever the
-/// reader has caught up) costs an irq_work, i.e. a self-IPI (microseconds in
-/// a VM), in the program plus a context switch in flowd.
+/// Submit flags for a record of `T`. flowd drains the ring on a short timer
+/// (`datapath::ring::DRAIN_INTERVAL`), so a record wakes the reader only when
+/// it fills the ring past a quarter, a half or three quarters. A wake-up per
+/// record (the default whenever the reader has caught up) costs an irq_work,
+/// i.e. a self-IPI (microseconds in a VM), here plus a context switch in
+/// flowd; forcing one for every record above a mark would cost the same
+/// whenever the reader lags. Two CPUs crossing a mark at once can both miss
+/// it: the next mark or the timer covers that.
 #[inline(always)]
-pub(crate) fn wake_flags() -> u64 {
+pub(crate) fn wake_flags<T>() -> u64 {
+    // The ring's record header is 8 bytes; records are 8-byte aligned.
+    let rec = ((size_of::<T>() + 8 + 7) & !7) as u64;
+    // Includes this record (reserved, not yet submitted).
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if avail >= size / 4 {
+    // A power of two (the kernel's requirement), so a quarter is one too.
+    let quarter = EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
+    let mask = quarter.wrapping_neg();
+    if avail & mask != avail.saturating_sub(rec) & mask {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -668,7 +676,7 @@ fn capture_l7<P: Packet>(pkt: &P, key: &FlowKey, l4: &L4, l7_max: u32, ts: &mut 
         pkt.copy_out(cap.off, &mut *addr_of_mut!((*ev).payload), n)
     };
     if copied {
-        entry.submit(wake_flags());
+        entry.submit(wake_flags::<L7Event>());
         count(CNT_EVENTS_SUBMITTED, 1);
     } else {
         // Cannot happen with the bounds above; still never silent.

@@ -199,28 +199,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         print_line(&json!({ "event": "ready", "attached": dp.attached() }).to_string());
     }
     tracing::info!(interfaces = dp.attached().len(), "flowd running");
+    let print = |ev: DatapathEvent| {
+        if !cli.print {
+            return;
+        }
+        match ev {
+            DatapathEvent::Flow(f) => print_line(&flow_line(&f, &names, cli.print_format)),
+            DatapathEvent::Drop(d) if json_out => print_line(&drop_line(&d)),
+            DatapathEvent::Attached(a) if json_out => {
+                print_line(&json!({ "event": "attached", "interface": a }).to_string())
+            }
+            DatapathEvent::Detached { ifindex, ifname } if json_out => print_line(
+                &json!({ "event": "detached", "ifindex": ifindex, "ifname": ifname }).to_string(),
+            ),
+            _ => {}
+        }
+    };
     loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                if !cli.print { continue; }
-                match ev {
-                    DatapathEvent::Flow(f) => print_line(&flow_line(&f, &names, cli.print_format)),
-                    DatapathEvent::Drop(d) if json_out => print_line(&drop_line(&d)),
-                    DatapathEvent::Attached(a) if json_out => {
-                        print_line(&json!({ "event": "attached", "interface": a }).to_string())
-                    }
-                    DatapathEvent::Detached { ifindex, ifname } if json_out => print_line(
-                        &json!({ "event": "detached", "ifindex": ifindex, "ifname": ifname }).to_string(),
-                    ),
-                    _ => {}
-                }
+                print(ev);
             }
             _ = sigint.recv() => { tracing::info!("SIGINT"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM"); break; }
         }
     }
-    dp.detach_all();
+    // Detach, and print what the reader still takes from the ring meanwhile.
+    {
+        let mut done = std::pin::pin!(dp.shutdown());
+        loop {
+            tokio::select! {
+                _ = &mut done => break,
+                Some(ev) = events.recv() => print(ev),
+            }
+        }
+    }
+    while let Ok(ev) = events.try_recv() {
+        print(ev);
+    }
     if let Some(path) = &cli.dump_flows_on_exit {
         write_dump(&dp, path)?;
     }

@@ -486,7 +486,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         }));
     }
 
-    let (dp, mut events): (Option<Datapath>, mpsc::Receiver<DatapathEvent>) = if config
+    let (mut dp, mut events): (Option<Datapath>, mpsc::Receiver<DatapathEvent>) = if config
         .interfaces
         .is_empty()
         && !has_endpoint_source(&config)
@@ -518,7 +518,17 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    // Drain what was already read so nothing observed is lost at shutdown.
+    // Detach, let the reader take what is left in the ring, and keep taking
+    // events meanwhile: nothing observed is lost at shutdown.
+    if let Some(dp) = dp.as_mut() {
+        let mut done = std::pin::pin!(dp.shutdown());
+        loop {
+            tokio::select! {
+                _ = &mut done => break,
+                Some(ev) = events.recv() => pipeline.on_event(ev),
+            }
+        }
+    }
     while let Ok(ev) = events.try_recv() {
         pipeline.on_event(ev);
     }

@@ -440,6 +440,41 @@ fn tcp_reset_is_reported() -> Result<()> {
     Ok(())
 }
 
+/// Records wait in the ring for the reader's timer (no wake-up per record);
+/// at shutdown flowd detaches, then reads and prints every one of them.
+#[test]
+fn records_in_the_ring_at_shutdown_are_not_lost() -> Result<()> {
+    const FLOWS: usize = 50;
+    let pair = Pair::create("drain")?;
+    let mut flowd = Flowd::start(bin(), &pair.a, &["-i", "veth-a"])?;
+    pair.up()?;
+    let dst = SocketAddr::new(Pair::B4.parse()?, 7001);
+    let _sink = pair.b.run(move || UdpSocket::bind(dst))??;
+    // One datagram from each of FLOWS sockets: FLOWS new flows, then stop at once.
+    pair.a.run(move || -> Result<()> {
+        for _ in 0..FLOWS {
+            UdpSocket::bind("10.200.0.1:0")?.send_to(b"x", dst)?;
+        }
+        Ok(())
+    })??;
+    let dump = flowd.stop()?;
+    let c = &dump["counters"];
+    assert_eq!(u(c, "events_lost"), 0, "{c}");
+    assert_eq!(u(c, "records_read"), u(c, "events_submitted"), "{c}");
+    let new_flows = flowd
+        .events()
+        .iter()
+        .filter(|e| {
+            s(e, "event") == "new_flow"
+                && s(e, "direction") == "egress"
+                && s(e, "protocol") == "UDP"
+                && u(e, "dst_port") == 7001
+        })
+        .count();
+    assert_eq!(new_flows, FLOWS);
+    Ok(())
+}
+
 #[test]
 fn ring_buffer_losses_are_counted() -> Result<()> {
     const FLOOD: usize = 20_000;

@@ -328,12 +328,17 @@ pub(crate) struct Maps {
     pub flow_cache: Option<PerCpuArray<MapData, CacheSlot>>,
 }
 
+/// How long [`Datapath::shutdown`] waits for the reader's last records.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The loaded and attached datapath. Dropping it detaches everything.
 pub struct Datapath {
     attacher: Arc<Mutex<Attacher>>,
     maps: Arc<Maps>,
     reader_stats: Arc<ReaderStats>,
     clock: Arc<KernelClock>,
+    /// The ring reader and what tells it to take the last records and stop.
+    reader: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     drops: Option<Arc<Mutex<drops::DropMaps>>>,
 }
@@ -365,12 +370,14 @@ impl Datapath {
             cfg.interfaces.clone(),
         )?));
         let mut tasks = Vec::new();
-        tasks.push(ring::spawn(
+        let (stop_reader, stopped) = tokio::sync::oneshot::channel();
+        let reader = ring::spawn(
             loaded.events,
             tx.clone(),
             clock.clone(),
             reader_stats.clone(),
-        )?);
+            stopped,
+        )?;
         if let Some(m) = &drop_maps {
             tasks.push(drops::spawn_sweep(
                 m.clone(),
@@ -400,6 +407,7 @@ impl Datapath {
                 maps: Arc::new(loaded.maps),
                 reader_stats,
                 clock,
+                reader: Some((stop_reader, reader)),
                 tasks,
                 drops: drop_maps,
             },
@@ -523,7 +531,29 @@ impl Datapath {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+        if let Some((_, r)) = self.reader.take() {
+            r.abort();
+        }
         lock(&self.attacher).detach_all();
+    }
+
+    /// Detaches every program, then lets the reader send what is still in the
+    /// ring (records wait there up to `ring::DRAIN_INTERVAL`) before it stops,
+    /// so nothing observed is lost. The caller keeps receiving events while
+    /// this runs (the channel is bounded).
+    pub async fn shutdown(&mut self) {
+        lock(&self.attacher).detach_all();
+        if let Some((stop, reader)) = self.reader.take() {
+            let _ = stop.send(());
+            let abort = reader.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, reader).await.is_err() {
+                tracing::warn!(
+                    "the ring reader did not finish in time; records left in the ring are lost"
+                );
+                abort.abort();
+            }
+        }
+        self.detach_all();
     }
 }
 

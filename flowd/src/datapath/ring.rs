@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -28,6 +28,7 @@ pub(super) fn spawn(
     tx: mpsc::Sender<DatapathEvent>,
     clock: Arc<KernelClock>,
     stats: Arc<ReaderStats>,
+    mut stop: oneshot::Receiver<()>,
 ) -> Result<JoinHandle<()>, Error> {
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd (which owns the RingBuf) lives.
@@ -62,6 +63,21 @@ pub(super) fn spawn(
                     drained
                 }
                 _ = timer.tick() => drain(fd.get_mut(), &mut batch, &clock, &stats),
+                // Stop (or the Datapath is gone): the programs are detached,
+                // take everything left, then finish.
+                _ = &mut stop => {
+                    loop {
+                        let empty = drain(fd.get_mut(), &mut batch, &clock, &stats);
+                        for ev in batch.drain(..) {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        if empty {
+                            return;
+                        }
+                    }
+                }
             };
             loop {
                 for ev in batch.drain(..) {
