@@ -319,9 +319,10 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     }
 }
 
-/// Slot of a key in the per-CPU flow cache: two independent multiplies over
-/// the source and destination halves of the key (a chain of six was
-/// measurable on the hit path). Different constants keep A→B and B→A apart.
+/// Slot of a key in the per-CPU flow cache: two independent multiplies, one
+/// over the source address, ports and ifindex, one over the destination
+/// address and the rest (instead of a dependent chain of six). Different
+/// constants keep A→B and B→A apart.
 #[inline(always)]
 fn cache_index(key: &FlowKey) -> u32 {
     let w = (key as *const FlowKey).cast::<u64>();

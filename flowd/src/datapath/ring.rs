@@ -17,8 +17,8 @@ use super::{
 /// Records taken from the ring per wake-up before yielding to the runtime.
 const BATCH: usize = 1024;
 
-/// The programs submit records without waking the reader until the ring is a
-/// quarter full (a wake-up per record costs microseconds in the kernel and a
+/// The programs wake the reader only when a record fills the ring past a
+/// quarter mark (a wake-up per record costs microseconds in the kernel and a
 /// context switch here), so the reader also drains the ring this often: the
 /// most a record waits at low rates.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -44,8 +44,10 @@ pub(super) fn spawn(
         let mut timer = tokio::time::interval(DRAIN_INTERVAL);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Woken by the kernel (ring a quarter full) or by the timer.
-            let mut drained = tokio::select! {
+            // Woken by the kernel (a quarter mark crossed), by the timer, or
+            // told to stop (the programs are detached by then, or the
+            // Datapath is gone): then take everything left and finish.
+            let (mut drained, stopping) = tokio::select! {
                 ready = fd.readable_mut() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -60,24 +62,10 @@ pub(super) fn spawn(
                     if drained {
                         guard.clear_ready();
                     }
-                    drained
+                    (drained, false)
                 }
-                _ = timer.tick() => drain(fd.get_mut(), &mut batch, &clock, &stats),
-                // Stop (or the Datapath is gone): the programs are detached,
-                // take everything left, then finish.
-                _ = &mut stop => {
-                    loop {
-                        let empty = drain(fd.get_mut(), &mut batch, &clock, &stats);
-                        for ev in batch.drain(..) {
-                            if tx.send(ev).await.is_err() {
-                                return;
-                            }
-                        }
-                        if empty {
-                            return;
-                        }
-                    }
-                }
+                _ = timer.tick() => (drain(fd.get_mut(), &mut batch, &clock, &stats), false),
+                _ = &mut stop => (drain(fd.get_mut(), &mut batch, &clock, &stats), true),
             };
             loop {
                 for ev in batch.drain(..) {
@@ -92,6 +80,9 @@ pub(super) fn spawn(
                 // come for it. Let the runtime run, then go on.
                 tokio::task::yield_now().await;
                 drained = drain(fd.get_mut(), &mut batch, &clock, &stats);
+            }
+            if stopping {
+                return;
             }
         }
     }))
