@@ -497,6 +497,32 @@ fn attachment_follows_pods_without_interface_globs() -> Result<()> {
     let links = tcx_links(pid)?;
     assert_eq!(links, links_for(&refs)?);
     assert!(!links.contains_key(&new_idx));
+    // A request to frontend is a marker: once its SYN is in, every record
+    // the kernel wrote before it is in too (one ring, in order; records may
+    // wait up to the reader's drain interval).
+    let fe = c
+        .lab()
+        .pod("ecommerce/frontend")
+        .context("frontend")?
+        .clone();
+    let marker = |c: &Cluster, seen: &[Flow]| -> Result<Vec<Flow>> {
+        let fe_syns = |f: &[Flow]| {
+            f.iter()
+                .filter(|f| ifname(f) == fe.host_veth && is_syn(f))
+                .count()
+        };
+        let n = fe_syns(seen);
+        let status = c.lab().http(
+            "ecommerce/loadgen",
+            fe.ip,
+            c.lab().state().spec.app_port,
+            "GET",
+            "/",
+        )?;
+        ensure!(status == 200, "frontend answered {status}");
+        c.wait_flows(addr, all_flows(), WAIT, |f| fe_syns(f) > n)
+    };
+    let flows = marker(&c, &flows)?;
     let before = flows.iter().filter(|f| at_new(f)).count();
     assert_eq!(
         c.lab().http(
@@ -508,33 +534,9 @@ fn attachment_follows_pods_without_interface_globs() -> Result<()> {
         )?,
         200
     );
-    // A request to frontend afterwards: once its flow is in, an observed
-    // request to the detached veth would be too (one ring, in order).
-    let fe = c
-        .lab()
-        .pod("ecommerce/frontend")
-        .context("frontend")?
-        .clone();
-    assert_eq!(
-        c.lab().http(
-            "ecommerce/loadgen",
-            fe.ip,
-            c.lab().state().spec.app_port,
-            "GET",
-            "/"
-        )?,
-        200
-    );
-    let n_fe = flows
-        .iter()
-        .filter(|f| ifname(f) == fe.host_veth && is_syn(f))
-        .count();
-    let flows = c.wait_flows(addr, all_flows(), WAIT, |f| {
-        f.iter()
-            .filter(|f| ifname(f) == fe.host_veth && is_syn(f))
-            .count()
-            > n_fe
-    })?;
+    // Once the next marker is in, an observed request to the detached veth
+    // would be too.
+    let flows = marker(&c, &flows)?;
     assert_eq!(flows.iter().filter(|f| at_new(f)).count(), before);
 
     // Pods deleted outright (netns and veth gone): nothing is left attached.
