@@ -423,6 +423,17 @@ fn ifindex(netns: &str, dev: &str) -> Result<u32> {
         .with_context(|| format!("ifindex of {dev}: {out}"))
 }
 
+/// An HTTP GET from loadgen to `ip` on the app port; the status code.
+fn loadgen_get(c: &Cluster, ip: Ipv4Addr, path: &str) -> Result<u16> {
+    Ok(c.lab().http(
+        "ecommerce/loadgen",
+        ip,
+        c.lab().state().spec.app_port,
+        "GET",
+        path,
+    )?)
+}
+
 #[test]
 fn attachment_follows_pods_without_interface_globs() -> Result<()> {
     if !root() {
@@ -469,13 +480,7 @@ fn attachment_follows_pods_without_interface_globs() -> Result<()> {
     let mut with_new = refs.clone();
     with_new.push(&pod.host_veth);
     assert_eq!(tcx_links(pid)?, links_for(&with_new)?);
-    let status = c.lab().http(
-        "ecommerce/loadgen",
-        pod.ip,
-        c.lab().state().spec.app_port,
-        "GET",
-        "/items",
-    )?;
+    let status = loadgen_get(&c, pod.ip, "/items")?;
     assert_eq!(status, 200);
     let addr = c.flowd_addr(node)?;
     let at_new = |f: &Flow| ifname(f) == pod.host_veth;
@@ -512,28 +517,13 @@ fn attachment_follows_pods_without_interface_globs() -> Result<()> {
                 .count()
         };
         let n = fe_syns(seen);
-        let status = c.lab().http(
-            "ecommerce/loadgen",
-            fe.ip,
-            c.lab().state().spec.app_port,
-            "GET",
-            "/",
-        )?;
+        let status = loadgen_get(c, fe.ip, "/")?;
         ensure!(status == 200, "frontend answered {status}");
         c.wait_flows(addr, all_flows(), WAIT, |f| fe_syns(f) > n)
     };
     let flows = marker(&c, &flows)?;
     let before = flows.iter().filter(|f| at_new(f)).count();
-    assert_eq!(
-        c.lab().http(
-            "ecommerce/loadgen",
-            pod.ip,
-            c.lab().state().spec.app_port,
-            "GET",
-            "/items"
-        )?,
-        200
-    );
+    assert_eq!(loadgen_get(&c, pod.ip, "/items")?, 200);
     // Once the next marker is in, an observed request to the detached veth
     // would be too.
     let flows = marker(&c, &flows)?;
