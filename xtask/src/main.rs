@@ -1,12 +1,14 @@
 //! `cargo xtask <command>`: developer tasks that are not part of the product.
 //!
 //! `cargo xtask bench` — the datapath benchmark (issue 2):
-//! (a) average ns per packet of each flowd program from the kernel's run-time
-//!     statistics, next to the empty pass-through programs attached the same way;
+//! (a) average ns per run of each flowd program from the kernel's run-time
+//!     statistics, next to the empty pass-through programs attached the same
+//!     way, also per wire packet (a TC run sees a whole GSO buffer);
 //! (b) iperf3 TCP throughput between two namespaces with flowd's TC programs
-//!     attached vs. nothing attached, as a ratio (run-time statistics off);
-//!     next to it flowd's share of the busy CPU time during a run, which
-//!     host noise does not move;
+//!     attached vs. nothing attached, as a ratio (run-time statistics off),
+//!     with a bootstrap interval of the median over the pairs; next to it
+//!     flowd's share of the busy CPU time during a run, which host noise
+//!     does not move;
 //! (c) the same with XDP native and XDP generic.
 //! Runs alternate (with/without, order flipped every pair) and the report
 //! gives medians over the pairs, because throughput here varies widely
@@ -201,6 +203,14 @@ impl Mode {
             Self::XdpGeneric => "xdp-generic",
         }
     }
+
+    /// The pass-through program this mode's costs are compared with.
+    fn empty_program(self) -> &'static str {
+        match self {
+            Self::Tc => "bench_tc_empty",
+            Self::Xdp | Self::XdpGeneric => "bench_xdp_empty",
+        }
+    }
 }
 
 const KNOWN: [&str; 5] = [
@@ -298,6 +308,9 @@ fn iperf(pair: &Pair, seconds: u32, load: Load) -> Result<f64> {
 struct Run {
     bps: f64,
     progs: BTreeMap<String, (u64, u64)>,
+    /// Wire packets flowd counted on the observed veth per direction
+    /// ("ingress"/"egress"), from its flow dump; empty for the empty programs.
+    wire_packets: BTreeMap<String, u64>,
     /// flowd's share of the CPU time the machine spent during the iperf3
     /// run: its programs' run time (statistics on) plus its process's CPU
     /// time, over all busy CPU time.
@@ -350,14 +363,35 @@ fn with_flowd(
     let bps = iperf(pair, seconds, load)?;
     let (busy1, own1) = cpu_times(pid)?;
     let progs = program_stats(pid)?;
-    f.stop()?;
+    let dump = f.stop()?;
     let prog_ns = progs.values().map(|(t, _)| t).sum::<u64>() - prog0;
     let cpu_share = (prog_ns + own1 - own0) as f64 / (busy1 - busy0).max(1) as f64;
     Ok(Run {
         bps,
         progs,
+        wire_packets: wire_packets(&dump),
         cpu_share,
     })
+}
+
+/// Packets per direction over all flows of a flowd dump (`--dump-flows-on-exit`).
+fn wire_packets(dump: &serde_json::Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in dump["flows"].as_array().into_iter().flatten() {
+        if let (Some(d), Some(n)) = (f["direction"].as_str(), f["packets"].as_u64()) {
+            *out.entry(d.to_owned()).or_default() += n;
+        }
+    }
+    out
+}
+
+/// The direction a flowd program sees (its flows' "direction").
+fn program_direction(name: &str) -> Option<&'static str> {
+    match name {
+        "flowd_tc_ingress" | "flowd_xdp" => Some("ingress"),
+        "flowd_tc_egress" => Some("egress"),
+        _ => None,
+    }
 }
 
 /// Starts the iperf3 server in `pair.b` and waits until it listens.
@@ -478,6 +512,27 @@ fn profile(p: &Profile) -> Result<()> {
     Ok(())
 }
 
+/// 90 % bootstrap interval of the median of `v` (2,000 resamples, fixed seed
+/// so a report can be reproduced from its numbers).
+fn median_ci(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    // xorshift64*: a resampling index generator needs no crate.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| median((0..v.len()).map(|_| v[next(v.len())]).collect()))
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[100], medians[1899])
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -496,6 +551,9 @@ struct ModeResult {
     cpu_shares: Vec<f64>,
     /// program name → ns/run of each run
     ns: BTreeMap<String, Vec<f64>>,
+    /// flowd program → ns over the empty program per wire packet, per pair
+    /// (ns/run over empty ÷ wire packets per run: a GSO buffer is many).
+    per_packet: BTreeMap<String, Vec<f64>>,
 }
 
 fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
@@ -538,19 +596,35 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             r.empty_ratios.push(empty.bps / base);
             r.base_gbps.push(base / 1e9);
             // Program cost: a flowd/empty pair with statistics on.
-            let (progs, share) = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
-            for (name, t, c) in progs {
-                r.ns.entry(name).or_default().push(t as f64 / c as f64);
+            let sp = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
+            let baseline = sp
+                .progs
+                .iter()
+                .find(|p| p.name == mode.empty_program())
+                .map(|p| p.t as f64 / p.c as f64);
+            for p in sp.progs {
+                let ns = p.t as f64 / p.c as f64;
+                if let (Some(e), Some(n)) = (baseline, p.wire_packets.filter(|n| *n > 0)) {
+                    let per_run = n as f64 / p.c as f64;
+                    r.per_packet
+                        .entry(p.name.clone())
+                        .or_default()
+                        .push((ns - e) / per_run);
+                }
+                r.ns.entry(p.name).or_default().push(ns);
             }
-            r.cpu_shares.push(share);
+            r.cpu_shares.push(sp.share);
         }
     }
     // Small packets, TC: the per-packet cost where caches stay warm.
     let mut small: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..pairs {
         eprintln!("==> tc, small packets, pair {}/{pairs}", i + 1);
-        for (name, t, c) in stats_pair(&bin, &pair, Mode::Tc, i, seconds, Load::Small)?.0 {
-            small.entry(name).or_default().push(t as f64 / c as f64);
+        for p in stats_pair(&bin, &pair, Mode::Tc, i, seconds, Load::Small)?.progs {
+            small
+                .entry(p.name)
+                .or_default()
+                .push(p.t as f64 / p.c as f64);
         }
     }
     let report = render(&results, &small, pairs, seconds)?;
@@ -561,13 +635,27 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     bench_drops(pairs, 3000, out, Some(bin))
 }
 
-/// `cargo xtask bench-drops` (issue 11), see drops.rs.
-/// (program, run_time_ns, run_cnt).
-type ProgStat = (String, u64, u64);
+/// One program's run-time statistics in one run.
+struct ProgStat {
+    name: String,
+    /// run_time_ns
+    t: u64,
+    /// run_cnt
+    c: u64,
+    /// Wire packets of the program's direction (flowd's programs only).
+    wire_packets: Option<u64>,
+}
+
+/// What [`stats_pair`] measured.
+struct StatsPair {
+    /// Every program that ran, in both runs.
+    progs: Vec<ProgStat>,
+    /// flowd's CPU share in its run.
+    share: f64,
+}
 
 /// One run with flowd's programs and one with the empty programs (order
-/// flipped with `i`), with run-time statistics on: (program, run_time_ns,
-/// run_cnt) of every program that ran, and flowd's CPU share in its run.
+/// flipped with `i`), with run-time statistics on.
 fn stats_pair(
     bin: &Path,
     pair: &Pair,
@@ -575,7 +663,7 @@ fn stats_pair(
     i: usize,
     seconds: u32,
     load: Load,
-) -> Result<(Vec<ProgStat>, f64)> {
+) -> Result<StatsPair> {
     // Statistics are on while this fd is open.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time statistics (needs root)")?;
@@ -595,10 +683,16 @@ fn stats_pair(
             r.progs
                 .into_iter()
                 .filter(|(_, (_, c))| *c > 0)
-                .map(|(n, (t, c))| (n, t, c)),
+                .map(|(name, (t, c))| ProgStat {
+                    wire_packets: program_direction(&name)
+                        .map(|d| r.wire_packets.get(d).copied().unwrap_or(0)),
+                    name,
+                    t,
+                    c,
+                }),
         );
     }
-    Ok((out, share))
+    Ok(StatsPair { progs: out, share })
 }
 
 fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
@@ -654,14 +748,16 @@ fn render(
     )?;
     writeln!(
         s,
-        "| mode | throughput ratio flowd / nothing | ratio empty program / nothing | baseline Gbit/s | flowd's CPU share | 1 − share |"
+        "| mode | throughput ratio flowd / nothing [90 % CI] | ratio empty program / nothing [90 % CI] | baseline Gbit/s | flowd's CPU share | 1 − share |"
     )?;
     writeln!(s, "|---|---|---|---|---|---|")?;
     for (mode, r) in results {
         let share = median(r.cpu_shares.clone());
+        let (lo, hi) = median_ci(&r.ratios);
+        let (elo, ehi) = median_ci(&r.empty_ratios);
         writeln!(
             s,
-            "| {} | {:.3} (runs: {}) | {:.3} | {:.1} | {:.2} % | {:.3} |",
+            "| {} | {:.3} [{lo:.3}–{hi:.3}] (pairs: {}) | {:.3} [{elo:.3}–{ehi:.3}] | {:.1} | {:.2} % | {:.3} |",
             mode.arg(),
             median(r.ratios.clone()),
             r.ratios
@@ -677,6 +773,11 @@ fn render(
     }
     writeln!(
         s,
+        "\n[90 % CI]: bootstrap interval of the median over the pairs (2,000 resamples). It says how\n\
+         precisely this run pins the ratio down; the empty program's ratio shows what host noise alone does."
+    )?;
+    writeln!(
+        s,
         "\nflowd's CPU share: (run time of its programs + CPU time of its process) ÷ CPU time the\n\
          machine was busy, during the iperf3 run of each statistics pair (median). Where the transfer\n\
          is CPU-bound, 1 − share is the throughput ratio that cost implies; it does not move with the\n\
@@ -689,15 +790,11 @@ fn render(
     )?;
     writeln!(
         s,
-        "| mode | program | median ns/run | over the empty program |"
+        "| mode | program | median ns/run | over the empty program | over the empty program per wire packet |"
     )?;
-    writeln!(s, "|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|")?;
     for (mode, r) in results {
-        let baseline = match mode {
-            Mode::Tc => "bench_tc_empty",
-            Mode::Xdp | Mode::XdpGeneric => "bench_xdp_empty",
-        };
-        let empty = r.ns.get(baseline).map(|v| median(v.clone()));
+        let empty = r.ns.get(mode.empty_program()).map(|v| median(v.clone()));
         // The drop tracepoint's programs also run; bench-drops measures them.
         for (name, v) in r.ns.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
             let m = median(v.clone());
@@ -705,9 +802,23 @@ fn render(
                 Some(e) if !name.starts_with("bench_") => format!("{:+.0}", m - e),
                 _ => "-".to_owned(),
             };
-            writeln!(s, "| {} | {name} | {m:.0} | {over} |", mode.arg())?;
+            let per_packet = r
+                .per_packet
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |v| format!("{:+.1}", median(v.clone())));
+            writeln!(
+                s,
+                "| {} | {name} | {m:.0} | {over} | {per_packet} |",
+                mode.arg()
+            )?;
         }
     }
+    writeln!(
+        s,
+        "\nPer wire packet: ns/run over the empty program ÷ (packets flowd counted in that direction ÷\n\
+         runs). One run sees a whole GSO/GRO buffer (up to ~45 packets of this TCP stream), so data\n\
+         directions cost a few ns per packet; ACKs are one packet per run."
+    )?;
     writeln!(
         s,
         "\nSmall packets, TC: iperf3 UDP, 64-byte datagrams at 100 Mbit/s each way (--bidir), \
@@ -742,4 +853,35 @@ pub(crate) fn write_section(path: &Path, name: &str, report: &str) -> Result<()>
         _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_ci_brackets_the_median() {
+        assert_eq!(median_ci(&[0.98; 7]), (0.98, 0.98));
+        let v: Vec<f64> = (1..=9).map(f64::from).collect();
+        let (lo, hi) = median_ci(&v);
+        assert!(lo < 5.0 && 5.0 < hi, "({lo}, {hi})");
+        assert!(lo >= 1.0 && hi <= 9.0, "({lo}, {hi})");
+        // More pairs with the same spread give a narrower interval.
+        let wide: Vec<f64> = (0..45).map(|i| f64::from(i % 9 + 1)).collect();
+        let (wlo, whi) = median_ci(&wide);
+        assert!(whi - wlo < hi - lo, "({wlo}, {whi}) vs ({lo}, {hi})");
+    }
+
+    #[test]
+    fn wire_packets_sum_per_direction() {
+        let dump = serde_json::json!({"flows": [
+            {"direction": "ingress", "packets": 40},
+            {"direction": "egress", "packets": 3},
+            {"direction": "ingress", "packets": 2},
+        ]});
+        let w = wire_packets(&dump);
+        assert_eq!(w.get("ingress"), Some(&42));
+        assert_eq!(w.get("egress"), Some(&3));
+        assert!(wire_packets(&serde_json::json!({})).is_empty());
+    }
 }
