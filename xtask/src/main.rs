@@ -695,6 +695,7 @@ fn stats_pair(
     Ok(StatsPair { progs: out, share })
 }
 
+/// `cargo xtask bench-drops` (issue 11), see drops.rs.
 fn bench_drops(pairs: usize, rounds: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
     run_section(out, flowd, "drops", |bin| {
         drops::bench_drops(bin, pairs, rounds)
