@@ -17,7 +17,7 @@ use crate::{
 
 const DNS_PORT: u16 = 53;
 /// DNS header (12) + the shortest question (root name 1, type 2, class 2).
-const DNS_MIN_LEN: usize = 17;
+pub const DNS_MIN_LEN: usize = 17;
 /// Shortest first payload of a connection that decides it is neither HTTP
 /// nor DNS (the longest prefix any check needs: DNS over TCP).
 pub const DECIDE_LEN: usize = 2 + DNS_MIN_LEN;
@@ -108,21 +108,26 @@ fn http_kind(w: u64) -> u8 {
     0
 }
 
+/// The flags checks of [`dns_header_sane`] (also the hit path's pre-check).
+#[inline(always)]
+pub fn dns_flags_sane(flags: u16) -> bool {
+    let opcode = (flags >> 11) & 0xf;
+    // QUERY, STATUS, NOTIFY, UPDATE; IQUERY (1) is obsolete, 3 unassigned.
+    // The Z bit is reserved and must be zero.
+    matches!(opcode, 0 | 2 | 4 | 5) && flags & 0x0040 == 0
+}
+
+/// The question-count check of [`dns_header_sane`] (also the hit path's pre-check).
+#[inline(always)]
+pub fn dns_qdcount_sane(qdcount: u16) -> bool {
+    (1..=DNS_MAX_QDCOUNT).contains(&qdcount)
+}
+
 /// Header checks that real DNS messages pass and random payloads rarely do.
 #[inline(always)]
 fn dns_header_sane(h: &DnsHdr) -> bool {
-    let flags = u16::from_be_bytes(h.flags);
-    let opcode = (flags >> 11) & 0xf;
-    // QUERY, STATUS, NOTIFY, UPDATE; IQUERY (1) is obsolete, 3 unassigned.
-    if !matches!(opcode, 0 | 2 | 4 | 5) {
-        return false;
-    }
-    // The Z bit is reserved and must be zero.
-    if flags & 0x0040 != 0 {
-        return false;
-    }
-    let qd = u16::from_be_bytes(h.qdcount);
-    (1..=DNS_MAX_QDCOUNT).contains(&qd)
+    dns_flags_sane(u16::from_be_bytes(h.flags))
+        && dns_qdcount_sane(u16::from_be_bytes(h.qdcount))
         && u16::from_be_bytes(h.ancount) <= DNS_MAX_RRCOUNT
         && u16::from_be_bytes(h.nscount) <= DNS_MAX_RRCOUNT
         && u16::from_be_bytes(h.arcount) <= DNS_MAX_RRCOUNT
@@ -130,10 +135,13 @@ fn dns_header_sane(h: &DnsHdr) -> bool {
 
 #[inline(always)]
 fn dns_port(key: &FlowKey, is_extra: impl Fn(u16) -> bool) -> bool {
-    key.src_port == DNS_PORT
-        || key.dst_port == DNS_PORT
-        || is_extra(key.dst_port)
-        || is_extra(key.src_port)
+    dns_ports(key.src_port, key.dst_port, is_extra)
+}
+
+/// Whether either port is 53 or a configured extra DNS port.
+#[inline(always)]
+pub fn dns_ports(src: u16, dst: u16, is_extra: impl Fn(u16) -> bool) -> bool {
+    src == DNS_PORT || dst == DNS_PORT || is_extra(dst) || is_extra(src)
 }
 
 /// Reads the first payload bytes: directly when the fast path parsed the

@@ -66,6 +66,8 @@ pub struct Pipeline {
     exporters: Exporters,
     /// Kernel-side lost events already reported downstream.
     kernel_lost_reported: u64,
+    /// COUNTERS' full_path_missing when last warned about.
+    full_path_missing_warned: u64,
     /// Pairing-table evictions already added to the metrics.
     evictions_reported: [u64; 4],
     /// Running kernel drop totals → counts.
@@ -88,6 +90,7 @@ impl Pipeline {
             endpoints,
             exporters: Exporters::none(ExportStats::default()),
             kernel_lost_reported: 0,
+            full_path_missing_warned: 0,
             evictions_reported: [0; 4],
             drops: datapath::drops::DropCounter::default(),
             drop_addrs_version: None,
@@ -203,6 +206,13 @@ impl Pipeline {
                 }
                 if let Some(m) = &self.metrics {
                     m.set_datapath_totals(c.events_submitted, c.events_lost);
+                }
+                if c.full_path_missing > self.full_path_missing_warned {
+                    self.full_path_missing_warned = c.full_path_missing;
+                    warn!(
+                        packets = c.full_path_missing,
+                        "packets not accounted: a full-path program is not installed"
+                    );
                 }
             }
             Err(e) => warn!(error = %e, "reading datapath counters"),

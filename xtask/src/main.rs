@@ -14,6 +14,9 @@
 //! gives medians over the pairs, because throughput here varies widely
 //! (even second to second within one iperf3 run).
 //!
+//! It also runs `bench-programs` ([`programs`]): the hit path's ns per run on
+//! crafted packets (BPF_PROG_TEST_RUN), next to the empty programs.
+//!
 //! `cargo xtask bench-observer` — the Observer benchmark (issue 5), see
 //! [`observer_bench`].
 use std::{
@@ -31,6 +34,7 @@ use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
 mod drops;
 mod l7;
 mod observer_bench;
+mod programs;
 
 #[derive(Parser)]
 struct Cli {
@@ -97,6 +101,24 @@ enum Cmd {
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
+    /// Per-packet cost of the datapath programs' hit path on crafted packets
+    /// (BPF_PROG_TEST_RUN), next to the empty programs: precise enough to
+    /// compare datapath variants (see src/programs.rs).
+    BenchPrograms {
+        /// NAME=PATH of an eBPF object to measure besides the one built into
+        /// flowd from this checkout ("current"); repeatable.
+        #[arg(long = "variant", value_name = "NAME=PATH")]
+        variants: Vec<String>,
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
+        /// Program runs per measurement (one syscall).
+        #[arg(long, default_value_t = 200_000)]
+        repeat: u32,
+        /// Where to write the results (section between markers is replaced);
+        /// not written when variants are given.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
     /// Cost attribution for eBPF work: runs iperf3 (TC, data into the observed
     /// veth) once per variant per round, each variant an eBPF object loaded
     /// through FLOWD_EBPF_OBJECT, next to the empty program in the same round,
@@ -146,6 +168,12 @@ fn main() -> Result<()> {
             flowd,
         } => bench_drops(pairs, rounds, &out, flowd),
         Cmd::BenchObserver { runs, out, flowd } => observer_bench::bench(runs, &out, flowd),
+        Cmd::BenchPrograms {
+            variants,
+            rounds,
+            repeat,
+            out,
+        } => bench_programs(&variants, rounds, repeat, &out),
         Cmd::Profile {
             variants,
             rounds,
@@ -631,6 +659,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     println!("{report}");
     write_section(&workspace_root()?.join(out), "datapath", &report)?;
     eprintln!("==> results written to {}", out.display());
+    bench_programs(&[], 15, 200_000, out)?;
     bench_l7(pairs, 20_000, out, Some(bin.clone()))?;
     bench_drops(pairs, 3000, out, Some(bin))
 }
@@ -709,6 +738,23 @@ fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -
 
 /// Runs one benchmark with BPF run-time statistics on and writes its report
 /// into the section `name` of `out`.
+fn bench_programs(variants: &[String], rounds: usize, repeat: u32, out: &Path) -> Result<()> {
+    ensure!(
+        !flowd::datapath::EBPF_OBJECT.is_empty(),
+        "flowd was built with FLOWD_SKIP_EBPF=1: no eBPF object to measure"
+    );
+    let mut objs = vec![("current".to_owned(), flowd::datapath::EBPF_OBJECT.to_vec())];
+    objs.extend(programs::read_variants(variants)?);
+    let report = programs::bench(&objs, rounds, repeat)?;
+    println!("{report}");
+    // A comparison with other objects is for the console, not the record.
+    if variants.is_empty() {
+        write_section(&workspace_root()?.join(out), "programs", &report)?;
+        eprintln!("==> programs results written to {}", out.display());
+    }
+    Ok(())
+}
+
 fn run_section(
     out: &Path,
     flowd: Option<PathBuf>,

@@ -337,6 +337,11 @@ const _: () = assert!(core::mem::size_of::<DropConfig>() == 56);
 /// Reasons covered by [`DropConfig::ignore`].
 pub const DROP_IGNORE_BITS: u32 = 256;
 
+/// Indices of the `FULL_PATH_TC` / `FULL_PATH_XDP` program arrays.
+pub const FULL_PATH_TC_INGRESS: u32 = 0;
+pub const FULL_PATH_TC_EGRESS: u32 = 1;
+pub const FULL_PATH_XDP: u32 = 0;
+
 /// Indices of the per-CPU `COUNTERS` array.
 pub const CNT_EVENTS_SUBMITTED: u32 = 0;
 /// ring-buffer reserve failed: the event was lost (never silent).
@@ -354,6 +359,12 @@ pub const CNT_L7_EVENTS: u32 = 6;
 pub const CNT_DROPS_SEEN: u32 = 7;
 /// The DROPS map was full and an insert failed: those drops were not counted.
 pub const CNT_DROP_MAP_ERRORS: u32 = 8;
+/// A hit-path program's tail call into its full-path program failed (the
+/// loader did not install it): the packet was not accounted.
+pub const CNT_FULL_PATH_MISSING: u32 = 9;
+/// Runs of a full-path program: packets that were not flow-cache hits
+/// (new flows, new TCP flags, reports due, L7 payloads, uncommon layouts).
+pub const CNT_FULL_PATH_RUNS: u32 = 10;
 pub const CNT_MAX: u32 = 16;
 
 /// Run-time configuration, a single entry in the `CONFIG` array map.
@@ -385,6 +396,11 @@ pub mod names {
     pub const PROG_TC_INGRESS: &str = "flowd_tc_ingress";
     pub const PROG_TC_EGRESS: &str = "flowd_tc_egress";
     pub const PROG_XDP: &str = "flowd_xdp";
+    /// The full paths the programs above tail-call into when a packet is not
+    /// a flow-cache hit; the loader puts them into `MAP_FULL_PATH`.
+    pub const PROG_TC_INGRESS_FULL: &str = "flowd_tc_ingress_full";
+    pub const PROG_TC_EGRESS_FULL: &str = "flowd_tc_egress_full";
+    pub const PROG_XDP_FULL: &str = "flowd_xdp_full";
     /// Empty pass-through programs, attached only by benchmarks as the baseline.
     pub const PROG_TC_EMPTY: &str = "bench_tc_empty";
     pub const PROG_XDP_EMPTY: &str = "bench_xdp_empty";
@@ -396,6 +412,10 @@ pub mod names {
     pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
     /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
     pub const MAP_L7_PORTS: &str = "L7_PORTS";
+    /// ProgramArrays of the full-path programs, indexed by `FULL_PATH_*`
+    /// (one per program type: the kernel ties a program array to one).
+    pub const MAP_FULL_PATH_TC: &str = "FULL_PATH_TC";
+    pub const MAP_FULL_PATH_XDP: &str = "FULL_PATH_XDP";
     /// The skb:kfree_skb tracepoint program and its empty benchmark baseline.
     pub const PROG_KFREE_SKB: &str = "flowd_kfree_skb";
     pub const PROG_TP_EMPTY: &str = "bench_tp_empty";

@@ -2,7 +2,7 @@
 //! the configured attach modes need, and takes the maps user space reads.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{Program, SchedClassifier, Xdp},
 };
 use flowd_common::{Config, names};
@@ -138,6 +138,14 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
     if need_xdp {
         load_program(&mut ebpf, xdp)?;
     }
+    if cfg.programs == ProgramSet::Flowd {
+        if need_tc {
+            install_full_paths(&mut ebpf, FULL_PATHS_TC)?;
+        }
+        if need_xdp {
+            install_full_paths(&mut ebpf, FULL_PATHS_XDP)?;
+        }
+    }
     Ok(Loaded {
         ebpf,
         events,
@@ -147,6 +155,67 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             flow_cache,
         },
     })
+}
+
+/// A program array and its (index, program) entries.
+pub type FullPaths = (&'static str, &'static [(u32, &'static str)]);
+
+/// The full paths the TC programs tail-call.
+pub const FULL_PATHS_TC: FullPaths = (
+    names::MAP_FULL_PATH_TC,
+    &[
+        (
+            flowd_common::FULL_PATH_TC_INGRESS,
+            names::PROG_TC_INGRESS_FULL,
+        ),
+        (
+            flowd_common::FULL_PATH_TC_EGRESS,
+            names::PROG_TC_EGRESS_FULL,
+        ),
+    ],
+);
+/// The full path the XDP program tail-calls.
+pub const FULL_PATHS_XDP: FullPaths = (
+    names::MAP_FULL_PATH_XDP,
+    &[(flowd_common::FULL_PATH_XDP, names::PROG_XDP_FULL)],
+);
+
+/// Loads full-path programs and puts them into their program array, where
+/// the attached (hit-path) programs tail-call them. The map stays in `ebpf`:
+/// the kernel empties a program array when its last user-space reference
+/// goes. Objects from before the split (FLOWD_EBPF_OBJECT) have no such map.
+pub fn install_full_paths(ebpf: &mut Ebpf, (map_name, full): FullPaths) -> Result<(), Error> {
+    if ebpf.map(map_name).is_none() {
+        tracing::warn!(
+            map = map_name,
+            "the eBPF object has no full-path map (an older object)"
+        );
+        return Ok(());
+    }
+    let mut fds = Vec::with_capacity(full.len());
+    for &(idx, name) in full {
+        load_program(ebpf, name)?;
+        let perr = |e: aya::programs::ProgramError| Error::ProgramLoad {
+            program: name,
+            source: Box::new(e),
+        };
+        let prog = ebpf.program(name).ok_or(Error::MissingProgram(name))?;
+        let fd = prog
+            .fd()
+            .map_err(perr)?
+            .try_clone()
+            .map_err(|e| Error::Io {
+                what: format!("duplicating the fd of program {name}"),
+                source: e,
+            })?;
+        fds.push((idx, fd));
+    }
+    let map = ebpf.map_mut(map_name).ok_or(Error::MissingMap(map_name))?;
+    let mut arr = ProgramArray::try_from(map).map_err(map_err(map_name))?;
+    for (idx, fd) in &fds {
+        arr.set(*idx, fd, 0).map_err(map_err(map_name))?;
+    }
+    Ok(())
 }
 
 /// Loads a program into the kernel unless it is loaded already.

@@ -16,6 +16,7 @@ pub mod decode;
 pub mod drops;
 mod linkwatch;
 mod loader;
+pub use loader::{FULL_PATHS_TC, FULL_PATHS_XDP, FullPaths, install_full_paths};
 mod ring;
 
 use std::{
@@ -278,6 +279,10 @@ pub struct Counters {
     pub l7_events: u64,
     pub drops_seen: u64,
     pub drop_map_errors: u64,
+    /// Packets not accounted because a full-path program was not installed.
+    pub full_path_missing: u64,
+    /// Program runs that were not flow-cache hits (took the full path).
+    pub full_path_runs: u64,
     /// Records read from the ring buffer by user space.
     pub records_read: u64,
     /// Records that were short or of an unknown kind (skipped).
@@ -452,6 +457,8 @@ impl Datapath {
             l7_events: sum(CNT_L7_EVENTS)?,
             drops_seen: sum(CNT_DROPS_SEEN)?,
             drop_map_errors: sum(CNT_DROP_MAP_ERRORS)?,
+            full_path_missing: sum(CNT_FULL_PATH_MISSING)?,
+            full_path_runs: sum(CNT_FULL_PATH_RUNS)?,
             records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
             records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
         })
