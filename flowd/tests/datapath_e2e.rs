@@ -451,9 +451,14 @@ fn records_in_the_ring_at_shutdown_are_not_lost() -> Result<()> {
     let dst = SocketAddr::new(Pair::B4.parse()?, 7001);
     let _sink = pair.b.run(move || UdpSocket::bind(dst))??;
     // One datagram from each of FLOWS sockets: FLOWS new flows, then stop at once.
+    // The sockets stay open until all have sent: a closed socket's port may
+    // be handed out again, and a reused port is the same flow.
     pair.a.run(move || -> Result<()> {
+        let mut open = Vec::with_capacity(FLOWS);
         for _ in 0..FLOWS {
-            UdpSocket::bind("10.200.0.1:0")?.send_to(b"x", dst)?;
+            let sock = UdpSocket::bind("10.200.0.1:0")?;
+            sock.send_to(b"x", dst)?;
+            open.push(sock);
         }
         Ok(())
     })??;

@@ -736,8 +736,8 @@ fn bench_l7(pairs: usize, requests: usize, out: &Path, flowd: Option<PathBuf>) -
     run_section(out, flowd, "l7", |bin| l7::bench_l7(bin, pairs, requests))
 }
 
-/// Runs one benchmark with BPF run-time statistics on and writes its report
-/// into the section `name` of `out`.
+/// `bench-programs` on the object built into flowd from this checkout (and
+/// `variants`); the report goes into `out` only without variants.
 fn bench_programs(variants: &[String], rounds: usize, repeat: u32, out: &Path) -> Result<()> {
     ensure!(
         !flowd::datapath::EBPF_OBJECT.is_empty(),
@@ -755,6 +755,8 @@ fn bench_programs(variants: &[String], rounds: usize, repeat: u32, out: &Path) -
     Ok(())
 }
 
+/// Runs one benchmark with BPF run-time statistics on and writes its report
+/// into the section `name` of `out`.
 fn run_section(
     out: &Path,
     flowd: Option<PathBuf>,

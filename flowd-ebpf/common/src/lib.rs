@@ -397,7 +397,7 @@ pub mod names {
     pub const PROG_TC_EGRESS: &str = "flowd_tc_egress";
     pub const PROG_XDP: &str = "flowd_xdp";
     /// The full paths the programs above tail-call into when a packet is not
-    /// a flow-cache hit; the loader puts them into `MAP_FULL_PATH`.
+    /// a flow-cache hit; the loader puts them into `MAP_FULL_PATH_TC` / `_XDP`.
     pub const PROG_TC_INGRESS_FULL: &str = "flowd_tc_ingress_full";
     pub const PROG_TC_EGRESS_FULL: &str = "flowd_tc_egress_full";
     pub const PROG_XDP_FULL: &str = "flowd_xdp_full";
