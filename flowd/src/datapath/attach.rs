@@ -21,7 +21,10 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::{AttachMode, Error, InterfaceSpec, ProgramSet, loader::program_names};
+use super::{
+    AttachMode, Error, InterfaceSpec, ProgramSet,
+    loader::{load_for_mode, program_names},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AttachedInterface {
@@ -139,13 +142,7 @@ impl Attacher {
         let (ingress, egress, xdp) = program_names(self.set);
         // Start loads only what `flowd-interfaces` needs; a pod veth may be
         // the first TC interface.
-        let needed = match mode {
-            AttachMode::Tc => [Some(ingress), Some(egress)],
-            AttachMode::Xdp | AttachMode::XdpGeneric => [Some(xdp), None],
-        };
-        for name in needed.into_iter().flatten() {
-            super::loader::load_program(&mut self.ebpf, name)?;
-        }
+        load_for_mode(&mut self.ebpf, self.set, mode)?;
         let mut links = Vec::new();
         let result = match mode {
             AttachMode::Tc => self

@@ -127,24 +127,11 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
         }
     };
 
-    let (ingress, egress, xdp) = program_names(cfg.programs);
-    let need_tc = cfg.interfaces.iter().any(|s| s.mode == AttachMode::Tc);
-    let need_xdp = cfg.interfaces.iter().any(|s| s.mode != AttachMode::Tc);
-    if need_tc {
-        for name in [ingress, egress] {
-            load_program(&mut ebpf, name)?;
-        }
+    if cfg.interfaces.iter().any(|s| s.mode == AttachMode::Tc) {
+        load_for_mode(&mut ebpf, cfg.programs, AttachMode::Tc)?;
     }
-    if need_xdp {
-        load_program(&mut ebpf, xdp)?;
-    }
-    if cfg.programs == ProgramSet::Flowd {
-        if need_tc {
-            install_full_paths(&mut ebpf, FULL_PATHS_TC)?;
-        }
-        if need_xdp {
-            install_full_paths(&mut ebpf, FULL_PATHS_XDP)?;
-        }
+    if let Some(s) = cfg.interfaces.iter().find(|s| s.mode != AttachMode::Tc) {
+        load_for_mode(&mut ebpf, cfg.programs, s.mode)?;
     }
     Ok(Loaded {
         ebpf,
@@ -155,6 +142,28 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             flow_cache,
         },
     })
+}
+
+/// Loads what attaching in `mode` needs: the programs that are attached and,
+/// for flowd's own, the full paths they tail-call. A no-op for what is loaded
+/// already (interfaces that appear later, e.g. pod veths, come through here too).
+pub(super) fn load_for_mode(
+    ebpf: &mut Ebpf,
+    set: ProgramSet,
+    mode: AttachMode,
+) -> Result<(), Error> {
+    let (ingress, egress, xdp) = program_names(set);
+    let (attached, full) = match mode {
+        AttachMode::Tc => ([Some(ingress), Some(egress)], FULL_PATHS_TC),
+        AttachMode::Xdp | AttachMode::XdpGeneric => ([Some(xdp), None], FULL_PATHS_XDP),
+    };
+    for name in attached.into_iter().flatten() {
+        load_program(ebpf, name)?;
+    }
+    if set == ProgramSet::Flowd {
+        install_full_paths(ebpf, full)?;
+    }
+    Ok(())
 }
 
 /// A program array and its (index, program) entries.
@@ -185,6 +194,10 @@ pub const FULL_PATHS_XDP: FullPaths = (
 /// the kernel empties a program array when its last user-space reference
 /// goes. Objects from before the split (FLOWD_EBPF_OBJECT) have no such map.
 pub fn install_full_paths(ebpf: &mut Ebpf, (map_name, full): FullPaths) -> Result<(), Error> {
+    let loaded = |ebpf: &Ebpf, name| ebpf.program(name).is_some_and(|p| p.fd().is_ok());
+    if full.iter().all(|&(_, name)| loaded(ebpf, name)) {
+        return Ok(());
+    }
     if ebpf.map(map_name).is_none() {
         tracing::warn!(
             map = map_name,
