@@ -21,30 +21,32 @@
 
 use core::{
     arch::asm,
-    ptr::{addr_of_mut, read_volatile},
+    hint::cold_path,
+    ptr::{addr_of, read_volatile},
 };
 
 use aya_ebpf::helpers::generated::bpf_jiffies64;
 use flowd_common::{
     CacheSlot, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, SLOT_F_L7_OFF, SLOT_F_L7_ON,
-    slot_flags,
+    TCP_FIN, TCP_RST, TCP_SYN,
 };
 
-use crate::{FLOW_CACHE, cache_index_words, extra_dns_port, l7, transitions};
+use crate::{cache_index_words, cache_slot, coarse_ns, extra_dns_port, l7};
 
 /// `*(uN *)(base + off)` as one BPF load. `base` must be a packet pointer
 /// whose checked range covers `off` plus the width (the verifier enforces it).
 /// x86-64 and arm64 have efficient unaligned access, so the verifier accepts
 /// unaligned packet loads.
 macro_rules! ld {
-    ($w:literal, $base:expr, $off:literal) => {{
+    ($w:literal, $base:expr, $off:expr) => {{
         let v: u64;
         // SAFETY: the caller checked `base + off + width <= data_end`.
         unsafe {
             asm!(
-                concat!("{v} = *(", $w, " *)({b} + ", stringify!($off), ")"),
+                concat!("{v} = *(", $w, " *)({b} + {o})"),
                 v = lateout(reg) v,
                 b = in(reg) $base,
+                o = const $off,
                 options(nostack, readonly, preserves_flags, pure),
             )
         };
@@ -66,6 +68,19 @@ const DNS_CHECK: usize = 6;
 
 /// Accounts the packet in its flow's cache slot if it is a plain hit.
 /// Returns false (having changed nothing) when the full path must decide.
+///
+/// Laid out for the cold caches a packet meets during bulk transfers, where
+/// the slot's cache line is usually not in this CPU's caches (a miss costs
+/// more than the rest of the hit path together):
+/// - the slot is found from the key words read at their fixed offsets and
+///   its line is read first, so the miss overlaps the header checks (their
+///   failure only means that read was wasted);
+/// - the IPv4 path falls through from the top, IPv6 sits after it;
+/// - header fields are loaded again where needed rather than kept across
+///   helper calls (a call clobbers r1-r5; a hot packet line is cheaper to
+///   read than a spill);
+/// - `segs` (GSO segments, in a line of its own) is read only for packets
+///   with a payload: a packet without one is never segmented.
 #[inline(always)]
 pub fn hit(
     data: usize,
@@ -73,122 +88,224 @@ pub fn hit(
     len: usize,
     ifindex: u32,
     direction: u8,
-    segs: u32,
+    segs: impl FnOnce() -> u32,
 ) -> bool {
     if data + V4_NEED > data_end {
         return false;
     }
-    let ethertype = ld!("u16", data, 12);
-    // Key words 0-3 (addresses), protocol, L4 offset, end of the IP packet.
-    let (a0, a1, a2, a3, proto, family, l4off, ip_end);
-    if ethertype == ETH_IP_LE {
-        let w = ld!("u32", data, 14);
-        // Version 4, no options.
-        if w & 0xff != 0x45 {
-            return false;
+    let pkt = Pkt {
+        data,
+        data_end,
+        len,
+        ifindex,
+        direction,
+    };
+    if ld!("u16", data, 12) == ETH_IP_LE {
+        account::<V4>(&pkt, segs)
+    } else if ld!("u16", data, 12) == ETH_IPV6_LE && data + V6_NEED <= data_end {
+        cold_path();
+        account::<V6>(&pkt, segs)
+    } else {
+        false
+    }
+}
+
+struct Pkt {
+    data: usize,
+    data_end: usize,
+    len: usize,
+    ifindex: u32,
+    direction: u8,
+}
+
+/// What differs between IPv4 and IPv6 for the hit path. The key words and
+/// the protocol are read at fixed offsets before the header is checked: the
+/// caller checked the buffer holds them.
+trait Family {
+    const FAMILY: u8;
+    /// Where the L4 header starts when the header is one the hit path takes.
+    const L4: usize;
+    /// Key words 0-3.
+    fn addrs(data: usize) -> [u64; 4];
+    fn proto(data: usize) -> u8;
+    /// End of the IP packet within the buffer, or None for a header the
+    /// full path must parse.
+    fn ip_end(p: &Pkt) -> Option<usize>;
+}
+
+struct V4;
+
+impl Family for V4 {
+    const FAMILY: u8 = FAMILY_IPV4;
+    const L4: usize = 34;
+
+    #[inline(always)]
+    fn addrs(data: usize) -> [u64; 4] {
+        [ld!("u32", data, 26), 0, ld!("u32", data, 30), 0]
+    }
+
+    #[inline(always)]
+    fn proto(data: usize) -> u8 {
+        ld!("u8", data, 23) as u8
+    }
+
+    #[inline(always)]
+    fn ip_end(p: &Pkt) -> Option<usize> {
+        let w = ld!("u32", p.data, 14);
+        let f = ld!("u16", p.data, 20);
+        // Version 4 without options; MF or a fragment offset (big-endian
+        // 0x3fff) goes to the general path.
+        if w & 0xff != 0x45 || f & 0xff3f != 0 {
+            return None;
         }
         let tot_len = ((w >> 16) as u16).swap_bytes() as usize;
-        let f = ld!("u32", data, 20);
-        // MF or a fragment offset (big-endian 0x3fff): the general path.
-        if f & 0xff3f != 0 || tot_len < 20 {
-            return false;
-        }
-        proto = (f >> 24) as u8;
-        a0 = ld!("u32", data, 26);
-        a1 = 0;
-        a2 = ld!("u32", data, 30);
-        a3 = 0;
-        family = FAMILY_IPV4;
-        l4off = 34;
-        ip_end = (14 + tot_len).min(len);
-    } else if ethertype == ETH_IPV6_LE {
-        if data + V6_NEED > data_end {
-            return false;
-        }
-        let w = ld!("u32", data, 14);
-        let p = ld!("u32", data, 18);
-        let plen = (p as u16).swap_bytes() as usize;
+        Some((14 + tot_len).min(p.len))
+    }
+}
+
+/// IPv6 without extension headers (their next-header values are not TCP
+/// or UDP, so they fail the protocol check).
+struct V6;
+
+impl Family for V6 {
+    const FAMILY: u8 = FAMILY_IPV6;
+    const L4: usize = 54;
+
+    #[inline(always)]
+    fn addrs(data: usize) -> [u64; 4] {
+        [
+            ld!("u64", data, 22),
+            ld!("u64", data, 30),
+            ld!("u64", data, 38),
+            ld!("u64", data, 46),
+        ]
+    }
+
+    #[inline(always)]
+    fn proto(data: usize) -> u8 {
+        ld!("u8", data, 20) as u8
+    }
+
+    #[inline(always)]
+    fn ip_end(p: &Pkt) -> Option<usize> {
+        let w = ld!("u32", p.data, 14);
+        let plen = (ld!("u16", p.data, 18) as u16).swap_bytes() as usize;
         if w & 0xf0 != 0x60 || plen == 0 {
+            return None;
+        }
+        Some((54 + plen).min(p.len))
+    }
+}
+
+/// Ports in host order, source in the low half (FlowKey's layout).
+#[inline(always)]
+fn ports<F: Family>(data: usize) -> u32 {
+    (ld!("u32", data, F::L4) as u32)
+        .swap_bytes()
+        .rotate_left(16)
+}
+
+/// The key's last two words: ports and ifindex; vlan 0, protocol, family,
+/// direction, flags 0, padding 0.
+#[inline(always)]
+fn key_tail<F: Family>(p: &Pkt, proto: u8) -> (u64, u64) {
+    (
+        ports::<F>(p.data) as u64 | (p.ifindex as u64) << 32,
+        (proto as u64) << 16 | (F::FAMILY as u64) << 24 | (p.direction as u64) << 32,
+    )
+}
+
+#[inline(always)]
+fn account<F: Family>(p: &Pkt, segs: impl FnOnce() -> u32) -> bool {
+    let data = p.data;
+    let [a0, a1, a2, a3] = F::addrs(data);
+    let (k4, k5) = key_tail::<F>(p, F::proto(data));
+    let Some(c) = cache_slot(cache_index_words(&[a0, a1, a2, a3, k4, k5])) else {
+        return false;
+    };
+    // SAFETY: `c` is this CPU's slot, valid for this program run and written
+    // by no other program run meanwhile. Volatile: the load must be issued
+    // here, ahead of the checks, not where its value is first needed.
+    let slot_tick = unsafe { read_volatile(addr_of!((*c).tick)) };
+
+    let Some(ip_end) = F::ip_end(p) else {
+        return false;
+    };
+    let proto = F::proto(data);
+    // The L4 header: ports within the linear data (checked by the caller),
+    // the rest checked per protocol; all of it within the IP packet.
+    let off = F::L4;
+    let l4 = data + off;
+    let (tcp_flags, payload_off) = if proto == PROTO_TCP {
+        if off + 20 > ip_end || l4 + TCP_NEED > p.data_end {
             return false;
         }
-        // Extension headers are not TCP or UDP: the general path.
-        proto = (p >> 16) as u8;
-        a0 = ld!("u64", data, 22);
-        a1 = ld!("u64", data, 30);
-        a2 = ld!("u64", data, 38);
-        a3 = ld!("u64", data, 46);
-        family = FAMILY_IPV6;
-        l4off = 54;
-        ip_end = (54 + plen).min(len);
+        let w = ld!("u16", l4, 12);
+        let flags = ((w & 1) << 8 | w >> 8) as u16;
+        // SYN, FIN and RST are transitions the full path reports.
+        if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+            return false;
+        }
+        let doff = ((w as usize >> 4) & 0xf) * 4;
+        (flags, if doff >= 20 { off + doff } else { ip_end })
+    } else if proto == PROTO_UDP {
+        if off + 8 > ip_end {
+            return false;
+        }
+        (0, off + 8)
     } else {
         return false;
-    }
-    // The L4 header: ports within the linear data (checked above), the rest
-    // checked per protocol; all of it within the IP packet.
-    let l4 = data + l4off;
-    let (tcp_flags, payload_off) = match proto {
-        PROTO_TCP => {
-            if l4off + 20 > ip_end || l4 + TCP_NEED > data_end {
-                return false;
-            }
-            let w = ld!("u16", l4, 12);
-            let flags = ((w & 1) << 8 | w >> 8) as u16;
-            let doff = ((w as usize >> 4) & 0xf) * 4;
-            (flags, if doff >= 20 { l4off + doff } else { ip_end })
-        }
-        PROTO_UDP => {
-            if l4off + 8 > ip_end {
-                return false;
-            }
-            (0, l4off + 8)
-        }
-        _ => return false,
     };
     let payload_len = ip_end.saturating_sub(payload_off);
-    // Ports in host order, source in the low half (FlowKey's layout).
-    let ports = (ld!("u32", l4, 0) as u32).swap_bytes().rotate_left(16);
 
-    let k4 = ports as u64 | (ifindex as u64) << 32;
-    // vlan 0, protocol, family, direction, flags 0, padding 0.
-    let k5 = (proto as u64) << 16 | (family as u64) << 24 | (direction as u64) << 32;
-    let words = [a0, a1, a2, a3, k4, k5];
-    let Some(c) = FLOW_CACHE.get_ptr_mut(cache_index_words(&words)) else {
-        return false;
-    };
-    // SAFETY: helper without arguments (inlined by the verifier to one load).
-    let tick = unsafe { bpf_jiffies64() } as u32;
-    // SAFETY: `c` is this CPU's slot, valid for this program run and written
-    // by no other program run meanwhile.
+    // Loaded again (see `hit`).
+    let [a0, a1, a2, a3] = F::addrs(data);
+    let (k4, k5) = key_tail::<F>(p, proto);
+    // SAFETY: as above.
     unsafe {
-        let key = addr_of_mut!((*c).key).cast::<u64>();
-        let mut diff = 0;
-        for (i, w) in words.iter().enumerate() {
-            diff |= read_volatile(key.add(i)) ^ w;
-        }
-        // A new tick means a clock read and perhaps a report: the full path.
-        if diff != 0 || (*c).tick != tick {
+        // FlowKey is 48 bytes, 8-byte aligned: six words.
+        let k = &*addr_of!((*c).key).cast::<[u64; 6]>();
+        if k[0] != a0 || k[1] != a1 || k[2] != a2 || k[3] != a3 || k[4] != k4 || k[5] != k5 {
             return false;
         }
         let sf = (*c).flags;
-        if proto == PROTO_TCP && slot_flags(tcp_flags, transitions(tcp_flags)) & !sf != 0 {
+        if tcp_flags & !sf & 0x1ff != 0 {
             return false;
         }
-        if payload_len != 0
-            && sf & SLOT_F_L7_ON != 0
-            && !l7_settled(data, data_end, proto, sf, ports, payload_off, payload_len)
-        {
-            return false;
-        }
-        let (packets, bytes) = if segs > 1 {
-            let hdr = if payload_len > 0 { payload_off } else { 0 };
-            (segs, len as u64 + (segs as u64 - 1) * hdr as u64)
+        let (packets, bytes) = if payload_len == 0 {
+            (1, p.len as u64)
         } else {
-            (1, len as u64)
+            if sf & SLOT_F_L7_ON != 0
+                && !l7_settled(p, proto, sf, k4 as u32, payload_off, payload_len)
+            {
+                return false;
+            }
+            let segs = segs();
+            if segs > 1 {
+                (segs, p.len as u64 + (segs as u64 - 1) * payload_off as u64)
+            } else {
+                (1, p.len as u64)
+            }
         };
         let new_bytes = (*c).pending_bytes as u64 + bytes;
         let new_runs = (*c).pending_runs as u32 + 1;
         if new_bytes >> 32 != 0 || new_runs >> 16 != 0 {
             return false;
+        }
+        // Helper without arguments (inlined by the verifier to one load).
+        let tick = bpf_jiffies64() as u32;
+        // The coarse clock only moves on a tick: a packet in the slot's tick
+        // needs no clock read. On a new one, the time goes into the slot
+        // unless a periodic report is due (the full path sends it, at most a
+        // tick late).
+        if slot_tick != tick {
+            cold_path();
+            let now = coarse_ns();
+            if now >= (*c).due_ns {
+                return false;
+            }
+            (*c).tick = tick;
+            (*c).last_seen_ns = now;
         }
         update(c, new_runs as u16, packets, new_bytes as u32);
     }
@@ -212,15 +329,7 @@ unsafe fn update(c: *mut CacheSlot, runs: u16, packets: u32, bytes: u32) {
 /// that cannot be a DNS message (l7::classify's checks of the flags, the
 /// question count and, last, the ports). Anything else is the full path's.
 #[inline(always)]
-fn l7_settled(
-    data: usize,
-    data_end: usize,
-    proto: u8,
-    sf: u16,
-    ports: u32,
-    off: usize,
-    len: usize,
-) -> bool {
+fn l7_settled(p: &Pkt, proto: u8, sf: u16, ports: u32, off: usize, len: usize) -> bool {
     if proto == PROTO_TCP {
         return sf & SLOT_F_L7_OFF != 0;
     }
@@ -228,11 +337,11 @@ fn l7_settled(
         return true;
     }
     // `off` is 42 or 62 here (a UDP payload), so the verifier can follow it.
-    let p = data + (off & 0x7f);
-    if p + DNS_CHECK > data_end {
+    let h = p.data + (off & 0x7f);
+    if h + DNS_CHECK > p.data_end {
         return false;
     }
-    let w = ld!("u32", p, 2);
+    let w = ld!("u32", h, 2);
     let flags = (w as u16).swap_bytes();
     let qdcount = ((w >> 16) as u16).swap_bytes();
     !l7::dns_flags_sane(flags)

@@ -1,5 +1,5 @@
 //! flowd's datapath: TC classifiers (ingress/egress) and an XDP program that
-//! aggregate flows in `FLOWS` (behind a per-CPU cache) and report to `EVENTS`.
+//! aggregate flows in `FLOWS` (behind a flow cache per CPU) and report to `EVENTS`.
 //! Each attached program runs the hit path (hit.rs) and tail-calls its full
 //! path (`*_full`: the general parser, the flow map, events, L7) for the rest.
 //!
@@ -68,9 +68,20 @@ const EEXIST: i32 = 17;
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
 
-/// This CPU's flow cache in front of FLOWS (see flowd_common::CacheSlot).
+/// Every CPU's flow cache in front of FLOWS (see flowd_common::CacheSlot and
+/// FLOW_CACHE_SLOTS); sized by the loader.
 #[map]
-static FLOW_CACHE: PerCpuArray<CacheSlot> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+static FLOW_CACHE: Array<CacheSlot> = Array::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
+/// This CPU's slot `idx` (< FLOW_CACHE_SLOTS) of the flow cache. Programs
+/// run with migration disabled and do not nest on one CPU (TC and XDP run
+/// with bottom halves off), so the slot is this run's alone.
+#[inline(always)]
+fn cache_slot(idx: u32) -> Option<*mut CacheSlot> {
+    // SAFETY: helper without arguments (inlined by the verifier to one load).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    FLOW_CACHE.get_ptr_mut(cpu.wrapping_mul(FLOW_CACHE_SLOTS) | idx)
+}
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -139,7 +150,7 @@ pub fn flowd_xdp(ctx: XdpContext) -> u32 {
     let pkt = Xdp::new(&ctx);
     let (data, data_end) = pkt.linear();
     let ifindex = ctx.ingress_ifindex() as u32;
-    if !hit::hit(data, data_end, pkt.len(), ifindex, DIR_INGRESS, 1) {
+    if !hit::hit(data, data_end, pkt.len(), ifindex, DIR_INGRESS, || 1) {
         full_path(&FULL_PATH_XDP, &ctx, FULL_PATH_XDP_IDX);
     }
     XDP_PASS
@@ -171,8 +182,7 @@ fn full_path<C: EbpfContext>(array: &ProgramArray, ctx: &C, idx: u32) {
 fn tc_hit(ctx: &TcContext, direction: u8) -> bool {
     let skb = ctx.skb.skb;
     // SAFETY: reads of __sk_buff context fields.
-    let (ifindex, vlan_present, gso_segs) =
-        unsafe { ((*skb).ifindex, (*skb).vlan_present, (*skb).gso_segs) };
+    let (ifindex, vlan_present) = unsafe { ((*skb).ifindex, (*skb).vlan_present) };
     // A tag in skb metadata is part of the key: the full path.
     vlan_present == 0
         && hit::hit(
@@ -181,7 +191,8 @@ fn tc_hit(ctx: &TcContext, direction: u8) -> bool {
             ctx.len() as usize,
             ifindex,
             direction,
-            gso_segs,
+            // SAFETY: a read of an __sk_buff context field.
+            || unsafe { (*skb).gso_segs },
         )
 }
 
@@ -321,7 +332,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
         (0, 0)
     };
     let tick = tick as u32;
-    let cache = FLOW_CACHE.get_ptr_mut(cache_index(key));
+    let cache = cache_slot(cache_index(key));
     if let Some(c) = cache {
         // SAFETY: `c` is this CPU's slot, valid for this program run and
         // written by no other program run meanwhile.
@@ -401,7 +412,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     }
 }
 
-/// Slot of a key in the per-CPU flow cache: two independent multiplies, one
+/// Slot of a key in this CPU's flow cache: two independent multiplies, one
 /// over the source address, ports and ifindex, one over the destination
 /// address and the rest (instead of a dependent chain of six). Different
 /// constants keep A→B and B→A apart.

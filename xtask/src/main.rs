@@ -29,6 +29,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
+use flowd_common::names;
 use flowd_tests::{ChildGuard, Pair, flowd::Flowd};
 
 mod drops;
@@ -509,10 +510,16 @@ fn profile(p: &Profile) -> Result<()> {
                 }
             }
         }
+        // The empty program of the hook measured (the empty tracepoint
+        // program runs too).
+        let empty_prog = if mode == "tc" {
+            names::PROG_TC_EMPTY
+        } else {
+            names::PROG_XDP_EMPTY
+        };
         let empty = this
-            .iter()
-            .find(|((n, _), _)| n == "empty")
-            .map(|(_, v)| *v)
+            .get(&("empty".to_owned(), empty_prog.to_owned()))
+            .copied()
             .context("the empty program did not run")?;
         for ((n, p), v) in &this {
             eprintln!("round {}: {n:>12} {p:<18} {v:7.0} ns/run", round + 1);

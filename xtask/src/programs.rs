@@ -176,6 +176,10 @@ struct Loaded {
 impl Loaded {
     fn new(object: &[u8]) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(
+                names::MAP_FLOW_CACHE,
+                flowd::datapath::flow_cache_entries()?,
+            )
             .load(object)
             .context("loading the eBPF object")?;
         for name in [

@@ -96,10 +96,21 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 // The 64-bit word at tcp_flags (flags + transitions + pad) is updated atomically: keep it aligned.
 const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
 
-/// Slots of the per-CPU flow cache (`FLOW_CACHE`, one array per CPU; a power of two).
+/// Slots per CPU of the flow cache (a power of two). `FLOW_CACHE` is one
+/// plain array holding every CPU's slots, CPU `c`'s at
+/// `c * FLOW_CACHE_SLOTS ..`: the loader sizes it with [`flow_cache_entries`].
+/// (Not a per-CPU array: finding a per-CPU value costs a load from the map's
+/// pointer table, a cold line of its own under bulk traffic; a plain array's
+/// element address is arithmetic.)
 pub const FLOW_CACHE_SLOTS: u32 = 256;
 
-/// One slot of the per-CPU flow cache in front of `FLOWS`.
+/// `FLOW_CACHE`'s entries for `cpus` possible CPUs. A CPU beyond the array
+/// (a loader that did not size it) finds no slot and takes the full path.
+pub const fn flow_cache_entries(cpus: u32) -> u32 {
+    cpus.saturating_mul(FLOW_CACHE_SLOTS)
+}
+
+/// One slot of a CPU's flow cache in front of `FLOWS`.
 ///
 /// Why: on live traffic the `FLOWS` lookup (hash, bucket, element, in a
 /// vmalloc'd table) costs several cache and TLB misses per packet. A packet
@@ -408,7 +419,7 @@ pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_CONFIG: &str = "CONFIG";
-    /// PerCpuArray<CacheSlot> with FLOW_CACHE_SLOTS entries.
+    /// Array<CacheSlot> with flow_cache_entries(possible CPUs) entries.
     pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
     /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
     pub const MAP_L7_PORTS: &str = "L7_PORTS";

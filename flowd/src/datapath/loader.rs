@@ -70,6 +70,7 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::MAP_EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(names::MAP_FLOWS, cfg.flow_map_entries)
+        .map_max_entries(names::MAP_FLOW_CACHE, flow_cache_entries()?)
         .load(object)
         .map_err(|e| Error::Load(Box::new(e)))?;
 
@@ -118,9 +119,21 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
     )
     .map_err(map_err(names::MAP_COUNTERS))?;
     // Objects from before the flow cache (FLOWD_EBPF_OBJECT, for benchmark
-    // comparisons) have no FLOW_CACHE: FLOWS then holds every count.
-    let flow_cache = match ebpf.take_map(names::MAP_FLOW_CACHE) {
-        Some(m) => Some(PerCpuArray::try_from(m).map_err(map_err(names::MAP_FLOW_CACHE))?),
+    // comparisons) have no FLOW_CACHE: FLOWS then holds every count. Those
+    // from before it was one array have a per-CPU one, not read here.
+    let flow_cache = match ebpf.map(names::MAP_FLOW_CACHE) {
+        Some(aya::maps::Map::Array(_)) => ebpf
+            .take_map(names::MAP_FLOW_CACHE)
+            .map(Array::try_from)
+            .transpose()
+            .map_err(map_err(names::MAP_FLOW_CACHE))?,
+        // Left in `ebpf`: the programs still use it.
+        Some(_) => {
+            tracing::warn!(
+                "FLOW_CACHE is not an array (an older object): its pending counts are not read"
+            );
+            None
+        }
         None => {
             tracing::warn!("the eBPF object has no FLOW_CACHE map (an older object)");
             None
@@ -188,6 +201,20 @@ pub const FULL_PATHS_XDP: FullPaths = (
     names::MAP_FULL_PATH_XDP,
     &[(flowd_common::FULL_PATH_XDP, names::PROG_XDP_FULL)],
 );
+
+/// Entries of FLOW_CACHE for this machine: FLOW_CACHE_SLOTS for every
+/// possible CPU (the programs index it by CPU number). Every loader of the
+/// object sets it (`EbpfLoader::map_max_entries`); without it only CPU 0
+/// has a cache.
+pub fn flow_cache_entries() -> Result<u32, Error> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, source)| Error::Io {
+        what: format!("counting possible CPUs ({what})"),
+        source,
+    })?;
+    Ok(flowd_common::flow_cache_entries(
+        u32::try_from(cpus).unwrap_or(u32::MAX),
+    ))
+}
 
 /// Loads full-path programs and puts them into their program array, where
 /// the attached (hit-path) programs tail-call them. The map stays in `ebpf`:

@@ -16,7 +16,9 @@ pub mod decode;
 pub mod drops;
 mod linkwatch;
 mod loader;
-pub use loader::{FULL_PATHS_TC, FULL_PATHS_XDP, FullPaths, install_full_paths};
+pub use loader::{
+    FULL_PATHS_TC, FULL_PATHS_XDP, FullPaths, flow_cache_entries, install_full_paths,
+};
 mod ring;
 
 use std::{
@@ -30,8 +32,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use flowd_common::{CacheSlot, FLOW_CACHE_SLOTS, FlowKey, FlowStats};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use flowd_common::{CacheSlot, FlowKey, FlowStats};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use attach::{AttachedInterface, Attacher};
@@ -330,7 +332,7 @@ pub(crate) struct ReaderStats {
 pub(crate) struct Maps {
     pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     pub counters: PerCpuArray<MapData, u64>,
-    pub flow_cache: Option<PerCpuArray<MapData, CacheSlot>>,
+    pub flow_cache: Option<Array<MapData, CacheSlot>>,
 }
 
 /// How long [`Datapath::shutdown`] waits for the reader's last records.
@@ -470,10 +472,10 @@ impl Datapath {
         let Some(cache) = &self.maps.flow_cache else {
             return slots;
         };
-        for i in 0..FLOW_CACHE_SLOTS {
-            match cache.get(&i, 0) {
-                Ok(per_cpu) => slots.extend(per_cpu.iter().copied()),
-                Err(e) => tracing::debug!(error = %e, slot = i, "flow cache slot unreadable"),
+        for r in cache.iter() {
+            match r {
+                Ok(slot) => slots.push(slot),
+                Err(e) => tracing::debug!(error = %e, "flow cache slot unreadable"),
             }
         }
         slots
@@ -487,7 +489,7 @@ impl Datapath {
     }
 
     /// A snapshot of the FLOWS map plus the counts still pending in the
-    /// per-CPU flow cache. Entries that vanish while iterating (LRU eviction)
+    /// flow cache. Entries that vanish while iterating (LRU eviction)
     /// are skipped. FLOWS is read before the cache: a flush in between makes
     /// a dump briefly undercount (the next dump has it), never count twice.
     pub fn dump_flows(&self) -> Vec<FlowEntry> {
