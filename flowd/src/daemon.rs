@@ -19,7 +19,7 @@ use crate::{
     datapath::{self, Datapath, DatapathConfig, DatapathEvent},
     endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig},
     export::{ExportError, ExportStats, Exporters},
-    metrics::{Metrics, MetricsOptions},
+    metrics::{DatapathTotals, Metrics, MetricsOptions},
     observer::{FlowWriter, Observer, ObserverConfig},
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
 };
@@ -205,7 +205,12 @@ impl Pipeline {
                     }
                 }
                 if let Some(m) = &self.metrics {
-                    m.set_datapath_totals(c.events_submitted, c.events_lost);
+                    m.set_datapath_totals(&DatapathTotals {
+                        events: c.events_submitted,
+                        events_lost: c.events_lost,
+                        program_runs: c.packets,
+                        full_path_runs: c.full_path_runs,
+                    });
                 }
                 if c.full_path_missing > self.full_path_missing_warned {
                     self.full_path_missing_warned = c.full_path_missing;

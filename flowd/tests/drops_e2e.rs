@@ -606,6 +606,10 @@ fn drop_flood_costs_bounded_events() -> Result<()> {
         .get("flowd_datapath_events_total")
         .copied()
         .unwrap_or(0.0) as u64;
+    let runs0 = m0
+        .get("flowd_datapath_program_runs_total")
+        .copied()
+        .unwrap_or(0.0) as u64;
     let no_ports0 = nstat(pod, "UdpNoPorts")?;
     let cpu0 = daemon.cpu_ticks()?;
     // 16 flows (source ports), as fast as one sender thread goes.
@@ -656,6 +660,26 @@ fn drop_flood_costs_bounded_events() -> Result<()> {
     let bound = u64::from(FLOWS) * (intervals + 2);
     assert!(reports as u64 <= bound, "{reports} drop flows > {bound}");
     assert!(events <= 2 * bound + 16, "{events} datapath events");
+    // Every datagram ran the TC program on its way to the pod; the flow
+    // cache settled nearly all of them.
+    let m = wait_until("program runs counted", Duration::from_secs(15), || {
+        let m = metrics(node)?;
+        let runs = m
+            .get("flowd_datapath_program_runs_total")
+            .copied()
+            .unwrap_or(0.0) as u64;
+        Ok((runs.saturating_sub(runs0) >= N as u64).then_some(m))
+    })?;
+    let full = m
+        .get("flowd_datapath_full_path_runs_total")
+        .copied()
+        .context("no flowd_datapath_full_path_runs_total")? as u64;
+    assert!(full > 0, "the new flows took the full path");
+    let events = m.get("flowd_datapath_events_total").copied().unwrap_or(0.0) as u64 - events0;
+    assert!(
+        events >= u64::from(FLOWS),
+        "{events} datapath events for {FLOWS} new flows"
+    );
     daemon.stop()?;
     eprintln!("drop_flood_costs_bounded_events: {:?}", started.elapsed());
     Ok(())

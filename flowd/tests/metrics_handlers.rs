@@ -6,7 +6,7 @@ mod metrics_support;
 use std::time::{Duration, Instant};
 
 use flowd::metrics::spec::MetricsSpec;
-use flowd::metrics::{Metrics, MetricsOptions};
+use flowd::metrics::{DatapathTotals, Metrics, MetricsOptions};
 use flowd_proto::flow::{
     DropReason, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
 };
@@ -594,9 +594,15 @@ fn series_of_deleted_pods_and_idle_series_expire() {
 #[test]
 fn daemon_metrics() {
     let m = metrics("");
-    m.set_datapath_totals(100, 3);
-    m.set_datapath_totals(250, 3);
-    m.set_datapath_totals(10, 1); // programs reloaded: ignored
+    let totals = |events, events_lost, program_runs, full_path_runs| DatapathTotals {
+        events,
+        events_lost,
+        program_runs,
+        full_path_runs,
+    };
+    m.set_datapath_totals(&totals(100, 3, 5000, 120));
+    m.set_datapath_totals(&totals(250, 3, 9000, 130));
+    m.set_datapath_totals(&totals(10, 1, 20, 2)); // programs reloaded: ignored
     m.add_lost_events(LostEventSource::PerfEventRingBuffer, 3);
     m.add_lost_events(LostEventSource::HubbleRingBuffer, 7);
     m.add_lost_events(LostEventSource::HubbleRingBuffer, 1);
@@ -608,6 +614,14 @@ fn daemon_metrics() {
     let s = scrape(&m);
     assert_eq!(get(&s, "flowd_datapath_events_total", &[]), Some(250.0));
     assert_eq!(get(&s, "flowd_datapath_events_lost_total", &[]), Some(3.0));
+    assert_eq!(
+        get(&s, "flowd_datapath_program_runs_total", &[]),
+        Some(9000.0)
+    );
+    assert_eq!(
+        get(&s, "flowd_datapath_full_path_runs_total", &[]),
+        Some(130.0)
+    );
     assert_eq!(
         get(
             &s,

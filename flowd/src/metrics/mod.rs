@@ -129,11 +129,22 @@ enum Handler {
     },
 }
 
+/// The kernel's cumulative datapath counters (see `datapath::Counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathTotals {
+    pub events: u64,
+    pub events_lost: u64,
+    pub program_runs: u64,
+    pub full_path_runs: u64,
+}
+
 /// flowd's own metrics, set by the daemon.
 struct Own {
     lost_events: Family<LabelSet, Counter>,
     datapath_events: Counter,
     datapath_events_lost: Counter,
+    datapath_program_runs: Counter,
+    datapath_full_path_runs: Counter,
     attached_interfaces: Family<LabelSet, Gauge>,
     flow_map_entries: Gauge,
     flow_map_capacity: Gauge,
@@ -222,6 +233,8 @@ impl Metrics {
             lost_events: Family::default(),
             datapath_events: Counter::default(),
             datapath_events_lost: Counter::default(),
+            datapath_program_runs: Counter::default(),
+            datapath_full_path_runs: Counter::default(),
             attached_interfaces: Family::default(),
             flow_map_entries: Gauge::default(),
             flow_map_capacity: Gauge::default(),
@@ -250,6 +263,17 @@ impl Metrics {
             "flowd_datapath_events_lost",
             "Events the eBPF programs could not submit (ring buffer full)",
             own.datapath_events_lost.clone(),
+        );
+        r.register(
+            "flowd_datapath_program_runs",
+            "Runs of the TC/XDP programs (one per packet or GSO buffer)",
+            own.datapath_program_runs.clone(),
+        );
+        r.register(
+            "flowd_datapath_full_path_runs",
+            "Program runs the flow cache's hit path did not settle (new flows, TCP flag changes, \
+             reports, L7 payloads, uncommon headers): the cache's misses",
+            own.datapath_full_path_runs.clone(),
         );
         r.register(
             "flowd_attached_interfaces",
@@ -447,15 +471,17 @@ impl Metrics {
     /// Advances the datapath counters to the kernel's cumulative totals
     /// (sums of the per-CPU counters); a total lower than the current value
     /// (programs reloaded) is ignored.
-    pub fn set_datapath_totals(&self, submitted: u64, lost: u64) {
+    pub fn set_datapath_totals(&self, t: &DatapathTotals) {
         let adv = |c: &Counter, total: u64| {
             let cur = c.get();
             if total > cur {
                 c.inc_by(total - cur);
             }
         };
-        adv(&self.own.datapath_events, submitted);
-        adv(&self.own.datapath_events_lost, lost);
+        adv(&self.own.datapath_events, t.events);
+        adv(&self.own.datapath_events_lost, t.events_lost);
+        adv(&self.own.datapath_program_runs, t.program_runs);
+        adv(&self.own.datapath_full_path_runs, t.full_path_runs);
     }
 
     /// Number of interfaces attached in `mode`.
