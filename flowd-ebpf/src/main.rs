@@ -71,7 +71,8 @@ static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(FLOW
 /// Every CPU's flow cache in front of FLOWS (see flowd_common::CacheSlot and
 /// FLOW_CACHE_SLOTS); sized by the loader.
 #[map]
-static FLOW_CACHE: Array<CacheSlot> = Array::with_max_entries(FLOW_CACHE_SLOTS, 0);
+static FLOW_CACHE: Array<CacheSlot> =
+    Array::with_max_entries(FLOW_CACHE_SLOTS, flowd_common::FLOW_CACHE_MAP_FLAGS);
 
 /// This CPU's slot `idx` (< FLOW_CACHE_SLOTS) of the flow cache. Programs
 /// run with migration disabled and do not nest on one CPU (TC and XDP run

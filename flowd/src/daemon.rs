@@ -381,16 +381,20 @@ fn has_endpoint_source(config: &Config) -> bool {
 /// enrichment which pod each observed interface belongs to) and, with a
 /// datapath, attaches to new ones and detaches from those whose pod went
 /// away, unless `flowd-interfaces` selects them anyway.
+/// The returned receiver completes once the store knows the veths of the
+/// sources' first pod list.
 fn follow_pods(
     store: Arc<EndpointStore>,
     attach: Option<datapath::AttachHandle>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Result<(), DaemonError> {
+) -> Result<tokio::sync::oneshot::Receiver<()>, DaemonError> {
     let (conn, handle, _) = rtnetlink::new_connection()
         .map_err(|e| DaemonError::Endpoints(format!("opening rtnetlink: {e}")))?;
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tasks.push(tokio::spawn(conn));
     tasks.push(tokio::spawn(async move {
-        let mut plans = crate::endpoints::attach::follow(store, handle, Duration::from_secs(5));
+        let mut plans =
+            crate::endpoints::attach::follow(store, handle, Duration::from_secs(5), listed_tx);
         while let Some(plan) = futures::StreamExt::next(&mut plans).await {
             let plan = match plan {
                 Ok(p) => p,
@@ -408,7 +412,7 @@ fn follow_pods(
             apply_attach_plan(h, &plan);
         }
     }));
-    Ok(())
+    Ok(listed)
 }
 
 /// Applies one plan; failures are logged (the next resync or pod change
@@ -438,6 +442,10 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach
 }
 
 /// Runs the whole daemon until `shutdown` flips to true.
+/// How long the daemon waits at start for the first pod list before it
+/// processes events anyway (a Kubernetes API that does not answer).
+const PODS_LISTED_WAIT: Duration = Duration::from_secs(10);
+
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
     let export_stats = ExportStats::default();
@@ -515,11 +523,28 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         (Some(dp), rx)
     };
 
-    follow_pods(
+    let listed = follow_pods(
         follow_store,
         dp.as_ref().map(Datapath::attach_handle),
         &mut background,
     )?;
+    // Events wait (in the channel and the ring) until enrichment knows which
+    // interfaces are pod veths: a flow enriched before that has no
+    // direction or observation point, and the attachments of configured
+    // globs (done by now) are reported only after it.
+    if has_endpoint_source(&config) {
+        tokio::select! {
+            r = tokio::time::timeout(PODS_LISTED_WAIT, listed) => {
+                if r.is_err() {
+                    warn!(
+                        waited = ?PODS_LISTED_WAIT,
+                        "no pod list from the endpoint sources yet: flows on pod veths have no direction until it comes"
+                    );
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -30,7 +30,9 @@ use etherparse::{
     Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder,
     PacketBuilderStep, TcpHeader, VlanId,
 };
-use flowd::datapath::{EBPF_OBJECT, FULL_PATHS_TC, FULL_PATHS_XDP, install_full_paths};
+use flowd::datapath::{
+    EBPF_OBJECT, FULL_PATHS_TC, FULL_PATHS_XDP, cache::FlowCache, install_full_paths,
+};
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FULL_PATH_MISSING, CNT_FULL_PATH_RUNS,
     CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, CacheSlot,
@@ -1460,6 +1462,54 @@ fn flow_cache_narrow_counters_never_overflow() -> Result<()> {
         ensure!(dp.counters()?[CNT_PACKETS as usize] == 2001);
     }
     Ok(())
+}
+
+/// flowd reads FLOW_CACHE through a shared mapping (one memory copy per
+/// daemon tick, not a syscall per slot): what it reads equals the lookups'
+/// copy, slot by slot, while slots hold pending counts.
+#[test]
+fn flow_cache_mapping_reads_what_lookups_read() -> Result<()> {
+    pin_to_current_cpu()?;
+    for_hooks(|dp| {
+        dp.reset()?;
+        let flows = 5u16;
+        let runs = 300u32;
+        for port in 0..flows {
+            let p = udp_pkt(false, 3000 + port, 53_000, &[1; 20]);
+            dp.run(&p)?;
+            ensure!(dp.run_repeat(&p, None, runs)? == dp.hook.pass());
+        }
+        let looked_up = dp.cache_slots()?;
+        let map = dp
+            .ebpf
+            .map(names::MAP_FLOW_CACHE)
+            .context("no FLOW_CACHE")?;
+        let cache = FlowCache::new(Array::<_, CacheSlot>::try_from(map)?);
+        ensure!(
+            matches!(cache, FlowCache::Mapped(..)),
+            "FLOW_CACHE is not mapped"
+        );
+        let mapped = cache.slots();
+        ensure!(
+            mapped.len() == looked_up.len(),
+            "{} slots mapped, {} looked up",
+            mapped.len(),
+            looked_up.len()
+        );
+        for (i, (m, l)) in mapped.iter().zip(&looked_up).enumerate() {
+            ensure!(m == l, "slot {i}: mapped {m:?}, looked up {l:?}");
+        }
+        // The hit runs of the flows still cached (at least the last one's;
+        // flows sharing a slot flushed each other) wait in their slots.
+        let pending: u64 = looked_up.iter().map(|s| u64::from(s.pending_runs)).sum();
+        ensure!(pending >= u64::from(runs), "pending runs {pending}");
+        ensure!(
+            cache.pending_runs() == pending,
+            "mapped pending runs {}, looked up {pending}",
+            cache.pending_runs()
+        );
+        Ok(())
+    })
 }
 
 /// CLOCK_MONOTONIC_COARSE, the clock of the flow times (bpf_ktime_get_coarse_ns).

@@ -211,3 +211,65 @@ fn veths_follow_the_pods_of_each_node() {
     );
     lab.down().unwrap();
 }
+
+/// The daemon holds datapath events until `follow` says the first pod list
+/// is reflected in the interface table (flows enriched earlier would have no
+/// direction): when the signal comes, every local pod's veth is known.
+#[test]
+fn follow_signals_once_the_first_pod_list_is_in_the_interface_table() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: endpoints_lab needs root (network namespaces)");
+        return;
+    }
+    let lab = Lab::up(Spec::default_spec()).expect("lab up");
+    let node_b = lab.node_netns("node-b").unwrap().to_string();
+    let store = EndpointStore::new(StoreConfig {
+        node_name: "node-b".into(),
+        ..Default::default()
+    });
+    assert!(!store.snapshot().pods_listed);
+    let want = expected(
+        &lab,
+        "node-b",
+        &[
+            "ecommerce/inventory",
+            "ecommerce/payment-service",
+            "ecommerce/loadgen",
+        ],
+    );
+    let s = store.clone();
+    let manifests = lab.manifest_dir();
+    in_netns(&node_b, |h| async move {
+        let (tx, mut listed) = tokio::sync::oneshot::channel();
+        let _plans = flowd::endpoints::attach::follow(
+            s.clone(),
+            h,
+            std::time::Duration::from_secs(3600),
+            tx,
+        );
+        // Services alone are no pod list.
+        let load = load_dir(&manifests).unwrap();
+        s.apply(Update::Replace {
+            kind: Kind::Service,
+            objects: load.objects.clone(),
+        });
+        assert!(listed.try_recv().is_err(), "signalled before any pod list");
+        s.apply(Update::Replace {
+            kind: Kind::Pod,
+            objects: load.objects,
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(30), listed)
+            .await
+            .expect("no signal within 30 s")
+            .expect("follow ended");
+        let snap = s.snapshot();
+        assert!(snap.pods_listed);
+        for v in &want {
+            let i = snap
+                .interface(v.ifindex)
+                .unwrap_or_else(|| panic!("{} unknown when signalled", v.ifname));
+            assert_eq!(i.kind, InterfaceKind::PodVeth { pod: v.pod.clone() });
+        }
+    });
+    lab.down().unwrap();
+}

@@ -724,6 +724,24 @@ fn check_node(c: &Cluster, report: &TrafficReport, node: &str) -> Result<()> {
             failures.push(format!("{name}: got {got}, want {want}"));
         }
     }
+    if !failures.is_empty() {
+        // Name the L7 flows without a direction: what the model cannot see.
+        for f in buffer.iter().filter(|f| {
+            f.event_type.as_ref().is_some_and(|e| e.r#type == L7)
+                && f.traffic_direction != TrafficDirection::Egress as i32
+                && f.traffic_direction != TrafficDirection::Ingress as i32
+        }) {
+            failures.push(format!(
+                "no direction: {:?} -> {:?} interface {:?} reply {:?} point {} l7 {:?}",
+                f.ip.as_ref().map(|i| &i.source),
+                f.ip.as_ref().map(|i| &i.destination),
+                f.interface,
+                f.is_reply,
+                f.trace_observation_point,
+                f.l7.as_ref().map(|l| l.r#type),
+            ));
+        }
+    }
     assert!(failures.is_empty(), "{node}:\n{}", failures.join("\n"));
 
     // Invalid filters: InvalidArgument naming the field.

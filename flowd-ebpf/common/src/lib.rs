@@ -104,6 +104,10 @@ const _: () = assert!(core::mem::offset_of!(FlowStats, tcp_flags) == 40);
 /// element address is arithmetic.)
 pub const FLOW_CACHE_SLOTS: u32 = 256;
 
+/// `FLOW_CACHE`'s map flags: BPF_F_MMAPABLE, so user space reads every
+/// CPU's slots through a mapping instead of one syscall per slot.
+pub const FLOW_CACHE_MAP_FLAGS: u32 = 1 << 10;
+
 /// `FLOW_CACHE`'s entries for `cpus` possible CPUs. A CPU beyond the array
 /// (a loader that did not size it) finds no slot and takes the full path.
 pub const fn flow_cache_entries(cpus: u32) -> u32 {

@@ -126,7 +126,8 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             .take_map(names::MAP_FLOW_CACHE)
             .map(Array::try_from)
             .transpose()
-            .map_err(map_err(names::MAP_FLOW_CACHE))?,
+            .map_err(map_err(names::MAP_FLOW_CACHE))?
+            .map(super::cache::FlowCache::new),
         // Left in `ebpf`: the programs still use it.
         Some(_) => {
             tracing::warn!(

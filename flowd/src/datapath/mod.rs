@@ -11,6 +11,7 @@
 //! SIGKILL. Legacy clsact filters (older kernels) are reclaimed at start.
 mod attach;
 mod btf;
+pub mod cache;
 pub mod clock;
 pub mod decode;
 pub mod drops;
@@ -32,7 +33,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use flowd_common::{CacheSlot, FlowKey, FlowStats};
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -332,7 +333,7 @@ pub(crate) struct ReaderStats {
 pub(crate) struct Maps {
     pub flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     pub counters: PerCpuArray<MapData, u64>,
-    pub flow_cache: Option<Array<MapData, CacheSlot>>,
+    pub flow_cache: Option<cache::FlowCache>,
 }
 
 /// How long [`Datapath::shutdown`] waits for the reader's last records.
@@ -468,24 +469,19 @@ impl Datapath {
 
     /// Every CPU's flow-cache slots.
     fn cache_slots(&self) -> Vec<CacheSlot> {
-        let mut slots = Vec::new();
-        let Some(cache) = &self.maps.flow_cache else {
-            return slots;
-        };
-        for r in cache.iter() {
-            match r {
-                Ok(slot) => slots.push(slot),
-                Err(e) => tracing::debug!(error = %e, "flow cache slot unreadable"),
-            }
-        }
-        slots
+        self.maps
+            .flow_cache
+            .as_ref()
+            .map(cache::FlowCache::slots)
+            .unwrap_or_default()
     }
 
     /// Program runs counted in flow-cache slots, not yet in COUNTERS.
     fn pending_runs(&self) -> u64 {
-        self.cache_slots()
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.pending_runs.into()))
+        self.maps
+            .flow_cache
+            .as_ref()
+            .map_or(0, cache::FlowCache::pending_runs)
     }
 
     /// A snapshot of the FLOWS map plus the counts still pending in the

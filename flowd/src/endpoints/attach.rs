@@ -222,17 +222,24 @@ impl PodVethTracker {
 
 /// Follows the store: after every change of it, and every `resync` (routes
 /// can appear after the pod object), yields the non-empty plans. Errors are
-/// yielded and the stream goes on.
+/// yielded and the stream goes on. `listed` is sent once the interface table
+/// reflects the sources' first full pod list (or discovery failed on it).
 pub fn follow(
     store: Arc<EndpointStore>,
     handle: Handle,
     resync: Duration,
+    listed: tokio::sync::oneshot::Sender<()>,
 ) -> BoxStream<'static, Result<AttachPlan, Error>> {
     let mut changes = store.subscribe();
     let mut tracker = PodVethTracker::new();
+    let mut listed = Some(listed);
     let stream = async_stream_lite(move |tx| async move {
         loop {
+            let pods_listed = store.snapshot().pods_listed;
             let r = tracker.reconcile(&handle, &store).await;
+            if pods_listed && let Some(l) = listed.take() {
+                let _ = l.send(());
+            }
             let send = match &r {
                 Ok(p) => !p.is_empty(),
                 Err(_) => true,

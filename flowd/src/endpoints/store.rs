@@ -65,6 +65,9 @@ pub struct Snapshot {
     interfaces: HashMap<u32, Arc<Interface>>,
     local_pods: Vec<Arc<Pod>>,
     nodes: Vec<Arc<Node>>,
+    /// A source has listed every pod (its first full replace): an empty
+    /// `local_pods` then means no pods, not "not listed yet".
+    pub pods_listed: bool,
     world: Arc<Endpoint>,
     unknown: Arc<Endpoint>,
     /// Incremented on every change.
@@ -122,6 +125,7 @@ struct Objects {
     nodes: HashMap<ObjectKey, Arc<Node>>,
     interfaces: HashMap<u32, Arc<Interface>>,
     errors: Vec<SourceError>,
+    pods_listed: bool,
     version: u64,
 }
 
@@ -196,7 +200,10 @@ impl EndpointStore {
             Update::Replace { kind, objects } => {
                 let objs = objects.into_iter().filter(|x| x.kind() == kind);
                 match kind {
-                    Kind::Pod => o.pods.clear(),
+                    Kind::Pod => {
+                        o.pods_listed = true;
+                        o.pods.clear();
+                    }
                     Kind::Service => o.services.clear(),
                     Kind::Node => o.nodes.clear(),
                 }
@@ -334,6 +341,7 @@ impl EndpointStore {
             interfaces: o.interfaces.clone(),
             local_pods,
             nodes,
+            pods_listed: o.pods_listed,
             world: Arc::new(Endpoint::reserved(identity::WORLD, RESERVED_WORLD)),
             unknown: Arc::new(Endpoint::reserved(identity::UNKNOWN, RESERVED_UNKNOWN)),
             version,
