@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::{
     config::{Config, MonitorAggregation},
     datapath::{self, Datapath, DatapathConfig, DatapathEvent},
-    endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig},
+    endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig, hold::Holding},
     export::{ExportError, ExportStats, Exporters},
     metrics::{DatapathTotals, Metrics, MetricsOptions},
     observer::{FlowWriter, Observer, ObserverConfig},
@@ -74,6 +74,8 @@ pub struct Pipeline {
     drops: datapath::drops::DropCounter,
     /// Endpoint snapshot version whose pod IPs the drop program has.
     drop_addrs_version: Option<u64>,
+    /// Flows waiting for the store to know their interface.
+    held: Holding,
 }
 
 impl Pipeline {
@@ -94,6 +96,7 @@ impl Pipeline {
             evictions_reported: [0; 4],
             drops: datapath::drops::DropCounter::default(),
             drop_addrs_version: None,
+            held: Holding::default(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Pipeline {
     /// Handles one datapath event. Never fails: input that gives no flow is
     /// counted by the parser and skipped, so one bad record loses nothing else.
     pub fn on_event(&mut self, ev: DatapathEvent) {
+        self.release_held(false);
         match ev {
             DatapathEvent::Flow(r) => {
                 let flow = self.parser.l34_flow(&r.event, unix_ns(r.time));
@@ -170,9 +174,38 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, mut flow: Flow, direction: u8) {
+    fn emit(&mut self, flow: Flow, direction: u8) {
+        let hook = Hook::from_kernel(direction);
+        let (flow, hook) = match &self.endpoints {
+            Some(e) => match self
+                .held
+                .offer(&e.snapshot(), flow, hook, std::time::Instant::now())
+            {
+                Some(f) => f,
+                None => return,
+            },
+            None => (flow, hook),
+        };
+        self.finish(flow, hook);
+    }
+
+    /// Sends the held flows that may go (`all`: every one, at shutdown).
+    pub fn release_held(&mut self, all: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(e) = &self.endpoints else { return };
+        let ready = self
+            .held
+            .release(&e.snapshot(), std::time::Instant::now(), all);
+        for (flow, hook) in ready {
+            self.finish(flow, hook);
+        }
+    }
+
+    fn finish(&mut self, mut flow: Flow, hook: Option<Hook>) {
         if let Some(e) = &self.endpoints {
-            e.enrich(&mut flow, Hook::from_kernel(direction));
+            e.enrich(&mut flow, hook);
         }
         if let Some(m) = &self.metrics {
             m.process(&flow);
@@ -184,6 +217,7 @@ impl Pipeline {
     /// Periodic housekeeping: kernel counters to metrics and lost events into
     /// the streams, and expiry of the pairing tables.
     pub fn tick(&mut self, dp: Option<&Datapath>) {
+        self.release_held(false);
         self.parser.expire(ktime_now_ns());
         self.report_evictions();
         // Well past the kernel's idle deletion of drop entries.
@@ -572,6 +606,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     while let Ok(ev) = events.try_recv() {
         pipeline.on_event(ev);
     }
+    pipeline.release_held(true);
     pipeline.tick(dp.as_ref());
     drop(dp);
     // Write out what the exporters hold; a collector that is down gets a

@@ -1061,3 +1061,106 @@ fn service_filters_with_cluster_ip_services() -> Result<()> {
     );
     Ok(())
 }
+
+/// A new pod's first packets come before its object reaches flowd (here: its
+/// manifest is written only after its traffic). Its veth is attached at
+/// once (the `lxc*` glob); flowd holds the flows of the unknown interface
+/// until it knows the pod, so even the first ones have the pod, the
+/// direction and the observation point.
+#[test]
+fn first_flows_of_a_new_pod_name_it() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: observer_cluster needs root (network namespaces, eBPF)");
+        return Ok(());
+    }
+    const REQUESTS: u64 = 3;
+    let mut c = Cluster::start(ClusterOptions::default())?;
+    let node = "node-b";
+    let pod = c
+        .lab_mut()
+        .add_pod_unlisted(flowd_lab::spec::DeploymentSpec {
+            namespace: "ecommerce".into(),
+            name: "newcomer".into(),
+            node: node.into(),
+            role: None,
+            labels: Default::default(),
+        })?;
+    flowd_tests::wait_until(
+        &format!("flowd on {node} attached to {}", pod.host_veth),
+        Duration::from_secs(30),
+        || {
+            Ok(c.attached_interfaces(node)?
+                .contains(&pod.host_veth)
+                .then_some(()))
+        },
+    )?;
+    let server = c
+        .lab()
+        .pods()
+        .iter()
+        .find(|p| p.deployment == "frontend")
+        .context("frontend pod")?
+        .clone();
+    ensure!(server.node != node, "the server must run on the other node");
+    let port = c.lab().state().spec.app_port;
+    for _ in 0..REQUESTS {
+        c.lab()
+            .http(&pod.key(), server.ip, port, "GET", "/")
+            .context("request from the new pod")?;
+    }
+    c.lab().list_pod(&pod)?;
+
+    let addr = c.flowd_addr(node)?;
+    let ip = pod.ip.to_string();
+    let involving = |f: FlowFilter| {
+        whitelist(vec![
+            FlowFilter {
+                source_ip: vec![ip.clone()],
+                ..f.clone()
+            },
+            FlowFilter {
+                destination_ip: vec![ip.clone()],
+                ..f
+            },
+        ])
+    };
+    // Each request and its response: one L7 flow each, on the new pod's veth.
+    let l7_flows = c.wait_flows(addr, involving(l7(ff())), Duration::from_secs(30), |f| {
+        f.len() as u64 >= 2 * REQUESTS
+    })?;
+    assert_eq!(l7_flows.len() as u64, 2 * REQUESTS, "{l7_flows:#?}");
+    let all = c.get_flows(addr, involving(ff()))?;
+    let syns = all
+        .iter()
+        .filter(|f| {
+            f.l4.as_ref()
+                .and_then(|l| l.protocol.as_ref())
+                .is_some_and(|p| {
+                    matches!(p, flowd_proto::flow::layer4::Protocol::Tcp(t)
+                        if t.flags.as_ref().is_some_and(|fl| fl.syn && !fl.ack))
+                })
+        })
+        .count() as u64;
+    assert_eq!(syns, REQUESTS, "one SYN flow per connection");
+    for f in &all {
+        let from_pod = f.ip.as_ref().is_some_and(|i| i.source == ip);
+        let own = if from_pod { &f.source } else { &f.destination };
+        let what = format!("{:?} reply={:?}", f.ip, f.is_reply);
+        assert_eq!(
+            f.traffic_direction,
+            TrafficDirection::Egress as i32,
+            "{what}: direction"
+        );
+        assert_eq!(
+            own.as_ref().map(|e| e.pod_name.as_str()),
+            Some(pod.name.as_str()),
+            "{what}: the new pod"
+        );
+        assert_eq!(
+            f.interface.as_ref().map(|i| i.name.as_str()),
+            Some(pod.host_veth.as_str()),
+            "{what}: interface"
+        );
+    }
+    Ok(())
+}

@@ -10,9 +10,12 @@
 //!   snapshot indexed by IP; [`enrich`] fills flows from it without locks.
 //! - [`attach`]: which host-side veths belong to this node's pods, so the
 //!   datapath can attach to them as pods come and go.
+//! - [`hold`]: flows of an interface not matched yet wait for it (a new
+//!   pod's first packets).
 
 pub mod attach;
 pub mod enrich;
+pub mod hold;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod manifest;

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flowd_common::{
     FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
     PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    TRANSITION_SYN, TRANSITION_SYN_ACK,
 };
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{
@@ -111,6 +112,20 @@ fn ns_before(time_unix_ns: u64, event_ktime: u64, then_ktime: u64) -> Timestamp 
     Timestamp::from_unix_nanos(time_unix_ns.saturating_sub(event_ktime.saturating_sub(then_ktime)))
 }
 
+/// Whether a TCP flow is the reply direction of its connection, from the
+/// handshake packet it was seen with: SYN opens (request side), SYN-ACK
+/// answers. `None` for a connection seen from the middle (no conntrack here).
+fn tcp_is_reply(transitions: u16) -> Option<bool> {
+    match (
+        transitions & TRANSITION_SYN != 0,
+        transitions & TRANSITION_SYN_ACK != 0,
+    ) {
+        (true, false) => Some(false),
+        (false, true) => Some(true),
+        _ => None,
+    }
+}
+
 /// Converts an L3/L4 event. Traffic direction, trace observation point,
 /// endpoints and the interface name are left to enrichment, which knows what
 /// the interface is (pod veth, uplink). The hook direction stays in the event.
@@ -135,6 +150,12 @@ pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
             index: k.ifindex,
             name: String::new(),
         }),
+        // Enrichment turns a reply's hook direction around, as Hubble does
+        // with conntrack: a connection's packets share its direction.
+        is_reply: is_tcp
+            .then(|| tcp_is_reply(s.tcp_transitions))
+            .flatten()
+            .map(|value| flowd_proto::pbjson_types::BoolValue { value }),
         stats: Some(FlowStats {
             packets: s.packets,
             bytes: s.bytes,
@@ -149,7 +170,9 @@ pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowd_common::{EV_NEW_FLOW, EventHeader, FlowStats as KStats};
+    use flowd_common::{
+        EV_NEW_FLOW, EventHeader, FlowStats as KStats, TRANSITION_FIN, TRANSITION_RST,
+    };
 
     fn ev(family: u8, proto: u8, sport: u16, dport: u16) -> FlowEvent {
         let mut key = FlowKey {
@@ -238,6 +261,27 @@ mod tests {
         );
         assert_eq!(f.event_type.unwrap().r#type, EVENT_TYPE_TRACE);
         assert_eq!(f.is_reply, None);
+    }
+
+    #[test]
+    fn tcp_reply_side_from_the_handshake() {
+        let with = |t: u16| {
+            let mut e = ev(FAMILY_IPV4, PROTO_TCP, 40000, 80);
+            e.stats.tcp_transitions = t;
+            flow(&e, meta()).is_reply.map(|b| b.value)
+        };
+        assert_eq!(with(TRANSITION_SYN), Some(false));
+        assert_eq!(with(TRANSITION_SYN | TRANSITION_FIN), Some(false));
+        assert_eq!(with(TRANSITION_SYN_ACK), Some(true));
+        assert_eq!(with(TRANSITION_SYN_ACK | TRANSITION_RST), Some(true));
+        // Seen from the middle, or a simultaneous open: unknown.
+        assert_eq!(with(0), None);
+        assert_eq!(with(TRANSITION_FIN), None);
+        assert_eq!(with(TRANSITION_SYN | TRANSITION_SYN_ACK), None);
+        // Not TCP: never.
+        let mut u = ev(FAMILY_IPV4, PROTO_UDP, 40000, 53);
+        u.stats.tcp_transitions = TRANSITION_SYN;
+        assert_eq!(flow(&u, meta()).is_reply, None);
     }
 
     #[test]

@@ -425,6 +425,15 @@ fn reload_dns(state: &LabState, name: &str) -> Result<(), Error> {
 /// veth and routes, manifest files, DNS name, ClusterIP rule. The caller starts
 /// its server ([`Lab::add_pod`] does).
 pub fn add_pod(state: &mut LabState, d: DeploymentSpec) -> Result<PodState, Error> {
+    let pod = add_pod_unlisted(state, d)?;
+    list_pod(state, &pod)?;
+    Ok(pod)
+}
+
+/// A new pod wired (namespace, veth, route) but not yet in the manifests, as
+/// a pod whose object the cluster's API has not delivered yet: its veth
+/// exists and carries traffic. [`list_pod`] completes it.
+pub fn add_pod_unlisted(state: &mut LabState, d: DeploymentSpec) -> Result<PodState, Error> {
     let mut spec = state.spec.clone();
     spec.deployments.push(d.clone());
     spec.check().map_err(|reason| Error::Spec {
@@ -453,11 +462,16 @@ pub fn add_pod(state: &mut LabState, d: DeploymentSpec) -> Result<PodState, Erro
             netns::nft(&n.netns, &rules)?;
         }
     }
-    manifests::write_pod(state, &pod)?;
+    Ok(pod)
+}
+
+/// Writes the pod's manifest (and its DNS name when it serves).
+pub fn list_pod(state: &LabState, pod: &PodState) -> Result<(), Error> {
+    manifests::write_pod(state, pod)?;
     if pod.role.serves() {
         reload_dns(state, &state.service_fqdn(&pod.deployment, &pod.namespace))?;
     }
-    Ok(pod)
+    Ok(())
 }
 
 /// kube-proxy's job: each ClusterIP:port DNATed to its pod, for pods (prerouting) and the node (output).
@@ -899,13 +913,26 @@ impl Lab {
 
     /// Adds a pod at run time (a new one-replica deployment) and starts its server.
     pub fn add_pod(&mut self, d: DeploymentSpec) -> Result<PodState, Error> {
-        let pod = add_pod(&mut self.state, d)?;
+        let pod = self.add_pod_unlisted(d)?;
+        self.list_pod(&pod)?;
+        Ok(pod)
+    }
+
+    /// [`Lab::add_pod`] without its manifest: the pod runs, its object is not
+    /// delivered yet. [`Lab::list_pod`] delivers it.
+    pub fn add_pod_unlisted(&mut self, d: DeploymentSpec) -> Result<PodState, Error> {
+        let pod = add_pod_unlisted(&mut self.state, d)?;
         if pod.role.serves() {
             let cfg = app_config(&self.state, &pod);
             let handle = spawn_server_thread(&pod.key(), &pod.netns, cfg)?;
             self.servers.insert(pod.key(), handle);
         }
         Ok(pod)
+    }
+
+    /// Delivers a pod added with [`Lab::add_pod_unlisted`] (its manifest).
+    pub fn list_pod(&self, pod: &PodState) -> Result<(), Error> {
+        list_pod(&self.state, pod)
     }
 
     /// Deletes a pod: stops its server, removes its namespace, veth, route and manifest file.
