@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, MonitorAggregation},
-    datapath::{self, Datapath, DatapathConfig, DatapathEvent},
+    datapath::{self, AttachMode, Datapath, DatapathConfig, DatapathEvent},
     endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig, hold::Holding},
     export::{ExportError, ExportStats, Exporters},
     metrics::{DatapathTotals, Metrics, MetricsOptions},
@@ -128,9 +128,19 @@ impl Pipeline {
             }
             DatapathEvent::Drop(r) => self.on_drop(&r),
             DatapathEvent::Attached(a) => {
+                // XDP runs on the node's uplinks (docs/architecture.md): their
+                // flows are FROM_NETWORK, not waiting for a pod.
+                if matches!(a.mode, AttachMode::Xdp | AttachMode::XdpGeneric)
+                    && let Some(e) = &self.endpoints
+                {
+                    e.add_uplink(a.ifindex, &a.ifname);
+                }
                 info!(ifname = %a.ifname, ifindex = a.ifindex, mechanism = a.mechanism, "attached");
             }
             DatapathEvent::Detached { ifindex, ifname } => {
+                if let Some(e) = &self.endpoints {
+                    e.remove_uplink(ifindex);
+                }
                 info!(%ifname, ifindex, "detached");
             }
         }
@@ -675,5 +685,51 @@ mod tests {
             "{text}"
         );
         assert!(line.ends_with(" 2"), "{line}");
+    }
+
+    fn flow_record(ifindex: u32, direction: u8) -> DatapathEvent {
+        let mut event = flowd_common::FlowEvent::default();
+        event.key.family = FAMILY_IPV4;
+        event.key.protocol = flowd_common::PROTO_UDP;
+        event.key.ifindex = ifindex;
+        event.key.direction = direction;
+        event.header.kind = flowd_common::EV_NEW_FLOW;
+        DatapathEvent::Flow(datapath::FlowRecord {
+            kind: datapath::FlowEventKind::NewFlow,
+            time: SystemTime::now(),
+            event,
+        })
+    }
+
+    /// Flows of an interface the store does not know wait; an XDP
+    /// attachment makes its interface an uplink, whose flows do not.
+    #[test]
+    fn unknown_interfaces_wait_uplinks_do_not() {
+        let (obs, writer) = Observer::new(ObserverConfig::default()).expect("observer");
+        let store = EndpointStore::new(StoreConfig::default());
+        store.apply(crate::endpoints::Update::Replace {
+            kind: crate::endpoints::Kind::Pod,
+            objects: vec![],
+        });
+        let mut p = Pipeline::new(
+            Parser::new(ParserConfig::default()),
+            writer,
+            None,
+            Some(store),
+        );
+        let seen = || obs.stats().seen_flows;
+        p.on_event(flow_record(7, flowd_common::DIR_INGRESS));
+        assert_eq!(seen(), 0, "held: interface 7 is unknown");
+        p.on_event(DatapathEvent::Attached(datapath::AttachedInterface {
+            ifindex: 9,
+            ifname: "eth9".into(),
+            mode: AttachMode::Xdp,
+            programs: vec![],
+            mechanism: "xdp-link",
+        }));
+        p.on_event(flow_record(9, flowd_common::DIR_INGRESS));
+        assert_eq!(seen(), 1, "the uplink's flow passes");
+        p.release_held(true);
+        assert_eq!(seen(), 2, "released at shutdown");
     }
 }

@@ -323,3 +323,24 @@ fn deleted_pod_is_no_longer_named() {
     assert_eq!(inv.destination, Some(reserved(0, "reserved:unknown")));
     assert_eq!(inv.source, Some(reserved(0, "reserved:unknown")));
 }
+
+/// XDP attachments add uplinks one by one; they never take a pod veth's
+/// place, and removing one leaves pod veths alone.
+#[test]
+fn uplinks_added_and_removed_one_by_one() {
+    let s = store();
+    s.add_uplink(77, "eth1");
+    let f = enriched(&s, "192.0.2.1", "10.244.1.2", 77, Hook::Ingress, false);
+    assert_eq!(point(&f), (Top::FromNetwork, Dir::Unknown));
+    assert_eq!(f.interface.unwrap().name, "eth1");
+    // A pod veth stays a pod veth.
+    s.add_uplink(FE_VETH, "lxcfe");
+    let f = enriched(&s, "10.244.1.2", "192.0.2.1", FE_VETH, Hook::Ingress, false);
+    assert_eq!(point(&f), (Top::FromEndpoint, Dir::Egress));
+    s.remove_uplink(FE_VETH);
+    let f = enriched(&s, "10.244.1.2", "192.0.2.1", FE_VETH, Hook::Ingress, false);
+    assert_eq!(point(&f), (Top::FromEndpoint, Dir::Egress));
+    s.remove_uplink(77);
+    assert!(s.snapshot().interface(77).is_none());
+    assert!(s.snapshot().interface(UPLINK).is_some(), "the others stay");
+}

@@ -241,6 +241,37 @@ impl EndpointStore {
         self.replace_interfaces(false, uplinks);
     }
 
+    /// Adds one uplink (an interface the datapath observes in an XDP mode).
+    pub fn add_uplink(&self, ifindex: u32, name: &str) {
+        let mut o = self.lock();
+        let i = Interface {
+            ifindex,
+            name: name.to_string(),
+            kind: InterfaceKind::Uplink,
+        };
+        // Unchanged, or a pod veth (which keeps its classification).
+        if o.interfaces
+            .get(&ifindex)
+            .is_some_and(|old| **old == i || old.kind != InterfaceKind::Uplink)
+        {
+            return;
+        }
+        o.interfaces.insert(ifindex, Arc::new(i));
+        self.publish(&mut o);
+    }
+
+    /// Forgets an uplink (detached or gone); pod veths are not touched.
+    pub fn remove_uplink(&self, ifindex: u32) {
+        let mut o = self.lock();
+        if o.interfaces
+            .get(&ifindex)
+            .is_some_and(|i| i.kind == InterfaceKind::Uplink)
+        {
+            o.interfaces.remove(&ifindex);
+            self.publish(&mut o);
+        }
+    }
+
     fn replace_interfaces(&self, pod_veths: bool, items: impl IntoIterator<Item = Interface>) {
         let mut o = self.lock();
         let is_veth = |i: &Interface| matches!(i.kind, InterfaceKind::PodVeth { .. });
