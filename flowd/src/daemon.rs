@@ -485,11 +485,11 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach
     }
 }
 
-/// Runs the whole daemon until `shutdown` flips to true.
 /// How long the daemon waits at start for the first pod list before it
 /// processes events anyway (a Kubernetes API that does not answer).
 const PODS_LISTED_WAIT: Duration = Duration::from_secs(10);
 
+/// Runs the whole daemon until `shutdown` flips to true.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
     let export_stats = ExportStats::default();
