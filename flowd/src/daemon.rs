@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use crate::{
     config::{Config, MonitorAggregation},
     datapath::{self, AttachMode, Datapath, DatapathConfig, DatapathEvent},
-    endpoints::{EndpointStore, Hook, ManifestSource, StoreConfig, hold::Holding},
+    endpoints::{
+        EndpointStore, Hook, ManifestSource, StoreConfig, enrich::enrich_with, hold::Holding,
+    },
     export::{ExportError, ExportStats, Exporters},
     metrics::{DatapathTotals, Metrics, MetricsOptions},
     observer::{FlowWriter, Observer, ObserverConfig},
@@ -158,12 +160,8 @@ impl Pipeline {
             e.enrich(&mut flow, None);
             flow.traffic_direction = drop_direction(&e.snapshot(), &flow) as i32;
         }
-        if let Some(m) = &self.metrics {
-            m.process(&flow);
-        }
-        self.writer.push(&flow);
-        // Drops are flows like any other for the exporters (Hubble exports them).
-        self.exporters.push_flow(flow);
+        // Drops are flows like any other, for the exporters too (Hubble exports them).
+        self.publish(flow);
     }
 
     /// Gives the drop program the addresses of this node's pods when they change.
@@ -184,19 +182,17 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, flow: Flow, direction: u8) {
+    fn emit(&mut self, mut flow: Flow, direction: u8) {
         let hook = Hook::from_kernel(direction);
-        let (flow, hook) = match &self.endpoints {
-            Some(e) => match self
-                .held
-                .offer(&e.snapshot(), flow, hook, std::time::Instant::now())
-            {
-                Some(f) => f,
+        if let Some(e) = &self.endpoints {
+            let snap = e.snapshot();
+            match self.held.offer(&snap, flow, hook, std::time::Instant::now) {
+                Some(f) => flow = f,
                 None => return,
-            },
-            None => (flow, hook),
-        };
-        self.finish(flow, hook);
+            }
+            enrich_with(&snap, &mut flow, hook);
+        }
+        self.publish(flow);
     }
 
     /// Sends the held flows that may go (`all`: every one, at shutdown).
@@ -205,18 +201,19 @@ impl Pipeline {
             return;
         }
         let Some(e) = &self.endpoints else { return };
-        let ready = self
-            .held
-            .release(&e.snapshot(), std::time::Instant::now(), all);
-        for (flow, hook) in ready {
-            self.finish(flow, hook);
+        let snap = e.snapshot();
+        let mut ready = self.held.release(&snap, std::time::Instant::now(), all);
+        for (flow, hook) in &mut ready {
+            enrich_with(&snap, flow, *hook);
+        }
+        drop(snap);
+        for (flow, _) in ready {
+            self.publish(flow);
         }
     }
 
-    fn finish(&mut self, mut flow: Flow, hook: Option<Hook>) {
-        if let Some(e) = &self.endpoints {
-            e.enrich(&mut flow, hook);
-        }
+    /// An enriched flow to the metrics, the flow buffer and the exporters.
+    fn publish(&mut self, flow: Flow) {
         if let Some(m) = &self.metrics {
             m.process(&flow);
         }

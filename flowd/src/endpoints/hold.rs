@@ -52,14 +52,15 @@ impl Holding {
         self.queue.len()
     }
 
-    /// Holds `flow` if its interface is unknown to `snap`; otherwise gives it back.
+    /// Holds `flow` if its interface is unknown to `snap`; otherwise gives
+    /// it back. `now` is read only when the flow is held.
     pub fn offer(
         &mut self,
         snap: &Snapshot,
         flow: Flow,
         hook: Option<Hook>,
-        now: Instant,
-    ) -> Option<(Flow, Option<Hook>)> {
+        now: impl FnOnce() -> Instant,
+    ) -> Option<Flow> {
         let ifindex = flow.interface.as_ref().map_or(0, |i| i.index);
         let hold = snap.pods_listed
             && hook.is_some()
@@ -68,13 +69,13 @@ impl Holding {
             && !self.unclassified.contains(&ifindex)
             && self.queue.len() < MAX_HELD;
         if !hold {
-            return Some((flow, hook));
+            return Some(flow);
         }
         if self.queue.is_empty() {
             self.checked = snap.version;
         }
         self.queue.push_back(Held {
-            until: now + HOLD,
+            until: now() + HOLD,
             ifindex,
             flow,
             hook,
@@ -170,11 +171,23 @@ mod tests {
         let t0 = Instant::now();
         let hook = Some(Hook::Ingress);
         // Known interface: passes.
-        assert!(h.offer(&store.snapshot(), flow(3, 1), hook, t0).is_some());
+        assert!(
+            h.offer(&store.snapshot(), flow(3, 1), hook, || t0)
+                .is_some()
+        );
         // Unknown: held, in order.
-        assert!(h.offer(&store.snapshot(), flow(7, 2), hook, t0).is_none());
-        assert!(h.offer(&store.snapshot(), flow(8, 3), hook, t0).is_none());
-        assert!(h.offer(&store.snapshot(), flow(7, 4), hook, t0).is_none());
+        assert!(
+            h.offer(&store.snapshot(), flow(7, 2), hook, || t0)
+                .is_none()
+        );
+        assert!(
+            h.offer(&store.snapshot(), flow(8, 3), hook, || t0)
+                .is_none()
+        );
+        assert!(
+            h.offer(&store.snapshot(), flow(7, 4), hook, || t0)
+                .is_none()
+        );
         assert!(h.release(&store.snapshot(), t0, false).is_empty());
         // Interface 7 becomes a pod veth: its flows go, 8's stays.
         store.set_pod_veths([veth(3), veth(7)]);
@@ -188,7 +201,10 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(uuids(&h.release(&store.snapshot(), late, false)), ["3"]);
-        assert!(h.offer(&store.snapshot(), flow(8, 5), hook, late).is_some());
+        assert!(
+            h.offer(&store.snapshot(), flow(8, 5), hook, || late)
+                .is_some()
+        );
         assert!(h.is_empty());
     }
 
@@ -199,18 +215,21 @@ mod tests {
         // No source has listed pods: the store cannot classify anything.
         let unlisted = EndpointStore::new(StoreConfig::default());
         assert!(
-            h.offer(&unlisted.snapshot(), flow(9, 1), Some(Hook::Egress), t0)
+            h.offer(&unlisted.snapshot(), flow(9, 1), Some(Hook::Egress), || t0)
                 .is_some()
         );
         let store = listed_store();
         // Drops have no hook; flows without an interface have nothing to wait for.
-        assert!(h.offer(&store.snapshot(), flow(9, 2), None, t0).is_some());
         assert!(
-            h.offer(&store.snapshot(), flow(0, 3), Some(Hook::Egress), t0)
+            h.offer(&store.snapshot(), flow(9, 2), None, || t0)
                 .is_some()
         );
         assert!(
-            h.offer(&store.snapshot(), flow(9, 4), Some(Hook::Egress), t0)
+            h.offer(&store.snapshot(), flow(0, 3), Some(Hook::Egress), || t0)
+                .is_some()
+        );
+        assert!(
+            h.offer(&store.snapshot(), flow(9, 4), Some(Hook::Egress), || t0)
                 .is_none()
         );
         // Shutdown: everything goes.
@@ -224,12 +243,12 @@ mod tests {
         let t0 = Instant::now();
         for n in 0..MAX_HELD as u32 {
             assert!(
-                h.offer(&store.snapshot(), flow(9, n), Some(Hook::Egress), t0)
+                h.offer(&store.snapshot(), flow(9, n), Some(Hook::Egress), || t0)
                     .is_none()
             );
         }
         assert!(
-            h.offer(&store.snapshot(), flow(9, 0), Some(Hook::Egress), t0)
+            h.offer(&store.snapshot(), flow(9, 0), Some(Hook::Egress), || t0)
                 .is_some()
         );
         assert_eq!(h.len(), MAX_HELD);
