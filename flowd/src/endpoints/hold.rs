@@ -159,6 +159,19 @@ mod tests {
         }
     }
 
+    /// Offers flow `n` of `ifindex` at `t`: whether it was held.
+    fn held(
+        h: &mut Holding,
+        store: &EndpointStore,
+        ifindex: u32,
+        n: u32,
+        hook: Option<Hook>,
+        t: Instant,
+    ) -> bool {
+        h.offer(&store.snapshot(), flow(ifindex, n), hook, || t)
+            .is_none()
+    }
+
     fn uuids(v: &[(Flow, Option<Hook>)]) -> Vec<&str> {
         v.iter().map(|(f, _)| f.uuid.as_str()).collect()
     }
@@ -171,23 +184,11 @@ mod tests {
         let t0 = Instant::now();
         let hook = Some(Hook::Ingress);
         // Known interface: passes.
-        assert!(
-            h.offer(&store.snapshot(), flow(3, 1), hook, || t0)
-                .is_some()
-        );
+        assert!(!held(&mut h, &store, 3, 1, hook, t0));
         // Unknown: held, in order.
-        assert!(
-            h.offer(&store.snapshot(), flow(7, 2), hook, || t0)
-                .is_none()
-        );
-        assert!(
-            h.offer(&store.snapshot(), flow(8, 3), hook, || t0)
-                .is_none()
-        );
-        assert!(
-            h.offer(&store.snapshot(), flow(7, 4), hook, || t0)
-                .is_none()
-        );
+        assert!(held(&mut h, &store, 7, 2, hook, t0));
+        assert!(held(&mut h, &store, 8, 3, hook, t0));
+        assert!(held(&mut h, &store, 7, 4, hook, t0));
         assert!(h.release(&store.snapshot(), t0, false).is_empty());
         // Interface 7 becomes a pod veth: its flows go, 8's stays.
         store.set_pod_veths([veth(3), veth(7)]);
@@ -201,10 +202,7 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(uuids(&h.release(&store.snapshot(), late, false)), ["3"]);
-        assert!(
-            h.offer(&store.snapshot(), flow(8, 5), hook, || late)
-                .is_some()
-        );
+        assert!(!held(&mut h, &store, 8, 5, hook, late));
         assert!(h.is_empty());
     }
 
@@ -214,24 +212,12 @@ mod tests {
         let mut h = Holding::default();
         // No source has listed pods: the store cannot classify anything.
         let unlisted = EndpointStore::new(StoreConfig::default());
-        assert!(
-            h.offer(&unlisted.snapshot(), flow(9, 1), Some(Hook::Egress), || t0)
-                .is_some()
-        );
+        assert!(!held(&mut h, &unlisted, 9, 1, Some(Hook::Egress), t0));
         let store = listed_store();
         // Drops have no hook; flows without an interface have nothing to wait for.
-        assert!(
-            h.offer(&store.snapshot(), flow(9, 2), None, || t0)
-                .is_some()
-        );
-        assert!(
-            h.offer(&store.snapshot(), flow(0, 3), Some(Hook::Egress), || t0)
-                .is_some()
-        );
-        assert!(
-            h.offer(&store.snapshot(), flow(9, 4), Some(Hook::Egress), || t0)
-                .is_none()
-        );
+        assert!(!held(&mut h, &store, 9, 2, None, t0));
+        assert!(!held(&mut h, &store, 0, 3, Some(Hook::Egress), t0));
+        assert!(held(&mut h, &store, 9, 4, Some(Hook::Egress), t0));
         // Shutdown: everything goes.
         assert_eq!(uuids(&h.release(&store.snapshot(), t0, true)), ["4"]);
     }
@@ -242,15 +228,9 @@ mod tests {
         let mut h = Holding::default();
         let t0 = Instant::now();
         for n in 0..MAX_HELD as u32 {
-            assert!(
-                h.offer(&store.snapshot(), flow(9, n), Some(Hook::Egress), || t0)
-                    .is_none()
-            );
+            assert!(held(&mut h, &store, 9, n, Some(Hook::Egress), t0));
         }
-        assert!(
-            h.offer(&store.snapshot(), flow(9, 0), Some(Hook::Egress), || t0)
-                .is_some()
-        );
+        assert!(!held(&mut h, &store, 9, 0, Some(Hook::Egress), t0));
         assert_eq!(h.len(), MAX_HELD);
     }
 }
