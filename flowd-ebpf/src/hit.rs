@@ -67,6 +67,19 @@ const TCP_NEED: usize = 14;
 /// DNS header bytes the check below reads (id, flags, question count).
 const DNS_CHECK: usize = 6;
 
+/// Where the IP header starts in the frames the hit path takes (untagged Ethernet).
+pub const L3_OFF: usize = 14;
+
+/// The run's buffer, as the hook provides it.
+pub trait Frame {
+    /// Length of the whole frame (all fragments), from the first L2 byte.
+    fn len(&self) -> usize;
+    /// Wire packets the buffer stands for (a GSO/GRO aggregate is several),
+    /// given where its L4 payload starts and how long it is. Asked only for
+    /// packets with a payload: a packet without one is never segmented.
+    fn segs(&self, payload_off: usize, payload_len: usize) -> u32;
+}
+
 /// Accounts the packet in its flow's cache slot if it is a plain hit.
 /// Returns false (having changed nothing) when the full path must decide.
 ///
@@ -80,32 +93,25 @@ const DNS_CHECK: usize = 6;
 /// - header fields are loaded again where needed rather than kept across
 ///   helper calls (a call clobbers r1-r5; a hot packet line is cheaper to
 ///   read than a spill);
-/// - `segs` (GSO segments, in a line of its own) is read only for packets
-///   with a payload: a packet without one is never segmented.
+/// - the segment count (on TC `gso_segs`, in a line of its own) is asked
+///   only for packets with a payload.
 #[inline(always)]
-pub fn hit(
-    data: usize,
-    data_end: usize,
-    len: usize,
-    ifindex: u32,
-    direction: u8,
-    segs: impl FnOnce() -> u32,
-) -> bool {
+pub fn hit(data: usize, data_end: usize, ifindex: u32, direction: u8, frame: &impl Frame) -> bool {
     if data + V4_NEED > data_end {
         return false;
     }
     let pkt = Pkt {
         data,
         data_end,
-        len,
+        len: frame.len(),
         ifindex,
         direction,
     };
     if ld!("u16", data, 12) == ETH_IP_LE {
-        account::<V4>(&pkt, segs)
+        account::<V4>(&pkt, frame)
     } else if ld!("u16", data, 12) == ETH_IPV6_LE && data + V6_NEED <= data_end {
         cold_path();
-        account::<V6>(&pkt, segs)
+        account::<V6>(&pkt, frame)
     } else {
         false
     }
@@ -218,7 +224,7 @@ fn key_tail<F: Family>(p: &Pkt, proto: u8) -> (u64, u64) {
 }
 
 #[inline(always)]
-fn account<F: Family>(p: &Pkt, segs: impl FnOnce() -> u32) -> bool {
+fn account<F: Family>(p: &Pkt, frame: &impl Frame) -> bool {
     let data = p.data;
     let [a0, a1, a2, a3] = F::addrs(data);
     let (k4, k5) = key_tail::<F>(p, F::proto(data));
@@ -282,7 +288,7 @@ fn account<F: Family>(p: &Pkt, segs: impl FnOnce() -> u32) -> bool {
             {
                 return false;
             }
-            let segs = segs();
+            let segs = frame.segs(payload_off, payload_len);
             if segs > 1 {
                 (segs, p.len as u64 + (segs as u64 - 1) * payload_off as u64)
             } else {

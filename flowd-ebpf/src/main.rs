@@ -31,8 +31,8 @@ use core::{
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
-        TC_ACT_UNSPEC, xdp_action::XDP_PASS,
+        __sk_buff, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_RING_SIZE, TC_ACT_UNSPEC, xdp_action::XDP_PASS, xdp_md,
     },
     helpers::generated::{
         bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
@@ -151,10 +151,32 @@ pub fn flowd_xdp(ctx: XdpContext) -> u32 {
     let pkt = Xdp::new(&ctx);
     let (data, data_end) = pkt.linear();
     let ifindex = ctx.ingress_ifindex() as u32;
-    if !hit::hit(data, data_end, pkt.len(), ifindex, DIR_INGRESS, || 1) {
+    let frame = XdpFrame {
+        ctx: ctx.ctx,
+        len: pkt.len(),
+    };
+    if !hit::hit(data, data_end, ifindex, DIR_INGRESS, &frame) {
         full_path(&FULL_PATH_XDP, &ctx, FULL_PATH_XDP_IDX);
     }
     XDP_PASS
+}
+
+/// The XDP buffer as the hit path sees it.
+struct XdpFrame {
+    ctx: *mut xdp_md,
+    len: usize,
+}
+
+impl hit::Frame for XdpFrame {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn segs(&self, payload_off: usize, payload_len: usize) -> u32 {
+        packet::xdp_segs(self.ctx, hit::L3_OFF, payload_off, payload_len)
+    }
 }
 
 #[xdp(frags)]
@@ -165,7 +187,7 @@ pub fn flowd_xdp_full(ctx: XdpContext) -> u32 {
     let key = zeroed_key(&mut slot);
     key.ifindex = ctx.ingress_ifindex() as u32;
     key.direction = DIR_INGRESS;
-    observe(&pkt, key, 1);
+    observe(&pkt, key);
     XDP_PASS
 }
 
@@ -189,12 +211,32 @@ fn tc_hit(ctx: &TcContext, direction: u8) -> bool {
         && hit::hit(
             ctx.data(),
             ctx.data_end(),
-            ctx.len() as usize,
             ifindex,
             direction,
-            // SAFETY: a read of an __sk_buff context field.
-            || unsafe { (*skb).gso_segs },
+            &TcFrame {
+                skb,
+                len: ctx.len() as usize,
+            },
         )
+}
+
+/// The skb as the hit path sees it.
+struct TcFrame {
+    skb: *mut __sk_buff,
+    len: usize,
+}
+
+impl hit::Frame for TcFrame {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn segs(&self, _payload_off: usize, _payload_len: usize) -> u32 {
+        // SAFETY: a read of an __sk_buff context field.
+        unsafe { (*self.skb).gso_segs }
+    }
 }
 
 /// Benchmark baseline: the cost of running any TC program at all.
@@ -212,7 +254,6 @@ pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn tc(ctx: &TcContext, direction: u8) {
     let skb = ctx.skb.skb;
-    let pkt = Skb::new(ctx);
     // SAFETY: reads of __sk_buff context fields.
     let (ifindex, vlan_present, vlan_tci, gso_segs) = unsafe {
         (
@@ -222,6 +263,7 @@ fn tc(ctx: &TcContext, direction: u8) {
             (*skb).gso_segs,
         )
     };
+    let pkt = Skb::new(ctx, gso_segs);
     let mut slot = MaybeUninit::<FlowKey>::uninit();
     let key = zeroed_key(&mut slot);
     key.ifindex = ifindex;
@@ -231,7 +273,7 @@ fn tc(ctx: &TcContext, direction: u8) {
         key.vlan = (vlan_tci & 0x0fff) as u16;
         key.flags = KEY_F_VLAN;
     }
-    observe(&pkt, key, gso_segs);
+    observe(&pkt, key);
 }
 
 /// Zeroes the key in place with six 8-byte stores; the key is then only
@@ -277,10 +319,9 @@ fn transitions(flags: u16) -> u16 {
     t
 }
 
-/// The per-packet path shared by all programs. `segs` is the number of
-/// wire packets the buffer stands for (GSO segments; 1 without GSO).
+/// The per-packet path shared by all programs.
 #[inline(always)]
-fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
+fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
     // Packets that hit the flow cache are counted in their slot (flushed into
     // COUNTERS with the slot; user space adds what is pending), and the hit
     // path does not read CONFIG either: each cold line costs ~20 ns per run.
@@ -311,7 +352,8 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey, segs: u32) {
     let mut now = 0;
     let mut ts = EventTime(0);
     let len = pkt.len() as u64;
-    // A GSO buffer stands for `segs` packets, each repeating the headers.
+    // A GSO/GRO buffer stands for `segs` packets, each repeating the headers.
+    let segs = pkt.segs(&l4);
     let (packets, bytes) = if segs > 1 {
         let hdr = if l4.payload_len > 0 {
             l4.payload_off as u64

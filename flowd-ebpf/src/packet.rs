@@ -12,15 +12,22 @@
 //!   follow every header-length combination separately (direct reads at
 //!   variable offsets made the program too complex to verify).
 
-use core::mem::{MaybeUninit, size_of};
+use core::{
+    mem::{MaybeUninit, size_of},
+    num::NonZeroUsize,
+};
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, xdp_md},
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::generated::{
+        bpf_check_mtu, bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    },
     programs::{TcContext, XdpContext},
 };
 use flowd_common::L7_MAX_PAYLOAD;
+
+use crate::parse::L4;
 
 /// Largest offset the parser ever reads at. Packets whose headers reach
 /// further (more than 16 KiB of headers) are reported as truncated. The bound
@@ -39,6 +46,48 @@ pub trait Packet {
 
     /// Copies `n` bytes (1..=L7_MAX_PAYLOAD) at `off` into `dst`; false when they are not all there.
     fn copy_out(&self, off: usize, dst: &mut [u8; L7_MAX_PAYLOAD], n: usize) -> bool;
+
+    /// Wire packets this buffer stands for (GSO/GRO aggregates are several).
+    fn segs(&self, l4: &L4) -> u32;
+}
+
+/// IP packets up to this long count as one wire packet without asking the
+/// device's MTU (a helper call); see [`xdp_segs`].
+const XDP_SEGS_CHECK_ABOVE: usize = 1500;
+
+/// Wire packets an XDP buffer stands for. Generic XDP runs after GRO, so a
+/// buffer can be an aggregate of received segments, and XDP has no
+/// `gso_segs`. GRO merges segments of one size (only the last may be
+/// shorter), each at most what the device's MTU allows: ceil(payload ÷
+/// (MTU − L3/L4 headers)) is a lower bound, exact when the sender's segments
+/// were as large as the MTU allows (the usual case; a clamped MSS makes it
+/// count short). IP packets up to 1500 bytes are not checked, so native XDP
+/// at the usual MTU pays nothing: only a device with a smaller MTU receiving
+/// an aggregate of small segments that short would count it as one.
+#[inline(always)]
+pub fn xdp_segs(ctx: *mut xdp_md, l3_off: usize, payload_off: usize, payload_len: usize) -> u32 {
+    if payload_len == 0 || l3_off >= payload_off {
+        return 1;
+    }
+    let hdr = payload_off - l3_off;
+    if hdr + payload_len <= XDP_SEGS_CHECK_ABOVE {
+        return 1;
+    }
+    let mut mtu: u32 = 0;
+    // SAFETY: our own context; ifindex 0 is the receiving device, whose MTU
+    // the helper writes to `mtu` (the return value is about a length check
+    // we do not ask for).
+    if unsafe { bpf_check_mtu(ctx.cast(), 0, &mut mtu, 0, 0) } < 0 {
+        return 1;
+    }
+    let mtu = mtu as usize;
+    if hdr + payload_len <= mtu {
+        return 1;
+    }
+    match NonZeroUsize::new(mtu.saturating_sub(hdr)) {
+        Some(seg) => ((payload_len + seg.get() - 1) / seg).min(u16::MAX as usize) as u32,
+        None => 1,
+    }
 }
 
 /// Direct read of `T` at `data + off` if it lies within the linear data.
@@ -68,16 +117,20 @@ pub struct Skb {
     data: usize,
     data_end: usize,
     len: usize,
+    gso_segs: u32,
 }
 
 impl Skb {
+    /// `gso_segs`: the skb's segment count (the caller reads it with the
+    /// other context fields).
     #[inline(always)]
-    pub fn new(ctx: &TcContext) -> Self {
+    pub fn new(ctx: &TcContext, gso_segs: u32) -> Self {
         Self {
             skb: ctx.skb.skb,
             data: ctx.data(),
             data_end: ctx.data_end(),
             len: ctx.len() as usize,
+            gso_segs,
         }
     }
 }
@@ -132,6 +185,11 @@ impl Packet for Skb {
             )
         };
         ret == 0
+    }
+
+    #[inline(always)]
+    fn segs(&self, _l4: &L4) -> u32 {
+        self.gso_segs
     }
 }
 
@@ -201,5 +259,10 @@ impl Packet for Xdp {
         let ret =
             unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, dst.as_mut_ptr().cast(), n as u32) };
         ret == 0
+    }
+
+    #[inline(always)]
+    fn segs(&self, l4: &L4) -> u32 {
+        xdp_segs(self.ctx, l4.l3_off, l4.payload_off, l4.payload_len)
     }
 }

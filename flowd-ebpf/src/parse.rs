@@ -60,6 +60,8 @@ pub struct L4 {
     pub tcp_flags: u16,
     /// TCP sequence number (0 unless TCP).
     pub tcp_seq: u32,
+    /// Offset of the IP header (after any VLAN tags in the data).
+    pub l3_off: usize,
     /// Offset of the first L4 payload byte (valid when payload_len > 0).
     pub payload_off: usize,
     /// L4 payload bytes in this packet, bounded by the IP length and the packet end.
@@ -241,6 +243,7 @@ fn fast_l4(lin: (usize, usize), off: usize, ip_end: usize, proto: u8) -> Option<
         other: false,
         tcp_flags: 0,
         tcp_seq: 0,
+        l3_off: ETH_HLEN,
         payload_off: 0,
         payload_len: 0,
         fast: true,
@@ -331,6 +334,7 @@ fn parse_general<P: Packet>(pkt: &P, key: &mut FlowKey) -> Result<L4, NoKey> {
         other: false,
         tcp_flags: 0,
         tcp_seq: 0,
+        l3_off: off,
         payload_off: 0,
         payload_len: 0,
         fast: false,
