@@ -72,8 +72,10 @@ pub const L3_OFF: usize = 14;
 
 /// The run's buffer, as the hook provides it.
 pub trait Frame {
-    /// Length of the whole frame (all fragments), from the first L2 byte.
-    fn len(&self) -> usize;
+    /// Length of the whole frame (all fragments), from the first L2 byte,
+    /// given where its IP packet claims to end (XDP: a frame whose IP packet
+    /// ends in the linear data has nothing beyond it, so no helper call).
+    fn len(&self, ip_end: usize) -> usize;
     /// Wire packets the buffer stands for (a GSO/GRO aggregate is several),
     /// given where its L4 payload starts and how long it is. Asked only for
     /// packets with a payload: a packet without one is never segmented.
@@ -103,7 +105,6 @@ pub fn hit(data: usize, data_end: usize, ifindex: u32, direction: u8, frame: &im
     let pkt = Pkt {
         data,
         data_end,
-        len: frame.len(),
         ifindex,
         direction,
     };
@@ -121,7 +122,6 @@ pub fn hit(data: usize, data_end: usize, ifindex: u32, direction: u8, frame: &im
 struct Pkt {
     data: usize,
     data_end: usize,
-    len: usize,
     ifindex: u32,
     direction: u8,
 }
@@ -136,8 +136,8 @@ trait Family {
     /// Key words 0-3.
     fn addrs(data: usize) -> [u64; 4];
     fn proto(data: usize) -> u8;
-    /// End of the IP packet within the buffer, or None for a header the
-    /// full path must parse.
+    /// Where the IP packet claims to end (its length field), or None for a
+    /// header the full path must parse.
     fn ip_end(p: &Pkt) -> Option<usize>;
 }
 
@@ -167,7 +167,7 @@ impl Family for V4 {
             return None;
         }
         let tot_len = ((w >> 16) as u16).swap_bytes() as usize;
-        Some((14 + tot_len).min(p.len))
+        Some(14 + tot_len)
     }
 }
 
@@ -201,7 +201,7 @@ impl Family for V6 {
         if w & 0xf0 != 0x60 || plen == 0 {
             return None;
         }
-        Some((54 + plen).min(p.len))
+        Some(54 + plen)
     }
 }
 
@@ -236,9 +236,11 @@ fn account<F: Family>(p: &Pkt, frame: &impl Frame) -> bool {
     // here, ahead of the checks, not where its value is first needed.
     let slot_tick = unsafe { read_volatile(addr_of!((*c).tick)) };
 
-    let Some(ip_end) = F::ip_end(p) else {
+    let Some(claimed) = F::ip_end(p) else {
         return false;
     };
+    let len = frame.len(claimed);
+    let ip_end = claimed.min(len);
     let proto = F::proto(data);
     // The L4 header: ports within the linear data (checked by the caller),
     // the rest checked per protocol; all of it within the IP packet.
@@ -281,7 +283,7 @@ fn account<F: Family>(p: &Pkt, frame: &impl Frame) -> bool {
             return false;
         }
         let (packets, bytes) = if payload_len == 0 {
-            (1, p.len as u64)
+            (1, len as u64)
         } else {
             if sf & SLOT_F_L7_ON != 0
                 && !l7_settled(p, proto, sf, k4 as u32, payload_off, payload_len)
@@ -290,9 +292,9 @@ fn account<F: Family>(p: &Pkt, frame: &impl Frame) -> bool {
             }
             let segs = frame.segs(payload_off, payload_len);
             if segs > 1 {
-                (segs, p.len as u64 + (segs as u64 - 1) * payload_off as u64)
+                (segs, len as u64 + (segs as u64 - 1) * payload_off as u64)
             } else {
-                (1, p.len as u64)
+                (1, len as u64)
             }
         };
         let new_bytes = (*c).pending_bytes as u64 + bytes;

@@ -36,6 +36,7 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_xdp_get_buff_len,
     },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
@@ -148,12 +149,11 @@ pub fn flowd_tc_egress_full(ctx: TcContext) -> i32 {
 /// devices (and its full path must be too: tail calls need the same flag).
 #[xdp(frags)]
 pub fn flowd_xdp(ctx: XdpContext) -> u32 {
-    let pkt = Xdp::new(&ctx);
-    let (data, data_end) = pkt.linear();
+    let (data, data_end) = (ctx.data(), ctx.data_end());
     let ifindex = ctx.ingress_ifindex() as u32;
     let frame = XdpFrame {
         ctx: ctx.ctx,
-        len: pkt.len(),
+        linear: data_end - data,
     };
     if !hit::hit(data, data_end, ifindex, DIR_INGRESS, &frame) {
         full_path(&FULL_PATH_XDP, &ctx, FULL_PATH_XDP_IDX);
@@ -164,13 +164,20 @@ pub fn flowd_xdp(ctx: XdpContext) -> u32 {
 /// The XDP buffer as the hit path sees it.
 struct XdpFrame {
     ctx: *mut xdp_md,
-    len: usize,
+    linear: usize,
 }
 
 impl hit::Frame for XdpFrame {
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.len
+    fn len(&self, ip_end: usize) -> usize {
+        // Fragments only ever continue a frame that does not fit the first
+        // buffer: one whose IP packet ends within it has none.
+        if ip_end <= self.linear {
+            self.linear
+        } else {
+            // SAFETY: plain helper on our own context.
+            unsafe { bpf_xdp_get_buff_len(self.ctx.cast()) as usize }
+        }
     }
 
     #[inline(always)]
@@ -228,7 +235,7 @@ struct TcFrame {
 
 impl hit::Frame for TcFrame {
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn len(&self, _ip_end: usize) -> usize {
         self.len
     }
 

@@ -2156,6 +2156,36 @@ fn xdp_multi_buffer_headers_and_payload_in_fragments() -> Result<()> {
     check_l7(&l7[0], L7_HTTP_REQUEST, 1, &req, req.len())
 }
 
+/// Frames whose payload continues in fragments, as later packets of a cached
+/// flow: the hit path counts the whole frame (it asks the buffer's length only
+/// when the IP packet does not end in the linear part). The test device's MTU
+/// (loopback's) is above the frame, so each counts as one packet.
+#[test]
+fn xdp_multi_buffer_hits_count_the_whole_frame() -> Result<()> {
+    let mut dp = Dp::new(Hook::Xdp, LONG, 0)?;
+    for v6 in [false, true] {
+        dp.reset()?;
+        let pkt = tcp_pkt(v6, 7100, 7200, TCP_ACK, 1, &[b'z'; 6000]);
+        let runs = 3;
+        for _ in 0..runs {
+            dp.run(&pkt)?;
+        }
+        let (_, s) = dp.only_flow()?;
+        ensure!(
+            s.packets == runs && s.bytes == runs * pkt.len() as u64,
+            "v6 {v6}: {s:?}, want {runs} × {} bytes",
+            pkt.len()
+        );
+        let c = dp.counters()?;
+        ensure!(
+            c[CNT_FULL_PATH_RUNS as usize] == 1,
+            "v6 {v6}: {} full-path runs, want 1 (then hits)",
+            c[CNT_FULL_PATH_RUNS as usize]
+        );
+    }
+    Ok(())
+}
+
 /// The benchmark baselines load and pass everything.
 #[test]
 fn empty_programs_pass() -> Result<()> {
