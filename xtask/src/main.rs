@@ -590,6 +590,8 @@ struct ModeResult {
     /// flowd program → ns over the empty program per wire packet, per pair
     /// (ns/run over empty ÷ wire packets per run: a GSO buffer is many).
     per_packet: BTreeMap<String, Vec<f64>>,
+    /// flowd program → ns/run over the empty program of the same pair
+    over: BTreeMap<String, Vec<f64>>,
 }
 
 fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
@@ -646,6 +648,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
                         .entry(p.name.clone())
                         .or_default()
                         .push((ns - e) / per_run);
+                    r.over.entry(p.name.clone()).or_default().push(ns - e);
                 }
                 r.ns.entry(p.name).or_default().push(ns);
             }
@@ -851,22 +854,21 @@ fn render(
     )?;
     writeln!(
         s,
-        "| mode | program | median ns/run | over the empty program | over the empty program per wire packet |"
+        "| mode | program | median ns/run | over the empty program [90 % CI] | over the empty program per wire packet [90 % CI] |"
     )?;
     writeln!(s, "|---|---|---|---|---|")?;
     for (mode, r) in results {
-        let empty = r.ns.get(mode.empty_program()).map(|v| median(v.clone()));
         // The drop tracepoint's programs also run; bench-drops measures them.
         for (name, v) in r.ns.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
             let m = median(v.clone());
-            let over = match empty {
-                Some(e) if !name.starts_with("bench_") => format!("{:+.0}", m - e),
-                _ => "-".to_owned(),
-            };
+            let over = r
+                .over
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |v| with_ci(v, 0));
             let per_packet = r
                 .per_packet
                 .get(name)
-                .map_or_else(|| "-".to_owned(), |v| format!("{:+.1}", median(v.clone())));
+                .map_or_else(|| "-".to_owned(), |v| with_ci(v, 1));
             writeln!(
                 s,
                 "| {} | {name} | {m:.0} | {over} | {per_packet} |",
@@ -876,7 +878,9 @@ fn render(
     }
     writeln!(
         s,
-        "\nPer wire packet: ns/run over the empty program ÷ (packets flowd counted in that direction ÷\n\
+        "\nOver the empty program: median over the pairs of flowd's ns/run minus the empty program's\n\
+         in the same statistics pair, with the 90 % bootstrap interval of that median.\n\
+         Per wire packet: that difference ÷ (packets flowd counted in that direction ÷\n\
          runs). One run sees a whole GSO buffer on TC or GRO aggregate on generic XDP (up to ~45\n\
          packets of this TCP stream; generic XDP estimates the count from the MTU, exact for this\n\
          stream), so data directions cost a few ns per packet; ACKs are one packet per run, and so\n\
@@ -889,21 +893,35 @@ fn render(
     )?;
     writeln!(
         s,
-        "| mode | program | median ns/run | over the empty program |"
+        "| mode | program | median ns/run | over the empty program [90 % CI] |"
     )?;
     writeln!(s, "|---|---|---|---|")?;
     for (mode, progs) in small {
-        let empty = progs.get(mode.empty_program()).map(|v| median(v.clone()));
+        let empty = progs.get(mode.empty_program());
         for (name, v) in progs.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
             let m = median(v.clone());
+            // Per pair: each pair ran flowd's and the empty programs once.
             let over = match empty {
-                Some(e) if !name.starts_with("bench_") => format!("{:+.0}", m - e),
+                Some(e) if !name.starts_with("bench_") && e.len() == v.len() => {
+                    let d: Vec<f64> = v.iter().zip(e).map(|(a, b)| a - b).collect();
+                    with_ci(&d, 0)
+                }
                 _ => "-".to_owned(),
             };
             writeln!(s, "| {} | {name} | {m:.0} | {over} |", mode.arg())?;
         }
     }
     Ok(s)
+}
+
+/// Median of per-pair values with its 90 % bootstrap interval, e.g. "+46 [+38–+55]".
+fn with_ci(v: &[f64], decimals: usize) -> String {
+    let (lo, hi) = median_ci(v);
+    format!(
+        "{:+.d$} [{lo:+.d$}–{hi:+.d$}]",
+        median(v.to_vec()),
+        d = decimals
+    )
 }
 
 /// Replaces the section between `<!-- xtask-bench-NAME:start -->` and its end
@@ -926,6 +944,12 @@ pub(crate) fn write_section(path: &Path, name: &str, report: &str) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_ci_formats_median_and_interval() {
+        assert_eq!(with_ci(&[46.0; 5], 0), "+46 [+46–+46]");
+        assert_eq!(with_ci(&[-1.25; 3], 1), "-1.2 [-1.2–-1.2]");
+    }
 
     #[test]
     fn median_ci_brackets_the_median() {
