@@ -163,6 +163,11 @@ fn tcp_exchanges(
     })
 }
 
+/// A `Tcp` counter from [`Netns::snmp`]'s table.
+fn tcp_counter(snmp: &std::collections::BTreeMap<(String, String), i64>, key: &str) -> Option<i64> {
+    snmp.get(&("Tcp".to_owned(), key.to_owned())).copied()
+}
+
 /// Waits until each namespace's kernel counted every segment the other sent.
 fn tcp_segments_settled(pair: &Pair) -> Result<(i64, i64)> {
     wait_until(
@@ -171,11 +176,7 @@ fn tcp_segments_settled(pair: &Pair) -> Result<(i64, i64)> {
         || {
             let a = pair.a.snmp()?;
             let b = pair.b.snmp()?;
-            let g = |m: &std::collections::BTreeMap<(String, String), i64>, k: &str| {
-                m.get(&("Tcp".to_owned(), k.to_owned()))
-                    .copied()
-                    .unwrap_or(-1)
-            };
+            let g = |m, k| tcp_counter(m, k).unwrap_or(-1);
             let (a_out, a_in, b_out, b_in) = (
                 g(&a, "OutSegs"),
                 g(&a, "InSegs"),
@@ -850,10 +851,7 @@ fn bulk_counts_wire_segments(mode: Option<&str>) -> Result<()> {
     // Once the server's socket is gone, the client's last ACK has arrived.
     tcp_sockets_gone(&pair.a)?;
     let out_segs = |ns: &Netns| -> Result<i64> {
-        ns.snmp()?
-            .get(&("Tcp".to_owned(), "OutSegs".to_owned()))
-            .copied()
-            .context("no Tcp OutSegs")
+        tcp_counter(&ns.snmp()?, "OutSegs").context("no Tcp OutSegs")
     };
     let (a_segs, b_segs) = (out_segs(&pair.a)?, out_segs(&pair.b)?);
 
