@@ -6,7 +6,7 @@ mod observer_common;
 use std::time::Duration;
 
 use flowd::observer::ObserverConfig;
-use flowd_proto::flow::{FlowFilter, LostEventSource};
+use flowd_proto::flow::{Flow, FlowFilter, LostEventSource};
 use flowd_proto::observer::get_flows_response::ResponseTypes;
 use flowd_proto::observer::{
     GetAgentEventsRequest, GetDebugEventsRequest, GetFlowsRequest, GetNamespacesRequest,
@@ -331,6 +331,16 @@ async fn invalid_requests_name_the_field() {
             },
             &["field_mask", "bogus"],
         ),
+        (
+            // Nested paths are checked too, as Hubble's server does.
+            GetFlowsRequest {
+                field_mask: Some(FieldMask {
+                    paths: vec!["source.podName".into()],
+                }),
+                ..req()
+            },
+            &["field_mask", "source.podName", "flow.Endpoint"],
+        ),
     ];
     for (r, words) in cases {
         let e = c.get_flows(r).await.expect_err("request must be refused");
@@ -365,6 +375,54 @@ async fn field_mask_keeps_only_the_listed_fields() {
     assert!(src.namespace.is_empty() && src.labels.is_empty());
     assert!(f.destination.is_none() && f.ip.is_none() && f.l4.is_none());
     assert!(s.message().await.unwrap().is_none());
+    srv.shutdown().await;
+}
+
+/// Hubble's deprecated fields select nothing (Hubble accepts them in a
+/// mask); a path through a repeated message keeps that field of each.
+#[tokio::test]
+async fn field_mask_deprecated_fields_and_repeated_messages() {
+    let mut srv = Server::start(config(63)).await;
+    srv.writer.push(&http_flow(1, 404));
+    let full = http_flow(1, 404);
+    let mut c = srv.client().await;
+    for (paths, want) in [
+        (vec!["reply", "Summary"], Flow::default()),
+        (
+            vec!["drop_reason", "time"],
+            Flow {
+                time: full.time,
+                ..Default::default()
+            },
+        ),
+        (
+            vec!["source.workloads.kind"],
+            Flow {
+                source: Some(flowd_proto::flow::Endpoint {
+                    workloads: vec![flowd_proto::flow::Workload {
+                        name: String::new(),
+                        kind: "Deployment".into(),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let r = GetFlowsRequest {
+            field_mask: Some(FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            ..req()
+        };
+        let mut s = c.get_flows(r).await.unwrap().into_inner();
+        let Some(ResponseTypes::Flow(f)) = s.message().await.unwrap().unwrap().response_types
+        else {
+            panic!("expected a flow for {paths:?}");
+        };
+        assert_eq!(f, want, "{paths:?}");
+        assert!(s.message().await.unwrap().is_none());
+    }
     srv.shutdown().await;
 }
 

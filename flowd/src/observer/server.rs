@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use flowd_proto::Timestamp;
+use flowd_proto::fieldmask::FlowFieldMask;
 use flowd_proto::flow::{Flow, LostEvent, LostEventSource};
 use flowd_proto::observer::observer_server::Observer as ObserverApi;
 use flowd_proto::observer::{
@@ -45,102 +46,50 @@ pub(crate) enum Out {
 
 /// An invalid field mask path.
 #[derive(Debug, thiserror::Error)]
-#[error("field_mask: unknown Flow field {0:?}")]
-pub struct FieldMaskError(pub String);
+#[error("field_mask: {0}")]
+pub struct FieldMaskError(#[from] flowd_proto::fieldmask::FieldMaskError);
 
-// Top-level `flow.Flow` fields (proto names) a field mask may select.
-const FLOW_FIELDS: &[&str] = &[
-    "time",
-    "uuid",
-    "verdict",
-    "drop_reason",
-    "auth_type",
-    "ethernet",
-    "IP",
-    "l4",
-    "source",
-    "destination",
-    "Type",
-    "node_name",
-    "node_labels",
-    "source_names",
-    "destination_names",
-    "l7",
-    "reply",
-    "event_type",
-    "source_service",
-    "destination_service",
-    "traffic_direction",
-    "policy_match_type",
-    "trace_observation_point",
-    "drop_reason_desc",
-    "is_reply",
-    "debug_capture_point",
-    "interface",
-    "proxy_port",
-    "trace_context",
-    "sock_xlate_point",
-    "socket_cookie",
-    "cgroup_id",
-    "kernel_drop_reason",
-    "kernel_drop_reason_code",
-    "stats",
-    "Summary",
-];
+/// Hubble's deprecated top-level Flow fields, which flowd's Flow does not
+/// have. Hubble accepts them in a mask, so a client may send them: they
+/// select nothing.
+const HUBBLE_DEPRECATED_FIELDS: &[&str] = &["drop_reason", "reply", "Summary"];
 
-/// A validated field mask: paths split at dots.
-struct Mask(Vec<Vec<String>>);
+/// A validated field mask (every path checked against the Flow descriptor,
+/// as Hubble's server does); the export file's mask is the same kind.
+struct Mask {
+    mask: FlowFieldMask,
+    /// Every path named a deprecated field: nothing is kept.
+    nothing: bool,
+}
 
 impl Mask {
     fn new(mask: &FieldMask) -> Result<Option<Self>, FieldMaskError> {
         if mask.paths.is_empty() {
             return Ok(None);
         }
-        let mut paths = Vec::with_capacity(mask.paths.len());
-        for p in &mask.paths {
-            let parts: Vec<String> = p.split('.').map(str::to_string).collect();
-            if parts.iter().any(String::is_empty) || !FLOW_FIELDS.contains(&parts[0].as_str()) {
-                return Err(FieldMaskError(p.clone()));
-            }
-            paths.push(parts);
-        }
-        Ok(Some(Self(paths)))
+        let paths: Vec<&str> = mask
+            .paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !HUBBLE_DEPRECATED_FIELDS.contains(&p.split('.').next().unwrap_or(p)))
+            .collect();
+        Ok(Some(Self {
+            mask: FlowFieldMask::new(&paths)?,
+            nothing: paths.is_empty(),
+        }))
     }
 
-    /// Keeps only the masked fields, through Hubble's JSON form (which names
-    /// fields as the paths do). Costs a JSON round trip, only when asked for.
+    /// Keeps only the masked fields.
     fn apply(&self, flow: &Flow) -> Flow {
-        let Ok(serde_json::Value::Object(full)) = serde_json::to_value(flow) else {
+        if self.nothing {
             return Flow::default();
-        };
-        let mut out = serde_json::Map::new();
-        for path in &self.0 {
-            copy_path(&full, &mut out, path);
         }
-        serde_json::from_value(serde_json::Value::Object(out)).unwrap_or_default()
-    }
-}
-
-fn copy_path(
-    src: &serde_json::Map<String, serde_json::Value>,
-    dst: &mut serde_json::Map<String, serde_json::Value>,
-    path: &[String],
-) {
-    let Some((head, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(v) = src.get(head) else { return };
-    if rest.is_empty() {
-        dst.insert(head.clone(), v.clone());
-        return;
-    }
-    if let serde_json::Value::Object(inner) = v {
-        let entry = dst
-            .entry(head.clone())
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
-        if let serde_json::Value::Object(d) = entry {
-            copy_path(inner, d, rest);
-        }
+        // A flow that does not re-encode would be a bug; sending the
+        // unmasked flow could leak what the client left out.
+        self.mask.apply(flow).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "applying a GetFlows field mask");
+            Flow::default()
+        })
     }
 }
 
