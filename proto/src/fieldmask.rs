@@ -6,10 +6,10 @@
 //! checked against the Flow descriptor once, into a tree of field numbers.
 //! Applying a mask filters the flow's protobuf encoding by that tree (a
 //! message field with selected children is filtered recursively, each
-//! occurrence of a repeated one alike) and decodes the result: the generic
-//! way without a dynamic message, which costs several times more. Still an
-//! encode and a decode: keep it off paths that need no mask
-//! ([`FlowFieldMask::is_empty`]).
+//! occurrence of a repeated one alike) and decodes the result. That is
+//! generic over Flow's fields and several times cheaper than pruning a
+//! dynamic message, but still an encode and a decode: keep it off paths
+//! that need no mask ([`FlowFieldMask::is_empty`]).
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
