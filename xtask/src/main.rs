@@ -635,11 +635,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             r.base_gbps.push(base / 1e9);
             // Program cost: a flowd/empty pair with statistics on.
             let sp = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
-            let baseline = sp
-                .progs
-                .iter()
-                .find(|p| p.name == mode.empty_program())
-                .map(|p| p.t as f64 / p.c as f64);
+            let baseline = sp.baseline(mode);
             for p in sp.progs {
                 let ns = p.t as f64 / p.c as f64;
                 if let (Some(e), Some(n)) = (baseline, p.wire_packets.filter(|n| *n > 0)) {
@@ -656,17 +652,19 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
         }
     }
     // Small packets: one run per wire packet in every mode, caches warm.
-    let mut small: BTreeMap<Mode, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    let mut small: BTreeMap<Mode, SmallResult> = BTreeMap::new();
     for mode in [Mode::Tc, Mode::Xdp, Mode::XdpGeneric] {
         for i in 0..pairs {
             eprintln!("==> {}, small packets, pair {}/{pairs}", mode.arg(), i + 1);
-            for p in stats_pair(&bin, &pair, mode, i, seconds, Load::Small)?.progs {
-                small
-                    .entry(mode)
-                    .or_default()
-                    .entry(p.name)
-                    .or_default()
-                    .push(p.t as f64 / p.c as f64);
+            let sp = stats_pair(&bin, &pair, mode, i, seconds, Load::Small)?;
+            let baseline = sp.baseline(mode);
+            let r = small.entry(mode).or_default();
+            for p in sp.progs {
+                let ns = p.t as f64 / p.c as f64;
+                if let Some(e) = baseline.filter(|_| !p.name.starts_with("bench_")) {
+                    r.over.entry(p.name.clone()).or_default().push(ns - e);
+                }
+                r.ns.entry(p.name).or_default().push(ns);
             }
         }
     }
@@ -696,6 +694,26 @@ struct StatsPair {
     progs: Vec<ProgStat>,
     /// flowd's CPU share in its run.
     share: f64,
+}
+
+impl StatsPair {
+    /// ns/run of the mode's empty program in this pair: what each flowd
+    /// program's ns/run is compared with.
+    fn baseline(&self, mode: Mode) -> Option<f64> {
+        self.progs
+            .iter()
+            .find(|p| p.name == mode.empty_program())
+            .map(|p| p.t as f64 / p.c as f64)
+    }
+}
+
+/// Small-packet runs of one mode.
+#[derive(Default)]
+struct SmallResult {
+    /// program → ns/run, per pair
+    ns: BTreeMap<String, Vec<f64>>,
+    /// flowd program → ns/run over the empty program of the same pair
+    over: BTreeMap<String, Vec<f64>>,
 }
 
 /// One run with flowd's programs and one with the empty programs (order
@@ -794,7 +812,7 @@ fn run_section(
 
 fn render(
     results: &BTreeMap<Mode, ModeResult>,
-    small: &BTreeMap<Mode, BTreeMap<String, Vec<f64>>>,
+    small: &BTreeMap<Mode, SmallResult>,
     pairs: usize,
     seconds: u32,
 ) -> Result<String> {
@@ -896,18 +914,13 @@ fn render(
         "| mode | program | median ns/run | over the empty program [90 % CI] |"
     )?;
     writeln!(s, "|---|---|---|---|")?;
-    for (mode, progs) in small {
-        let empty = progs.get(mode.empty_program());
-        for (name, v) in progs.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
+    for (mode, r) in small {
+        for (name, v) in r.ns.iter().filter(|(n, _)| KNOWN.contains(&n.as_str())) {
             let m = median(v.clone());
-            // Per pair: each pair ran flowd's and the empty programs once.
-            let over = match empty {
-                Some(e) if !name.starts_with("bench_") && e.len() == v.len() => {
-                    let d: Vec<f64> = v.iter().zip(e).map(|(a, b)| a - b).collect();
-                    with_ci(&d, 0)
-                }
-                _ => "-".to_owned(),
-            };
+            let over = r
+                .over
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |v| with_ci(v, 0));
             writeln!(s, "| {} | {name} | {m:.0} | {over} |", mode.arg())?;
         }
     }
