@@ -618,7 +618,7 @@ struct ModeResult {
     base_gbps: Vec<f64>,
     /// Host steal during each bulk run kept (throughput and statistics runs).
     steal: Vec<f64>,
-    /// Pairs measured again because of host steal (see [`low_steal`]).
+    /// Measurements repeated because of host steal (see [`low_steal`]).
     redone: usize,
     /// flowd's share of the busy CPU time (programs + process) per pair.
     cpu_shares: Vec<f64>,
@@ -667,10 +667,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             r.steal
                 .extend([base.steal, with.iperf.steal, empty.iperf.steal]);
             // Program cost: a flowd/empty pair with statistics on.
-            let (sp, redone) = low_steal(
-                || stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk),
-                StatsPair::max_steal,
-            )?;
+            let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
             r.redone += redone;
             let baseline = sp.baseline(mode);
             r.steal.extend(sp.steal.iter().copied());
@@ -695,10 +692,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
         for i in 0..pairs {
             eprintln!("==> {}, small packets, pair {}/{pairs}", mode.arg(), i + 1);
             let r = small.entry(mode).or_default();
-            let (sp, redone) = low_steal(
-                || stats_pair(&bin, &pair, mode, i, seconds, Load::Small),
-                StatsPair::max_steal,
-            )?;
+            let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Small)?;
             r.redone += redone;
             let baseline = sp.baseline(mode);
             for p in sp.progs {
@@ -816,12 +810,13 @@ struct SmallResult {
     ns: BTreeMap<String, Vec<f64>>,
     /// flowd program → ns/run over the empty program of the same pair
     over: BTreeMap<String, Vec<f64>>,
-    /// Pairs measured again because of host steal (see [`low_steal`]).
+    /// Measurements repeated because of host steal (see [`low_steal`]).
     redone: usize,
 }
 
 /// One run with flowd's programs and one with the empty programs (order
-/// flipped with `i`), with run-time statistics on.
+/// flipped with `i`), with run-time statistics on; measured again while a
+/// run had too much host steal ([`low_steal`]).
 fn stats_pair(
     bin: &Path,
     pair: &Pair,
@@ -829,42 +824,46 @@ fn stats_pair(
     i: usize,
     seconds: u32,
     load: Load,
-) -> Result<StatsPair> {
-    // Statistics are on while this fd is open.
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("enabling BPF run-time statistics (needs root)")?;
-    let order = if i.is_multiple_of(2) {
-        [false, true]
-    } else {
-        [true, false]
-    };
-    let mut out = Vec::new();
-    let mut share = f64::NAN;
-    let mut steal = Vec::new();
-    for empty in order {
-        let r = with_flowd(bin, pair, mode, empty, seconds, load)?;
-        if !empty {
-            share = r.cpu_share;
-        }
-        steal.push(r.iperf.steal);
-        out.extend(
-            r.progs
-                .into_iter()
-                .filter(|(_, (_, c))| *c > 0)
-                .map(|(name, (t, c))| ProgStat {
-                    wire_packets: program_direction(&name)
-                        .map(|d| r.wire_packets.get(d).copied().unwrap_or(0)),
-                    name,
-                    t,
-                    c,
-                }),
-        );
-    }
-    Ok(StatsPair {
-        progs: out,
-        share,
-        steal,
-    })
+) -> Result<(StatsPair, usize)> {
+    low_steal(
+        || {
+            // Statistics are on while this fd is open.
+            let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time statistics (needs root)")?;
+            let order = if i.is_multiple_of(2) {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            let mut out = Vec::new();
+            let mut share = f64::NAN;
+            let mut steal = Vec::new();
+            for empty in order {
+                let r = with_flowd(bin, pair, mode, empty, seconds, load)?;
+                if !empty {
+                    share = r.cpu_share;
+                }
+                steal.push(r.iperf.steal);
+                out.extend(r.progs.into_iter().filter(|(_, (_, c))| *c > 0).map(
+                    |(name, (t, c))| {
+                        ProgStat {
+                            wire_packets: program_direction(&name)
+                                .map(|d| r.wire_packets.get(d).copied().unwrap_or(0)),
+                            name,
+                            t,
+                            c,
+                        }
+                    },
+                ));
+            }
+            Ok(StatsPair {
+                progs: out,
+                share,
+                steal,
+            })
+        },
+        StatsPair::max_steal,
+    )
 }
 
 /// `cargo xtask bench-drops` (issue 11), see drops.rs.
