@@ -246,9 +246,16 @@ impl hit::Frame for TcFrame {
     }
 }
 
-/// Benchmark baseline: the cost of running any TC program at all.
+/// Benchmark baseline: the cost of running any TC program at all, one
+/// program per hook like flowd's (TC ingress; `bench_egr_empty` for egress).
 #[classifier]
-pub fn bench_tc_empty(_ctx: TcContext) -> i32 {
+pub fn bench_ing_empty(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+/// Benchmark baseline on TC egress, see `bench_ing_empty`.
+#[classifier]
+pub fn bench_egr_empty(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 

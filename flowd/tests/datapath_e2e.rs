@@ -15,6 +15,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+use aya::{
+    Ebpf,
+    programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+};
 use flowd_tests::{
     Netns, Pair, VethPair, add_addr, flowd::Flowd, link_up, net, wait_oper_up, wait_until,
 };
@@ -567,7 +571,6 @@ fn ring_buffer_losses_are_counted() -> Result<()> {
 
 /// flowd programs attached (TCX ingress/egress, XDP) on an interface of `ns`.
 fn attached_programs(ns: &Netns, ifname: &'static str) -> Result<Vec<String>> {
-    use aya::programs::{SchedClassifier, TcAttachType};
     let mut names = ns.run(move || -> Result<Vec<String>> {
         let mut v = Vec::new();
         for t in [TcAttachType::Ingress, TcAttachType::Egress] {
@@ -624,6 +627,99 @@ fn nothing_stays_attached_after_sigkill() -> Result<()> {
             Duration::from_secs(10),
             || Ok(attached_programs(&pair.a, dev)?.is_empty().then_some(())),
         )?;
+    }
+    Ok(())
+}
+
+/// Attaches the object's empty TC programs (pass-through, TCX_NEXT) to both
+/// hooks of `ifname`, first or last in their chains, standing in for another tool's programs
+/// (a CNI's, say). The programs stay attached while the returned `Ebpf` lives.
+fn other_tool(ns: &Netns, ifname: &'static str, first: bool) -> Result<Ebpf> {
+    ns.run(move || -> Result<Ebpf> {
+        let order = || {
+            if first {
+                LinkOrder::first()
+            } else {
+                LinkOrder::last()
+            }
+        };
+        let mut ebpf = Ebpf::load(flowd::datapath::EBPF_OBJECT)?;
+        for (name, hook) in [
+            ("bench_ing_empty", TcAttachType::Ingress),
+            ("bench_egr_empty", TcAttachType::Egress),
+        ] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
+            p.load()?;
+            p.attach_with_options(ifname, hook, TcAttachOptions::TcxOrder(order()))?;
+        }
+        Ok(ebpf)
+    })?
+}
+
+/// flowd next to other TCX programs on the same hooks, as beside a CNI that
+/// uses TCX: flowd appends after a program that was there first, a program
+/// attached later after it still runs on every packet (flowd's programs
+/// return TCX_NEXT), flowd counts exactly, and stopping flowd leaves the
+/// other programs attached. With run-time statistics on from before the link
+/// comes up, all three programs of a hook count the same runs.
+#[test]
+fn flowd_coexists_with_other_tcx_programs() -> Result<()> {
+    const PINGS: u16 = 7;
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let pair = Pair::create("chain")?;
+    let _before = other_tool(&pair.a, "veth-a", true)?;
+    let mut flowd = Flowd::start(bin(), &pair.a, &["-i", "veth-a"])?;
+    let _after = other_tool(&pair.a, "veth-a", false)?;
+    pair.up()?;
+    let b: IpAddr = Pair::B4.parse()?;
+    let got = pair.a.run(move || net::ping(b, PINGS, 32))??;
+    ensure!(got == PINGS, "ping replies {got} of {PINGS}");
+    let chains = || {
+        pair.a.run(|| -> Result<Vec<Vec<(String, u64)>>> {
+            [TcAttachType::Ingress, TcAttachType::Egress]
+                .into_iter()
+                .map(|t| {
+                    let (_, progs) = SchedClassifier::query_tcx("veth-a", t)?;
+                    Ok(progs
+                        .iter()
+                        .map(|p| {
+                            (
+                                String::from_utf8_lossy(p.name()).into_owned(),
+                                p.run_count(),
+                            )
+                        })
+                        .collect())
+                })
+                .collect()
+        })?
+    };
+    let running = chains()?;
+    let dump = flowd.stop()?;
+    // The kernel keeps 15 characters of a program's name.
+    for (chain, (other, ours)) in running.iter().zip([
+        ("bench_ing_empty", "flowd_tc_ingres"),
+        ("bench_egr_empty", "flowd_tc_egress"),
+    ]) {
+        let names: Vec<&str> = chain.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [other, ours, other], "TCX chain");
+        assert!(
+            chain.iter().all(|(_, c)| *c == chain[0].1) && chain[0].1 >= u64::from(PINGS),
+            "every program runs on every packet: {chain:?}"
+        );
+    }
+    let icmp: Vec<&Value> = dump["flows"]
+        .as_array()
+        .context("flows")?
+        .iter()
+        .filter(|f| f["protocol"] == "ICMPv4")
+        .collect();
+    assert_eq!(icmp.len(), 2, "{icmp:?}");
+    for f in icmp {
+        assert_eq!(f["packets"], u64::from(PINGS), "{f}");
+    }
+    for (chain, other) in chains()?.iter().zip(["bench_ing_empty", "bench_egr_empty"]) {
+        let names: Vec<&str> = chain.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [other, other], "after flowd stopped");
     }
     Ok(())
 }

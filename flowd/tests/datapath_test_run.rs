@@ -2191,17 +2191,21 @@ fn xdp_multi_buffer_hits_count_the_whole_frame() -> Result<()> {
 fn empty_programs_pass() -> Result<()> {
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
     let pkt = udp_pkt(false, 1, 2, b"x");
-    {
+    for name in [names::PROG_TC_EMPTY_INGRESS, names::PROG_TC_EMPTY_EGRESS] {
         let p: &mut SchedClassifier = ebpf
-            .program_mut(names::PROG_TC_EMPTY)
-            .context("tc empty")?
+            .program_mut(name)
+            .with_context(|| format!("{name} missing"))?
             .try_into()?;
         p.load()?;
         let r = p.test_run(TestRunOptions {
             data_in: Some(&pkt),
             ..TestRunOptions::default()
         })?;
-        ensure!(r.return_value == TC_ACT_UNSPEC);
+        ensure!(
+            r.return_value == TC_ACT_UNSPEC,
+            "{name}: {}",
+            r.return_value
+        );
     }
     let p: &mut Xdp = ebpf
         .program_mut(names::PROG_XDP_EMPTY)

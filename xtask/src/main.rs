@@ -2,8 +2,8 @@
 //!
 //! `cargo xtask bench` — the datapath benchmark (issue 2):
 //! (a) average ns per run of each flowd program from the kernel's run-time
-//!     statistics, next to the empty pass-through programs attached the same
-//!     way, also per wire packet (a TC run sees a whole GSO buffer);
+//!     statistics, next to an empty pass-through program alone on the same
+//!     hook, also per wire packet (a TC run sees a whole GSO buffer);
 //! (b) iperf3 TCP throughput between two namespaces with flowd's TC programs
 //!     attached vs. nothing attached, as a ratio (run-time statistics off),
 //!     with a bootstrap interval of the median over the pairs; next to it
@@ -62,6 +62,14 @@ enum Cmd {
         /// Use this flowd binary instead of building the release one.
         #[arg(long)]
         flowd: Option<PathBuf>,
+        /// Attach modes to measure, e.g. `--modes tc` for more TC pairs in
+        /// the same time (the report then has only these modes).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+        modes: Vec<Mode>,
+        /// Skip the benchmarks that follow the datapath one (bench-programs,
+        /// bench-l7, bench-drops).
+        #[arg(long)]
+        datapath_only: bool,
     },
     /// L7 capture cost: TC ns/run with L7 capture on vs. off, HTTP keep-alive
     /// (also part of `bench`).
@@ -158,7 +166,18 @@ fn main() -> Result<()> {
             seconds,
             out,
             flowd,
-        } => bench(pairs, seconds, &out, flowd),
+            modes,
+            datapath_only,
+        } => bench(
+            &BenchArgs {
+                pairs,
+                seconds,
+                modes,
+                datapath_only,
+            },
+            &out,
+            flowd,
+        ),
         Cmd::BenchL7 {
             pairs,
             requests,
@@ -220,7 +239,7 @@ fn build_release() -> Result<PathBuf> {
     Ok(target.join("release").join("flowd"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Mode {
     Tc,
     Xdp,
@@ -228,6 +247,8 @@ enum Mode {
 }
 
 impl Mode {
+    const ALL: [Mode; 3] = [Mode::Tc, Mode::Xdp, Mode::XdpGeneric];
+
     fn arg(self) -> &'static str {
         match self {
             Self::Tc => "tc",
@@ -235,22 +256,26 @@ impl Mode {
             Self::XdpGeneric => "xdp-generic",
         }
     }
+}
 
-    /// The pass-through program this mode's costs are compared with.
-    fn empty_program(self) -> &'static str {
-        match self {
-            Self::Tc => "bench_tc_empty",
-            Self::Xdp | Self::XdpGeneric => "bench_xdp_empty",
-        }
+/// The empty pass-through program a flowd program's costs are compared
+/// with: the one attached to the same hook.
+fn empty_program(flowd_program: &str) -> Option<&'static str> {
+    match flowd_program {
+        names::PROG_TC_INGRESS => Some(names::PROG_TC_EMPTY_INGRESS),
+        names::PROG_TC_EGRESS => Some(names::PROG_TC_EMPTY_EGRESS),
+        names::PROG_XDP => Some(names::PROG_XDP_EMPTY),
+        _ => None,
     }
 }
 
-const KNOWN: [&str; 5] = [
-    "flowd_tc_ingress",
-    "flowd_tc_egress",
-    "flowd_xdp",
-    "bench_tc_empty",
-    "bench_xdp_empty",
+const KNOWN: [&str; 6] = [
+    names::PROG_TC_INGRESS,
+    names::PROG_TC_EGRESS,
+    names::PROG_XDP,
+    names::PROG_TC_EMPTY_INGRESS,
+    names::PROG_TC_EMPTY_EGRESS,
+    names::PROG_XDP_EMPTY,
 ];
 
 /// Per-program (name → (run_time_ns, run_cnt)) of the programs a process holds,
@@ -543,20 +568,13 @@ fn profile(p: &Profile) -> Result<()> {
                 }
             }
         }
-        // The empty program of the hook measured (the empty tracepoint
-        // program runs too).
-        let empty_prog = if mode == "tc" {
-            names::PROG_TC_EMPTY
-        } else {
-            names::PROG_XDP_EMPTY
-        };
-        let empty = this
-            .get(&("empty".to_owned(), empty_prog.to_owned()))
-            .copied()
-            .context("the empty program did not run")?;
         for ((n, p), v) in &this {
-            eprintln!("round {}: {n:>12} {p:<18} {v:7.0} ns/run", round + 1);
-            if n != "empty" {
+            eprintln!("round {}: {n:>12} {p:<22} {v:7.0} ns/run", round + 1);
+            // Each flowd program against the empty program of its hook.
+            if let (false, Some(e)) = (n == "empty", empty_program(p)) {
+                let empty = this
+                    .get(&("empty".to_owned(), e.to_owned()))
+                    .with_context(|| format!("{e} did not run"))?;
                 over.entry((n.clone(), p.clone()))
                     .or_default()
                     .push(v - empty);
@@ -631,8 +649,25 @@ struct ModeResult {
     over: BTreeMap<String, Vec<f64>>,
 }
 
-fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+struct BenchArgs {
+    pairs: usize,
+    seconds: u32,
+    modes: Vec<Mode>,
+    datapath_only: bool,
+}
+
+fn bench(args: &BenchArgs, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
+    let BenchArgs {
+        pairs,
+        seconds,
+        ref modes,
+        datapath_only,
+    } = *args;
     ensure!(pairs >= 1, "--pairs must be at least 1");
+    ensure!(
+        !modes.is_empty(),
+        "--modes: at least one of tc, xdp, xdp-generic"
+    );
     let bin = match flowd {
         Some(p) => p,
         None => build_release()?,
@@ -643,7 +678,7 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     let _server = iperf_server(&pair)?;
 
     let mut results: BTreeMap<Mode, ModeResult> = BTreeMap::new();
-    for mode in [Mode::Tc, Mode::Xdp, Mode::XdpGeneric] {
+    for &mode in modes {
         let r = results.entry(mode).or_default();
         for i in 0..pairs {
             eprintln!("==> {} pair {}/{pairs}", mode.arg(), i + 1);
@@ -669,9 +704,9 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
             // Program cost: a flowd/empty pair with statistics on.
             let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
             r.redone += redone;
-            let baseline = sp.baseline(mode);
             r.steal.extend(sp.steal.iter().copied());
-            for p in sp.progs {
+            let baselines: Vec<_> = sp.progs.iter().map(|p| sp.baseline(&p.name)).collect();
+            for (p, baseline) in sp.progs.into_iter().zip(baselines) {
                 let ns = p.t as f64 / p.c as f64;
                 if let (Some(e), Some(n)) = (baseline, p.wire_packets.filter(|n| *n > 0)) {
                     let per_run = n as f64 / p.c as f64;
@@ -688,16 +723,16 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     }
     // Small packets: one run per wire packet in every mode, caches warm.
     let mut small: BTreeMap<Mode, SmallResult> = BTreeMap::new();
-    for mode in [Mode::Tc, Mode::Xdp, Mode::XdpGeneric] {
+    for &mode in modes {
         for i in 0..pairs {
             eprintln!("==> {}, small packets, pair {}/{pairs}", mode.arg(), i + 1);
             let r = small.entry(mode).or_default();
             let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Small)?;
             r.redone += redone;
-            let baseline = sp.baseline(mode);
-            for p in sp.progs {
+            let baselines: Vec<_> = sp.progs.iter().map(|p| sp.baseline(&p.name)).collect();
+            for (p, baseline) in sp.progs.into_iter().zip(baselines) {
                 let ns = p.t as f64 / p.c as f64;
-                if let Some(e) = baseline.filter(|_| !p.name.starts_with("bench_")) {
+                if let Some(e) = baseline {
                     r.over.entry(p.name.clone()).or_default().push(ns - e);
                 }
                 r.ns.entry(p.name).or_default().push(ns);
@@ -708,6 +743,9 @@ fn bench(pairs: usize, seconds: u32, out: &Path, flowd: Option<PathBuf>) -> Resu
     println!("{report}");
     write_section(&workspace_root()?.join(out), "datapath", &report)?;
     eprintln!("==> results written to {}", out.display());
+    if datapath_only {
+        return Ok(());
+    }
     bench_programs(&[], 15, 200_000, out)?;
     bench_l7(pairs, 20_000, out, Some(bin.clone()))?;
     bench_drops(pairs, 3000, out, Some(bin))
@@ -793,12 +831,13 @@ impl StatsPair {
         self.steal.iter().copied().fold(0.0, f64::max)
     }
 
-    /// ns/run of the mode's empty program in this pair: what each flowd
-    /// program's ns/run is compared with.
-    fn baseline(&self, mode: Mode) -> Option<f64> {
+    /// ns/run in this pair of the empty program on `program`'s hook: what
+    /// that flowd program's ns/run is compared with.
+    fn baseline(&self, program: &str) -> Option<f64> {
+        let empty = empty_program(program)?;
         self.progs
             .iter()
-            .find(|p| p.name == mode.empty_program())
+            .find(|p| p.name == empty)
             .map(|p| p.t as f64 / p.c as f64)
     }
 }
@@ -816,7 +855,10 @@ struct SmallResult {
 
 /// One run with flowd's programs and one with the empty programs (order
 /// flipped with `i`), with run-time statistics on; measured again while a
-/// run had too much host steal ([`low_steal`]).
+/// run had too much host steal ([`low_steal`]). Each program runs alone on
+/// its hook, as deployed: in one TCX chain the first program of the egress
+/// hook pays ~30 ns more than the second (session 12), so a baseline in
+/// flowd's chain would measure positions, not programs.
 fn stats_pair(
     bin: &Path,
     pair: &Pair,
@@ -933,7 +975,7 @@ fn render(
          Kernel {}, {} CPUs, {pairs} alternating pairs per mode, iperf3 -t {seconds} TCP over a veth pair\n\
          between two namespaces (data enters the observed veth). Medians over the pairs. Throughput runs\n\
          have run-time statistics off, as deployed; ns per run come from a separate flowd/empty pair per\n\
-         pair with statistics on.\n",
+         pair with statistics on, each program alone on its hook (TC: one empty program per hook).\n",
         kernel.trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
@@ -1015,8 +1057,9 @@ fn render(
     }
     writeln!(
         s,
-        "\nOver the empty program: median over the pairs of flowd's ns/run minus the empty program's\n\
-         in the same statistics pair, with the 90 % bootstrap interval of that median.\n\
+        "\nOver the empty program: median over the pairs of flowd's ns/run minus that of the empty\n\
+         program on the same hook (bench_ing_empty / bench_egr_empty on TC) in the same statistics\n\
+         pair, with the 90 % bootstrap interval of that median.\n\
          Per wire packet: that difference ÷ (packets flowd counted in that direction ÷\n\
          runs). One run sees a whole GSO buffer on TC or GRO aggregate on generic XDP (up to ~45\n\
          packets of this TCP stream; generic XDP estimates the count from the MTU, exact for this\n\

@@ -62,8 +62,9 @@ impl Hook {
 
     fn empty(self) -> &'static str {
         match self {
+            Hook::TcIngress => names::PROG_TC_EMPTY_INGRESS,
+            Hook::TcEgress => names::PROG_TC_EMPTY_EGRESS,
             Hook::Xdp => names::PROG_XDP_EMPTY,
-            _ => names::PROG_TC_EMPTY,
         }
     }
 }
@@ -182,17 +183,22 @@ impl Loaded {
             )
             .load(object)
             .context("loading the eBPF object")?;
-        for name in [
-            names::PROG_TC_INGRESS,
-            names::PROG_TC_EGRESS,
-            names::PROG_TC_EMPTY,
-        ] {
+        for name in [names::PROG_TC_INGRESS, names::PROG_TC_EGRESS] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing"))?
                 .try_into()?;
             p.load()
                 .with_context(|| format!("verifier rejected {name}"))?;
+        }
+        // Only the first variant's empty programs are run (the baseline);
+        // objects from before session 12 have one empty TC program for both hooks.
+        for name in [names::PROG_TC_EMPTY_INGRESS, names::PROG_TC_EMPTY_EGRESS] {
+            if let Some(p) = ebpf.program_mut(name) {
+                let p: &mut SchedClassifier = p.try_into()?;
+                p.load()
+                    .with_context(|| format!("verifier rejected {name}"))?;
+            }
         }
         for name in [names::PROG_XDP, names::PROG_XDP_EMPTY] {
             let p: &mut Xdp = ebpf

@@ -417,7 +417,12 @@ pub mod names {
     pub const PROG_TC_EGRESS_FULL: &str = "flowd_tc_egress_full";
     pub const PROG_XDP_FULL: &str = "flowd_xdp_full";
     /// Empty pass-through programs, attached only by benchmarks as the baseline.
-    pub const PROG_TC_EMPTY: &str = "bench_tc_empty";
+    /// One per TC hook, like flowd's: one program for both would mix the
+    /// costs of both hooks' runs (in bulk TCP, ACKs after the receiver's copy
+    /// and data in softirq) into one baseline and warm its code for both.
+    /// Names stay within the kernel's 15 characters, so stats can tell them apart.
+    pub const PROG_TC_EMPTY_INGRESS: &str = "bench_ing_empty";
+    pub const PROG_TC_EMPTY_EGRESS: &str = "bench_egr_empty";
     pub const PROG_XDP_EMPTY: &str = "bench_xdp_empty";
     pub const MAP_FLOWS: &str = "FLOWS";
     pub const MAP_EVENTS: &str = "EVENTS";

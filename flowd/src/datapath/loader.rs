@@ -24,8 +24,8 @@ pub(super) fn program_names(set: ProgramSet) -> (&'static str, &'static str, &'s
             names::PROG_XDP,
         ),
         ProgramSet::BenchEmpty => (
-            names::PROG_TC_EMPTY,
-            names::PROG_TC_EMPTY,
+            names::PROG_TC_EMPTY_INGRESS,
+            names::PROG_TC_EMPTY_EGRESS,
             names::PROG_XDP_EMPTY,
         ),
     }
@@ -275,7 +275,7 @@ pub(super) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), Er
     }
 }
 
-// The TC empty program serves both hooks: load it only once.
+// Loading is idempotent: interfaces that appear later come through here too.
 fn load_once_tc(p: &mut SchedClassifier) -> Result<(), aya::programs::ProgramError> {
     if p.fd().is_ok() { Ok(()) } else { p.load() }
 }
