@@ -1129,6 +1129,34 @@ pub(crate) fn write_section(path: &Path, name: &str, report: &str) -> Result<()>
 mod tests {
     use super::*;
 
+    /// Each flowd program is compared with the empty program of its own hook,
+    /// never with the other hook's (their costs differ by ~20 ns in bulk).
+    #[test]
+    fn baseline_is_the_empty_program_of_the_same_hook() {
+        let stat = |name: &str, t: u64| ProgStat {
+            name: name.to_owned(),
+            t,
+            c: 10,
+            wire_packets: None,
+        };
+        let sp = StatsPair {
+            progs: vec![
+                stat(names::PROG_TC_EGRESS, 1400),
+                stat(names::PROG_TC_INGRESS, 1500),
+                stat(names::PROG_TC_EMPTY_EGRESS, 950),
+                stat(names::PROG_TC_EMPTY_INGRESS, 720),
+                stat(names::PROG_XDP_EMPTY, 310),
+            ],
+            share: 0.0,
+            steal: vec![],
+        };
+        assert_eq!(sp.baseline(names::PROG_TC_EGRESS), Some(95.0));
+        assert_eq!(sp.baseline(names::PROG_TC_INGRESS), Some(72.0));
+        assert_eq!(sp.baseline(names::PROG_XDP), Some(31.0));
+        assert_eq!(sp.baseline(names::PROG_TC_EMPTY_EGRESS), None);
+        assert_eq!(sp.baseline(names::PROG_KFREE_SKB), None);
+    }
+
     #[test]
     fn with_ci_formats_median_and_interval() {
         assert_eq!(with_ci(&[46.0; 5], 0), "+46 [+46–+46]");
