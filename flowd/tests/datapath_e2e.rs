@@ -632,8 +632,9 @@ fn nothing_stays_attached_after_sigkill() -> Result<()> {
 }
 
 /// Attaches the object's empty TC programs (pass-through, TCX_NEXT) to both
-/// hooks of `ifname`, first or last in their chains, standing in for another tool's programs
-/// (a CNI's, say). The programs stay attached while the returned `Ebpf` lives.
+/// hooks of `ifname`, first or last in their chains, standing in for another
+/// tool's programs (a CNI's, say). They stay attached while the returned
+/// `Ebpf` lives.
 fn other_tool(ns: &Netns, ifname: &'static str, first: bool) -> Result<Ebpf> {
     ns.run(move || -> Result<Ebpf> {
         let order = || {
@@ -661,7 +662,8 @@ fn other_tool(ns: &Netns, ifname: &'static str, first: bool) -> Result<Ebpf> {
 /// attached later after it still runs on every packet (flowd's programs
 /// return TCX_NEXT), flowd counts exactly, and stopping flowd leaves the
 /// other programs attached. With run-time statistics on from before the link
-/// comes up, all three programs of a hook count the same runs.
+/// comes up until after it goes down, all three programs of a hook count the
+/// same runs.
 #[test]
 fn flowd_coexists_with_other_tcx_programs() -> Result<()> {
     const PINGS: u16 = 7;
@@ -674,6 +676,9 @@ fn flowd_coexists_with_other_tcx_programs() -> Result<()> {
     let b: IpAddr = Pair::B4.parse()?;
     let got = pair.a.run(move || net::ping(b, PINGS, 32))??;
     ensure!(got == PINGS, "ping replies {got} of {PINGS}");
+    // No packet (IPv6 router solicitations, say) may run between the reads
+    // of the three programs' counters.
+    pair.a.ip(&["link", "set", "dev", "veth-a", "down"])?;
     let chains = || {
         pair.a.run(|| -> Result<Vec<Vec<(String, u64)>>> {
             [TcAttachType::Ingress, TcAttachType::Egress]
