@@ -705,8 +705,8 @@ fn bench(args: &BenchArgs, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
             let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Bulk)?;
             r.redone += redone;
             r.steal.extend(sp.steal.iter().copied());
-            let baselines: Vec<_> = sp.progs.iter().map(|p| sp.baseline(&p.name)).collect();
-            for (p, baseline) in sp.progs.into_iter().zip(baselines) {
+            r.cpu_shares.push(sp.share);
+            for (p, baseline) in sp.with_baselines() {
                 let ns = p.t as f64 / p.c as f64;
                 if let (Some(e), Some(n)) = (baseline, p.wire_packets.filter(|n| *n > 0)) {
                     let per_run = n as f64 / p.c as f64;
@@ -718,7 +718,6 @@ fn bench(args: &BenchArgs, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
                 }
                 r.ns.entry(p.name).or_default().push(ns);
             }
-            r.cpu_shares.push(sp.share);
         }
     }
     // Small packets: one run per wire packet in every mode, caches warm.
@@ -729,8 +728,7 @@ fn bench(args: &BenchArgs, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
             let r = small.entry(mode).or_default();
             let (sp, redone) = stats_pair(&bin, &pair, mode, i, seconds, Load::Small)?;
             r.redone += redone;
-            let baselines: Vec<_> = sp.progs.iter().map(|p| sp.baseline(&p.name)).collect();
-            for (p, baseline) in sp.progs.into_iter().zip(baselines) {
+            for (p, baseline) in sp.with_baselines() {
                 let ns = p.t as f64 / p.c as f64;
                 if let Some(e) = baseline {
                     r.over.entry(p.name.clone()).or_default().push(ns - e);
@@ -829,6 +827,12 @@ struct StatsPair {
 impl StatsPair {
     fn max_steal(&self) -> f64 {
         self.steal.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Every program's statistics with [`Self::baseline`] of each.
+    fn with_baselines(self) -> impl Iterator<Item = (ProgStat, Option<f64>)> {
+        let baselines: Vec<_> = self.progs.iter().map(|p| self.baseline(&p.name)).collect();
+        self.progs.into_iter().zip(baselines)
     }
 
     /// ns/run in this pair of the empty program on `program`'s hook: what
