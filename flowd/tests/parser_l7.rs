@@ -154,7 +154,7 @@ fn flow_fields_of_an_l7_record() {
         (ip.source.as_str(), ip.destination.as_str()),
         ("10.244.1.10", "10.244.2.20")
     );
-    match f.l4.as_ref().and_then(|l| l.protocol) {
+    match f.l4.as_ref().and_then(|l| l.protocol.clone()) {
         Some(Protocol::Tcp(t)) => {
             assert_eq!(
                 (t.source_port, t.destination_port, t.flags),

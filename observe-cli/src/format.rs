@@ -441,6 +441,8 @@ fn l4_summary(f: &Flow) -> String {
         },
         Some(Protocol::Udp(_)) => "UDP".into(),
         Some(Protocol::Sctp(_)) => "SCTP".into(),
+        Some(Protocol::Vrrp(v)) => format!("VRRP vrid {} priority {}", v.vrid, v.priority),
+        Some(Protocol::Igmp(i)) => format!("IGMP group {}", i.group_address),
         Some(Protocol::IcmPv4(i)) => format!("ICMPv4 {}", icmp4_name(i.r#type, i.code)),
         Some(Protocol::IcmPv6(i)) => format!("ICMPv6 {}", icmp6_name(i.r#type, i.code)),
         None => String::new(),

@@ -23,6 +23,9 @@ impl LostEvent {
             source: source as i32,
             num_events_lost: n,
             cpu: cpu.map(|value| Int32Value { value }),
+            // When the events were lost is not known at any of flowd's sources.
+            first: None,
+            last: None,
         }
     }
 }

@@ -107,6 +107,7 @@ fn export_event_lost_events_json() {
                 source: flow::LostEventSource::PerfEventRingBuffer as i32,
                 num_events_lost: 3,
                 cpu: Some(1.into()),
+                ..Default::default()
             },
         )),
         node_name: "node-1".into(),

@@ -171,6 +171,8 @@ pub fn encode_line(
                 source: *source as i32,
                 num_events_lost: *count,
                 cpu: None,
+                first: None,
+                last: None,
             };
             out.extend_from_slice(b"{\"lost_events\":");
             serde_json::to_writer(&mut *out, &lost)?;

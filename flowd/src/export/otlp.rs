@@ -450,6 +450,8 @@ pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
             L4::Sctp(x) => ("sctp", Some((x.source_port, x.destination_port))),
             L4::IcmPv4(_) => ("icmp", None),
             L4::IcmPv6(_) => ("icmpv6", None),
+            L4::Vrrp(_) => ("vrrp", None),
+            L4::Igmp(_) => ("igmp", None),
         };
         a.push(s("network.transport", t));
         if let Some((sp, dp)) = ports {

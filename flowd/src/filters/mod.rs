@@ -76,6 +76,8 @@ const P_SCTP: u16 = 1 << 4;
 const P_DNS: u16 = 1 << 5;
 const P_HTTP: u16 = 1 << 6;
 const P_KAFKA: u16 = 1 << 7;
+const P_VRRP: u16 = 1 << 8;
+const P_IGMP: u16 = 1 << 9;
 
 // TCP flag bits for the `tcp_flags` field.
 fn tcp_flag_bits(f: &flow::TcpFlags) -> u16 {
@@ -295,6 +297,8 @@ fn protocol_bits(f: &Flow) -> u16 {
         Some(L4::IcmPv4(_)) => P_ICMP4,
         Some(L4::IcmPv6(_)) => P_ICMP6,
         Some(L4::Sctp(_)) => P_SCTP,
+        Some(L4::Vrrp(_)) => P_VRRP,
+        Some(L4::Igmp(_)) => P_IGMP,
         None => 0,
     };
     let l7 = match f.l7.as_ref().and_then(|l| l.record.as_ref()) {
@@ -453,6 +457,36 @@ fn enum_values<E: TryFrom<i32>>(field: &str, values: &[i32]) -> Result<Vec<i32>,
     Ok(values.to_vec())
 }
 
+/// Refuses the FlowFilter fields flowd does not evaluate: ignoring one would
+/// widen the result the client asked for.
+fn refuse_unsupported(ff: &FlowFilter) -> Result<(), FilterError> {
+    fn used<T: std::fmt::Debug>(field: &'static str, v: &[T]) -> Option<(&'static str, String)> {
+        (!v.is_empty()).then(|| (field, format!("{v:?}")))
+    }
+    let cel = ff
+        .experimental
+        .as_ref()
+        .map_or(&[][..], |e| &e.cel_expression);
+    let refused = used("source_ip_xlated", &ff.source_ip_xlated)
+        .or_else(|| used("source_cluster_name", &ff.source_cluster_name))
+        .or_else(|| used("destination_cluster_name", &ff.destination_cluster_name))
+        .or_else(|| used("interface", &ff.interface))
+        .or_else(|| used("http_url", &ff.http_url))
+        .or_else(|| used("http_header", &ff.http_header))
+        .or_else(|| used("node_labels", &ff.node_labels))
+        .or_else(|| used("ip_trace_id", &ff.ip_trace_id))
+        .or_else(|| used("encrypted", &ff.encrypted))
+        .or_else(|| used("experimental.cel_expression", cel));
+    match refused {
+        Some((field, value)) => Err(FilterError::new(
+            field,
+            value,
+            "this filter is not supported by flowd",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// One FlowFilter, compiled: all its checks must match.
 #[derive(Debug, Clone)]
 pub struct CompiledFilter {
@@ -462,6 +496,7 @@ pub struct CompiledFilter {
 impl CompiledFilter {
     /// Compiles `ff`, validating every field.
     pub fn new(ff: &FlowFilter) -> Result<Self, FilterError> {
+        refuse_unsupported(ff)?;
         let mut c = Vec::new();
         if !ff.uuid.is_empty() {
             c.push(Check::Uuid(ff.uuid.clone()));
@@ -515,6 +550,8 @@ impl CompiledFilter {
                     "icmpv4" => P_ICMP4,
                     "icmpv6" => P_ICMP6,
                     "sctp" => P_SCTP,
+                    "vrrp" => P_VRRP,
+                    "igmp" => P_IGMP,
                     "dns" => P_DNS,
                     "http" => P_HTTP,
                     "kafka" => P_KAFKA,
@@ -522,7 +559,7 @@ impl CompiledFilter {
                         return Err(FilterError::new(
                             "protocol",
                             p,
-                            "unknown protocol (expected tcp, udp, icmp, icmpv4, icmpv6, sctp, dns, http or kafka)",
+                            "unknown protocol (expected tcp, udp, icmp, icmpv4, icmpv6, sctp, vrrp, igmp, dns, http or kafka)",
                         ));
                     }
                 };

@@ -902,3 +902,54 @@ fn matcher_errors_locate_the_filter() {
     let e = FlowMatcher::new(&[], &[bad]).unwrap_err();
     assert_eq!(e.field, "blacklist[0].http_status_code");
 }
+
+#[test]
+fn filters_flowd_does_not_evaluate_are_refused_by_name() {
+    use flowd_proto::flow::{HttpHeader, NetworkInterface, flow_filter::Experimental};
+    let cases: Vec<(&str, FlowFilter)> = vec![
+        (
+            "source_ip_xlated",
+            FlowFilter {
+                source_ip_xlated: s(&["10.0.0.1"]),
+                ..Default::default()
+            },
+        ),
+        (
+            "interface",
+            FlowFilter {
+                interface: vec![NetworkInterface {
+                    index: 0,
+                    name: "eth0".into(),
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "http_header",
+            FlowFilter {
+                http_header: vec![HttpHeader {
+                    key: "a".into(),
+                    value: "b".into(),
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "experimental.cel_expression",
+            FlowFilter {
+                experimental: Some(Experimental {
+                    cel_expression: s(&["true"]),
+                }),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, ff) in cases {
+        assert_eq!(err(ff).field, field);
+    }
+    // An empty Experimental message selects nothing and is no filter.
+    compile(FlowFilter {
+        experimental: Some(Experimental::default()),
+        ..Default::default()
+    });
+}

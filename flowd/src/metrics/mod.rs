@@ -757,6 +757,8 @@ impl Handler {
                     Some(Protocol::Sctp(s)) => ("SCTP", s.destination_port),
                     Some(Protocol::IcmPv4(_)) => ("ICMPv4", 0),
                     Some(Protocol::IcmPv6(_)) => ("ICMPv6", 0),
+                    Some(Protocol::Vrrp(_)) => ("VRRP", 0),
+                    Some(Protocol::Igmp(_)) => ("IGMP", 0),
                     None => return,
                 };
                 l.push(("protocol", proto.to_string()));
@@ -970,6 +972,8 @@ fn flow_protocol(flow: &Flow) -> &'static str {
                 Some(Protocol::IcmPv4(_)) => "ICMPv4",
                 Some(Protocol::IcmPv6(_)) => "ICMPv6",
                 Some(Protocol::Sctp(_)) => "SCTP",
+                Some(Protocol::Vrrp(_)) => "VRRP",
+                Some(Protocol::Igmp(_)) => "IGMP",
                 None => "Unknown L4",
             }
         }

@@ -138,12 +138,7 @@ impl Plan {
                 "since: must not be after until".to_string(),
             ));
         }
-        #[allow(deprecated)]
-        let mask = req.field_mask.as_ref().or(req
-            .experimental
-            .as_ref()
-            .and_then(|e| e.field_mask.as_ref()));
-        let mask = match mask {
+        let mask = match &req.field_mask {
             Some(m) => Mask::new(m).map_err(|e| Status::invalid_argument(e.to_string()))?,
             None => None,
         };

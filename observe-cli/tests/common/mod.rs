@@ -260,6 +260,7 @@ pub fn responses() -> Vec<GetFlowsResponse> {
                 source: LostEventSource::HubbleRingBuffer as i32,
                 num_events_lost: 42,
                 cpu: Some(1.into()),
+                ..Default::default()
             }),
         ),
         wrap(
