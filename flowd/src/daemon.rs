@@ -246,6 +246,8 @@ impl Pipeline {
                     }
                 }
                 if let Some(m) = &self.metrics {
+                    let ring = dp.ring_fill();
+                    m.set_ring_fill(ring.peak_used, ring.capacity);
                     m.set_datapath_totals(&DatapathTotals {
                         events: c.events_submitted,
                         events_lost: c.events_lost,
@@ -491,6 +493,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
     let export_stats = ExportStats::default();
     let metrics = config.hubble_metrics_server.map(|_| {
+        if let Some(handlers) = crate::metrics::eventless::describe(&config.hubble_metrics) {
+            info!(
+                %handlers,
+                "hubble-metrics handlers with no events in flowd: their metrics exist and stay at zero"
+            );
+        }
         let mut m = Metrics::new(&MetricsOptions::from_config(&config));
         export_stats.register(m.registry_mut());
         Arc::new(m)

@@ -145,6 +145,7 @@ fn example_configmap_file() {
             HandlerKind::Flow,
             HandlerKind::PortDistribution,
             HandlerKind::Icmp,
+            HandlerKind::FlowsToWorld,
             HandlerKind::HttpV2
         ]
     );

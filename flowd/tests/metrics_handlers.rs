@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{DatapathTotals, Metrics, MetricsOptions};
 use flowd_proto::flow::{
-    DropReason, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
+    DropReason, Endpoint, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
 };
 use metrics_support::*;
 
@@ -714,4 +714,202 @@ fn packet_metrics_count_once_at_the_sender() {
         // The flow handler keeps every observation.
         assert_eq!(sum(&s, "hubble_flows_processed_total"), 3.0);
     }
+}
+
+/// `flows-to-world` (Hubble's rules, Cilium `pkg/hubble/metrics/flows-to-world`):
+/// non-reply flows whose destination is `reserved:world`; drops only when
+/// POLICY_DENIED unless `any-drop`; `syn-only` counts connection attempts;
+/// `port` adds the destination port; the counting rule applies.
+#[test]
+fn flows_to_world_follows_hubble_rules() {
+    let m =
+        metrics("flows-to-world:sourceContext=workload-name;labelsContext=source_namespace dns");
+    let client = pod("ecommerce", "payment-5d8-x1", "payment-service", "payment");
+    let server = pod("ecommerce", "frontend-7c4-x2", "frontend", "frontend");
+    let fw = Verdict::Forwarded;
+    let (p, w) = (("10.244.2.3", 41000), ("198.51.100.10", 80));
+    let with = |mut f: flowd_proto::flow::Flow, s: &Endpoint, d: &Endpoint| {
+        f.source = Some(s.clone());
+        f.destination = Some(d.clone());
+        f.trace_observation_point = TraceObservationPoint::FromEndpoint as i32;
+        f
+    };
+    let world = world();
+    // Counted: the request direction of a connection to the world (3 records).
+    m.process(&with(
+        tcp(p, w, flags("SYN"), fw, Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        tcp(p, w, flags("ACK|PSH"), fw, Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        udp(("10.244.2.3", 5353), ("198.51.100.10", 53), Some(false)),
+        &client,
+        &world,
+    ));
+    // Not counted: the world's replies (destination is a pod), a pod's reply
+    // to a world client, a flow to a pod, a non-policy drop.
+    m.process(&with(
+        tcp(w, p, flags("SYN|ACK"), fw, Some(true)),
+        &world,
+        &client,
+    ));
+    m.process(&with(
+        tcp(p, w, flags("ACK"), fw, Some(true)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        tcp(p, ("10.244.1.3", 8080), flags("SYN"), fw, Some(false)),
+        &client,
+        &server,
+    ));
+    let mut nosock = with(
+        tcp(p, w, flags("SYN"), Verdict::Dropped, Some(false)),
+        &client,
+        &world,
+    );
+    nosock.kernel_drop_reason = "NO_SOCKET".into();
+    nosock.drop_count = 3;
+    m.process(&nosock);
+    // Counted: a policy drop, even of a reply.
+    let mut denied = with(
+        tcp(p, w, flags("ACK"), Verdict::Dropped, Some(true)),
+        &client,
+        &world,
+    );
+    denied.drop_reason_desc = DropReason::PolicyDenied as i32;
+    m.process(&denied);
+    // The same SYN seen again on the uplink: the pod's veth counted it.
+    let mut uplink = with(tcp(p, w, flags("SYN"), fw, Some(false)), &client, &world);
+    uplink.trace_observation_point = TraceObservationPoint::ToNetwork as i32;
+    m.process(&uplink);
+
+    let s = scrape(&m);
+    let tw = |proto: &'static str, verdict: &'static str| {
+        get(
+            &s,
+            "hubble_flows_to_world_total",
+            &[
+                ("protocol", proto),
+                ("verdict", verdict),
+                ("source_namespace", "ecommerce"),
+                ("source", "payment-service"),
+            ],
+        )
+    };
+    assert_eq!(tw("TCP", "FORWARDED"), Some(2.0));
+    assert_eq!(tw("UDP", "FORWARDED"), Some(1.0));
+    assert_eq!(tw("TCP", "DROPPED"), Some(1.0));
+    assert_eq!(sum(&s, "hubble_flows_to_world_total"), 4.0);
+
+    // any-drop, port and syn-only: one count per connection attempt.
+    let m = metrics("flows-to-world:any-drop;port;syn-only");
+    m.process(&with(
+        tcp(p, w, flags("SYN"), fw, Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        tcp(p, ("198.51.100.10", 443), flags("SYN"), fw, Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        tcp(p, w, flags("ACK|PSH"), fw, Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&with(
+        udp(("10.244.2.3", 5353), ("198.51.100.10", 53), Some(false)),
+        &client,
+        &world,
+    ));
+    m.process(&nosock);
+    m.process(&denied); // a reply: not a connection attempt
+    let s = scrape(&m);
+    let tw = |verdict: &'static str, port: &'static str| {
+        get(
+            &s,
+            "hubble_flows_to_world_total",
+            &[("protocol", "TCP"), ("verdict", verdict), ("port", port)],
+        )
+    };
+    assert_eq!(tw("FORWARDED", "80"), Some(1.0));
+    assert_eq!(tw("FORWARDED", "443"), Some(1.0));
+    // A kernel drop flow stands for drop_count drops.
+    assert_eq!(tw("DROPPED", "80"), Some(3.0));
+    assert_eq!(sum(&s, "hubble_flows_to_world_total"), 5.0);
+}
+
+/// `policy` and `kafka` (events flowd never has): accepted with Hubble's
+/// options, their families are exported with Hubble's names and types and
+/// no series, whatever the flows.
+#[test]
+fn eventless_handlers_export_empty_families() {
+    let m = metrics(
+        "policy:sourceContext=app|workload-name|pod|reserved-identity;destinationContext=app|workload-name|pod|dns|reserved-identity;labelsContext=source_namespace,destination_namespace \
+         kafka:labelsContext=source_namespace,source_workload",
+    );
+    let client = pod("ecommerce", "loadgen-6d9f-abcde", "loadgen", "loadgen");
+    let server = pod("ecommerce", "frontend-7c4b-xyz12", "frontend", "frontend");
+    for dir in [Egress, Ingress] {
+        for f in http_exchange(
+            (&client, "10.0.0.1"),
+            (&server, "10.0.0.2"),
+            "GET",
+            200,
+            1_000_000,
+            dir,
+            None,
+        ) {
+            m.process(&f);
+        }
+    }
+    let text = m.encode_prometheus();
+    let open = m.encode_openmetrics();
+    for (name, family, typ) in [
+        (
+            "hubble_policy_verdicts_total",
+            "hubble_policy_verdicts",
+            "counter",
+        ),
+        (
+            "hubble_kafka_requests_total",
+            "hubble_kafka_requests",
+            "counter",
+        ),
+        (
+            "hubble_kafka_request_duration_seconds",
+            "hubble_kafka_request_duration_seconds",
+            "histogram",
+        ),
+    ] {
+        // Prometheus text names a counter family with its `_total`, OpenMetrics without.
+        assert!(
+            text.contains(&format!("# TYPE {name} {typ}\n")),
+            "{name}: {text}"
+        );
+        assert!(
+            open.contains(&format!("# TYPE {family} {typ}\n")),
+            "{family}: {open}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with(family)),
+            "{name}: {text}"
+        );
+        assert!(
+            !open.lines().any(|l| l.starts_with(family)),
+            "{family}: {open}"
+        );
+    }
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert_eq!(
+        get(&parse(&text), "flowd_flows_processed_total", &[]),
+        Some(4.0)
+    );
 }

@@ -328,6 +328,23 @@ pub struct FlowEntry {
 pub(crate) struct ReaderStats {
     pub records_read: AtomicU64,
     pub records_malformed: AtomicU64,
+    /// Most bytes found waiting in the ring since [`Datapath::ring_fill`].
+    pub ring_used_peak: AtomicU64,
+}
+
+impl ReaderStats {
+    pub fn note_ring_used(&self, bytes: u64) {
+        self.ring_used_peak.fetch_max(bytes, Ordering::Relaxed);
+    }
+}
+
+/// How full the kernel → user ring buffer got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFill {
+    /// Most bytes waiting in the ring since the previous call (and now).
+    pub peak_used: u64,
+    /// The ring's size in bytes.
+    pub capacity: u64,
 }
 
 pub(crate) struct Maps {
@@ -344,6 +361,8 @@ pub struct Datapath {
     attacher: Arc<Mutex<Attacher>>,
     maps: Arc<Maps>,
     reader_stats: Arc<ReaderStats>,
+    ring: Arc<ring::Positions>,
+    ring_capacity: u64,
     clock: Arc<KernelClock>,
     /// The ring reader and what tells it to take the last records and stop.
     reader: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
@@ -379,7 +398,7 @@ impl Datapath {
         )?));
         let mut tasks = Vec::new();
         let (stop_reader, stopped) = tokio::sync::oneshot::channel();
-        let reader = ring::spawn(
+        let (reader, ring) = ring::spawn(
             loaded.events,
             tx.clone(),
             clock.clone(),
@@ -414,6 +433,8 @@ impl Datapath {
                 attacher,
                 maps: Arc::new(loaded.maps),
                 reader_stats,
+                ring,
+                ring_capacity: u64::from(cfg.ring_buffer_bytes),
                 clock,
                 reader: Some((stop_reader, reader)),
                 tasks,
@@ -421,6 +442,16 @@ impl Datapath {
             },
             rx,
         ))
+    }
+
+    /// The most bytes that waited in the ring buffer since the previous call
+    /// (the reader notes the fill before each read), and its size.
+    pub fn ring_fill(&self) -> RingFill {
+        let peak = self.reader_stats.ring_used_peak.swap(0, Ordering::Relaxed);
+        RingFill {
+            peak_used: peak.max(self.ring.used()),
+            capacity: self.ring_capacity,
+        }
     }
 
     /// The addresses (pod IPs) whose drops are reported; replaces the set.

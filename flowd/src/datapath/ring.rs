@@ -1,5 +1,15 @@
 //! Reads the EVENTS ring buffer with tokio's AsyncFd and decodes records.
-use std::sync::{Arc, atomic::Ordering};
+//!
+//! Before each read the reader notes how many bytes wait in the ring
+//! ([`Positions`]); the highest since the last [`super::Datapath::ring_fill`]
+//! is flowd_ring_buffer_used_bytes: how close the ring came to full, that is
+//! to losing events.
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -29,7 +39,9 @@ pub(super) fn spawn(
     clock: Arc<KernelClock>,
     stats: Arc<ReaderStats>,
     mut stop: oneshot::Receiver<()>,
-) -> Result<JoinHandle<()>, Error> {
+) -> Result<(JoinHandle<()>, Arc<Positions>), Error> {
+    let positions = Arc::new(Positions::map(ring.as_fd())?);
+    let pos = positions.clone();
     // SAFETY: the RingBuf owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd (which owns the RingBuf) lives.
     let mut fd =
@@ -39,7 +51,8 @@ pub(super) fn spawn(
                 source: e.into(),
             }
         })?;
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        let positions = pos;
         let mut batch = Vec::with_capacity(BATCH);
         let mut timer = tokio::time::interval(DRAIN_INTERVAL);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -56,6 +69,7 @@ pub(super) fn spawn(
                             return;
                         }
                     };
+                    stats.note_ring_used(positions.used());
                     let drained = drain(guard.get_inner_mut(), &mut batch, &clock, &stats);
                     // Only clear readiness once the ring is empty: epoll on a
                     // ring buffer is edge-like, records left behind would wait.
@@ -64,7 +78,10 @@ pub(super) fn spawn(
                     }
                     (drained, false)
                 }
-                _ = timer.tick() => (drain(fd.get_mut(), &mut batch, &clock, &stats), false),
+                _ = timer.tick() => {
+                    stats.note_ring_used(positions.used());
+                    (drain(fd.get_mut(), &mut batch, &clock, &stats), false)
+                }
                 _ = &mut stop => (drain(fd.get_mut(), &mut batch, &clock, &stats), true),
             };
             loop {
@@ -85,7 +102,77 @@ pub(super) fn spawn(
                 return;
             }
         }
-    }))
+    });
+    Ok((task, positions))
+}
+
+/// The ring buffer's consumer and producer positions, mapped read-only:
+/// `producer - consumer` bytes (records and their headers) wait in the ring.
+pub(crate) struct Positions {
+    base: NonNull<u8>,
+    page: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory that lives until Drop; its
+// two positions are only read, with atomic loads.
+unsafe impl Send for Positions {}
+// SAFETY: as above: concurrent readers only perform atomic loads.
+unsafe impl Sync for Positions {}
+
+impl Positions {
+    fn map(fd: BorrowedFd<'_>) -> Result<Self, Error> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // SAFETY: a new mapping (no address given, so nothing existing is
+        // replaced) of the ring buffer map's first two pages: the consumer
+        // page at offset 0 and the producer page after it (the kernel's BPF
+        // ring buffer layout), both of which it allows to map read-only.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Io {
+                what: "mapping the EVENTS ring buffer's positions".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Io {
+            what: "mapping the EVENTS ring buffer's positions".into(),
+            source: std::io::Error::other("mmap returned a null address"),
+        })?;
+        Ok(Positions { base, page })
+    }
+
+    /// Bytes waiting in the ring now.
+    pub(crate) fn used(&self) -> u64 {
+        // SAFETY: each position is an unsigned long at the start of its page,
+        // inside the mapping (2 pages), page-aligned hence aligned for
+        // AtomicUsize; the kernel and the consumer only store to them atomically.
+        let (consumer, producer) = unsafe {
+            (
+                (*self.base.as_ptr().cast::<AtomicUsize>()).load(Ordering::Acquire),
+                (*self.base.as_ptr().add(self.page).cast::<AtomicUsize>()).load(Ordering::Acquire),
+            )
+        };
+        producer.wrapping_sub(consumer) as u64
+    }
+}
+
+impl Drop for Positions {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no reference into
+        // it outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), 2 * self.page);
+        }
+    }
 }
 
 /// Takes up to BATCH records into `batch`; true when the ring is empty.

@@ -19,9 +19,12 @@
 
 pub mod context;
 pub mod counting;
+pub mod eventless;
+mod ring;
 pub mod series;
 pub mod server;
 pub mod spec;
+mod world;
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +130,9 @@ enum Handler {
         responses: Option<ExCounterSeries>,
         duration: HistSeries,
     },
+    FlowsToWorld(HandlerSpec, CounterSeries),
+    /// `policy` / `kafka`: families without samples ([`eventless`]).
+    Eventless,
 }
 
 /// The kernel's cumulative datapath counters (see `datapath::Counters`).
@@ -164,6 +170,7 @@ pub struct Metrics {
     registry: Registry,
     handlers: Vec<Handler>,
     own: Own,
+    ring: ring::RingGauges,
     ttl: Option<Duration>,
     open_metrics: bool,
     count_once: bool,
@@ -336,6 +343,7 @@ impl Metrics {
             own.process_cpu.clone(),
         );
 
+        let ring = ring::RingGauges::register(&mut registry);
         let mut b = Builder {
             registry: &mut registry,
             max: opts.max_series.max(1),
@@ -415,12 +423,25 @@ impl Metrics {
                         ),
                     }
                 }
+                HandlerKind::FlowsToWorld => Handler::FlowsToWorld(
+                    spec,
+                    b.make(
+                        "hubble_flows_to_world",
+                        "Total number of flows to reserved:world",
+                        new_counter,
+                    ),
+                ),
+                HandlerKind::Policy | HandlerKind::Kafka => {
+                    eventless::register(b.registry, h);
+                    Handler::Eventless
+                }
             });
         }
         Metrics {
             registry,
             handlers,
             own,
+            ring,
             ttl: opts.series_ttl,
             open_metrics: opts.open_metrics,
             count_once: opts.count_once,
@@ -599,6 +620,8 @@ impl Metrics {
                     }
                     n += f(duration);
                 }
+                Handler::FlowsToWorld(_, s) => n += f(s),
+                Handler::Eventless => {}
             }
         }
         n
@@ -905,6 +928,8 @@ impl Handler {
                     _ => {}
                 }
             }
+            Handler::FlowsToWorld(spec, s) => world::count(spec, s, flow, now, rule.once, l),
+            Handler::Eventless => {}
         }
     }
 }

@@ -2,6 +2,12 @@
 //! spaces, each `name` or `name:opt=val;opt2=val2` (option names are
 //! case-insensitive, as in Hubble). Unlike Hubble, an unknown handler or
 //! option is an error, so a typo never silently disables a metric.
+//!
+//! The handler names are Hubble's catalogue (Cilium v1.19,
+//! `pkg/hubble/metrics`). `policy` and `kafka` count events flowd never
+//! produces (policy verdicts, Kafka records): they are accepted, so values
+//! copied from Cilium work, and their families exist but stay empty
+//! ([`HandlerKind::has_events`]).
 
 use std::fmt;
 
@@ -18,10 +24,16 @@ pub enum HandlerKind {
     Http,
     /// `httpV2`: requests (with status) and duration, counted on responses.
     HttpV2,
+    /// `flows-to-world`: flows whose destination is `reserved:world`.
+    FlowsToWorld,
+    /// `policy`: network policy verdicts (none in flowd: it enforces no policy).
+    Policy,
+    /// `kafka`: Kafka requests (none in flowd: it parses no Kafka).
+    Kafka,
 }
 
 impl HandlerKind {
-    pub const ALL: [HandlerKind; 8] = [
+    pub const ALL: [HandlerKind; 11] = [
         HandlerKind::Flow,
         HandlerKind::Drop,
         HandlerKind::Tcp,
@@ -30,6 +42,9 @@ impl HandlerKind {
         HandlerKind::Dns,
         HandlerKind::Http,
         HandlerKind::HttpV2,
+        HandlerKind::FlowsToWorld,
+        HandlerKind::Policy,
+        HandlerKind::Kafka,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,7 +57,18 @@ impl HandlerKind {
             HandlerKind::Dns => "dns",
             HandlerKind::Http => "http",
             HandlerKind::HttpV2 => "httpV2",
+            HandlerKind::FlowsToWorld => "flows-to-world",
+            HandlerKind::Policy => "policy",
+            HandlerKind::Kafka => "kafka",
         }
+    }
+
+    /// Whether flowd produces the events this handler counts. Without them
+    /// the handler's families are exported with no series: a dashboard
+    /// panel on them is empty rather than broken, and the daemon says so
+    /// at start.
+    pub fn has_events(self) -> bool {
+        !matches!(self, HandlerKind::Policy | HandlerKind::Kafka)
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -156,6 +182,13 @@ pub struct HandlerSpec {
     pub dns_ignore_aaaa: bool,
     /// http/httpV2: attach the flow's trace ID as an exemplar (OpenMetrics only).
     pub exemplars: bool,
+    /// flows-to-world `any-drop`: count dropped flows whatever the reason
+    /// (otherwise only POLICY_DENIED drops).
+    pub any_drop: bool,
+    /// flows-to-world `port`: add the destination port as label `port`.
+    pub port: bool,
+    /// flows-to-world `syn-only`: count only TCP SYNs that are not replies.
+    pub syn_only: bool,
 }
 
 /// The parsed `hubble-metrics` value.
@@ -231,10 +264,14 @@ fn parse_handler(kind: HandlerKind, opts: &str) -> Result<HandlerSpec, SpecError
         dns_query: false,
         dns_ignore_aaaa: false,
         exemplars: false,
+        any_drop: false,
+        port: false,
+        syn_only: false,
     };
     let extra: &[&str] = match kind {
         HandlerKind::Dns => &["query", "ignoreaaaa"],
         HandlerKind::Http | HandlerKind::HttpV2 => &["exemplars"],
+        HandlerKind::FlowsToWorld => &["any-drop", "port", "syn-only"],
         _ => &[],
     };
     for opt in opts.split(';').filter(|o| !o.is_empty()) {
@@ -286,6 +323,10 @@ fn parse_handler(kind: HandlerKind, opts: &str) -> Result<HandlerSpec, SpecError
             }
             "query" if kind == HandlerKind::Dns => spec.dns_query = true,
             "ignoreaaaa" if kind == HandlerKind::Dns => spec.dns_ignore_aaaa = true,
+            // As in Hubble, these flags are on when present (any value).
+            "any-drop" if kind == HandlerKind::FlowsToWorld => spec.any_drop = true,
+            "port" if kind == HandlerKind::FlowsToWorld => spec.port = true,
+            "syn-only" if kind == HandlerKind::FlowsToWorld => spec.syn_only = true,
             "exemplars" if extra.contains(&"exemplars") => {
                 spec.exemplars = match value {
                     "true" => true,
@@ -306,6 +347,7 @@ fn parse_handler(kind: HandlerKind, opts: &str) -> Result<HandlerSpec, SpecError
                 match kind {
                     HandlerKind::Dns => valid.extend(["query", "ignoreAAAA"]),
                     HandlerKind::Http | HandlerKind::HttpV2 => valid.push("exemplars"),
+                    HandlerKind::FlowsToWorld => valid.extend(["any-drop", "port", "syn-only"]),
                     _ => {}
                 }
                 return Err(SpecError::UnknownOption {
@@ -381,5 +423,28 @@ mod tests {
         );
         assert_eq!(h.context.destination, vec![ContextId::Pod]);
         assert_eq!(h.context.label_names(), vec!["source", "destination"]);
+    }
+
+    #[test]
+    fn hubble_catalogue() {
+        let s = MetricsSpec::parse(
+            "flows-to-world:any-drop;Port;syn-only;sourceContext=pod policy:labelsContext=source_namespace kafka",
+        )
+        .unwrap();
+        let w = s.get(HandlerKind::FlowsToWorld).unwrap();
+        assert!(w.any_drop && w.port && w.syn_only);
+        assert_eq!(w.context.label_names(), vec!["source"]);
+        assert!(!s.get(HandlerKind::Policy).unwrap().kind.has_events());
+        assert!(!s.get(HandlerKind::Kafka).unwrap().kind.has_events());
+        assert_eq!(
+            MetricsSpec::parse("policy:query").unwrap_err().to_string(),
+            "metrics handler \"policy\": unknown option \"query\" (valid: sourceContext, destinationContext, sourceEgressContext, sourceIngressContext, destinationEgressContext, destinationIngressContext, labelsContext)"
+        );
+        assert!(
+            MetricsSpec::parse("flows-to-world:synonly")
+                .unwrap_err()
+                .to_string()
+                .ends_with("labelsContext, any-drop, port, syn-only)")
+        );
     }
 }
