@@ -1,10 +1,9 @@
-//! Debian's Prometheus for the tests: finding (or installing) the binary and
-//! querying its HTTP API.
+//! Debian's Prometheus for the tests: finding the binary and querying its
+//! HTTP API.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,31 +19,13 @@ pub fn find_prometheus() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// The binary, installing Debian's package if allowed; Err = why not.
+/// The binary; Err says how to get it. Tests install nothing:
+/// `scripts/setup.sh` installs Debian's `prometheus` package.
 pub fn prometheus_binary() -> Result<PathBuf, String> {
-    if let Some(p) = find_prometheus() {
-        return Ok(p);
-    }
-    if std::env::var("FLOWD_TEST_NO_INSTALL").as_deref() == Ok("1") {
-        return Err("not installed and FLOWD_TEST_NO_INSTALL=1".into());
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not installed, and installing needs root".into());
-    }
-    eprintln!("metrics_prometheus: installing Debian's prometheus package (apt-get)…");
-    let out = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "prometheus"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "apt-get install prometheus failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    find_prometheus().ok_or_else(|| "installed, but no prometheus binary found".into())
+    find_prometheus().ok_or_else(|| {
+        "no prometheus binary in PATH or /usr/bin: run scripts/setup.sh (Debian's prometheus package)"
+            .into()
+    })
 }
 
 pub fn url_encode(s: &str) -> String {
@@ -122,4 +103,91 @@ pub async fn query_by(
         out.insert(key, value);
     }
     Some(out)
+}
+
+/// GET over HTTP/1.0 (the server closes the connection after the body, so
+/// large answers are never chunked): the status line and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(String, String), String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| format!("GET {path}: no answer in 30 s"))?
+        .map_err(|e| e.to_string())?;
+    let raw = String::from_utf8(raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no header end"))?;
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
+/// [`get`] of a Prometheus API path: the JSON body of a successful answer.
+pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    let (head, body) = get(addr, path).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e}: {head}\n{body}"))?;
+    if v.get("status").and_then(|s| s.as_str()) != Some("success") {
+        return Err(format!("GET {path}: {v}"));
+    }
+    Ok(v)
+}
+
+/// One series of a range query: its labels and its (time, value) samples.
+#[derive(Debug, Clone)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    pub values: Vec<(f64, f64)>,
+}
+
+/// `/api/v1/query_range` from `start` to `end` (Unix seconds) every `step` s.
+pub async fn query_range(
+    prom: SocketAddr,
+    promql: &str,
+    start: f64,
+    end: f64,
+    step: f64,
+) -> Result<Vec<RangeSeries>, String> {
+    let v = get_json(
+        prom,
+        &format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+            url_encode(promql)
+        ),
+    )
+    .await?;
+    let result = v["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("no result array: {v}"))?;
+    let mut out = Vec::new();
+    for r in result {
+        let labels = r["metric"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let values = r["values"]
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .filter_map(|p| {
+                        let t = p.get(0)?.as_f64()?;
+                        // NaN, +Inf and -Inf come as strings too: parse() keeps them.
+                        let v = p.get(1)?.as_str()?.parse::<f64>().ok()?;
+                        Some((t, v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(RangeSeries { labels, values });
+    }
+    Ok(out)
 }
