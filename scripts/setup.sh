@@ -31,12 +31,20 @@ command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 # The lab's cluster DNS (kube-system) is dnsmasq, as kube-dns used to be.
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
+# The metrics tests scrape flowd with a real Prometheus (each runs its own).
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing system packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+  # The package's own service (scraping localhost:9090 into /var/lib) is not
+  # needed: tests start Prometheus with their own configuration and directory.
+  if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable prometheus.service >/dev/null 2>&1 || true
+    systemctl stop prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 [ "$BUILD_ONLY" = 1 ] || ip netns list >/dev/null 2>&1 || die "network namespaces are not available (ip netns list failed)"
 

@@ -18,8 +18,8 @@
 //!   node or across nodes; a peer that is not a pod (world, host) reports
 //!   nothing. Uplink records count only when neither end is a pod
 //!   (`reporter="unknown"`), since no pod interface sees them.
-//! * Every other per-flow metric (`dns`, `tcp`, `icmp`, `port-distribution`)
-//!   has one reporter: the first observation point on the packet's path. That
+//! * Every other per-flow metric (`dns`, `tcp`, `icmp`, `port-distribution`,
+//!   `flows-to-world`) has one reporter: the first observation point on the packet's path. That
 //!   is the sender pod's veth; the receiver pod's veth only when the sender is
 //!   not a pod; an uplink only when neither end is a pod. A request and its
 //!   reply are separate packets, each counted once (a DNS query where the
@@ -108,8 +108,8 @@ fn destination_is_pod(flow: &Flow) -> bool {
 }
 
 /// The rule for metrics without a reporter label (dns, tcp, icmp,
-/// port-distribution): whether this record is the packet's first
-/// observation point.
+/// port-distribution, flows-to-world): whether this record is the packet's
+/// first observation point.
 pub fn counts_once(flow: &Flow) -> bool {
     match point(flow) {
         Point::FromPod | Point::Unknown => true,
