@@ -3,8 +3,12 @@
 //!   `policy` and `kafka` (events flowd never has) and `flows-to-world`,
 //!   starts flowd from a ConfigMap file; a scrape of the running daemon
 //!   shows every family with Hubble's name and type (`policy` / `kafka`
-//!   without samples), and the log says once which handlers stay at zero;
+//!   without samples), Debian's Prometheus scrapes it (OpenMetrics) and
+//!   records those families' types, and the log says once which handlers
+//!   stay at zero;
 //! - a handler name outside Hubble's catalogue stops flowd with one line.
+
+mod metrics_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use flowd_tests::flowd::TempDir;
 use flowd_tests::{ChildGuard, Netns, wait_until};
+use metrics_support::prometheus::{get_json, prometheus_binary, url_encode};
 use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowd");
@@ -111,6 +116,58 @@ fn cilium_values_with_policy_and_kafka_start_and_expose_every_family() -> Result
                 "flowd_metrics_series_refused_total{{metric=\"{name}\"}} 0"
             )),
             "{name} is not configured:\n{text}"
+        );
+    }
+
+    // Prometheus (asking for OpenMetrics, as it does) scrapes the families
+    // without samples and records their metadata.
+    let prom_bin = prometheus_binary().map_err(anyhow::Error::msg)?;
+    std::fs::write(
+        dir.0.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: flowd\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )?;
+    let mut cmd = ns.command(&prom_bin);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.0.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.0.join("data").display()
+    ))
+    .arg("--web.listen-address=127.0.0.1:9090")
+    .stderr(std::fs::File::create(dir.0.join("prometheus.log"))?);
+    let _prometheus = ChildGuard::spawn("prometheus", &mut cmd)?;
+    let prom: SocketAddr = "127.0.0.1:9090".parse()?;
+    let api = |path: String| -> Result<Result<serde_json::Value, String>> {
+        ns.run(move || -> Result<Result<serde_json::Value, String>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(get_json(prom, &path)))
+        })?
+    };
+    let log_of = || std::fs::read_to_string(dir.0.join("prometheus.log")).unwrap_or_default();
+    wait_until("Prometheus scraping flowd", Duration::from_secs(60), || {
+        let up = api(format!("/api/v1/query?query={}", url_encode("up")))?;
+        Ok(up
+            .ok()
+            .filter(|v| v["data"]["result"][0]["value"][1] == "1")
+            .map(|_| ()))
+    })
+    .with_context(log_of)?;
+    for (family, typ) in [
+        ("hubble_policy_verdicts", "counter"),
+        ("hubble_kafka_requests", "counter"),
+        ("hubble_kafka_request_duration_seconds", "histogram"),
+    ] {
+        let meta = api(format!("/api/v1/metadata?metric={family}"))?.map_err(anyhow::Error::msg)?;
+        ensure!(
+            meta["data"][family][0]["type"] == typ,
+            "Prometheus has no {typ} {family}: {meta}\n{}",
+            log_of()
         );
     }
 
