@@ -149,6 +149,8 @@ pub struct Config {
     pub monitor_aggregation: MonitorAggregation,
     /// `monitor-aggregation-interval`.
     pub monitor_aggregation_interval: Duration,
+    /// `tofqdns-min-ttl`: lowest TTL the DNS name cache keeps a name for.
+    pub tofqdns_min_ttl: Duration,
 
     // ---- flowd's own keys ----
     /// `flowd-interfaces`: interfaces (names or globs) and modes.
@@ -167,6 +169,8 @@ pub struct Config {
     pub l7_pairing_timeout: Duration,
     /// `flowd-http-headers-allow`: header names whose values appear in flows.
     pub http_headers_allow: Vec<String>,
+    /// `flowd-dns-name-cache-entries`: bound of the per-pod IP → name cache.
+    pub dns_name_cache_entries: u32,
     /// `flowd-drops-enabled`: kernel drop reasons (skb:kfree_skb).
     pub drops_enabled: bool,
     /// `flowd-node-name`: resolved (empty = $NODE_NAME, else the host name).
@@ -572,6 +576,13 @@ pub static KEYS: &[KeyDef] = &[
         |c, v| c.monitor_aggregation_interval = p_duration(v)?
     ),
     key!(
+        "tofqdns-min-ttl",
+        "0",
+        "seconds (an integer from 0 to 604800)",
+        "Lowest TTL for names learned from DNS answers: shorter TTLs are raised to it (0 keeps the answers' own TTLs).",
+        |c, v| c.tofqdns_min_ttl = Duration::from_secs(u64::from(p_u32(v, 0, 604_800)?))
+    ),
+    key!(
         "flowd-interfaces",
         "",
         "entries `name-or-glob[=tc|xdp|xdp-generic]` separated by spaces or commas, e.g. \"veth*=tc eth1=xdp\"",
@@ -632,6 +643,13 @@ pub static KEYS: &[KeyDef] = &[
         "header names separated by commas or spaces",
         "HTTP headers captured into flows (none by default).",
         |c, v| c.http_headers_allow = p_list(v)
+    ),
+    key!(
+        "flowd-dns-name-cache-entries",
+        "32768",
+        "an integer from 0 to 4194304 (0 disables the cache)",
+        "IP → DNS name entries kept from observed DNS answers, for flows' source_names/destination_names (all pods together; the soonest to expire is evicted first, counted).",
+        |c, v| c.dns_name_cache_entries = p_u32(v, 0, 1 << 22)?
     ),
     key!(
         "flowd-drops-enabled",
@@ -786,6 +804,7 @@ impl Default for Config {
             hubble_redact_http_headers_deny: Vec::new(),
             monitor_aggregation: MonitorAggregation::Medium,
             monitor_aggregation_interval: Duration::ZERO,
+            tofqdns_min_ttl: Duration::ZERO,
             interfaces: Vec::new(),
             ring_buffer_bytes: 0,
             flow_map_entries: 0,
@@ -794,6 +813,7 @@ impl Default for Config {
             l7_pairing_entries: 0,
             l7_pairing_timeout: Duration::ZERO,
             http_headers_allow: Vec::new(),
+            dns_name_cache_entries: 0,
             drops_enabled: false,
             node_name: String::new(),
             kubernetes: KubernetesWatch::Off,

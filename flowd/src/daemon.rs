@@ -18,7 +18,10 @@ use crate::{
     config::{Config, MonitorAggregation},
     datapath::{self, AttachMode, Datapath, DatapathConfig, DatapathEvent},
     endpoints::{
-        EndpointStore, Hook, ManifestSource, StoreConfig, enrich::enrich_with, hold::Holding,
+        EndpointStore, Hook, ManifestSource, StoreConfig,
+        enrich::enrich_with,
+        hold::Holding,
+        names::{NameCache, NameCacheConfig},
     },
     export::{ExportError, ExportStats, Exporters},
     metrics::{DatapathTotals, Metrics, MetricsOptions},
@@ -78,7 +81,17 @@ pub struct Pipeline {
     drop_addrs_version: Option<u64>,
     /// Flows waiting for the store to know their interface.
     held: Holding,
+    /// Names each local pod resolved (from the DNS answers seen).
+    names: NameCache,
+    /// Name cache evictions already added to the metrics.
+    name_evictions_reported: u64,
+    /// Endpoint snapshot version whose pods the name cache was pruned to.
+    names_pods_version: Option<u64>,
 }
+
+/// How far behind now flows may arrive (held flows wait up to 5 s): name
+/// cache entries are dropped only when expired for longer.
+const NAME_EXPIRY_GRACE: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     pub fn new(
@@ -99,7 +112,17 @@ impl Pipeline {
             drops: datapath::drops::DropCounter::default(),
             drop_addrs_version: None,
             held: Holding::default(),
+            names: NameCache::new(NameCacheConfig::default()),
+            name_evictions_reported: 0,
+            names_pods_version: None,
         }
+    }
+
+    /// Sets the DNS name cache's bounds (`flowd-dns-name-cache-entries`,
+    /// `tofqdns-min-ttl`).
+    pub fn with_name_cache(mut self, cfg: NameCacheConfig) -> Self {
+        self.names = NameCache::new(cfg);
+        self
     }
 
     /// Feeds `exporters` with every flow and lost-events notice.
@@ -157,8 +180,10 @@ impl Pipeline {
         let mut flow = self.parser.drop_flow(r, count, unix_ns(r.time));
         if let Some(e) = &self.endpoints {
             // No hook: the drop happened wherever the kernel freed the skb.
-            e.enrich(&mut flow, None);
-            flow.traffic_direction = drop_direction(&e.snapshot(), &flow) as i32;
+            let snap = e.snapshot();
+            enrich_with(&snap, &mut flow, None);
+            flow.traffic_direction = drop_direction(&snap, &flow) as i32;
+            self.names.observe_and_fill(&snap, &mut flow);
         }
         // Drops are flows like any other, for the exporters too (Hubble exports them).
         self.publish(flow);
@@ -191,6 +216,7 @@ impl Pipeline {
                 None => return,
             }
             enrich_with(&snap, &mut flow, hook);
+            self.names.observe_and_fill(&snap, &mut flow);
         }
         self.publish(flow);
     }
@@ -205,6 +231,7 @@ impl Pipeline {
         let mut ready = self.held.release(&snap, std::time::Instant::now(), all);
         for (flow, hook) in &mut ready {
             enrich_with(&snap, flow, *hook);
+            self.names.observe_and_fill(&snap, flow);
         }
         drop(snap);
         for (flow, _) in ready {
@@ -227,6 +254,7 @@ impl Pipeline {
         self.release_held(false);
         self.parser.expire(ktime_now_ns());
         self.report_evictions();
+        self.maintain_names();
         // Well past the kernel's idle deletion of drop entries.
         if let Some(t) = SystemTime::now().checked_sub(Duration::from_secs(600)) {
             self.drops.expire(t);
@@ -269,6 +297,36 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Expires DNS names, forgets pods that left, updates the metrics.
+    fn maintain_names(&mut self) {
+        let now = SystemTime::now()
+            .checked_sub(NAME_EXPIRY_GRACE)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+        self.names.expire(now);
+        if let Some(e) = &self.endpoints {
+            let snap = e.snapshot();
+            if self.names_pods_version != Some(snap.version) {
+                let keys: Vec<String> = snap
+                    .local_pods()
+                    .iter()
+                    .map(|p| crate::endpoints::names::pod_key(p))
+                    .collect();
+                self.names
+                    .retain_pods(&keys.iter().map(String::as_str).collect());
+                self.names_pods_version = Some(snap.version);
+            }
+        }
+        let stats = self.names.stats();
+        if let Some(m) = &self.metrics {
+            m.set_dns_name_cache(
+                stats.entries,
+                stats.evictions.saturating_sub(self.name_evictions_reported),
+            );
+        }
+        self.name_evictions_reported = stats.evictions;
+    }
+
     /// Adds the pairing tables' new evictions to `flowd_l7_pairing_evictions`.
     fn report_evictions(&mut self) {
         let Some(m) = &self.metrics else { return };
@@ -514,8 +572,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         crate::peer::PeerConfig::from_config(&config),
     );
     let follow_store = endpoints.clone();
-    let mut pipeline =
-        Pipeline::new(parser, writer, metrics.clone(), Some(endpoints)).with_exporters(exporters);
+    let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints))
+        .with_exporters(exporters)
+        .with_name_cache(NameCacheConfig {
+            max_entries: config.dns_name_cache_entries as usize,
+            min_ttl: config.tofqdns_min_ttl,
+        });
 
     if let (Some(addr), Some(m)) = (config.hubble_metrics_server, metrics.clone()) {
         let listener = crate::metrics::server::bind(addr)

@@ -211,6 +211,7 @@ mod tests {
     fn node(name: &str, ips: &[&str]) -> Object {
         Object::Node(Arc::new(Node {
             name: name.into(),
+            labels: Default::default(),
             addresses: ips.iter().map(|s| s.parse().unwrap()).collect(),
             pod_cidrs: Vec::new(),
         }))

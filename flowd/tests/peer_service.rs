@@ -25,6 +25,7 @@ use tonic::service::Routes;
 fn node(name: &str, ip: &str) -> Object {
     Object::Node(Arc::new(Node {
         name: name.into(),
+        labels: Default::default(),
         addresses: vec![ip.parse().unwrap()],
         pod_cidrs: Vec::new(),
     }))

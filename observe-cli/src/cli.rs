@@ -174,6 +174,15 @@ pub struct FilterArgs {
     /// Destination namespace.
     #[arg(long, value_name = "NS", value_parser = p::namespace)]
     pub to_namespace: Vec<String>,
+    /// Flows of any Kubernetes namespace (source OR destination is a pod).
+    #[arg(short = 'A', long, num_args = 0, default_missing_value = "true", action = ArgAction::Append)]
+    pub all_namespaces: Vec<String>,
+    /// Flows from any Kubernetes namespace (the source is a pod).
+    #[arg(long, num_args = 0, default_missing_value = "true", action = ArgAction::Append)]
+    pub from_all_namespaces: Vec<String>,
+    /// Flows to any Kubernetes namespace (the destination is a pod).
+    #[arg(long, num_args = 0, default_missing_value = "true", action = ArgAction::Append)]
+    pub to_all_namespaces: Vec<String>,
     /// Source OR destination label selector (e.g. app=cart, k8s:app in (a,b)).
     #[arg(short = 'l', long, value_name = "SELECTOR", value_parser = p::non_empty)]
     pub label: Vec<String>,
@@ -242,6 +251,41 @@ pub struct FilterArgs {
     /// Node name pattern: node-1, k8s*, cluster/, cluster/node-*.
     #[arg(long, value_name = "PATTERN", value_parser = p::non_empty)]
     pub node_name: Vec<String>,
+    /// Label selector on the labels of the node that observed the flow
+    /// (e.g. kubernetes.io/hostname=node-a).
+    #[arg(long, value_name = "SELECTOR", value_parser = p::non_empty)]
+    pub node_label: Vec<String>,
+    /// Source OR destination cluster name.
+    #[arg(long, value_name = "NAME", value_parser = p::non_empty)]
+    pub cluster: Vec<String>,
+    /// Source cluster name.
+    #[arg(long, value_name = "NAME", value_parser = p::non_empty)]
+    pub from_cluster: Vec<String>,
+    /// Destination cluster name.
+    #[arg(long, value_name = "NAME", value_parser = p::non_empty)]
+    pub to_cluster: Vec<String>,
+    /// Interface that observed the flow, by name (e.g. lxc1a2b3c4d5e6f).
+    #[arg(long, value_name = "NAME", value_parser = p::non_empty)]
+    pub interface: Vec<String>,
+    /// Regular expression on the whole HTTP URL (e.g. "http://.*/cart/\\d+").
+    #[arg(long, value_name = "REGEX", value_parser = p::regex)]
+    pub http_url: Vec<String>,
+    /// HTTP header name:value (only headers flowd captures, see
+    /// flowd-http-headers-allow).
+    #[arg(long, value_name = "NAME:VALUE", value_parser = p::http_header)]
+    pub http_header: Vec<String>,
+    /// IP trace ID (IP option tracing; a number above 0).
+    #[arg(long, value_name = "ID", value_parser = p::ip_trace_id)]
+    pub ip_trace_id: Vec<String>,
+    /// Only encrypted flows (WireGuard/IPsec).
+    #[arg(long, num_args = 0, default_missing_value = "true", action = ArgAction::Append)]
+    pub encrypted: Vec<String>,
+    /// Only unencrypted flows.
+    #[arg(long, num_args = 0, default_missing_value = "true", action = ArgAction::Append)]
+    pub unencrypted: Vec<String>,
+    /// CEL expression over the flow `_flow` (e.g. "_flow.verdict == Verdict.DROPPED").
+    #[arg(long, value_name = "EXPR", value_parser = p::non_empty)]
+    pub cel_expression: Vec<String>,
     /// Traffic direction: ingress or egress.
     #[arg(long, value_name = "DIR", value_parser = p::traffic_direction)]
     pub traffic_direction: Vec<String>,

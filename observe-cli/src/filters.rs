@@ -42,6 +42,9 @@ const FILTER_IDS: &[&str] = &[
     "namespace",
     "from_namespace",
     "to_namespace",
+    "all_namespaces",
+    "from_all_namespaces",
+    "to_all_namespaces",
     "label",
     "from_label",
     "to_label",
@@ -64,6 +67,17 @@ const FILTER_IDS: &[&str] = &[
     "dns_query",
     "tcp_flags",
     "node_name",
+    "node_label",
+    "cluster",
+    "from_cluster",
+    "to_cluster",
+    "interface",
+    "http_url",
+    "http_header",
+    "ip_trace_id",
+    "encrypted",
+    "unencrypted",
+    "cel_expression",
     "traffic_direction",
 ];
 
@@ -77,6 +91,8 @@ const CONFLICTS: &[&[&str]] = &[
         "fqdn",
         "from_namespace",
         "namespace",
+        "from_all_namespaces",
+        "all_namespaces",
     ],
     &["from_fqdn", "from_ip", "ip", "fqdn", "from_pod", "pod"],
     &[
@@ -86,8 +102,15 @@ const CONFLICTS: &[&[&str]] = &[
         "fqdn",
         "to_namespace",
         "namespace",
+        "to_all_namespaces",
+        "all_namespaces",
     ],
     &["to_fqdn", "to_ip", "ip", "fqdn", "to_pod", "pod"],
+    &["to_pod", "all_namespaces"],
+    &["from_pod", "all_namespaces"],
+    &["to_service", "all_namespaces"],
+    &["from_service", "all_namespaces"],
+    &["encrypted", "unencrypted"],
     &["label", "from_label"],
     &["label", "to_label"],
     &["service", "from_service"],
@@ -319,6 +342,47 @@ impl Tracker {
                 self.both(|f| f.tcp_flags.push(flags))
             }
             "node_name" => self.both(|f| f.node_name.push(s())),
+            "node_label" => self.both(|f| f.node_labels.push(s())),
+            "cluster" => self.either(
+                |f| f.source_cluster_name.push(s()),
+                |f| f.destination_cluster_name.push(s()),
+            ),
+            "from_cluster" => self.both(|f| f.source_cluster_name.push(s())),
+            "to_cluster" => self.both(|f| f.destination_cluster_name.push(s())),
+            "all_namespaces" => self.ns.push(String::new()),
+            "from_all_namespaces" => self.src_ns.push(String::new()),
+            "to_all_namespaces" => self.dst_ns.push(String::new()),
+            "interface" => self.both(|f| {
+                f.interface.push(flow::NetworkInterface {
+                    index: 0,
+                    name: s(),
+                })
+            }),
+            "http_url" => self.both(|f| f.http_url.push(s())),
+            "http_header" => {
+                let (key, value) = v.split_once(':').ok_or_else(|| {
+                    Error::Usage(format!(
+                        "invalid http-header value {v:?}, expected name:value"
+                    ))
+                })?;
+                let h = flow::HttpHeader {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                };
+                self.both(|f| f.http_header.push(h.clone()))
+            }
+            "ip_trace_id" => {
+                let id = parse::to_ip_trace_id(v).map_err(Error::Usage)?;
+                self.both(|f| f.ip_trace_id.push(id))
+            }
+            "encrypted" => self.both(|f| f.encrypted.push(true)),
+            "unencrypted" => self.both(|f| f.encrypted.push(false)),
+            "cel_expression" => self.both(|f| {
+                f.experimental
+                    .get_or_insert_with(Default::default)
+                    .cel_expression
+                    .push(s())
+            }),
             "traffic_direction" => {
                 let d = if v == "egress" {
                     flow::TrafficDirection::Egress
@@ -692,6 +756,26 @@ pub mod parse {
         } else {
             Err("expected an HTTP method such as GET, POST, PUT, DELETE".into())
         }
+    }
+
+    /// `name:value` (the value may contain `:`), as `hubble observe --http-header`.
+    pub fn http_header(s: &str) -> Result<String, String> {
+        match s.split_once(':') {
+            Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
+            _ => Err("expected name:value, e.g. content-type:application/json".into()),
+        }
+    }
+
+    pub fn to_ip_trace_id(s: &str) -> Result<u64, String> {
+        match s.parse::<u64>() {
+            Ok(0) => Err("invalid --ip-trace-id value; must be greater than 0".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("invalid --ip-trace-id value: {e}")),
+        }
+    }
+
+    pub fn ip_trace_id(s: &str) -> Result<String, String> {
+        to_ip_trace_id(s).map(|_| s.to_string())
     }
 
     pub fn regex(s: &str) -> Result<String, String> {

@@ -45,7 +45,7 @@ fn ip_of(s: &str) -> Option<IpAddr> {
 
 impl EndpointStore {
     /// Fills `source`, `destination`, `source_service`,
-    /// `destination_service`, `node_name` (when empty), the interface name,
+    /// `destination_service`, `node_name` and `node_labels` (when empty), the interface name,
     /// `traffic_direction` and `trace_observation_point`. Lock-free.
     pub fn enrich(&self, flow: &mut Flow, hook: Option<Hook>) {
         enrich_with(&self.snapshot(), flow, hook);
@@ -56,6 +56,9 @@ impl EndpointStore {
 pub fn enrich_with(snap: &Snapshot, flow: &mut Flow, hook: Option<Hook>) {
     if flow.node_name.is_empty() {
         flow.node_name.clone_from(&snap.node_name);
+    }
+    if flow.node_labels.is_empty() {
+        flow.node_labels.clone_from(&snap.node_labels);
     }
     let (src, dst) = match &flow.ip {
         Some(ip) => (ip_of(&ip.source), ip_of(&ip.destination)),

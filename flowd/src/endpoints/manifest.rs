@@ -197,6 +197,7 @@ pub fn service_from_value(v: &Value) -> Result<Service, String> {
 pub fn node_from_value(v: &Value) -> Result<Node, String> {
     let key = name_and_namespace(v, "Node", false)?;
     let ctx = |e: String| format!("Node {}: {e}", key.name);
+    let labels = string_map(v, &["metadata", "labels"]).map_err(ctx)?;
     let mut addresses = Vec::new();
     for (i, a) in array(v, &["status", "addresses"])
         .map_err(ctx)?
@@ -234,6 +235,7 @@ pub fn node_from_value(v: &Value) -> Result<Node, String> {
     }
     Ok(Node {
         name: key.name,
+        labels,
         addresses,
         pod_cidrs,
     })

@@ -12,6 +12,8 @@
 //!   datapath can attach to them as pods come and go.
 //! - [`hold`]: flows of an interface not matched yet wait for it (a new
 //!   pod's first packets).
+//! - [`names`]: the names each local pod resolved (from observed DNS
+//!   answers), for flows' `source_names` / `destination_names`.
 
 pub mod attach;
 pub mod enrich;
@@ -20,6 +22,7 @@ pub mod hold;
 pub mod kube;
 pub mod manifest;
 pub mod model;
+pub mod names;
 pub mod store;
 
 pub use enrich::Hook;

@@ -205,10 +205,13 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
 }
 
-/// A node: its addresses and pod CIDRs.
+/// A node: its addresses, pod CIDRs and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
+    /// `metadata.labels` (flows observed on this node carry them as
+    /// `node_labels`, `key=value`, sorted, as Cilium fills them).
+    pub labels: BTreeMap<String, String>,
     pub addresses: Vec<IpAddr>,
     pub pod_cidrs: Vec<IpNetwork>,
 }

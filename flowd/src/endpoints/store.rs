@@ -59,6 +59,8 @@ pub enum InterfaceKind {
 pub struct Snapshot {
     pub node_name: String,
     pub cluster_name: String,
+    /// This node's labels as flows carry them (`key=value`, sorted).
+    pub node_labels: Vec<String>,
     by_ip: HashMap<IpAddr, Arc<Endpoint>>,
     services: HashMap<IpAddr, Arc<ObjectKey>>,
     cluster_cidrs: Vec<IpNetwork>,
@@ -359,6 +361,12 @@ impl EndpointStore {
                 services.insert(*ip, key.clone());
             }
         }
+        let node_labels = o
+            .nodes
+            .values()
+            .find(|n| n.name == cfg.node_name)
+            .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
         let mut nodes: Vec<Arc<Node>> = o.nodes.values().cloned().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         cluster_cidrs.sort_by_key(|c| (c.ip(), c.prefix()));
@@ -366,6 +374,7 @@ impl EndpointStore {
         let snap = Snapshot {
             node_name: cfg.node_name.clone(),
             cluster_name: cfg.cluster_name.clone(),
+            node_labels,
             by_ip,
             services,
             cluster_cidrs,

@@ -12,9 +12,14 @@
 //!
 //! Field semantics follow Cilium's pkg/hubble/filters; flowd extensions:
 //! `http_status_code` also accepts ranges (`400-599`); `kernel_drop_reason`.
+//! Deviations: `http_header` compares header names case-insensitively (HTTP
+//! names are; flowd keeps them as they were on the wire, Cilium in Go's
+//! canonical form). `source_ip_xlated` is refused: flowd sees packets on pod
+//! veths, before any SNAT, and cannot know the translated address.
 //! Filters apply to flows only; callers pass LostEvents and other
 //! non-flow events through unfiltered, as Hubble does.
 
+mod cel_expr;
 mod labels;
 mod patterns;
 
@@ -117,6 +122,14 @@ enum Check {
     HttpPath(RegexSet),
     DnsQuery(RegexSet),
     TraceId(Vec<String>),
+    Interface(Vec<flow::NetworkInterface>),
+    HttpUrl(RegexSet),
+    HttpHeader(Vec<flow::HttpHeader>),
+    NodeLabels(Vec<Selector>),
+    ClusterName(Side, Vec<String>),
+    IpTraceId(Vec<u64>),
+    Encrypted(Vec<bool>),
+    Cel(cel_expr::CelFilter),
 }
 
 impl Check {
@@ -134,6 +147,8 @@ impl Check {
             | Check::Protocol(_)
             | Check::Port(..)
             | Check::TcpFlags(_)
+            | Check::IpTraceId(_)
+            | Check::Encrypted(_)
             | Check::HttpStatus(_) => 0,
             Check::Uuid(_)
             | Check::KernelDropReason(_)
@@ -142,9 +157,18 @@ impl Check {
             | Check::Workload(..)
             | Check::HttpMethod(_)
             | Check::TraceId(_)
+            | Check::Interface(_)
+            | Check::HttpHeader(_)
+            | Check::ClusterName(..)
             | Check::Ip { .. } => 1,
-            Check::Label(..) => 2,
-            Check::Fqdn(..) | Check::NodeName(_) | Check::HttpPath(_) | Check::DnsQuery(_) => 3,
+            Check::Label(..) | Check::NodeLabels(_) => 2,
+            Check::Fqdn(..)
+            | Check::NodeName(_)
+            | Check::HttpPath(_)
+            | Check::HttpUrl(_)
+            | Check::DnsQuery(_) => 3,
+            // An interpreter run: after everything else could rule the flow out.
+            Check::Cel(_) => 4,
         }
     }
 
@@ -256,6 +280,36 @@ impl Check {
                 .as_ref()
                 .and_then(|t| t.parent.as_ref())
                 .is_some_and(|p| !p.trace_id.is_empty() && ids.contains(&p.trace_id)),
+            Check::Interface(wanted) => {
+                let Some(have) = &f.interface else {
+                    return false;
+                };
+                // Hubble: a zero index or an empty name in the filter is a wildcard.
+                wanted.iter().any(|w| {
+                    (w.index == 0 || w.index == have.index)
+                        && (w.name.is_empty() || w.name == have.name)
+                })
+            }
+            Check::HttpUrl(set) => {
+                http(f).is_some_and(|h| !h.url.is_empty() && set.is_match(&h.url))
+            }
+            Check::HttpHeader(wanted) => http(f).is_some_and(|h| {
+                h.headers.iter().any(|have| {
+                    wanted
+                        .iter()
+                        .any(|w| w.key.eq_ignore_ascii_case(&have.key) && w.value == have.value)
+                })
+            }),
+            Check::NodeLabels(selectors) => selectors.iter().any(|s| s.matches(&f.node_labels)),
+            Check::ClusterName(side, names) => {
+                let cluster = endpoint(f, *side).map_or("", |ep| ep.cluster_name.as_str());
+                names.iter().any(|n| n == cluster)
+            }
+            Check::IpTraceId(ids) => {
+                ids.contains(&f.ip_trace_id.as_ref().map_or(0, |t| t.trace_id))
+            }
+            Check::Encrypted(want) => want.contains(&f.ip.as_ref().is_some_and(|ip| ip.encrypted)),
+            Check::Cel(c) => c.matches(f),
         }
     }
 }
@@ -457,34 +511,17 @@ fn enum_values<E: TryFrom<i32>>(field: &str, values: &[i32]) -> Result<Vec<i32>,
     Ok(values.to_vec())
 }
 
-/// Refuses the FlowFilter fields flowd does not evaluate: ignoring one would
+/// Refuses the FlowFilter fields flowd cannot evaluate: ignoring one would
 /// widen the result the client asked for.
 fn refuse_unsupported(ff: &FlowFilter) -> Result<(), FilterError> {
-    fn used<T: std::fmt::Debug>(field: &'static str, v: &[T]) -> Option<(&'static str, String)> {
-        (!v.is_empty()).then(|| (field, format!("{v:?}")))
+    if !ff.source_ip_xlated.is_empty() {
+        return Err(FilterError::new(
+            "source_ip_xlated",
+            ff.source_ip_xlated.join(","),
+            "flowd cannot know SNAT addresses (it observes pod veths, before any source NAT)",
+        ));
     }
-    let cel = ff
-        .experimental
-        .as_ref()
-        .map_or(&[][..], |e| &e.cel_expression);
-    let refused = used("source_ip_xlated", &ff.source_ip_xlated)
-        .or_else(|| used("source_cluster_name", &ff.source_cluster_name))
-        .or_else(|| used("destination_cluster_name", &ff.destination_cluster_name))
-        .or_else(|| used("interface", &ff.interface))
-        .or_else(|| used("http_url", &ff.http_url))
-        .or_else(|| used("http_header", &ff.http_header))
-        .or_else(|| used("node_labels", &ff.node_labels))
-        .or_else(|| used("ip_trace_id", &ff.ip_trace_id))
-        .or_else(|| used("encrypted", &ff.encrypted))
-        .or_else(|| used("experimental.cel_expression", cel));
-    match refused {
-        Some((field, value)) => Err(FilterError::new(
-            field,
-            value,
-            "this filter is not supported by flowd",
-        )),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// One FlowFilter, compiled: all its checks must match.
@@ -661,10 +698,17 @@ impl CompiledFilter {
                 .event_type
                 .iter()
                 .any(|t| t.r#type == MESSAGE_TYPE_ACCESS_LOG);
+        let headers: Vec<String> = ff
+            .http_header
+            .iter()
+            .map(|h| format!("{}:{}", h.key, h.value))
+            .collect();
         for (field, list) in [
             ("http_status_code", &ff.http_status_code),
             ("http_method", &ff.http_method),
             ("http_path", &ff.http_path),
+            ("http_url", &ff.http_url),
+            ("http_header", &headers),
         ] {
             if !list.is_empty() && !l7_allowed {
                 return Err(FilterError::new(
@@ -725,6 +769,68 @@ impl CompiledFilter {
         }
         if !ff.trace_id.is_empty() {
             c.push(Check::TraceId(ff.trace_id.clone()));
+        }
+        if !ff.interface.is_empty() {
+            c.push(Check::Interface(ff.interface.clone()));
+        }
+        if !ff.http_url.is_empty() {
+            c.push(Check::HttpUrl(regex_set("http_url", &ff.http_url)?));
+        }
+        if !ff.http_header.is_empty() {
+            for h in &ff.http_header {
+                if h.key.is_empty() {
+                    return Err(FilterError::new(
+                        "http_header",
+                        format!("{}:{}", h.key, h.value),
+                        "empty header name",
+                    ));
+                }
+            }
+            c.push(Check::HttpHeader(ff.http_header.clone()));
+        }
+        if !ff.node_labels.is_empty() {
+            let sels = ff
+                .node_labels
+                .iter()
+                .map(|s| {
+                    Selector::parse(s)
+                        .map_err(|e| FilterError::new("node_labels", s, e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            c.push(Check::NodeLabels(sels));
+        }
+        for (field, list, side) in [
+            ("source_cluster_name", &ff.source_cluster_name, Side::Source),
+            (
+                "destination_cluster_name",
+                &ff.destination_cluster_name,
+                Side::Destination,
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            if list.iter().any(String::is_empty) {
+                return Err(FilterError::new(
+                    field,
+                    list.join(","),
+                    "empty cluster name",
+                ));
+            }
+            c.push(Check::ClusterName(side, list.clone()));
+        }
+        if !ff.ip_trace_id.is_empty() {
+            c.push(Check::IpTraceId(ff.ip_trace_id.clone()));
+        }
+        if !ff.encrypted.is_empty() {
+            c.push(Check::Encrypted(ff.encrypted.clone()));
+        }
+        if let Some(exprs) = ff.experimental.as_ref().map(|e| &e.cel_expression)
+            && !exprs.is_empty()
+        {
+            c.push(Check::Cel(cel_expr::CelFilter::compile(exprs).map_err(
+                |(expr, reason)| FilterError::new("experimental.cel_expression", expr, reason),
+            )?));
         }
         c.sort_by_key(Check::cost);
         Ok(Self { checks: c })

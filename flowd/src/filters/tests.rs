@@ -904,52 +904,205 @@ fn matcher_errors_locate_the_filter() {
 }
 
 #[test]
-fn filters_flowd_does_not_evaluate_are_refused_by_name() {
-    use flowd_proto::flow::{HttpHeader, NetworkInterface, flow_filter::Experimental};
-    let cases: Vec<(&str, FlowFilter)> = vec![
-        (
-            "source_ip_xlated",
-            FlowFilter {
-                source_ip_xlated: s(&["10.0.0.1"]),
-                ..Default::default()
-            },
-        ),
-        (
-            "interface",
-            FlowFilter {
-                interface: vec![NetworkInterface {
-                    index: 0,
-                    name: "eth0".into(),
-                }],
-                ..Default::default()
-            },
-        ),
-        (
-            "http_header",
-            FlowFilter {
-                http_header: vec![HttpHeader {
-                    key: "a".into(),
-                    value: "b".into(),
-                }],
-                ..Default::default()
-            },
-        ),
-        (
-            "experimental.cel_expression",
-            FlowFilter {
-                experimental: Some(Experimental {
-                    cel_expression: s(&["true"]),
-                }),
-                ..Default::default()
-            },
-        ),
-    ];
-    for (field, ff) in cases {
-        assert_eq!(err(ff).field, field);
-    }
+fn snat_addresses_are_refused_by_name() {
+    use flowd_proto::flow::flow_filter::Experimental;
+    let e = err(FlowFilter {
+        source_ip_xlated: s(&["10.0.0.1"]),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "source_ip_xlated");
+    assert!(e.to_string().contains("SNAT"), "{e}");
     // An empty Experimental message selects nothing and is no filter.
     compile(FlowFilter {
         experimental: Some(Experimental::default()),
         ..Default::default()
     });
+    let e = err(FlowFilter {
+        experimental: Some(Experimental {
+            cel_expression: s(&["_flow.nope == 1"]),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(e.field, "experimental.cel_expression");
+    assert!(e.to_string().contains("undefined field 'nope'"), "{e}");
+}
+
+#[test]
+fn interface_index_and_name_as_hubble_compares_them() {
+    use flowd_proto::flow::NetworkInterface;
+    let mut f = tcp_flow();
+    f.interface = Some(NetworkInterface {
+        index: 7,
+        name: "lxc1".into(),
+    });
+    let m = |index: u32, name: &str| {
+        compile(FlowFilter {
+            interface: vec![NetworkInterface {
+                index,
+                name: name.into(),
+            }],
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(m(0, "lxc1"));
+    assert!(m(7, ""));
+    assert!(m(7, "lxc1"));
+    assert!(!m(8, "lxc1"));
+    assert!(!m(7, "lxc2"));
+    assert!(!m(0, "lxc2"));
+    // No interface on the flow: nothing matches.
+    assert!(
+        !compile(FlowFilter {
+            interface: vec![NetworkInterface::default()],
+            ..Default::default()
+        })
+        .matches(&tcp_flow())
+    );
+}
+
+#[test]
+fn http_url_and_headers() {
+    use flowd_proto::flow::HttpHeader;
+    let mut f = http_flow(0, "GET", "http://cart.shop/items/12");
+    if let Some(L7::Http(h)) = f.l7.as_mut().and_then(|l| l.record.as_mut()) {
+        h.headers = vec![HttpHeader {
+            key: "content-type".into(),
+            value: "application/json".into(),
+        }];
+    }
+    let url = |re: &str| {
+        compile(FlowFilter {
+            http_url: s(&[re]),
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(url(r"^http://cart\.shop/items/\d+$"));
+    assert!(url("items"), "unanchored, as Go's MatchString");
+    assert!(!url("^/items"));
+    assert!(
+        !compile(FlowFilter {
+            http_url: s(&["."]),
+            ..Default::default()
+        })
+        .matches(&tcp_flow())
+    );
+    assert_eq!(
+        err(FlowFilter {
+            http_url: s(&["("]),
+            ..Default::default()
+        })
+        .field,
+        "http_url"
+    );
+    let header = |k: &str, v: &str| {
+        compile(FlowFilter {
+            http_header: vec![HttpHeader {
+                key: k.into(),
+                value: v.into(),
+            }],
+            ..Default::default()
+        })
+        .matches(&f)
+    };
+    assert!(header("content-type", "application/json"));
+    assert!(
+        header("Content-Type", "application/json"),
+        "names ignore case"
+    );
+    assert!(!header("content-type", "Application/JSON"), "values do not");
+    assert!(!header("accept", "application/json"));
+    let e = err(FlowFilter {
+        http_header: vec![HttpHeader::default()],
+        ..Default::default()
+    });
+    assert_eq!(e.field, "http_header");
+    // As the other HTTP filters: refused with a non-L7 event type.
+    let e = err(FlowFilter {
+        http_url: s(&["x"]),
+        event_type: vec![EventTypeFilter {
+            r#type: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    assert_eq!(e.field, "http_url");
+}
+
+#[test]
+fn node_labels_cluster_names_trace_ids_encryption() {
+    use flowd_proto::flow::IpTraceId;
+    let mut f = tcp_flow();
+    f.node_labels = s(&[
+        "kubernetes.io/hostname=node-1",
+        "topology.kubernetes.io/zone=a",
+    ]);
+    if let Some(src) = f.source.as_mut() {
+        src.cluster_name = "east".into();
+    }
+    let m = |ff: FlowFilter| compile(ff).matches(&f);
+    assert!(m(FlowFilter {
+        node_labels: s(&["kubernetes.io/hostname=node-1"]),
+        ..Default::default()
+    }));
+    assert!(m(FlowFilter {
+        node_labels: s(&["topology.kubernetes.io/zone in (a,b), !gpu"]),
+        ..Default::default()
+    }));
+    assert!(!m(FlowFilter {
+        node_labels: s(&["kubernetes.io/hostname=node-2"]),
+        ..Default::default()
+    }));
+    assert_eq!(
+        err(FlowFilter {
+            node_labels: s(&["a in ("]),
+            ..Default::default()
+        })
+        .field,
+        "node_labels"
+    );
+    assert!(m(FlowFilter {
+        source_cluster_name: s(&["west", "east"]),
+        ..Default::default()
+    }));
+    assert!(!m(FlowFilter {
+        destination_cluster_name: s(&["east"]),
+        ..Default::default()
+    }));
+    assert_eq!(
+        err(FlowFilter {
+            destination_cluster_name: s(&[""]),
+            ..Default::default()
+        })
+        .field,
+        "destination_cluster_name"
+    );
+    // No trace ID reads as 0, as in Hubble.
+    let ids = |v: &[u64], f: &Flow| {
+        compile(FlowFilter {
+            ip_trace_id: v.to_vec(),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(ids(&[0], &f) && !ids(&[5], &f));
+    let mut traced = f.clone();
+    traced.ip_trace_id = Some(IpTraceId {
+        trace_id: 5,
+        ip_option_type: 136,
+    });
+    assert!(ids(&[4, 5], &traced) && !ids(&[0], &traced));
+    let enc = |v: bool, f: &Flow| {
+        compile(FlowFilter {
+            encrypted: vec![v],
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    assert!(enc(false, &f) && !enc(true, &f));
+    if let Some(ip) = traced.ip.as_mut() {
+        ip.encrypted = true;
+    }
+    assert!(enc(true, &traced) && !enc(false, &traced));
 }

@@ -155,6 +155,8 @@ struct Own {
     flow_map_entries: Gauge,
     flow_map_capacity: Gauge,
     l7_pairing_evictions: Family<LabelSet, Counter>,
+    dns_name_cache_entries: Gauge,
+    dns_name_cache_evictions: Counter,
     flows_processed: Counter,
     refused: Family<LabelSet, Counter>,
     expired: Family<LabelSet, Counter>,
@@ -246,6 +248,8 @@ impl Metrics {
             flow_map_entries: Gauge::default(),
             flow_map_capacity: Gauge::default(),
             l7_pairing_evictions: Family::default(),
+            dns_name_cache_entries: Gauge::default(),
+            dns_name_cache_evictions: Counter::default(),
             flows_processed: Counter::default(),
             refused: Family::default(),
             expired: Family::default(),
@@ -301,6 +305,16 @@ impl Metrics {
             "flowd_l7_pairing_evictions",
             "Unanswered L7 requests evicted from the pairing table, by protocol and reason",
             own.l7_pairing_evictions.clone(),
+        );
+        r.register(
+            "flowd_dns_name_cache_entries",
+            "IP → DNS name entries learned from observed DNS answers (flowd-dns-name-cache-entries bounds them)",
+            own.dns_name_cache_entries.clone(),
+        );
+        r.register(
+            "flowd_dns_name_cache_evictions",
+            "Unexpired DNS name cache entries evicted because the cache was full",
+            own.dns_name_cache_evictions.clone(),
         );
         r.register(
             "flowd_flows_processed",
@@ -521,6 +535,14 @@ impl Metrics {
         self.own
             .flow_map_capacity
             .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+    }
+
+    /// The DNS name cache's size and its new evictions.
+    pub fn set_dns_name_cache(&self, entries: usize, new_evictions: u64) {
+        self.own
+            .dns_name_cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.own.dns_name_cache_evictions.inc_by(new_evictions);
     }
 
     /// Pairing-table evictions (`protocol`: `http` or `dns`; `reason`: e.g.

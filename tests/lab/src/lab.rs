@@ -518,6 +518,8 @@ fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
         format!("--log-facility={}", state.dir.join("dnsmasq.log").display()),
         // Unknown names in these domains are NXDOMAIN, not forwarded.
         format!("--local=/{}/", state.spec.cluster_domain),
+        // The TTL of kubeadm's CoreDNS (`ttl 30`); dnsmasq's default is 0.
+        format!("--local-ttl={DNS_TTL_SECS}"),
     ];
     for n in &state.spec.world.names {
         if let Some((_, parent)) = n.split_once('.') {
@@ -531,6 +533,9 @@ fn dnsmasq_command(state: &LabState) -> Result<Command, Error> {
     ));
     Ok(netns::command(&dns_pod.netns, "dnsmasq", &args))
 }
+
+/// TTL of the cluster DNS's answers, seconds.
+pub const DNS_TTL_SECS: u32 = 30;
 
 /// Polls `check` inside `netns` until it succeeds or `READY_TIMEOUT` passes.
 fn wait_ready(netns_name: &str, what: &str, check: fn() -> bool) -> Result<(), Error> {
