@@ -1307,6 +1307,130 @@ mod tests {
         }
     }
 
+    /// The requests `hubble observe --print-raw-filters` shows for the
+    /// same flags (Hubble CLI v1.19).
+    #[test]
+    fn hubble_v1_19_filters() {
+        use flowd_proto::flow::{HttpHeader, NetworkInterface, flow_filter::Experimental};
+        let both = |f: FlowFilter| vec![f];
+        assert_eq!(
+            white(&["-A"]),
+            vec![
+                FlowFilter {
+                    source_pod: strs(&["/"]),
+                    ..Default::default()
+                },
+                FlowFilter {
+                    destination_pod: strs(&["/"]),
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(
+            white(&["--from-all-namespaces", "--to-cluster", "x"]),
+            both(FlowFilter {
+                source_pod: strs(&["/"]),
+                destination_cluster_name: strs(&["x"]),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            white(&["--to-all-namespaces", "--from-fqdn", "a.b"]),
+            both(FlowFilter {
+                source_fqdn: strs(&["a.b"]),
+                destination_pod: strs(&["/"]),
+                ..Default::default()
+            })
+        );
+        let common = FlowFilter {
+            interface: vec![NetworkInterface {
+                index: 0,
+                name: "eth0".into(),
+            }],
+            http_header: vec![
+                HttpHeader {
+                    key: "a".into(),
+                    value: "b".into(),
+                },
+                HttpHeader {
+                    key: "c".into(),
+                    value: "d:e".into(),
+                },
+            ],
+            node_labels: strs(&["k=v"]),
+            ip_trace_id: vec![5],
+            experimental: Some(Experimental {
+                cel_expression: strs(&["_flow.verdict == Verdict.DROPPED"]),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            white(&[
+                "-A",
+                "--interface",
+                "eth0",
+                "--http-header",
+                "a:b",
+                "--http-header",
+                "c:d:e",
+                "--node-label",
+                "k=v",
+                "--cluster",
+                "c1",
+                "--cel-expression",
+                "_flow.verdict == Verdict.DROPPED",
+                "--ip-trace-id",
+                "5",
+            ]),
+            vec![
+                FlowFilter {
+                    source_pod: strs(&["/"]),
+                    source_cluster_name: strs(&["c1"]),
+                    ..common.clone()
+                },
+                FlowFilter {
+                    destination_pod: strs(&["/"]),
+                    destination_cluster_name: strs(&["c1"]),
+                    ..common
+                },
+            ]
+        );
+        assert_eq!(
+            white(&["--encrypted", "--http-url", "http://.*/x"]),
+            both(FlowFilter {
+                encrypted: vec![true],
+                http_url: strs(&["http://.*/x"]),
+                ..Default::default()
+            })
+        );
+        let r = req(&["--not", "--unencrypted", "--from-cluster", "a"]).unwrap();
+        assert_eq!(
+            r.blacklist,
+            both(FlowFilter {
+                encrypted: vec![false],
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            r.whitelist,
+            both(FlowFilter {
+                source_cluster_name: strs(&["a"]),
+                ..Default::default()
+            })
+        );
+        for (args, want) in [
+            (&["--ip-trace-id", "0"][..], "must be greater than 0"),
+            (&["--http-header", "novalue"][..], "expected name:value"),
+            (&["--encrypted", "--unencrypted"][..], "cannot be combined"),
+            (&["-A", "--ip", "10.0.0.1"][..], "cannot be combined"),
+            (&["-A", "--to-pod", "x"][..], "cannot be combined"),
+            (&["--http-url", "("][..], "invalid regular expression"),
+        ] {
+            let e = req(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+
     #[test]
     fn selection() {
         let r = req(&["--first", "5"]).unwrap();
