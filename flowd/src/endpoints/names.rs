@@ -60,6 +60,9 @@ pub struct NameCacheStats {
 /// One pod's names of one address: name → expiry.
 type Names = BTreeMap<Arc<str>, i128>;
 
+/// An entry's place: (pod key, address, name).
+type EntryRef = (Arc<str>, IpAddr, Arc<str>);
+
 /// Per-pod IP → names with TTLs; see the module docs.
 #[derive(Debug, Default)]
 pub struct NameCache {
@@ -67,7 +70,7 @@ pub struct NameCache {
     /// Pod key (UID) → address → names.
     pods: HashMap<Arc<str>, HashMap<IpAddr, Names>>,
     /// Every entry by (expiry, insertion number): eviction and expiry order.
-    by_expiry: BTreeMap<(i128, u64), (Arc<str>, IpAddr, Arc<str>)>,
+    by_expiry: BTreeMap<(i128, u64), EntryRef>,
     next_seq: u64,
     evictions: u64,
 }

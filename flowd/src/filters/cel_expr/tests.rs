@@ -179,7 +179,7 @@ fn every_flow_field_is_readable() {
                     assert!(v.downcast_ref::<CelBool>().is_some(), "{expr}");
                     // Reading the field must not fail (a list forces it).
                     let read = format!("size([{p}]) == 1");
-                    let g = CelFilter::compile(&[read.clone()]).unwrap();
+                    let g = CelFilter::compile(std::slice::from_ref(&read)).unwrap();
                     let v = cel::Value::resolve_val(&g.exprs[0], &ctx)
                         .unwrap_or_else(|e| panic!("{read}: {e}"));
                     assert_eq!(v.downcast_ref::<CelBool>().map(|b| *b.inner()), Some(true));
