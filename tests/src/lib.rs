@@ -16,6 +16,7 @@
 //! the current binary and hands its path over (`env!("CARGO_BIN_EXE_flowd")`
 //! in flowd/tests/); they take this crate as a dev-dependency. Tests of the
 //! harness itself are in tests/tests/.
+pub mod bins;
 pub mod flowd;
 pub mod net;
 pub mod netns;

@@ -64,38 +64,60 @@ pub struct ChildGuard {
     child: Option<Child>,
     name: String,
     pub stdout: Lines,
+    /// stderr lines, when spawned with [`ChildGuard::spawn_capture`].
+    pub stderr: Lines,
+}
+
+impl Lines {
+    /// Collects the lines of `r` on a background thread until it ends.
+    fn collect(r: impl std::io::Read + Send + 'static) -> Self {
+        let lines = Lines::default();
+        let l = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut g) = l.0.0.lock() {
+                    g.0.push(line);
+                }
+                l.0.1.notify_all();
+            }
+            if let Ok(mut g) = l.0.0.lock() {
+                g.1 = true;
+            }
+            l.0.1.notify_all();
+        });
+        lines
+    }
 }
 
 impl ChildGuard {
     /// Spawns `cmd` with stdout collected line by line (stderr inherited so
     /// its logs show up in the test output).
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        Self::spawn_with(name, cmd, false)
+    }
+
+    /// Like [`ChildGuard::spawn`], with stderr collected too (for tests of
+    /// what a program says on stderr).
+    pub fn spawn_capture(name: &str, cmd: &mut Command) -> Result<Self> {
+        Self::spawn_with(name, cmd, true)
+    }
+
+    fn spawn_with(name: &str, cmd: &mut Command, capture_stderr: bool) -> Result<Self> {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        if capture_stderr {
+            cmd.stderr(Stdio::piped());
+        }
         let mut child = cmd
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("spawning {name}: {cmd:?}"))?;
-        let lines = Lines::default();
-        if let Some(out) = child.stdout.take() {
-            let l = lines.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(mut g) = l.0.0.lock() {
-                        g.0.push(line);
-                    }
-                    l.0.1.notify_all();
-                }
-                if let Ok(mut g) = l.0.0.lock() {
-                    g.1 = true;
-                }
-                l.0.1.notify_all();
-            });
-        }
+        let stdout = child.stdout.take().map(Lines::collect).unwrap_or_default();
+        let stderr = child.stderr.take().map(Lines::collect).unwrap_or_default();
         Ok(Self {
             child: Some(child),
             name: name.to_owned(),
-            stdout: lines,
+            stdout,
+            stderr,
         })
     }
 
@@ -111,6 +133,12 @@ impl ChildGuard {
     /// Sends `sig` and waits for the exit (bounded), returning the status.
     pub fn stop(&mut self, sig: Signal, timeout: Duration) -> Result<std::process::ExitStatus> {
         self.signal(sig)?;
+        self.wait_exit(timeout)
+            .with_context(|| format!("after {sig}"))
+    }
+
+    /// Waits (bounded) for the process to exit by itself, returning the status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().context("process already reaped")?;
         loop {
@@ -119,7 +147,7 @@ impl ChildGuard {
                 return Ok(st);
             }
             if Instant::now() >= deadline {
-                bail!("{} did not exit within {timeout:?} after {sig}", self.name);
+                bail!("{} did not exit within {timeout:?}", self.name);
             }
             thread::sleep(Duration::from_millis(10));
         }
