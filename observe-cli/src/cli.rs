@@ -10,9 +10,11 @@ use crate::filters::parse as p;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, e.g. `| head`)
-  1  the server answered with an error or the stream broke (RPC error)
+  1  the server answered with an error or the stream broke (RPC error), also
+     when it ends a stream because it shuts down (Unavailable: ... is shutting down)
   2  usage error: bad flag, bad value, unreadable TLS file
-  3  cannot connect to the server (unreachable, refused, TLS handshake, timeout)";
+  3  cannot connect to the server (unreachable, refused, TLS handshake, timeout),
+     or no answer within --request-timeout";
 
 /// Observe flows of flowd / the flowd relay (Hubble-compatible).
 ///
@@ -97,9 +99,19 @@ pub struct ConnArgs {
     /// Server name to verify in the server certificate (default: the host of --server).
     #[arg(long, global = true, value_name = "NAME")]
     pub tls_server_name: Option<String>,
-    /// Timeout for connecting and for unary requests (e.g. 5s, 1m).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "12s", value_parser = humantime::parse_duration)]
+    /// Timeout for connecting, for each answer of status/list, for opening a
+    /// flow stream, and (without --follow) for each next message of it (e.g. 5s, 1m).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "12s", value_parser = positive_duration)]
     pub request_timeout: Duration,
+}
+
+/// A duration of more than zero (a zero timeout would fail every call).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than 0 (expected e.g. 5s, 1m)".into()),
+        Err(e) => Err(format!("{e} (expected e.g. 5s, 1m)")),
+    }
 }
 
 #[derive(Args, Debug)]

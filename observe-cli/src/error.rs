@@ -9,6 +9,13 @@ pub enum Error {
     /// The server could not be reached.
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// The server accepted the connection but did not answer in time.
+    #[error("{addr}: no answer to {rpc} within {after} (--request-timeout)")]
+    Timeout {
+        addr: String,
+        rpc: &'static str,
+        after: String,
+    },
     /// The server answered with an error, or the stream broke.
     #[error("{addr}: {rpc} failed: {code}: {message}")]
     Rpc {
@@ -26,7 +33,15 @@ impl Error {
         match self {
             Error::Rpc { .. } | Error::Output(_) => 1,
             Error::Usage(_) => 2,
-            Error::Connect { .. } => 3,
+            Error::Connect { .. } | Error::Timeout { .. } => 3,
+        }
+    }
+
+    pub fn timeout(addr: &str, rpc: &'static str, after: std::time::Duration) -> Self {
+        Error::Timeout {
+            addr: addr.to_string(),
+            rpc,
+            after: humantime::format_duration(after).to_string(),
         }
     }
 

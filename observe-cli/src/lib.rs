@@ -29,19 +29,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => m,
-        Err(e) => {
-            // Help and version print to stdout with exit 0; errors say what
-            // is valid and exit 2.
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (m, c)));
+    let (matches, cli) = match parsed {
+        Ok(p) => p,
+        // Help and version print to stdout with exit 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+            return ExitCode::SUCCESS;
         }
-    };
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
+        // Errors: one line saying what is valid, exit 2.
         Err(e) => {
-            let _ = e.print();
+            eprintln!("observe: {}", clap_error_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -63,6 +63,32 @@ where
             eprintln!("observe: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// A clap error as one line: its first paragraph, without usage and hints.
+fn clap_error_line(rendered: &str) -> String {
+    let first = rendered
+        .trim_start()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default();
+    let line = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line).to_string();
+    format!("{line} (see --help)")
+}
+
+/// Awaits a call's answer for at most `timeout` (--request-timeout).
+async fn answer<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    timeout: std::time::Duration,
+    addr: &str,
+    rpc: &'static str,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(Error::rpc(addr, rpc, &s)),
+        Err(_) => Err(Error::timeout(addr, rpc, timeout)),
     }
 }
 
@@ -92,13 +118,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
         }
         Some(Command::Status) => {
             let (mut c, target) = client::connect(&cli.conn).await?;
-            let mut req = tonic::Request::new(ServerStatusRequest {});
-            req.set_timeout(unary_timeout);
-            let s = c
-                .server_status(req)
-                .await
-                .map_err(|s| Error::rpc(&target.authority, "ServerStatus", &s))?
-                .into_inner();
+            let s = answer(
+                c.server_status(ServerStatusRequest {}),
+                unary_timeout,
+                &target.authority,
+                "ServerStatus",
+            )
+            .await?;
             let text = if json {
                 json_line(&s)?
             } else {
@@ -111,13 +137,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
             let (mut c, target) = client::connect(&cli.conn).await?;
             let text = match what {
                 ListCommand::Nodes => {
-                    let mut req = tonic::Request::new(GetNodesRequest {});
-                    req.set_timeout(unary_timeout);
-                    let r = c
-                        .get_nodes(req)
-                        .await
-                        .map_err(|s| Error::rpc(&target.authority, "GetNodes", &s))?
-                        .into_inner();
+                    let r = answer(
+                        c.get_nodes(GetNodesRequest {}),
+                        unary_timeout,
+                        &target.authority,
+                        "GetNodes",
+                    )
+                    .await?;
                     if json {
                         json_line(&r)?
                     } else {
@@ -125,13 +151,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
                     }
                 }
                 ListCommand::Namespaces => {
-                    let mut req = tonic::Request::new(GetNamespacesRequest {});
-                    req.set_timeout(unary_timeout);
-                    let r = c
-                        .get_namespaces(req)
-                        .await
-                        .map_err(|s| Error::rpc(&target.authority, "GetNamespaces", &s))?
-                        .into_inner();
+                    let r = answer(
+                        c.get_namespaces(GetNamespacesRequest {}),
+                        unary_timeout,
+                        &target.authority,
+                        "GetNamespaces",
+                    )
+                    .await?;
                     if json {
                         json_line(&r)?
                     } else {
@@ -156,14 +182,31 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
         utc: false,
         streaming: request.follow,
     };
-    let mut stream = c
-        .get_flows(request)
-        .await
-        .map_err(|s| Error::rpc(&target.authority, "GetFlows", &s))?
-        .into_inner();
+    let follow = request.follow;
+    // The stream must open within the timeout; then a follow stream may stay
+    // quiet for as long as the cluster is, while a request for buffered
+    // flows must keep answering.
+    let mut stream = answer(
+        c.get_flows(request),
+        unary_timeout,
+        &target.authority,
+        "GetFlows",
+    )
+    .await?;
     let mut printer = format::Printer::new(opts, io::stdout().lock(), io::stderr().lock());
     loop {
-        match stream.message().await {
+        let next = if follow {
+            stream.message().await
+        } else {
+            match tokio::time::timeout(unary_timeout, stream.message()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    printer.finish()?;
+                    return Err(Error::timeout(&target.authority, "GetFlows", unary_timeout));
+                }
+            }
+        };
+        match next {
             Ok(Some(r)) => printer.response(&r)?,
             Ok(None) => break,
             Err(s) => {

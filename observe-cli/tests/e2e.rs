@@ -481,3 +481,90 @@ async fn follow_prints_flows_as_they_arrive() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A server that accepts TCP connections and never answers: every command
+/// gives up within --request-timeout and exits 3 with one line naming the
+/// address, the call and the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out_with_exit_3() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Accept and hold every connection, reading nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            match s {
+                Ok(s) => held.push(s),
+                Err(_) => return,
+            }
+        }
+    });
+    let cases: [(&[&str], &str); 6] = [
+        (&["--last", "5"], "GetFlows"),
+        (&["--follow"], "GetFlows"),
+        (&["--all", "-o", "json"], "GetFlows"),
+        (&["status"], "ServerStatus"),
+        (&["list", "nodes"], "GetNodes"),
+        (&["list", "namespaces"], "GetNamespaces"),
+    ];
+    // All at once: each waits for its own timeout.
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|(args, rpc)| {
+            let mut full: Vec<String> = ["--server", &addr, "--request-timeout", "2s"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            full.extend(args.iter().map(|a| a.to_string()));
+            let handle = tokio::spawn(async move {
+                let full: Vec<&str> = full.iter().map(String::as_str).collect();
+                let started = std::time::Instant::now();
+                let r = tokio::time::timeout(std::time::Duration::from_secs(20), observe(&full))
+                    .await
+                    .unwrap_or_else(|_| panic!("observe {full:?} still running after 20 s"));
+                (r, started.elapsed())
+            });
+            (*args, *rpc, handle)
+        })
+        .collect();
+    for (args, rpc, handle) in runs {
+        let (r, took) = handle.await.unwrap();
+        assert_eq!(r.code, 3, "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr,
+            format!("observe: {addr}: no answer to {rpc} within 2s (--request-timeout)\n"),
+            "{args:?}"
+        );
+        assert_eq!(r.stdout, "", "{args:?}");
+        // The timeout holds: 2 s, not the 12 s default nor forever.
+        assert!(
+            took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10),
+            "{args:?} took {took:?}"
+        );
+    }
+}
+
+/// `status` without --request-timeout: the documented 12 s default, exit 3.
+#[tokio::test]
+async fn silent_server_default_timeout_is_12s_exit_3() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = observe(&["status", "--server", &addr]).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!("observe: {addr}: no answer to ServerStatus within 12s (--request-timeout)\n")
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(12) && took < std::time::Duration::from_secs(30),
+        "took {took:?}"
+    );
+}
