@@ -26,6 +26,27 @@ impl Lines {
         self.0.0.lock().map(|g| g.0.clone()).unwrap_or_default()
     }
 
+    /// Waits until the output has ended (the writer closed it, e.g. exited)
+    /// and returns every line.
+    pub fn wait_end(&self, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.0;
+        let mut g = lock
+            .lock()
+            .map_err(|_| anyhow::anyhow!("line collector poisoned"))?;
+        while !g.1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("output still open after {timeout:?}");
+            }
+            g = cv
+                .wait_timeout(g, left)
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .0;
+        }
+        Ok(g.0.clone())
+    }
+
     /// Waits until a line satisfies `pred` (returns it) or the deadline passes.
     pub fn wait_for(
         &self,
