@@ -199,6 +199,10 @@ pub struct Config {
     pub export_file_max_size_bytes: u64,
     /// `flowd-export-file-queue-size`: events queued for the export file.
     pub export_file_queue_size: u32,
+    /// `flowd-watch-links`: attach to matching interfaces that appear later.
+    pub watch_links: bool,
+    /// `flowd-shutdown-grace`: longest time from SIGTERM to exit.
+    pub shutdown_grace: Duration,
 }
 
 /// Which pods the Kubernetes endpoint source watches.
@@ -590,6 +594,13 @@ pub static KEYS: &[KeyDef] = &[
         |c, v| c.interfaces = p_interfaces(v)?
     ),
     key!(
+        "flowd-watch-links",
+        "true",
+        "a boolean",
+        "Also attach to interfaces matching flowd-interfaces that appear after start (new pod veths), and forget those that go. false: only those present at start.",
+        |c, v| c.watch_links = p_bool(v)?
+    ),
+    key!(
         "flowd-ring-buffer-bytes",
         "8388608",
         "a power of two from 4096 to 1073741824",
@@ -766,11 +777,38 @@ pub static KEYS: &[KeyDef] = &[
         "Events queued for the export file; beyond it events are dropped and counted (flowd_export_events_dropped_total{reason=\"queue_full\"}).",
         |c, v| c.export_file_queue_size = p_u32(v, 1, 1 << 20)?
     ),
+    key!(
+        "flowd-shutdown-grace",
+        "5s",
+        "a duration from 100ms to 10m",
+        "Longest time from SIGTERM/SIGINT to exit: follow streams end with UNAVAILABLE once the last observed flows are in, the export queues are flushed, and connections still open when it ends (idle clients, clients that do not read) are closed. Keep it below the pod's terminationGracePeriodSeconds.",
+        |c, v| {
+            let d = p_duration(v)?;
+            if d < Duration::from_millis(100) || d > Duration::from_secs(600) {
+                return Err(String::new());
+            }
+            c.shutdown_grace = d
+        }
+    ),
 ];
 
 /// Finds a key definition by name.
 pub fn key(name: &str) -> Option<&'static KeyDef> {
     KEYS.iter().find(|k| k.name == name)
+}
+
+/// Checks one value of one key on its own, e.g. what a typed flag stands
+/// for, so that an error can name the flag.
+pub fn check_value(name: &str, value: &str) -> Result<(), ConfigError> {
+    let def = key(name).ok_or_else(|| ConfigError::UnknownOverride {
+        key: name.to_string(),
+    })?;
+    let mut c = Config::default();
+    (def.apply)(&mut c, value.trim()).map_err(|detail| ConfigError::InvalidValue {
+        key: name.to_string(),
+        value: value.to_string(),
+        expected: format!("{}{detail}", def.expected),
+    })
 }
 
 impl Default for Config {
@@ -828,6 +866,8 @@ impl Default for Config {
             export_otlp_l7_spans: false,
             export_file_max_size_bytes: 0,
             export_file_queue_size: 0,
+            watch_links: true,
+            shutdown_grace: Duration::ZERO,
         };
         for k in KEYS {
             // The defaults are constants of this file; `defaults_parse` tests them.

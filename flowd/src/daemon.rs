@@ -29,9 +29,6 @@ use crate::{
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
 };
 
-/// How long OTLP export keeps retrying at shutdown.
-const EXPORT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -41,13 +38,13 @@ pub enum DaemonError {
     Observer(#[from] crate::observer::ObserverError),
     #[error("HTTP parser configuration: {0}")]
     Http(#[from] crate::parser::HttpConfigError),
-    #[error("metrics server on {addr}: {source}")]
+    #[error("hubble-metrics-server {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
         #[source]
         source: crate::metrics::server::ServerError,
     },
-    #[error("binding the Observer API to {addr}: {source}")]
+    #[error("hubble-listen-address {addr}: cannot listen for the Observer API: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -59,7 +56,14 @@ pub enum DaemonError {
     Tls(#[from] flowd_proto::tls::TlsError),
     #[error("export: {0}")]
     Export(#[from] ExportError),
+    /// `--dump-flows-on-exit` could not be written.
+    #[error("{0}")]
+    Dump(String),
 }
+
+/// What the daemon writes besides its API, metrics and exports (the
+/// `--print` and `--dump-flows-on-exit` flags).
+pub use crate::app::Outputs;
 
 /// Everything between the datapath and the consumers of flows.
 pub struct Pipeline {
@@ -129,6 +133,12 @@ impl Pipeline {
     pub fn with_exporters(mut self, exporters: Exporters) -> Self {
         self.exporters = exporters;
         self
+    }
+
+    /// No more flows: follow streams end after the last ones (see
+    /// [`FlowWriter::close`]).
+    pub fn close_streams(&mut self) {
+        self.writer.close();
     }
 
     /// Takes the exporters out (to shut them down), leaving none.
@@ -399,6 +409,7 @@ pub fn datapath_config(c: &Config) -> DatapathConfig {
             ..Default::default()
         },
         l7_dns_ports: c.l7_dns_ports.clone(),
+        watch_links: c.watch_links,
         ..DatapathConfig::default()
     }
 }
@@ -547,7 +558,25 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach
 const PODS_LISTED_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the whole daemon until `shutdown` flips to true.
-pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    run_with(config, Outputs::default(), shutdown).await
+}
+
+/// [`run`] with the `--print` / `--dump-flows-on-exit` outputs.
+///
+/// Shutdown, once `shutdown` flips, takes at most `flowd-shutdown-grace`:
+/// the programs are detached and what is left in the ring goes through the
+/// pipeline as usual; then the flow buffer is closed, so every follow stream
+/// sends what it has not sent yet and ends with UNAVAILABLE "flowd is
+/// shutting down"; the exporters flush; the servers finish their
+/// connections. Whatever is still running when the grace period ends
+/// (a collector that does not answer, a client that does not read, an idle
+/// connection) is abandoned and the process exits.
+pub async fn run_with(
+    config: Config,
+    outputs: Outputs,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
     let export_stats = ExportStats::default();
     let metrics = config.hubble_metrics_server.map(|_| {
@@ -633,6 +662,18 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         let (dp, rx) = Datapath::start(datapath_config(&config)).await?;
         (Some(dp), rx)
     };
+    let printer = outputs.print.map(|format| {
+        let names = dp.as_ref().map(Datapath::interface_names);
+        let p = crate::app::Printer::new(format, names);
+        p.ready(&dp.as_ref().map(Datapath::attached).unwrap_or_default());
+        p
+    });
+    let on_event = |pipeline: &mut Pipeline, ev: DatapathEvent| {
+        if let Some(p) = &printer {
+            p.event(&ev);
+        }
+        pipeline.on_event(ev);
+    };
 
     let listed = follow_pods(
         follow_store,
@@ -661,7 +702,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(ev) => pipeline.on_event(ev),
+                Some(ev) => on_event(&mut pipeline, ev),
                 None if dp.is_some() => break,
                 None => {}
             },
@@ -669,36 +710,53 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     // Detach, let the reader take what is left in the ring, and keep taking
     // events meanwhile: nothing observed is lost at shutdown.
     if let Some(dp) = dp.as_mut() {
-        let mut done = std::pin::pin!(dp.shutdown());
+        let mut done = std::pin::pin!(tokio::time::timeout_at(deadline, dp.shutdown()));
         loop {
             tokio::select! {
                 _ = &mut done => break,
-                Some(ev) = events.recv() => pipeline.on_event(ev),
+                Some(ev) = events.recv() => on_event(&mut pipeline, ev),
             }
         }
     }
     while let Ok(ev) = events.try_recv() {
-        pipeline.on_event(ev);
+        on_event(&mut pipeline, ev);
     }
     pipeline.release_held(true);
     pipeline.tick(dp.as_ref());
+    // Every observed flow is in the buffer: follow streams can end.
+    pipeline.close_streams();
+    let dumped = match &outputs.dump_flows_on_exit {
+        Some(path) => crate::app::write_dump(dp.as_ref(), path)
+            .map_err(|e| DaemonError::Dump(crate::app::error_line(&e))),
+        None => Ok(()),
+    };
     drop(dp);
-    // Write out what the exporters hold; a collector that is down gets a
-    // few seconds, then the rest is counted as dropped.
-    pipeline
-        .take_exporters()
-        .shutdown(EXPORT_SHUTDOWN_GRACE)
-        .await;
     for t in background {
         t.abort();
     }
-    for t in tasks {
-        let _ = t.await;
+    // Write out what the exporters hold; a collector that is down gets the
+    // rest of the grace period, then what is left is counted as dropped.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let flushed = tokio::time::timeout_at(deadline, pipeline.take_exporters().shutdown(left));
+    if flushed.await.is_err() {
+        warn!("export queues not flushed within flowd-shutdown-grace; the rest is lost");
     }
-    Ok(())
+    let servers = futures::future::join_all(tasks.iter_mut());
+    if tokio::time::timeout_at(deadline, servers).await.is_err() {
+        warn!(
+            grace = %humantime::format_duration(config.shutdown_grace),
+            "connections still open at the end of flowd-shutdown-grace (idle clients or clients that do not read); closing them"
+        );
+        for t in &tasks {
+            t.abort();
+        }
+    }
+    info!("flowd stopped");
+    dumped
 }
 
 #[cfg(test)]

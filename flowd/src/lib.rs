@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod observer;
 pub mod parser;
 pub mod peer;
+pub mod shutdown;

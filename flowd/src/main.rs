@@ -1,11 +1,16 @@
-use clap::Parser as _;
-use tokio::signal::unix::{SignalKind, signal};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory as _, FromArgMatches as _};
+use flowd::app::{clap_error_line, error_line};
 
 /// flowd: eBPF network flow observer.
 ///
 /// With --config or --set, flowd runs as the node daemon configured by a
-/// ConfigMap (Observer API, metrics, endpoints). Without them it runs the
-/// datapath alone and prints flow events (--print), as the datapath tests do.
+/// ConfigMap (Observer API, metrics, endpoints); the datapath flags then
+/// stand for configuration keys (see docs/configuration.md). Without them it
+/// runs the datapath alone and prints flow events (--print), as the datapath
+/// tests do.
 #[derive(Debug, clap::Parser)]
 #[command(version, about)]
 struct Args {
@@ -15,34 +20,96 @@ struct Args {
     datapath: flowd::app::Cli,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Exit status of a bad command line (a flag, a value, a combination).
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
     flowd::app::init_tracing();
-    let cli = Args::parse();
-    if cli.config.config.is_none() && cli.config.set.is_empty() {
-        return flowd::app::run(cli.datapath).await;
-    }
-    let mut typed = Vec::new();
-    if !cli.datapath.interfaces.is_empty() {
-        let list: Vec<String> = cli
-            .datapath
-            .interfaces
-            .iter()
-            .map(|i| i.to_string())
-            .collect();
-        typed.push(("flowd-interfaces".to_string(), list.join(" ")));
-    }
-    let loaded = cli.config.load(&typed)?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = sigint.recv() => tracing::info!("SIGINT"),
-            _ = sigterm.recv() => tracing::info!("SIGTERM"),
+    let args = match Args::command()
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m))
+    {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
-        let _ = tx.send(true);
-    });
-    flowd::daemon::run(loaded.config, rx).await?;
-    Ok(())
+        Err(e) => {
+            eprintln!("flowd: {}", clap_error_line(&e.render().to_string()));
+            return ExitCode::from(USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(run(args));
+    // A blocked thread (an export file on a hung disk) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
+    if args.config.config.is_none() && args.config.set.is_empty() {
+        return report(flowd::app::run(args.datapath).await);
+    }
+    // The daemon: typed flags are keys (or outputs), checked one by one so
+    // that an error names the flag.
+    let typed = match args.datapath.key_overrides() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("flowd: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    for t in &typed {
+        if let Err(e) = flowd::config::check_value(t.key, &t.value) {
+            eprintln!("flowd: {}: {e}", t.flag);
+            return ExitCode::from(USAGE);
+        }
+    }
+    let pairs: Vec<(String, String)> = typed
+        .iter()
+        .map(|t| (t.key.to_string(), t.value.clone()))
+        .collect();
+    let loaded = match args.config.load(&pairs) {
+        Ok(l) => l,
+        Err(e) => return report(Err(e.into())),
+    };
+    let outputs = args.datapath.outputs();
+    if outputs.print.is_some() && loaded.config.hubble_export_file_path.as_deref() == Some("stdout")
+    {
+        eprintln!(
+            "flowd: --print cannot be combined with hubble-export-file-path=stdout: both write to stdout"
+        );
+        return ExitCode::from(USAGE);
+    }
+    let shutdown = match flowd::shutdown::install(loaded.config.shutdown_grace) {
+        Ok(s) => s,
+        Err(e) => return report(Err(anyhow::anyhow!("installing signal handlers: {e}"))),
+    };
+    report(
+        flowd::daemon::run_with(loaded.config, outputs, shutdown)
+            .await
+            .map_err(Into::into),
+    )
+}
+
+/// A failure as one line on stderr (never a backtrace, whatever
+/// RUST_BACKTRACE says) and exit status 1.
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowd: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

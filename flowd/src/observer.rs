@@ -374,6 +374,14 @@ impl FlowWriter {
             .push(Event::Lost(Arc::new((lost, Timestamp::now()))));
     }
 
+    /// No more flows will be written (the daemon is shutting down): every
+    /// follow stream sends what it has not sent yet, then ends with
+    /// UNAVAILABLE "flowd is shutting down"; new follow requests get that
+    /// status at once. Non-follow requests are served as before.
+    pub fn close(&mut self) {
+        self.shared.ring.close();
+    }
+
     /// A read handle on the same buffer.
     pub fn observer(&self) -> Observer {
         Observer {

@@ -416,13 +416,14 @@ impl Datapath {
         // Subscribe before listing existing links so that none is missed in between.
         let nl = linkwatch::open(cfg.watch_links)?;
         let links = nl.list_links().await?;
-        for (ifindex, ifname) in links {
-            let attached = lock(&attacher).attach_if_matching(ifindex, &ifname)?;
+        for (ifindex, ifname) in &links {
+            let attached = lock(&attacher).attach_if_matching(*ifindex, ifname)?;
             if let Some(a) = attached {
                 // The receiver is not polled yet; never block start on it.
                 let _ = tx.try_send(DatapathEvent::Attached(a));
             }
         }
+        report_absent(&cfg.interfaces, links.values(), cfg.watch_links);
         if cfg.watch_links {
             tasks.push(linkwatch::spawn(nl, attacher.clone(), tx));
         } else {
@@ -639,6 +640,42 @@ impl AttachHandle {
     /// Interfaces with programs attached now.
     pub fn attached(&self) -> Vec<AttachedInterface> {
         lock(&self.0).attached()
+    }
+}
+
+/// One log line per configured interface (`flowd-interfaces`, `-i`) that
+/// nothing matches at start: a name that does not exist yet, or a glob that
+/// matches nothing yet. The link watch attaches them when they appear;
+/// without it they are never attached.
+fn report_absent<'a>(
+    specs: &[InterfaceSpec],
+    names: impl Iterator<Item = &'a String> + Clone,
+    watch_links: bool,
+) {
+    for spec in specs {
+        if names.clone().any(|n| spec.matches(n)) {
+            continue;
+        }
+        let pattern = spec.pattern.as_str();
+        let is_glob = pattern.contains(['*', '?', '[']);
+        match (is_glob, watch_links) {
+            (false, true) => tracing::warn!(
+                interface = pattern,
+                "configured interface does not exist yet; it will be attached when it appears"
+            ),
+            (true, true) => tracing::info!(
+                interface = pattern,
+                "no interface matches the configured glob yet; matching interfaces are attached when they appear"
+            ),
+            (false, false) => tracing::warn!(
+                interface = pattern,
+                "configured interface does not exist and is not attached: the link watch is off (flowd-watch-links, --no-watch-links)"
+            ),
+            (true, false) => tracing::warn!(
+                interface = pattern,
+                "no interface matches the configured glob and none will be attached later: the link watch is off (flowd-watch-links, --no-watch-links)"
+            ),
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! behind finds a newer sequence number in its slot (or a write position too
 //! far ahead) and learns exactly how many events it lost.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{Flow, LostEvent};
@@ -84,6 +84,8 @@ pub struct Ring {
     /// Readers about to wait or waiting: the writer takes Notify's internal
     /// lock only when someone may be waiting.
     waiting: AtomicUsize,
+    /// No event will be written any more (the daemon is shutting down).
+    closed: AtomicBool,
 }
 
 impl Ring {
@@ -97,7 +99,20 @@ impl Ring {
             write_seq: AtomicU64::new(0),
             notify: Notify::new(),
             waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the ring as finished: nothing more will be written, and every
+    /// reader waiting in [`Ring::wait_for`] returns.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`Ring::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     pub fn capacity(&self) -> u64 {
@@ -160,7 +175,9 @@ impl Ring {
         }
     }
 
-    /// Waits until an event with sequence number `seq` has been written.
+    /// Waits until an event with sequence number `seq` has been written, or
+    /// the ring is closed (then `seq` may never come: check
+    /// [`Ring::is_closed`]).
     pub async fn wait_for(&self, seq: u64) {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -176,7 +193,7 @@ impl Ring {
             tokio::pin!(notified);
             // Register before checking, so a push in between is not missed.
             notified.as_mut().enable();
-            if self.write_seq.load(Ordering::SeqCst) > seq {
+            if self.write_seq.load(Ordering::SeqCst) > seq || self.is_closed() {
                 return;
             }
             notified.await;
@@ -243,5 +260,17 @@ mod tests {
         tokio::task::yield_now().await;
         ring.push(flow(42));
         assert_eq!(waiter.await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_waiting_readers() {
+        let ring = Arc::new(Ring::new(3));
+        let r = ring.clone();
+        let waiter = tokio::spawn(async move { r.wait_for(0).await });
+        tokio::task::yield_now().await;
+        ring.close();
+        waiter.await.unwrap();
+        assert!(ring.is_closed());
+        assert!(matches!(ring.read(0), Read::Pending));
     }
 }

@@ -42,6 +42,15 @@ use crate::filters::FlowMatcher;
 pub(crate) enum Out {
     Flow(Box<Flow>),
     Lost(LostEvent, Timestamp),
+    /// The stream ends with this status (the daemon is shutting down).
+    End(Status),
+}
+
+/// The status a follow stream ends with when flowd shuts down: clients
+/// (`observe`, `hubble observe`, the relay) show it, and the relay marks
+/// the node unavailable and reconnects later.
+pub(crate) fn shutting_down() -> Status {
+    Status::unavailable("flowd is shutting down")
 }
 
 /// An invalid field mask path.
@@ -292,6 +301,19 @@ async fn run_stream(
                 if !plan.follow {
                     break;
                 }
+                // Closed is checked before reading again: the writer's last
+                // push happened before it closed the ring, so once `closed`
+                // is seen, a Pending read really is the end.
+                if ring.is_closed() {
+                    if !matches!(ring.read(seq), Read::Pending) {
+                        continue;
+                    }
+                    if lost > 0 {
+                        let _ = tx.send(hubble_lost(std::mem::take(&mut lost))).await;
+                    }
+                    let _ = tx.send(Out::End(shutting_down())).await;
+                    return;
+                }
                 if lost > 0
                     && tx
                         .send(hubble_lost(std::mem::take(&mut lost)))
@@ -320,9 +342,9 @@ async fn run_stream(
 }
 
 impl Observer {
-    fn response(&self, out: Out, mask: Option<&Mask>) -> GetFlowsResponse {
+    fn response(&self, out: Out, mask: Option<&Mask>) -> Result<GetFlowsResponse, Status> {
         let node_name = self.shared.config.node_name.clone();
-        match out {
+        Ok(match out {
             Out::Flow(f) => GetFlowsResponse::from_flow(
                 match mask {
                     Some(m) => m.apply(&f),
@@ -331,7 +353,8 @@ impl Observer {
                 node_name,
             ),
             Out::Lost(l, t) => GetFlowsResponse::from_lost(l, node_name, t),
-        }
+            Out::End(status) => return Err(status),
+        })
     }
 
     fn uptime_ns(&self) -> u64 {
@@ -347,6 +370,9 @@ impl ObserverApi for Observer {
     ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
         let req = request.into_inner();
         let (plan, mask) = Plan::new(&req)?;
+        if plan.follow && self.shared.ring.is_closed() {
+            return Err(shutting_down());
+        }
         let permit = self
             .shared
             .streams
@@ -377,7 +403,7 @@ impl ObserverApi for Observer {
             drop(permit);
         });
         let this = self.clone();
-        let stream = ReceiverStream::new(rx).map(move |out| Ok(this.response(out, mask.as_ref())));
+        let stream = ReceiverStream::new(rx).map(move |out| this.response(out, mask.as_ref()));
         Ok(Response::new(Box::pin(stream)))
     }
 
