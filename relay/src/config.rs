@@ -45,6 +45,10 @@ pub struct RelayConfig {
     pub peer_tls: Option<ClientTls>,
     /// Version reported by ServerStatus.
     pub version: String,
+    /// Longest time from the shutdown signal to the end of [`crate::server::serve`]:
+    /// streams end at once with UNAVAILABLE, then connections still open
+    /// (idle clients, clients that do not read) are closed when it ends.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RelayConfig {
@@ -63,6 +67,7 @@ impl Default for RelayConfig {
             },
             peer_tls: None,
             version: format!("flowd-relay {}", env!("CARGO_PKG_VERSION")),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }

@@ -51,6 +51,10 @@ struct Entry {
 /// The set of node connections, following a [`crate::PeerRegistry`].
 pub struct Pool {
     nodes: Mutex<BTreeMap<String, Entry>>,
+    /// Set by [`Pool::shutdown`]: no peer is added any more.
+    closed: std::sync::atomic::AtomicBool,
+    /// The task following the peer registry.
+    follow: Mutex<Option<JoinHandle<()>>>,
     changed: watch::Sender<u64>,
     cfg: Arc<RelayConfig>,
     /// Connection generations are unique pool-wide, so a peer removed and
@@ -110,12 +114,14 @@ impl Pool {
     pub fn start(mut peers: watch::Receiver<Arc<PeerMap>>, cfg: Arc<RelayConfig>) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             nodes: Mutex::new(BTreeMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            follow: Mutex::new(None),
             changed: watch::Sender::new(0),
             cfg,
             generations: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&pool);
-        tokio::spawn(async move {
+        let follow = tokio::spawn(async move {
             loop {
                 let current = peers.borrow_and_update().clone();
                 match weak.upgrade() {
@@ -127,7 +133,27 @@ impl Pool {
                 }
             }
         });
+        *pool.follow.lock().unwrap_or_else(|e| e.into_inner()) = Some(follow);
         pool
+    }
+
+    /// Stops following the peers and closes every node connection (the
+    /// relay is shutting down). Nodes stay listed, unavailable.
+    pub fn shutdown(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.follow.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+        let mut nodes = self.lock();
+        for e in nodes.values_mut() {
+            e.task.abort();
+            e.view.state = PeerState::Unavailable;
+            // The last clone of the connection: dropping it closes it.
+            e.view.channel = None;
+            e.view.last_error = Some("the relay is shutting down".into());
+        }
+        drop(nodes);
+        self.changed.send_modify(|v| *v += 1);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -135,6 +161,9 @@ impl Pool {
     }
 
     fn sync(self: &Arc<Self>, peers: &PeerMap) {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let mut nodes = self.lock();
         let gone: Vec<String> = nodes
             .iter()
@@ -203,6 +232,9 @@ impl Pool {
     }
 
     fn set(&self, name: &str, state: PeerState, channel: Option<Channel>, error: Option<String>) {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let mut nodes = self.lock();
         let Some(e) = nodes.get_mut(name) else { return };
         if state == PeerState::Connected {

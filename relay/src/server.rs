@@ -20,13 +20,13 @@ use flowd_proto::pbjson_types::UInt32Value;
 use flowd_proto::relay::NodeState;
 use futures::future::join_all;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codegen::BoxStream;
 use tonic::transport::{Channel, Server, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::config::RelayConfig;
@@ -42,6 +42,13 @@ pub struct Relay {
     pool: Arc<Pool>,
     cfg: Arc<RelayConfig>,
     started: Instant,
+    /// Turns true when the relay shuts down: every stream ends.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+/// The status every stream ends with when the relay shuts down.
+fn shutting_down() -> Status {
+    Status::unavailable("the relay is shutting down")
 }
 
 impl Relay {
@@ -51,7 +58,15 @@ impl Relay {
             pool,
             cfg,
             started: Instant::now(),
+            closing: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// Ends every GetFlows stream with UNAVAILABLE "the relay is shutting
+    /// down", refuses new ones, and closes the connections to the nodes.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.pool.shutdown();
     }
 }
 
@@ -59,6 +74,12 @@ impl Relay {
 /// The health service reports `observer.Observer` SERVING while at least one
 /// node is connected, NOT_SERVING otherwise; the overall status ("") is
 /// SERVING while the relay runs.
+///
+/// When `shutdown` completes, every stream ends with UNAVAILABLE "the relay
+/// is shutting down" ([`Relay::close`]), the connections to the nodes are
+/// closed, health turns NOT_SERVING, no connection is accepted any more, and
+/// the function returns once the clients have closed their connections or
+/// `shutdown_grace` has passed, whichever comes first.
 pub async fn serve(
     relay: Relay,
     listener: TcpListener,
@@ -67,6 +88,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let pool = relay.pool.clone();
+    let health_reporter = reporter.clone();
     let health_task = tokio::spawn(async move {
         let mut rx = pool.subscribe();
         let mut last = None;
@@ -77,9 +99,11 @@ pub async fn serve(
                 .any(|n| n.state == PeerState::Connected);
             if last != Some(connected) {
                 if connected {
-                    reporter.set_serving::<ObserverServer<Relay>>().await;
+                    health_reporter.set_serving::<ObserverServer<Relay>>().await;
                 } else {
-                    reporter.set_not_serving::<ObserverServer<Relay>>().await;
+                    health_reporter
+                        .set_not_serving::<ObserverServer<Relay>>()
+                        .await;
                 }
                 last = Some(connected);
             }
@@ -93,11 +117,39 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let res = builder
+    let grace = relay.cfg.shutdown_grace;
+    let handle = relay.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = builder
         .add_service(health)
         .add_service(ObserverServer::new(relay).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    tokio::pin!(shutdown);
+    let res = tokio::select! {
+        r = &mut server => r,
+        _ = &mut shutdown => {
+            health_task.abort();
+            handle.close();
+            reporter.set_not_serving::<ObserverServer<Relay>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            let _ = stop.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(
+                        grace = ?grace,
+                        "connections still open at the end of the shutdown grace period (idle clients or clients that do not read); closing them"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    };
     health_task.abort();
     Ok(res?)
 }
@@ -263,6 +315,8 @@ struct Fanout {
     out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
     /// Responses dropped for this client since the last LostEvent.
     lost: u64,
+    /// The relay is shutting down when it turns true.
+    closing: watch::Receiver<bool>,
 }
 
 impl Fanout {
@@ -474,6 +528,23 @@ impl Fanout {
     }
 
     async fn run(mut self, mut ev_rx: mpsc::UnboundedReceiver<Event>) {
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            _ = self.serve(&mut ev_rx) => {}
+            _ = async { drop(closing.wait_for(|c| *c).await) } => {
+                // The node streams go first (closing their connections), then
+                // the client learns why its stream ends.
+                self.shutdown();
+                let out = self.out.clone();
+                tokio::select! {
+                    _ = out.send(Err(shutting_down())) => {}
+                    _ = out.closed() => {}
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, ev_rx: &mut mpsc::UnboundedReceiver<Event>) {
         let mut pool_rx = self.pool.subscribe();
         pool_rx.borrow_and_update();
         for ev in self.reconcile(true) {
@@ -587,6 +658,9 @@ impl Observer for Relay {
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
         let req = request.into_inner();
+        if *self.closing.borrow() {
+            return Err(shutting_down());
+        }
         info!(
             number = req.number,
             first = req.first,
@@ -607,6 +681,7 @@ impl Observer for Relay {
             running: 0,
             out,
             lost: 0,
+            closing: self.closing.subscribe(),
         };
         tokio::spawn(fanout.run(ev_rx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -16,6 +16,103 @@ fn stderr_of(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Exit status and stderr lines with RUST_BACKTRACE=1 (set on many machines).
+fn refused(args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let out = relay()
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), err.lines().map(str::to_string).collect())
+}
+
+/// Every refusal is one line naming the flag, the value and what is
+/// expected, whatever RUST_BACKTRACE says; values that would spin or fail
+/// every call (zero intervals, timeouts, buffers) are refused.
+#[test]
+fn errors_are_one_line_whatever_rust_backtrace() {
+    let one = |args: &[&str], code: i32, want: &str| {
+        let (got, lines) = refused(args);
+        assert_eq!(
+            (got, lines.as_slice()),
+            (Some(code), [want.to_string()].as_slice()),
+            "{args:?}"
+        );
+    };
+    one(
+        &[],
+        1,
+        "relay: no peers: give --peer, --peer-dns or --peer-service",
+    );
+    one(
+        &["--peer", "node-a=10.0.0.1:http"],
+        1,
+        "relay: invalid peer \"node-a=10.0.0.1:http\": port \"http\" is not a number in 1..=65535",
+    );
+    one(
+        &["--peer", "a:1", "--sort-buffer-len", "0"],
+        2,
+        "relay: invalid value '0' for '--sort-buffer-len <SORT_BUFFER_LEN>': expected an integer of at least 1 (see --help)",
+    );
+    one(
+        &["--peer", "a:1", "--client-buffer", "0"],
+        2,
+        "relay: invalid value '0' for '--client-buffer <CLIENT_BUFFER>': expected an integer of at least 1 (see --help)",
+    );
+    for flag in [
+        "--dns-interval",
+        "--node-idle-timeout",
+        "--dial-timeout",
+        "--node-rpc-timeout",
+        "--health-check-interval",
+        "--retry-initial",
+        "--retry-max",
+        "--shutdown-grace",
+    ] {
+        let (code, lines) = refused(&["--peer", "a:1", flag, "0s"]);
+        assert_eq!(code, Some(2), "{flag}");
+        assert_eq!(lines.len(), 1, "{flag}: {lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("relay: invalid value '0s' for '{flag} <"))
+                && lines[0]
+                    .ends_with(": must be more than 0 (expected e.g. 500ms, 1s, 2m) (see --help)"),
+            "{lines:?}"
+        );
+    }
+    one(
+        &[
+            "--peer",
+            "a:1",
+            "--retry-initial",
+            "10s",
+            "--retry-max",
+            "1s",
+        ],
+        1,
+        "relay: --retry-max 1s is shorter than --retry-initial 10s",
+    );
+    // A listen address someone else holds.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let (code, lines) = refused(&["--peer", "a:1", "--listen-address", &addr.to_string()]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(
+            format!("relay: binding --listen-address {addr}: Address already in use (os error 98)")
+                .as_str()
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("backtrace") || l.contains("Caused by"))
+    );
+}
+
 #[test]
 fn bad_flags_are_explained() {
     assert!(stderr_of(&[]).contains("no peers"));
