@@ -568,3 +568,42 @@ async fn silent_server_default_timeout_is_12s_exit_3() {
         "took {took:?}"
     );
 }
+
+/// Usage errors are one line naming the flag, the value and what is
+/// expected, whatever RUST_BACKTRACE says.
+#[tokio::test]
+async fn usage_errors_are_one_line_whatever_rust_backtrace() {
+    for (args, want) in [
+        (
+            &["--verdict", "ALLOWED"][..],
+            "observe: invalid value 'ALLOWED' for '--verdict <VERDICT>': expected one of: FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED (see --help)",
+        ),
+        (
+            &["--request-timeout", "0s", "status"][..],
+            "observe: invalid value '0s' for '--request-timeout <DURATION>': must be more than 0 (expected e.g. 5s, 1m) (see --help)",
+        ),
+        (
+            &["--last", "many"][..],
+            "observe: invalid value 'many' for '--last <N>': invalid digit found in string (see --help)",
+        ),
+        (
+            &["--ip", "10.0.0.1", "-n", "x"][..],
+            "observe: filters --ip and --namespace cannot be combined",
+        ),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_observe"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .env_remove("OBSERVE_SERVER")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("{want}\n"),
+            "{args:?}"
+        );
+    }
+}
