@@ -97,13 +97,18 @@ pub async fn connect(
     }
 }
 
-/// An error with its sources (tonic's transport errors hide the cause).
+/// An error with its sources (tonic's transport errors hide the cause),
+/// leaving out a source whose text the message already holds (they often
+/// repeat it: "tcp connect error: tcp connect error: …").
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
