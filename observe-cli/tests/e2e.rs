@@ -607,3 +607,204 @@ async fn usage_errors_are_one_line_whatever_rust_backtrace() {
         );
     }
 }
+
+/// Every filter and selection flag, through the binary, as the request the
+/// server receives (protojson of the recorded GetFlowsRequest: Hubble's
+/// field names). The semantics behind each are tested in `filters`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_and_selection_flag_reaches_the_request() {
+    let (addr, obs) = start().await;
+    // Filters keep the default selection: the last 20 flows.
+    let either = |src: &str, dst: &str, v: serde_json::Value| serde_json::json!({"number": "20", "whitelist": [{ src: v.clone() }, { dst: v }]});
+    let one = |field: &str, v: serde_json::Value| serde_json::json!({"number": "20", "whitelist": [{ field: v }]});
+    let s = |v: &str| serde_json::json!([v]);
+    let cases: Vec<(Vec<&str>, serde_json::Value)> = vec![
+        (vec!["--uuid", "f1c2"], one("uuid", s("f1c2"))),
+        (
+            vec!["--ip", "10.0.0.1"],
+            either("source_ip", "destination_ip", s("10.0.0.1")),
+        ),
+        (
+            vec!["--from-ip", "10.0.0.0/8"],
+            one("source_ip", s("10.0.0.0/8")),
+        ),
+        (
+            vec!["--to-ip", "fd00::1"],
+            one("destination_ip", s("fd00::1")),
+        ),
+        (
+            vec!["--fqdn", "*.example.com"],
+            either("source_fqdn", "destination_fqdn", s("*.example.com")),
+        ),
+        (
+            vec!["--from-fqdn", "a.example.com"],
+            one("source_fqdn", s("a.example.com")),
+        ),
+        (
+            vec!["--to-fqdn", "b.example.com"],
+            one("destination_fqdn", s("b.example.com")),
+        ),
+        (
+            vec!["--pod", "shop/cart"],
+            either("source_pod", "destination_pod", s("shop/cart")),
+        ),
+        (
+            vec!["--from-pod", "shop/cart"],
+            one("source_pod", s("shop/cart")),
+        ),
+        (
+            vec!["--to-pod", "cart", "-n", "shop"],
+            one("destination_pod", s("shop/cart")),
+        ),
+        (
+            vec!["-n", "shop"],
+            either("source_pod", "destination_pod", s("shop/")),
+        ),
+        (
+            vec!["--from-namespace", "shop"],
+            one("source_pod", s("shop/")),
+        ),
+        (
+            vec!["--to-namespace", "shop"],
+            one("destination_pod", s("shop/")),
+        ),
+        (
+            vec!["-l", "app=cart"],
+            either("source_label", "destination_label", s("app=cart")),
+        ),
+        (
+            vec!["--from-label", "app=cart"],
+            one("source_label", s("app=cart")),
+        ),
+        (
+            vec!["--to-label", "app=cart"],
+            one("destination_label", s("app=cart")),
+        ),
+        (
+            vec!["--service", "shop/cart"],
+            either("source_service", "destination_service", s("shop/cart")),
+        ),
+        (
+            vec!["--from-service", "shop/cart"],
+            one("source_service", s("shop/cart")),
+        ),
+        (
+            vec!["--to-service", "shop/cart"],
+            one("destination_service", s("shop/cart")),
+        ),
+        (
+            vec!["--workload", "Deployment/cart"],
+            either(
+                "source_workload",
+                "destination_workload",
+                serde_json::json!([{"kind": "Deployment", "name": "cart"}]),
+            ),
+        ),
+        (
+            vec!["--from-workload", "cart"],
+            one("source_workload", serde_json::json!([{"name": "cart"}])),
+        ),
+        (
+            vec!["--to-workload", "cart"],
+            one(
+                "destination_workload",
+                serde_json::json!([{"name": "cart"}]),
+            ),
+        ),
+        (
+            vec!["--port", "8080"],
+            either("source_port", "destination_port", s("8080")),
+        ),
+        (vec!["--from-port", "40000"], one("source_port", s("40000"))),
+        (vec!["--to-port", "53"], one("destination_port", s("53"))),
+        (vec!["--protocol", "dns"], one("protocol", s("dns"))),
+        (vec!["--ip-version", "6"], one("ip_version", s("IPv6"))),
+        (vec!["--verdict", "DROPPED"], one("verdict", s("DROPPED"))),
+        (
+            vec!["-t", "drop"],
+            one("event_type", serde_json::json!([{"type": 1}])),
+        ),
+        (
+            vec!["--http-status", "5+"],
+            one("http_status_code", s("5+")),
+        ),
+        (vec!["--http-method", "POST"], one("http_method", s("POST"))),
+        (vec!["--http-path", "^/api/"], one("http_path", s("^/api/"))),
+        (
+            vec!["--dns-query", "example\\.com$"],
+            one("dns_query", s("example\\.com$")),
+        ),
+        (
+            vec!["--tcp-flags", "SYN,ACK"],
+            one("tcp_flags", serde_json::json!([{"SYN": true, "ACK": true}])),
+        ),
+        (
+            vec!["--node-name", "cluster/node-*"],
+            one("node_name", s("cluster/node-*")),
+        ),
+        (
+            vec!["--traffic-direction", "egress"],
+            one("traffic_direction", s("EGRESS")),
+        ),
+        (
+            vec!["--not", "--verdict", "FORWARDED"],
+            serde_json::json!({"number": "20", "blacklist": [{"verdict": ["FORWARDED"]}]}),
+        ),
+        (vec!["--last", "3"], serde_json::json!({"number": "3"})),
+        (
+            vec!["--first", "5"],
+            serde_json::json!({"number": "5", "first": true}),
+        ),
+        (vec!["--follow"], serde_json::json!({"follow": true})),
+        (
+            vec![
+                "--since",
+                "2024-05-01T10:00:00Z",
+                "--until",
+                "2024-05-01T11:00:00Z",
+            ],
+            serde_json::json!({"since": "2024-05-01T10:00:00Z", "until": "2024-05-01T11:00:00Z"}),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (args, want) in &cases {
+        let mut full = vec!["--server", addr.as_str()];
+        full.extend(args);
+        if args.contains(&"--follow") {
+            // The test server ends the live stream at this (stored) notice.
+            obs.end_follow.notify_one();
+        }
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), observe(&full))
+            .await
+            .unwrap_or_else(|_| panic!("observe {args:?} did not finish"));
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        let got = obs.requests.lock().unwrap().pop().expect("a request");
+        let got = serde_json::to_value(&got).unwrap();
+        if &got != want {
+            wrong.push(format!("{args:?}: got {got}, want {want}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Output flags through the binary: `-o dict`, and `--print-node-name
+/// --color always --time-format RFC3339Milli` give the golden files.
+#[tokio::test]
+async fn output_flags_through_the_binary() {
+    let (addr, _) = start().await;
+    let r = observe(&["--server", &addr, "-o", "dict"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((r.stdout, r.stderr), golden("dict"));
+    let r = observe(&[
+        "--server",
+        &addr,
+        "--print-node-name",
+        "--color",
+        "always",
+        "--time-format",
+        "RFC3339Milli",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!((r.stdout, r.stderr), golden("compact-node-color"));
+}
