@@ -76,12 +76,15 @@ impl Flowd {
             .collect()
     }
 
-    /// SIGTERM, wait for a clean exit, and return the dump (flows + counters).
+    /// SIGTERM, wait for a clean exit (and the end of its output), and
+    /// return the dump (flows + counters).
     pub fn stop(&mut self) -> Result<Value> {
         let st = self.child.stop(Signal::SIGTERM, Duration::from_secs(20))?;
         if !st.success() {
             bail!("flowd exited with {st}");
         }
+        // What it printed while shutting down is in `events` from here on.
+        self.child.stdout.wait_end(Duration::from_secs(5))?;
         let text = std::fs::read_to_string(&self.dump)
             .with_context(|| format!("reading {}", self.dump.display()))?;
         Ok(serde_json::from_str(&text)?)
