@@ -195,7 +195,8 @@ impl Cli {
                     "none".into(),
                 );
             } else {
-                let v = humantime::format_duration(d).to_string().replace(' ', "");
+                // humantime reads back what it writes ("1s 500ms").
+                let v = humantime::format_duration(d).to_string();
                 add(
                     format!("--aggregation-interval {v}"),
                     "monitor-aggregation-interval",
@@ -457,6 +458,23 @@ mod tests {
         );
         let e = anyhow::anyhow!("inner\nsecond line").context("outer");
         assert_eq!(error_line(&e), "outer: inner second line");
+    }
+
+    #[test]
+    fn aggregation_interval_round_trips_through_its_key() {
+        let cli = Cli::try_parse_from(["flowd", "--aggregation-interval", "1500ms"]).unwrap();
+        let o = cli.key_overrides().unwrap();
+        assert_eq!(o[0].key, "monitor-aggregation-interval");
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(o[0].key.to_string(), o[0].value.clone());
+        let c = crate::config::Config::from_map(&map).unwrap().config;
+        assert_eq!(c.monitor_aggregation_interval, Duration::from_millis(1500));
+        let cli = Cli::try_parse_from(["flowd", "--aggregation-interval", "none"]).unwrap();
+        let o = cli.key_overrides().unwrap();
+        assert_eq!(
+            (o[0].key, o[0].value.as_str()),
+            ("monitor-aggregation", "none")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The flowd daemon (`--config`) on veth-a of a namespace pair, queried
 //! with the `observe` binary, for the tests of its command line
-//! (daemon_cli.rs) and of its shutdown (shutdown.rs).
+//! (cli_flags.rs) and of its shutdown (shutdown.rs).
 //!
 //! Namespace `a` runs flowd (Observer API on 127.0.0.1:4244, no metrics
 //! server) and the clients; namespace `b` is the far end of veth-a. Every

@@ -1,8 +1,9 @@
-//! flowd's command line in daemon mode (`--config`/`--set`), through the
-//! binary: every typed flag either changes what the daemon does (winning
-//! over the ConfigMap, losing to `--set`) or is refused with one line
-//! naming it; errors are one line whatever RUST_BACKTRACE says; a
-//! configured interface that does not exist yet is logged.
+//! flowd's command line, through the binary. In daemon mode
+//! (`--config`/`--set`) every typed flag either changes what the daemon
+//! does (winning over the ConfigMap, losing to `--set`) or is refused with
+//! one line naming it; the same flags change the datapath alone (without
+//! them); errors are one line whatever RUST_BACKTRACE says; a configured
+//! interface that does not exist yet is logged.
 //!
 //! The runs that attach programs need root (eBPF, namespaces) and the
 //! `observe` binary (`cargo build --workspace --bins --exclude flowd-ebpf`).
@@ -17,7 +18,12 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use daemon_support::{BIN, Daemon, configmap, l7, read};
-use flowd_tests::{Netns, Pair, VethPair, flowd::TempDir, net::ping, wait_until};
+use flowd_tests::{
+    Netns, Pair, VethPair,
+    flowd::{Flowd, TempDir},
+    net::ping,
+    wait_until,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -292,6 +298,160 @@ fn no_watch_links_with_config() -> Result<()> {
                 "{log}"
             );
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------- the same flags, datapath alone --
+
+/// flowd alone on veth-a of a new pair (`--print --print-format json
+/// --dump-flows-on-exit`, the datapath tests' harness), links up.
+fn alone(tag: &str, args: &[&str]) -> Result<(Pair, Flowd)> {
+    let pair = Pair::create(tag)?;
+    let mut all = vec!["-i", "veth-a"];
+    all.extend_from_slice(args);
+    let flowd = Flowd::start(std::path::Path::new(BIN), &pair.a, &all)?;
+    pair.up()?;
+    Ok((pair, flowd))
+}
+
+/// Without --config: `--flow-map-entries` and `--ring-buffer-bytes` size
+/// the kernel maps (defaults 65536 and 1 MiB).
+#[test]
+fn alone_flow_map_entries_and_ring_buffer_bytes() -> Result<()> {
+    let (_p, f) = alone("amap", &[])?;
+    let pid = f.child.pid().context("pid")?;
+    ensure!(map_sizes(pid)? == (65536, 1 << 20), "{:?}", map_sizes(pid)?);
+    drop(f);
+    let (_p, f) = alone(
+        "amapf",
+        &["--flow-map-entries", "100", "--ring-buffer-bytes", "65536"],
+    )?;
+    let pid = f.child.pid().context("pid")?;
+    ensure!(map_sizes(pid)? == (100, 65536), "{:?}", map_sizes(pid)?);
+    Ok(())
+}
+
+/// Without --config: `--l7-max-bytes 0` copies no payload (the kernel's L7
+/// event counter stays 0 for an HTTP exchange that gives 2 by default).
+#[test]
+fn alone_l7_max_bytes_zero() -> Result<()> {
+    for (args, want) in [(&[][..], 2), (&["--l7-max-bytes", "0"][..], 0)] {
+        let (pair, mut f) = alone("al7", args)?;
+        let listener = pair.b.run(|| TcpListener::bind((Pair::B4, 8080)))??;
+        let server = std::thread::spawn(move || -> Result<()> {
+            use std::io::Write;
+            let (mut s, _) = listener.accept()?;
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf)?;
+            ensure!(buf[..n].ends_with(b"\r\n\r\n"), "partial request");
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            Ok(())
+        });
+        pair.a.run(|| -> Result<()> {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect((Pair::B4, 8080))?;
+            s.write_all(b"GET /private HTTP/1.1\r\nHost: b\r\n\r\n")?;
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp)?;
+            ensure!(resp.starts_with(b"HTTP/1.1 200"), "{resp:?}");
+            Ok(())
+        })??;
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("server panicked"))??;
+        let dump = f.stop()?;
+        let l7_events = dump["counters"]["l7_events"].as_u64();
+        ensure!(l7_events == Some(want), "{args:?}: {:#}", dump["counters"]);
+    }
+    Ok(())
+}
+
+/// Without --config: `--no-watch-links`: an interface matching `-i` that
+/// appears later is not attached; without the flag it is (the control
+/// waits for its `attached` event).
+#[test]
+fn alone_no_watch_links() -> Result<()> {
+    for watch in [true, false] {
+        let pair = Pair::create("awatch")?;
+        let mut args = vec!["-i", "veth-a", "-i", "late*"];
+        if !watch {
+            args.push("--no-watch-links");
+        }
+        let mut f = Flowd::start(std::path::Path::new(BIN), &pair.a, &args)?;
+        pair.a.ip(&[
+            "link", "add", "late0", "type", "veth", "peer", "name", "x-late0",
+        ])?;
+        let attached_late0 = |f: &Flowd| {
+            f.events()
+                .iter()
+                .any(|e| e["event"] == "attached" && e["interface"]["ifname"] == "late0")
+        };
+        if watch {
+            wait_until("late0 attached", Duration::from_secs(20), || {
+                Ok(attached_late0(&f).then_some(()))
+            })?;
+        } else {
+            f.stop()?;
+            ensure!(!attached_late0(&f), "{:#?}", f.events());
+        }
+    }
+    Ok(())
+}
+
+/// Without --config: `--drops-all` reports kernel drops of every packet
+/// (here: UDP to a closed port of b, NO_SOCKET, exactly as many as sent);
+/// without it the datapath alone has no addresses to select drops by.
+#[test]
+fn alone_drops_all() -> Result<()> {
+    const N: u64 = 5;
+    for (all, want) in [(false, 0), (true, N)] {
+        // Every drop reported as it happens, so the totals are exact at exit.
+        let mut args = vec!["--aggregation-interval", "none"];
+        if all {
+            args.push("--drops-all");
+        }
+        let (pair, mut f) = alone("adrop", &args)?;
+        // A source port of our own picks our drops out of the host's.
+        let sport = pair.a.run(|| -> Result<u16> {
+            let s = std::net::UdpSocket::bind((Pair::A4, 0))?;
+            for _ in 0..N {
+                s.send_to(b"x", (Pair::B4, 9))?;
+            }
+            Ok(s.local_addr()?.port())
+        })??;
+        f.stop()?;
+        let total = f
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "drop" && e["src_port"] == sport && e["dst_port"] == 9)
+            .filter_map(|e| e["total"].as_u64())
+            .max()
+            .unwrap_or(0);
+        ensure!(
+            total == want,
+            "--drops-all {all}: {total} drops, want {want}"
+        );
+    }
+    Ok(())
+}
+
+/// Without --config: `--bench-empty-programs` attaches the empty
+/// pass-through programs (the benchmark baseline) instead of flowd's.
+#[test]
+fn alone_bench_empty_programs() -> Result<()> {
+    for (args, want) in [
+        (&[][..], "flowd_tc_ingress"),
+        (&["--bench-empty-programs"][..], "empty"),
+    ] {
+        let (_p, f) = alone("abench", args)?;
+        let ready = f
+            .events()
+            .into_iter()
+            .find(|e| e["event"] == "ready")
+            .context("no ready line")?;
+        let programs = ready["attached"][0]["programs"].to_string();
+        ensure!(programs.contains(want), "{args:?}: {programs}");
     }
     Ok(())
 }
