@@ -751,6 +751,11 @@ async fn every_filter_and_selection_flag_reaches_the_request() {
             serde_json::json!({"number": "20", "blacklist": [{"verdict": ["FORWARDED"]}]}),
         ),
         (vec!["--last", "3"], serde_json::json!({"number": "3"})),
+        // As hubble: --all is --last with the largest number.
+        (
+            vec!["--all"],
+            serde_json::json!({"number": u64::MAX.to_string()}),
+        ),
         (
             vec!["--first", "5"],
             serde_json::json!({"number": "5", "first": true}),
