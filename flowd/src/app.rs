@@ -1,17 +1,20 @@
-//! The flowd command line and its main loop, kept in the library so that
-//! main.rs stays a few lines and later features (config file, gRPC) plug in here.
+//! flowd's command line: the datapath flags and what they stand for in each
+//! mode (datapath alone, or keys of the daemon), the `--print` printer and
+//! `--dump-flows-on-exit`, the datapath-alone main loop, and one-line error
+//! messages. main.rs only dispatches.
 use std::{
     io::Write,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use clap::Parser;
+use serde_json::json;
+
 use crate::datapath::{
     self, Datapath, DatapathConfig, DatapathEvent, FlowRecord, InterfaceNames, InterfaceSpec,
     ProgramSet, fmt_key,
 };
-use clap::Parser;
-use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrintFormat {

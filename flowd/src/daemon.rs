@@ -29,6 +29,10 @@ use crate::{
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
 };
 
+/// What the daemon writes besides its API, metrics and exports (the
+/// `--print` and `--dump-flows-on-exit` flags).
+pub use crate::app::Outputs;
+
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -60,10 +64,6 @@ pub enum DaemonError {
     #[error("{0}")]
     Dump(String),
 }
-
-/// What the daemon writes besides its API, metrics and exports (the
-/// `--print` and `--dump-flows-on-exit` flags).
-pub use crate::app::Outputs;
 
 /// Everything between the datapath and the consumers of flows.
 pub struct Pipeline {
@@ -717,7 +717,12 @@ pub async fn run_with(
         let mut done = std::pin::pin!(tokio::time::timeout_at(deadline, dp.shutdown()));
         loop {
             tokio::select! {
-                _ = &mut done => break,
+                r = &mut done => {
+                    if r.is_err() {
+                        warn!("the datapath did not drain within flowd-shutdown-grace; the rest of the ring is lost");
+                    }
+                    break;
+                }
                 Some(ev) = events.recv() => on_event(&mut pipeline, ev),
             }
         }
