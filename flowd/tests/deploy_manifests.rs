@@ -313,6 +313,18 @@ fn manifests_parse_into_kubernetes_types_and_agree() -> Result<()> {
         );
     }
 
+    // flowd's shutdown (at most flowd-shutdown-grace, and the last-resort
+    // second after it) ends before the kubelet's SIGKILL.
+    let kill_after = Duration::from_secs(
+        u64::try_from(pod.termination_grace_period_seconds.unwrap_or(30)).unwrap_or(0),
+    );
+    let bound = loaded.config.shutdown_grace + flowd::shutdown::LAST_RESORT;
+    ensure!(
+        bound < kill_after,
+        "flowd-shutdown-grace {:?} (+1 s) is not below terminationGracePeriodSeconds {kill_after:?}",
+        loaded.config.shutdown_grace
+    );
+
     // RBAC: the ServiceAccount exists and is bound to a role that can list
     // and watch what the Kubernetes source watches.
     let sa = pod
@@ -370,6 +382,22 @@ fn manifests_parse_into_kubernetes_types_and_agree() -> Result<()> {
     ensure!(
         rc.image == flowd.image,
         "relay and flowd must ship in one image"
+    );
+    // The relay's shutdown ends before the kubelet's SIGKILL too.
+    let relay_grace = humantime::parse_duration(
+        &flag_value(rc, "--shutdown-grace").unwrap_or_else(|| "5s".into()),
+    )?;
+    let relay_pod = relay_spec
+        .template
+        .spec
+        .as_ref()
+        .context("no relay pod spec")?;
+    let relay_kill_after = Duration::from_secs(
+        u64::try_from(relay_pod.termination_grace_period_seconds.unwrap_or(30)).unwrap_or(0),
+    );
+    ensure!(
+        relay_grace + Duration::from_secs(1) < relay_kill_after,
+        "relay --shutdown-grace {relay_grace:?} (+1 s) is not below terminationGracePeriodSeconds {relay_kill_after:?}"
     );
     let peer_dns = flag_value(rc, "--peer-dns").context("relay without --peer-dns")?;
     let (host, port) = peer_dns
