@@ -747,6 +747,53 @@ async fn every_filter_and_selection_flag_reaches_the_request() {
             one("traffic_direction", s("EGRESS")),
         ),
         (
+            vec!["--interface", "lxc1a2b"],
+            one("interface", serde_json::json!([{"name": "lxc1a2b"}])),
+        ),
+        (vec!["--http-url", "/carts"], one("http_url", s("/carts"))),
+        (
+            vec!["--http-header", "Content-Type:application/json"],
+            one(
+                "http_header",
+                serde_json::json!([{"key": "Content-Type", "value": "application/json"}]),
+            ),
+        ),
+        (
+            vec!["--node-label", "kubernetes.io/hostname=node-a"],
+            one("node_labels", s("kubernetes.io/hostname=node-a")),
+        ),
+        (
+            vec!["--cluster", "east"],
+            either("source_cluster_name", "destination_cluster_name", s("east")),
+        ),
+        (
+            vec!["--from-cluster", "east"],
+            one("source_cluster_name", s("east")),
+        ),
+        (
+            vec!["--to-cluster", "west"],
+            one("destination_cluster_name", s("west")),
+        ),
+        (
+            vec!["--cel-expression", "_flow.l7.http.code >= 400u"],
+            one(
+                "experimental",
+                serde_json::json!({"cel_expression": ["_flow.l7.http.code >= 400u"]}),
+            ),
+        ),
+        (vec!["--ip-trace-id", "5"], one("ip_trace_id", s("5"))),
+        (
+            vec!["--encrypted"],
+            one("encrypted", serde_json::json!([true])),
+        ),
+        (
+            vec!["--unencrypted"],
+            one("encrypted", serde_json::json!([false])),
+        ),
+        (vec!["-A"], either("source_pod", "destination_pod", s("/"))),
+        (vec!["--from-all-namespaces"], one("source_pod", s("/"))),
+        (vec!["--to-all-namespaces"], one("destination_pod", s("/"))),
+        (
             vec!["--not", "--verdict", "FORWARDED"],
             serde_json::json!({"number": "20", "blacklist": [{"verdict": ["FORWARDED"]}]}),
         ),
