@@ -85,8 +85,12 @@ fn sigterm_ends_streams_and_exits_within_grace(tag: &str, followers: usize) -> R
     for f in &mut fs {
         assert_saw_the_end(f, grace + Duration::from_secs(5))?;
     }
+    let ended = t0.elapsed();
     let st = node.flowd.wait_exit(grace + Duration::from_secs(5))?;
     let took = t0.elapsed();
+    eprintln!(
+        "{followers} followers saw the end of their stream within {ended:?}; flowd exited {took:?} after SIGTERM (grace {grace:?}, held by the idle and the stopped client)"
+    );
     ensure!(st.success(), "flowd exited with {st}: {}", node.log_text());
     // The bound documented in docs/operations.md (the last-resort exit one
     // second later would have exited 1).

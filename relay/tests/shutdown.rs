@@ -208,6 +208,9 @@ fn sigterm_ends_streams_and_exits_within_grace(tag: &str, followers: usize) -> R
     );
     let st = s.relay.wait_exit(grace + Duration::from_secs(5))?;
     let took = t0.elapsed();
+    eprintln!(
+        "{followers} followers saw the end of their stream; the relay exited {took:?} after SIGTERM (grace {grace:?}, held by the idle and the stopped client)"
+    );
     ensure!(st.success(), "relay exited with {st}: {}", read(&s.log));
     ensure!(
         took < grace + Duration::from_secs(1),
