@@ -35,6 +35,7 @@ pub fn hubble_reason(kernel: &str) -> DropReason {
 
 /// A flow for `count` drops reported by `r` (count ≥ 1, from
 /// [`crate::datapath::drops::DropCounter`]).
+#[allow(deprecated)] // `drop_reason` and `Summary`: deprecated by Hubble, read by its clients.
 pub fn flow(r: &DropRecord, count: u64, time_unix_ns: u64, node_name: &str, uuid: String) -> Flow {
     let hubble = hubble_reason(&r.reason_name);
     Flow {
@@ -43,7 +44,6 @@ pub fn flow(r: &DropRecord, count: u64, time_unix_ns: u64, node_name: &str, uuid
         verdict: Verdict::Dropped as i32,
         drop_reason_desc: hubble as i32,
         // Deprecated numeric field, Hubble sets it to the same code.
-        #[allow(deprecated)]
         drop_reason: hubble as u32,
         ip: ip(&r.key),
         l4: layer4(&r.key, None),
@@ -60,6 +60,8 @@ pub fn flow(r: &DropRecord, count: u64, time_unix_ns: u64, node_name: &str, uuid
         kernel_drop_reason: r.reason_name.clone(),
         kernel_drop_reason_code: r.reason,
         drop_count: count,
+        // The kernel's drop record keeps no TCP flags (see summary).
+        summary: super::summary::l34(&r.key, None),
         ..Flow::default()
     }
 }

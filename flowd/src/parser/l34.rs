@@ -129,17 +129,20 @@ fn tcp_is_reply(transitions: u16) -> Option<bool> {
 /// Converts an L3/L4 event. Traffic direction, trace observation point,
 /// endpoints and the interface name are left to enrichment, which knows what
 /// the interface is (pod veth, uplink). The hook direction stays in the event.
+#[allow(deprecated)] // `Summary`: deprecated by Hubble, shown by its printers.
 pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
     let k = &ev.key;
     let s = &ev.stats;
     let kt = ev.header.ts_ns;
     let is_tcp = k.protocol == PROTO_TCP;
+    let pkt_flags = is_tcp.then(|| tcp_flags(ev.pkt_tcp_flags));
     Flow {
         time: Some(Timestamp::from_unix_nanos(meta.time_unix_ns)),
         uuid: meta.uuid,
         verdict: Verdict::Forwarded as i32,
         ip: ip(k),
-        l4: layer4(k, is_tcp.then(|| tcp_flags(ev.pkt_tcp_flags))),
+        summary: super::summary::l34(k, pkt_flags.as_ref()),
+        l4: layer4(k, pkt_flags),
         r#type: FlowType::L3L4 as i32,
         node_name: meta.node_name.to_string(),
         event_type: Some(CiliumEventType {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod l34;
 pub mod pairing;
 pub mod record;
+pub mod summary;
 
 use flowd_common::{
     L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, PROTO_TCP, PROTO_UDP,
@@ -190,7 +191,7 @@ impl Parser {
 
     fn l7_flow_inner(&mut self, ev: &L7Record, time_unix_ns: u64) -> Result<Flow, NotL7> {
         let ts = ev.header.ts_ns;
-        let (l7, reply) = match parse_l7(ev, &self.cfg.http)? {
+        let (l7, reply, summary) = match parse_l7(ev, &self.cfg.http)? {
             L7Message::HttpRequest(head) => {
                 let (method, url, record) = match head {
                     RequestHead::Complete(r) => (
@@ -220,6 +221,7 @@ impl Parser {
                     return Err(NotL7::RequestLineCut);
                 };
                 self.stats.http_requests += 1;
+                let summary = summary::http_request(&record);
                 (
                     Layer7 {
                         r#type: L7FlowType::Request as i32,
@@ -228,6 +230,7 @@ impl Parser {
                         ..Layer7::default()
                     },
                     false,
+                    summary,
                 )
             }
             L7Message::HttpResponse(r) => {
@@ -245,6 +248,7 @@ impl Parser {
                     protocol: r.protocol.to_string(),
                     headers: headers(r.headers),
                 };
+                let summary = summary::http_response(&http, latency_ns, req.is_some());
                 (
                     Layer7 {
                         r#type: L7FlowType::Response as i32,
@@ -254,6 +258,7 @@ impl Parser {
                         record: Some(Record::Http(http)),
                     },
                     true,
+                    summary,
                 )
             }
             L7Message::Dns(d) => {
@@ -279,6 +284,7 @@ impl Parser {
                     qtypes: d.qtypes,
                     rrtypes: d.rrtypes,
                 };
+                let summary = summary::dns(&dns, d.is_response);
                 (
                     Layer7 {
                         r#type: typ as i32,
@@ -288,11 +294,13 @@ impl Parser {
                         record: Some(Record::Dns(dns)),
                     },
                     d.is_response,
+                    summary,
                 )
             }
         };
         let k = &ev.key;
-        #[allow(deprecated)] // `reply` is deprecated by Hubble but old clients read it.
+        #[allow(deprecated)]
+        // `reply` and `Summary` are deprecated by Hubble; its clients read them.
         let flow = Flow {
             time: Some(Timestamp::from_unix_nanos(time_unix_ns)),
             uuid: new_uuid(),
@@ -312,6 +320,7 @@ impl Parser {
                 index: k.ifindex,
                 name: String::new(),
             }),
+            summary,
             ..Flow::default()
         };
         Ok(flow)
