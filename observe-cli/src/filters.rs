@@ -643,21 +643,8 @@ pub mod parse {
         ("agent", 130),
     ];
 
-    /// Trace observation point names usable as `trace:<name>`.
-    const TRACE_POINTS: &[(&str, i32)] = &[
-        ("to-endpoint", 0),
-        ("to-proxy", 1),
-        ("to-host", 2),
-        ("to-stack", 3),
-        ("to-overlay", 4),
-        ("from-endpoint", 5),
-        ("from-proxy", 6),
-        ("from-host", 7),
-        ("from-stack", 8),
-        ("from-overlay", 9),
-        ("from-network", 10),
-        ("to-network", 11),
-    ];
+    /// Trace observation point names usable as `trace:<name>` (Cilium's).
+    const TRACE_POINTS: &[(&str, i32)] = flowd_proto::monitor::TRACE_SUB_TYPE_NAMES;
 
     pub fn to_event_type_filter(s: &str) -> Result<EventTypeFilter, String> {
         let (t, sub) = match s.split_once(':') {
@@ -702,7 +689,7 @@ pub mod parse {
                         if ty == 4 {
                             ", or for trace: to-endpoint, to-proxy, to-host, to-stack, \
                              to-overlay, from-endpoint, from-proxy, from-host, from-stack, \
-                             from-overlay, from-network, to-network"
+                             from-overlay, from-network, to-network, from-crypto, to-crypto"
                         } else {
                             ""
                         }

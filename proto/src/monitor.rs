@@ -28,8 +28,9 @@ pub const MESSAGE_TYPE_NAMES: &[(&str, i32)] = &[
     ("agent", MESSAGE_TYPE_AGENT),
 ];
 
-// Trace sub types (observation points); the same order as
-// flow::TraceObservationPoint except that TO_ENDPOINT is 0 here.
+// Trace sub types (observation points, Cilium's pkg/monitor/api
+// TraceToLxc…TraceToCrypto); the same numbers as flow::TraceObservationPoint
+// except that TO_ENDPOINT is 0 here.
 pub const TRACE_TO_ENDPOINT: i32 = 0;
 pub const TRACE_TO_PROXY: i32 = 1;
 pub const TRACE_TO_HOST: i32 = 2;
@@ -42,6 +43,8 @@ pub const TRACE_FROM_STACK: i32 = 8;
 pub const TRACE_FROM_OVERLAY: i32 = 9;
 pub const TRACE_FROM_NETWORK: i32 = 10;
 pub const TRACE_TO_NETWORK: i32 = 11;
+pub const TRACE_FROM_CRYPTO: i32 = 12;
+pub const TRACE_TO_CRYPTO: i32 = 13;
 
 /// Trace sub-type names (Hubble's metric `subtype` label).
 pub const TRACE_SUB_TYPE_NAMES: &[(&str, i32)] = &[
@@ -57,6 +60,8 @@ pub const TRACE_SUB_TYPE_NAMES: &[(&str, i32)] = &[
     ("from-overlay", TRACE_FROM_OVERLAY),
     ("from-network", TRACE_FROM_NETWORK),
     ("to-network", TRACE_TO_NETWORK),
+    ("from-crypto", TRACE_FROM_CRYPTO),
+    ("to-crypto", TRACE_TO_CRYPTO),
 ];
 
 /// Monitor type for a `--type` name such as `l7`.
@@ -115,6 +120,8 @@ mod tests {
         assert_eq!(trace_sub_type(P::ToNetwork), Some(TRACE_TO_NETWORK));
         assert_eq!(trace_sub_type(P::FromNetwork), Some(TRACE_FROM_NETWORK));
         assert_eq!(trace_sub_type(P::ToStack), Some(TRACE_TO_STACK));
+        assert_eq!(trace_sub_type(P::FromCrypto), Some(TRACE_FROM_CRYPTO));
+        assert_eq!(trace_sub_type(P::ToCrypto), Some(TRACE_TO_CRYPTO));
         assert_eq!(trace_sub_type(P::UnknownPoint), None);
     }
 }

@@ -18,6 +18,7 @@
 use std::net::IpAddr;
 
 use flowd_proto::flow::{Flow, Service as ProtoService, TraceObservationPoint, TrafficDirection};
+use flowd_proto::monitor::{MESSAGE_TYPE_TRACE, trace_sub_type};
 
 use super::store::{EndpointStore, InterfaceKind, Snapshot};
 
@@ -112,4 +113,13 @@ pub fn enrich_with(snap: &Snapshot, flow: &mut Flow, hook: Option<Hook>) {
     };
     flow.trace_observation_point = point as i32;
     flow.traffic_direction = direction as i32;
+    // A trace event's sub type is its observation point (Cilium's
+    // TraceToLxc = 0 … TraceToCrypto = 13), which `--type trace:<point>`
+    // selects; L7 and drop events keep theirs.
+    if let Some(et) = flow.event_type.as_mut()
+        && et.r#type == MESSAGE_TYPE_TRACE
+        && let Some(sub) = trace_sub_type(point)
+    {
+        et.sub_type = sub;
+    }
 }

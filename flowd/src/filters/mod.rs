@@ -26,10 +26,10 @@ mod patterns;
 use std::net::IpAddr;
 
 use flowd_proto::flow::{
-    self, DropReason, EventTypeFilter, Flow, FlowFilter, IpVersion, TrafficDirection, Verdict,
-    layer4::Protocol as L4, layer7::Record as L7,
+    self, DropReason, EventTypeFilter, Flow, FlowFilter, IpVersion, TraceObservationPoint,
+    TrafficDirection, Verdict, layer4::Protocol as L4, layer7::Record as L7,
 };
-use flowd_proto::monitor::MESSAGE_TYPE_ACCESS_LOG;
+use flowd_proto::monitor::{MESSAGE_TYPE_ACCESS_LOG, MESSAGE_TYPE_TRACE};
 use ipnetwork::IpNetwork;
 use regex::{Regex, RegexSet};
 
@@ -189,9 +189,14 @@ impl Check {
                 let Some(ev) = &f.event_type else {
                     return false;
                 };
+                // A trace flow whose observation point flowd could not tell
+                // (an interface enrichment does not know) has sub type 0 but
+                // is not TO_ENDPOINT: no trace sub type selects it.
+                let point_unknown = ev.r#type == MESSAGE_TYPE_TRACE
+                    && f.trace_observation_point == TraceObservationPoint::UnknownPoint as i32;
                 types.iter().any(|t| {
                     (t.r#type == 0 || t.r#type == ev.r#type)
-                        && (!t.match_sub_type || t.sub_type == ev.sub_type)
+                        && (!t.match_sub_type || (t.sub_type == ev.sub_type && !point_unknown))
                 })
             }
             Check::Reply(want) => {
@@ -321,13 +326,15 @@ fn endpoint(f: &Flow, side: Side) -> Option<&flow::Endpoint> {
     }
 }
 
+/// Hubble's namespaced-name match: an endpoint with neither namespace nor
+/// name never matches; an empty filter namespace matches every namespace.
 fn namespaced_match(names: &[NamespacedName], ns: &str, name: &str) -> bool {
     if ns.is_empty() && name.is_empty() {
         return false;
     }
-    names
-        .iter()
-        .any(|n| n.namespace == ns && name.starts_with(n.prefix.as_str()))
+    names.iter().any(|n| {
+        (n.namespace.is_empty() || n.namespace == ns) && name.starts_with(n.prefix.as_str())
+    })
 }
 
 fn port(f: &Flow, side: Side) -> Option<u16> {
@@ -405,21 +412,30 @@ fn url_path(url: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
-/// Parses Hubble's `[namespace/][name-prefix]`.
+/// Parses Hubble's `[namespace/][name-prefix]` (its ParseNamespaceName):
+/// `ns/prefix`, `ns/` (the whole namespace), `/prefix` and `/` (every
+/// namespace: `hubble observe --all-namespaces` sends `/`), and a bare
+/// `prefix`, which is in the namespace `default`. Hubble ignores anything
+/// after a second `/`; flowd refuses it rather than guess.
 fn parse_namespaced(field: &str, s: &str) -> Result<NamespacedName, FilterError> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let (namespace, prefix) = match parts[..] {
-        [name] => ("", name),
+    let (namespace, prefix) = match s.split('/').collect::<Vec<_>>()[..] {
+        [""] => {
+            return Err(FilterError::new(
+                field,
+                s,
+                "must not be empty: [namespace/][<name-prefix>], or / for every namespace",
+            ));
+        }
+        [name] => ("default", name),
         [ns, name] => (ns, name),
-        _ => ("", ""),
+        _ => {
+            return Err(FilterError::new(
+                field,
+                s,
+                "must be [namespace/][<name-prefix>] (one /)",
+            ));
+        }
     };
-    if namespace.is_empty() && prefix.is_empty() {
-        return Err(FilterError::new(
-            field,
-            s,
-            "must be [namespace/][<name-prefix>]",
-        ));
-    }
     Ok(NamespacedName {
         namespace: namespace.to_string(),
         prefix: prefix.to_string(),

@@ -75,6 +75,7 @@ fn tcp_flow() -> Flow {
             r#type: 4,
             sub_type: 0,
         }),
+        trace_observation_point: flow::TraceObservationPoint::ToEndpoint as i32,
         is_reply: Some(false.into()),
         r#type: flow::FlowType::L3L4 as i32,
         ..Default::default()
@@ -237,7 +238,7 @@ fn pod_namespace_prefix() {
     assert!(!src(&["ecommerce/cart"]));
     assert!(!src(&["kube-system/"]));
     assert!(!src(&["Ecommerce/"]));
-    // Hubble: a bare name means the empty namespace (clients add "default/").
+    // Hubble: a bare name is in the namespace "default".
     assert!(!src(&["frontend"]));
     assert!(src(&["kube-system/", "ecommerce/front"]));
     let dst = compile(FlowFilter {
@@ -256,11 +257,43 @@ fn pod_namespace_prefix() {
             .matches(&bare)
     );
     assert!(
-        compile(FlowFilter {
+        !compile(FlowFilter {
             source_pod: s(&["frontend"]),
             ..Default::default()
         })
         .matches(&bare)
+    );
+    let mut in_default = f.clone();
+    in_default.source = Some(ep("default", "frontend-1", &[], None, 0));
+    assert!(
+        compile(FlowFilter {
+            source_pod: s(&["frontend"]),
+            ..Default::default()
+        })
+        .matches(&in_default)
+    );
+    // `/prefix` and `/` (hubble observe --all-namespaces): any namespace;
+    // an endpoint with neither namespace nor pod never matches.
+    for all in ["/", "/front"] {
+        assert!(src(&[all]), "{all}");
+        assert!(
+            compile(FlowFilter {
+                source_pod: s(&[all]),
+                ..Default::default()
+            })
+            .matches(&bare),
+            "{all}"
+        );
+    }
+    assert!(!src(&["/cart"]));
+    let mut world = f.clone();
+    world.source = Some(ep("", "", &["reserved:world"], None, 2));
+    assert!(
+        !compile(FlowFilter {
+            source_pod: s(&["/"]),
+            ..Default::default()
+        })
+        .matches(&world)
     );
     // No source endpoint at all.
     let mut none = f.clone();
@@ -276,7 +309,7 @@ fn pod_namespace_prefix() {
 
 #[test]
 fn pod_and_service_errors() {
-    for bad in ["", "/", "a/b/c"] {
+    for bad in ["", "a/b/c", "//"] {
         let e = err(FlowFilter {
             source_pod: s(&[bad]),
             ..Default::default()
@@ -288,7 +321,7 @@ fn pod_and_service_errors() {
         ..Default::default()
     });
     assert_eq!(e.field, "destination_service");
-    assert_eq!(e.reason, "must be [namespace/][<name-prefix>]");
+    assert_eq!(e.reason, "must be [namespace/][<name-prefix>] (one /)");
 }
 
 #[test]
@@ -721,6 +754,19 @@ fn direction_event_type_reply_version_identity_uuid_trace() {
     assert!(!m(et(1, None), &f));
     assert!(m(et(0, None), &f));
     assert!(!m(et(0, None), &Flow::default()));
+    // trace:from-endpoint (5) selects the FROM_ENDPOINT trace flows only.
+    let mut from = tcp_flow();
+    from.trace_observation_point = flow::TraceObservationPoint::FromEndpoint as i32;
+    from.event_type = Some(CiliumEventType {
+        r#type: 4,
+        sub_type: 5,
+    });
+    assert!(m(et(4, Some(5)), &from) && !m(et(4, Some(0)), &from));
+    assert!(!m(et(4, Some(5)), &f));
+    // A trace flow at an unknown point has sub type 0 but is no TO_ENDPOINT.
+    let mut unknown = tcp_flow();
+    unknown.trace_observation_point = 0;
+    assert!(m(et(4, None), &unknown) && !m(et(4, Some(0)), &unknown));
 
     let reply = |r: bool| FlowFilter {
         reply: vec![r],
