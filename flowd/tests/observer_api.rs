@@ -378,22 +378,40 @@ async fn field_mask_keeps_only_the_listed_fields() {
     srv.shutdown().await;
 }
 
-/// Hubble's deprecated fields select nothing (Hubble accepts them in a
-/// mask); a path through a repeated message keeps that field of each.
+/// Every field of Hubble's Flow is a valid path, the deprecated `reply`,
+/// `drop_reason` and `Summary` included (they select what the flow holds);
+/// a path through a repeated message keeps that field of each.
 #[tokio::test]
+#[allow(deprecated)] // `reply`, `drop_reason`, `Summary`: deprecated by Hubble.
 async fn field_mask_deprecated_fields_and_repeated_messages() {
     let mut srv = Server::start(config(63)).await;
-    srv.writer.push(&http_flow(1, 404));
-    let full = http_flow(1, 404);
+    let mut full = http_flow(1, 404);
+    full.reply = true;
+    full.drop_reason = 133;
+    full.summary = "HTTP/1.1 404 12ms (GET http://order-service/x)".into();
+    srv.writer.push(&full);
     let mut c = srv.client().await;
     for (paths, want) in [
-        (vec!["reply", "Summary"], Flow::default()),
+        (
+            vec!["reply", "Summary"],
+            Flow {
+                reply: true,
+                summary: full.summary.clone(),
+                ..Default::default()
+            },
+        ),
         (
             vec!["drop_reason", "time"],
             Flow {
                 time: full.time,
+                drop_reason: 133,
                 ..Default::default()
             },
+        ),
+        (
+            // Fields flowd never fills are valid and stay empty.
+            vec!["ip_trace_id", "tunnel", "file", "emitter", "trace_reason"],
+            Flow::default(),
         ),
         (
             vec!["source.workloads.kind"],

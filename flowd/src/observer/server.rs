@@ -58,44 +58,25 @@ pub(crate) fn shutting_down() -> Status {
 #[error("field_mask: {0}")]
 pub struct FieldMaskError(#[from] flowd_proto::fieldmask::FieldMaskError);
 
-/// Hubble's deprecated top-level Flow fields, which flowd's Flow does not
-/// have. Hubble accepts them in a mask, so a client may send them: they
-/// select nothing.
-const HUBBLE_DEPRECATED_FIELDS: &[&str] = &["drop_reason", "reply", "Summary"];
-
-/// A validated field mask (every path checked against the Flow descriptor,
-/// as Hubble's server does); the export file's mask is the same kind.
-struct Mask {
-    mask: FlowFieldMask,
-    /// Every path named a deprecated field: nothing is kept.
-    nothing: bool,
-}
+/// A validated field mask: every path checked against the Flow descriptor,
+/// as Hubble's server does (every field of Hubble's current Flow is valid,
+/// including the deprecated `drop_reason`, `reply` and `Summary`; one flowd
+/// never fills stays empty); the export file's mask is the same kind.
+struct Mask(FlowFieldMask);
 
 impl Mask {
     fn new(mask: &FieldMask) -> Result<Option<Self>, FieldMaskError> {
         if mask.paths.is_empty() {
             return Ok(None);
         }
-        let paths: Vec<&str> = mask
-            .paths
-            .iter()
-            .map(String::as_str)
-            .filter(|p| !HUBBLE_DEPRECATED_FIELDS.contains(&p.split('.').next().unwrap_or(p)))
-            .collect();
-        Ok(Some(Self {
-            mask: FlowFieldMask::new(&paths)?,
-            nothing: paths.is_empty(),
-        }))
+        Ok(Some(Self(FlowFieldMask::new(&mask.paths)?)))
     }
 
     /// Keeps only the masked fields.
     fn apply(&self, flow: &Flow) -> Flow {
-        if self.nothing {
-            return Flow::default();
-        }
         // A flow that does not re-encode would be a bug; sending the
         // unmasked flow could leak what the client left out.
-        self.mask.apply(flow).unwrap_or_else(|e| {
+        self.0.apply(flow).unwrap_or_else(|e| {
             tracing::error!(error = %e, "applying a GetFlows field mask");
             Flow::default()
         })
