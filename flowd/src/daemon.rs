@@ -11,6 +11,7 @@ use std::{
 };
 
 use flowd_proto::flow::{Flow, LostEventSource, TrafficDirection};
+use flowd_proto::health::HealthStatus;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -493,8 +494,9 @@ fn has_endpoint_source(config: &Config) -> bool {
 /// enrichment which pod each observed interface belongs to) and, with a
 /// datapath, attaches to new ones and detaches from those whose pod went
 /// away, unless `flowd-interfaces` selects them anyway.
-/// The returned receiver completes once the store knows the veths of the
-/// sources' first pod list.
+/// The returned receiver completes once the plan made after the sources'
+/// first pod list is applied: the store knows those pods' veths and they are
+/// attached.
 fn follow_pods(
     store: Arc<EndpointStore>,
     attach: Option<datapath::AttachHandle>,
@@ -505,8 +507,8 @@ fn follow_pods(
     let (listed_tx, listed) = tokio::sync::oneshot::channel();
     tasks.push(tokio::spawn(conn));
     tasks.push(tokio::spawn(async move {
-        let mut plans =
-            crate::endpoints::attach::follow(store, handle, Duration::from_secs(5), listed_tx);
+        let mut listed_tx = Some(listed_tx);
+        let mut plans = crate::endpoints::attach::follow(store, handle, Duration::from_secs(5));
         while let Some(plan) = futures::StreamExt::next(&mut plans).await {
             let plan = match plan {
                 Ok(p) => p,
@@ -515,13 +517,21 @@ fn follow_pods(
                     continue;
                 }
             };
-            info!(
-                attach = plan.attach.len(),
-                detach = plan.detach.len(),
-                "pod veths changed"
-            );
-            let Some(h) = &attach else { continue };
-            apply_attach_plan(h, &plan);
+            if !plan.is_empty() {
+                info!(
+                    attach = plan.attach.len(),
+                    detach = plan.detach.len(),
+                    "pod veths changed"
+                );
+            }
+            if let Some(h) = &attach {
+                apply_attach_plan(h, &plan);
+            }
+            if plan.listing
+                && let Some(tx) = listed_tx.take()
+            {
+                let _ = tx.send(());
+            }
         }
     }));
     Ok(listed)
@@ -578,6 +588,13 @@ pub async fn run_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
+    // NOT_SERVING until the datapath is attached and the first pod list is
+    // in, and again from the moment shutdown begins.
+    let (health, health_service) = HealthStatus::new().await;
+    // The Observer API stays up while the datapath drains at shutdown (a
+    // client can read the last flows, and health says NOT_SERVING); it stops
+    // when this flips.
+    let (api_stop, api_stopped) = watch::channel(false);
     let export_stats = ExportStats::default();
     let metrics = config.hubble_metrics_server.map(|_| {
         if let Some(handlers) = crate::metrics::eventless::describe(&config.hubble_metrics) {
@@ -633,11 +650,13 @@ pub async fn run_with(
             .await
             .map_err(|source| DaemonError::Bind { addr, source })?;
         info!(%addr, tls = tls.is_some(), mtls = tls.is_some() && !config.hubble_tls_client_ca_files.is_empty(), "Observer API listening");
-        let mut stop = shutdown.clone();
+        let mut stop = api_stopped.clone();
         let obs = observer.clone();
-        // The peer service shares the Observer API's server, as in Cilium.
-        let routes =
-            tonic::service::Routes::new(obs.into_service()).add_service(peers.into_service());
+        // The peer service and gRPC health share the Observer API's server,
+        // as in Cilium.
+        let routes = tonic::service::Routes::new(obs.into_service())
+            .add_service(peers.into_service())
+            .add_service(health_service);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = crate::observer::serve_routes(routes, listener, tls, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -675,27 +694,35 @@ pub async fn run_with(
         pipeline.on_event(ev);
     };
 
-    let listed = follow_pods(
+    let mut pods_listed = Some(follow_pods(
         follow_store,
         dp.as_ref().map(Datapath::attach_handle),
         &mut background,
-    )?;
+    )?);
     // Events wait (in the channel and the ring) until enrichment knows which
     // interfaces are pod veths: a flow enriched before that has no
     // direction or observation point, and the attachments of configured
     // globs (done by now) are reported only after it.
     if has_endpoint_source(&config) {
         tokio::select! {
-            r = tokio::time::timeout(PODS_LISTED_WAIT, listed) => {
-                if r.is_err() {
-                    warn!(
+            r = tokio::time::timeout(PODS_LISTED_WAIT, wait_listed(&mut pods_listed)) => {
+                match r {
+                    Ok(()) => {
+                        info!("first pod list attached: serving");
+                        health.set(true).await;
+                    }
+                    Err(_) => warn!(
                         waited = ?PODS_LISTED_WAIT,
                         "no pod list from the endpoint sources yet: flows on pod veths have no direction until it comes"
-                    );
+                    ),
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => {}
+            () = shutting_down(&mut shutdown) => {}
         }
+    } else {
+        // Nothing to wait for: the configured interfaces are attached.
+        pods_listed = None;
+        health.set(true).await;
     }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -707,9 +734,14 @@ pub async fn run_with(
                 None => {}
             },
             _ = tick.tick() => pipeline.tick(dp.as_ref()),
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = wait_listed(&mut pods_listed), if pods_listed.is_some() => {
+                info!("first pod list attached: serving");
+                health.set(true).await;
+            }
+            () = shutting_down(&mut shutdown) => break,
         }
     }
+    health.set(false).await;
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     // Detach, let the reader take what is left in the ring, and keep taking
     // events meanwhile: nothing observed is lost at shutdown.
@@ -740,6 +772,11 @@ pub async fn run_with(
         None => Ok(()),
     };
     drop(dp);
+    // Everything observed is in the buffer and the follow streams are
+    // ending: end the health Watch streams and stop the API (it stayed up
+    // while the datapath drained, answering NOT_SERVING).
+    health.close().await;
+    let _ = api_stop.send(true);
     for t in background {
         t.abort();
     }
@@ -762,6 +799,28 @@ pub async fn run_with(
     }
     info!("flowd stopped");
     dumped
+}
+
+/// Completes when `shutdown` is (or becomes) true; holds no watch borrow
+/// (a select arm that awaits must not keep one alive).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Completes when the daemon's first pod list is attached, and then sets
+/// `listed` to None; pending while it is None or when the discovery task
+/// ended without one (flowd then stays NOT_SERVING: its pods are not
+/// observed).
+async fn wait_listed(listed: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    let Some(rx) = listed.as_mut() else {
+        return std::future::pending().await;
+    };
+    let r = rx.await;
+    *listed = None;
+    if r.is_err() {
+        warn!("pod veth discovery ended before the first pod list: staying NOT_SERVING");
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

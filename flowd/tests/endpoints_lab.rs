@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use flowd::endpoints::attach::{PodVeth, PodVethTracker, discover_pod_veths};
 use flowd::endpoints::manifest::load_dir;
 use flowd::endpoints::model::{Kind, ObjectKey, Pod};
@@ -212,11 +214,12 @@ fn veths_follow_the_pods_of_each_node() {
     lab.down().unwrap();
 }
 
-/// The daemon holds datapath events until `follow` says the first pod list
-/// is reflected in the interface table (flows enriched earlier would have no
-/// direction): when the signal comes, every local pod's veth is known.
+/// The daemon holds datapath events (and reports NOT_SERVING) until it has
+/// applied `follow`'s listing plan, the first made after the first pod list
+/// (flows enriched earlier would have no direction): that plan attaches every
+/// local pod, and by then every local pod's veth is in the interface table.
 #[test]
-fn follow_signals_once_the_first_pod_list_is_in_the_interface_table() {
+fn follow_marks_the_plan_of_the_first_pod_list() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: endpoints_lab needs root (network namespaces)");
         return;
@@ -240,28 +243,36 @@ fn follow_signals_once_the_first_pod_list_is_in_the_interface_table() {
     let s = store.clone();
     let manifests = lab.manifest_dir();
     in_netns(&node_b, |h| async move {
-        let (tx, mut listed) = tokio::sync::oneshot::channel();
-        let _plans = flowd::endpoints::attach::follow(
-            s.clone(),
-            h,
-            std::time::Duration::from_secs(3600),
-            tx,
-        );
+        let mut plans =
+            flowd::endpoints::attach::follow(s.clone(), h, std::time::Duration::from_secs(3600));
         // Services alone are no pod list.
         let load = load_dir(&manifests).unwrap();
         s.apply(Update::Replace {
             kind: Kind::Service,
             objects: load.objects.clone(),
         });
-        assert!(listed.try_recv().is_err(), "signalled before any pod list");
         s.apply(Update::Replace {
             kind: Kind::Pod,
             objects: load.objects,
         });
-        tokio::time::timeout(std::time::Duration::from_secs(30), listed)
-            .await
-            .expect("no signal within 30 s")
-            .expect("follow ended");
+        // Plans up to the listing one (applied in order, as the daemon
+        // does) attach every listed pod.
+        let mut attached: Vec<String> = Vec::new();
+        loop {
+            let p = tokio::time::timeout(std::time::Duration::from_secs(30), plans.next())
+                .await
+                .expect("the listing plan within 30 s")
+                .expect("follow ended")
+                .expect("discovery");
+            attached.extend(p.attach.iter().map(|v| v.ifname.clone()));
+            if p.listing {
+                break;
+            }
+        }
+        attached.sort_unstable();
+        let mut want_names: Vec<String> = want.iter().map(|v| v.ifname.clone()).collect();
+        want_names.sort_unstable();
+        assert_eq!(attached, want_names, "attached by the listing plan");
         let snap = s.snapshot();
         assert!(snap.pods_listed);
         for v in &want {

@@ -15,6 +15,7 @@
 pub use pbjson_types;
 
 pub mod fieldmask;
+pub mod health;
 pub mod monitor;
 mod responses;
 mod timestamp;

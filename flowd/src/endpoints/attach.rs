@@ -40,6 +40,9 @@ pub struct PodVeth {
 pub struct AttachPlan {
     pub attach: Vec<PodVeth>,
     pub detach: Vec<PodVeth>,
+    /// The first plan made after the sources' first full pod list: once it
+    /// is applied, every pod of that list is attached (see [`follow`]).
+    pub listing: bool,
 }
 
 impl AttachPlan {
@@ -222,26 +225,30 @@ impl PodVethTracker {
 
 /// Follows the store: after every change of it, and every `resync` (routes
 /// can appear after the pod object), yields the non-empty plans. Errors are
-/// yielded and the stream goes on. `listed` is sent once the interface table
-/// reflects the sources' first full pod list (or discovery failed on it).
+/// yielded and the stream goes on. The first plan made once the sources have
+/// listed their pods is marked [`AttachPlan::listing`] and yielded even when
+/// empty: by then the store's interface table reflects that list.
 pub fn follow(
     store: Arc<EndpointStore>,
     handle: Handle,
     resync: Duration,
-    listed: tokio::sync::oneshot::Sender<()>,
 ) -> BoxStream<'static, Result<AttachPlan, Error>> {
     let mut changes = store.subscribe();
     let mut tracker = PodVethTracker::new();
-    let mut listed = Some(listed);
+    let mut listing_sent = false;
     let stream = async_stream_lite(move |tx| async move {
         loop {
             let pods_listed = store.snapshot().pods_listed;
-            let r = tracker.reconcile(&handle, &store).await;
-            if pods_listed && let Some(l) = listed.take() {
-                let _ = l.send(());
+            let mut r = tracker.reconcile(&handle, &store).await;
+            if let Ok(plan) = &mut r
+                && pods_listed
+                && !listing_sent
+            {
+                plan.listing = true;
+                listing_sent = true;
             }
             let send = match &r {
-                Ok(p) => !p.is_empty(),
+                Ok(p) => !p.is_empty() || p.listing,
                 Err(_) => true,
             };
             if send && tx.send(r).await.is_err() {
