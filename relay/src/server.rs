@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowd_proto::Timestamp;
+use flowd_proto::fieldmask::FlowFieldMask;
 use flowd_proto::flow::{LostEvent, LostEventSource};
+use flowd_proto::health::HealthStatus;
 use flowd_proto::observer::get_flows_response::ResponseTypes;
 use flowd_proto::observer::observer_client::ObserverClient;
 use flowd_proto::observer::observer_server::{Observer, ObserverServer};
@@ -20,7 +22,7 @@ use flowd_proto::pbjson_types::UInt32Value;
 use flowd_proto::relay::NodeState;
 use futures::future::join_all;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codegen::BoxStream;
@@ -71,24 +73,26 @@ impl Relay {
 }
 
 /// Serves the Observer API and gRPC health on `listener` until `shutdown`.
-/// The health service reports `observer.Observer` SERVING while at least one
-/// node is connected, NOT_SERVING otherwise; the overall status ("") is
-/// SERVING while the relay runs.
+/// Health (every name of [`flowd_proto::health::SERVICE_NAMES`], among them
+/// `hubble.server.Observer`, which `hubble status` checks, and the overall
+/// `""`) is SERVING while at least one node is connected, NOT_SERVING while
+/// every node is down and from the moment shutdown begins.
 ///
 /// When `shutdown` completes, every stream ends with UNAVAILABLE "the relay
 /// is shutting down" ([`Relay::close`]), the connections to the nodes are
-/// closed, health turns NOT_SERVING, no connection is accepted any more, and
-/// the function returns once the clients have closed their connections or
-/// `shutdown_grace` has passed, whichever comes first.
+/// closed, health turns NOT_SERVING and its Watch streams end, no connection
+/// is accepted any more, and the function returns once the clients have
+/// closed their connections or `shutdown_grace` has passed, whichever comes
+/// first.
 pub async fn serve(
     relay: Relay,
     listener: TcpListener,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let (health, health_service) = HealthStatus::new().await;
     let pool = relay.pool.clone();
-    let health_reporter = reporter.clone();
+    let status = health.clone();
     let health_task = tokio::spawn(async move {
         let mut rx = pool.subscribe();
         let mut last = None;
@@ -98,13 +102,8 @@ pub async fn serve(
                 .iter()
                 .any(|n| n.state == PeerState::Connected);
             if last != Some(connected) {
-                if connected {
-                    health_reporter.set_serving::<ObserverServer<Relay>>().await;
-                } else {
-                    health_reporter
-                        .set_not_serving::<ObserverServer<Relay>>()
-                        .await;
-                }
+                info!(serving = connected, "health");
+                status.set(connected).await;
                 last = Some(connected);
             }
             if rx.changed().await.is_err() {
@@ -121,7 +120,7 @@ pub async fn serve(
     let handle = relay.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = builder
-        .add_service(health)
+        .add_service(health_service)
         .add_service(ObserverServer::new(relay).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stopped.await;
@@ -132,11 +131,10 @@ pub async fn serve(
         r = &mut server => r,
         _ = &mut shutdown => {
             health_task.abort();
+            health.set(false).await;
             handle.close();
-            reporter.set_not_serving::<ObserverServer<Relay>>().await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            // Open Health/Watch streams would hold the server to the grace.
+            health.close().await;
             let _ = stop.send(());
             match tokio::time::timeout(grace, &mut server).await {
                 Ok(r) => r,
@@ -154,6 +152,42 @@ pub async fn serve(
     Ok(res?)
 }
 
+/// What the relay can check in a GetFlows request without asking the nodes
+/// (the nodes validate the filters; see [`Fanout`] for their refusals): the
+/// field mask against the Flow descriptor and the time window, with the
+/// messages flowd gives.
+fn validate(req: &GetFlowsRequest) -> Result<(), Status> {
+    if let Some(m) = &req.field_mask
+        && !m.paths.is_empty()
+    {
+        FlowFieldMask::new(&m.paths)
+            .map_err(|e| Status::invalid_argument(format!("field_mask: {e}")))?;
+    }
+    let nanos = |t: &Option<Timestamp>, field: &str| -> Result<Option<i128>, Status> {
+        match t {
+            Some(t) if !(0..1_000_000_000).contains(&t.nanos) => {
+                Err(Status::invalid_argument(format!(
+                    "{field}: invalid timestamp (nanos {} out of range)",
+                    t.nanos
+                )))
+            }
+            Some(t) => Ok(Some(t.as_unix_nanos())),
+            None => Ok(None),
+        }
+    };
+    if let (Some(s), Some(u)) = (nanos(&req.since, "since")?, nanos(&req.until, "until")?)
+        && s > u
+    {
+        return Err(Status::invalid_argument("since: must not be after until"));
+    }
+    Ok(())
+}
+
+/// A NODE_ERROR notice: the nodes' error code and message.
+fn node_error(nodes: Vec<String>, code: Code, msg: &str) -> GetFlowsResponse {
+    GetFlowsResponse::node_status(NodeState::NodeError, nodes, format!("{code:?}: {msg}"))
+}
+
 /// Timestamp used to order a response; None = not ordered (sent at once).
 fn order_ts(r: &GetFlowsResponse) -> Option<i128> {
     match &r.response_types {
@@ -168,12 +202,12 @@ enum NodeEnd {
     Finished,
     /// Transport-level failure: the node is reported unavailable and reconnected.
     Unavailable(String),
-    /// The node answered with an error (bad filter, overload, ...).
-    Error(String),
+    /// The node answered with an error (bad filter, overload, ...): its
+    /// code and the message for a NODE_ERROR notice.
+    Error(Code, String),
 }
 
 fn classify(s: &Status) -> NodeEnd {
-    let msg = format!("{:?}: {}", s.code(), s.message());
     match s.code() {
         Code::InvalidArgument
         | Code::NotFound
@@ -184,8 +218,8 @@ fn classify(s: &Status) -> NodeEnd {
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unimplemented
-        | Code::Unauthenticated => NodeEnd::Error(msg),
-        _ => NodeEnd::Unavailable(msg),
+        | Code::Unauthenticated => NodeEnd::Error(s.code(), s.message().to_string()),
+        _ => NodeEnd::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 
@@ -255,10 +289,13 @@ async fn run_node_stream(ctx: &StreamCtx, channel: Channel, req: GetFlowsRequest
             match tokio::time::timeout(ctx.idle_timeout, stream.message()).await {
                 Ok(m) => m,
                 Err(_) => {
-                    return NodeEnd::Error(format!(
-                        "nothing received for {:?}; node abandoned for this request",
-                        ctx.idle_timeout
-                    ));
+                    return NodeEnd::Error(
+                        Code::DeadlineExceeded,
+                        format!(
+                            "nothing received for {:?}; node abandoned for this request",
+                            ctx.idle_timeout
+                        ),
+                    );
                 }
             }
         };
@@ -302,6 +339,14 @@ struct Slot {
 }
 
 /// One client's GetFlows: fans out, merges, bounds what the client buffers.
+///
+/// A request the nodes refuse (an invalid filter: only the nodes validate
+/// filters) is refused by the relay too, never answered with an empty
+/// stream: until a node accepts it, the nodes' refusals are held back; when
+/// every node that answered refused it, the call fails with their error
+/// (before the response starts, or, in a follow stream whose nodes all came
+/// later, as the stream's end). Once a node accepted, a refusal by another
+/// (e.g. a node of another version) is a NODE_ERROR notice, as in Hubble.
 struct Fanout {
     pool: Arc<Pool>,
     cfg: Arc<RelayConfig>,
@@ -317,6 +362,15 @@ struct Fanout {
     lost: u64,
     /// The relay is shutting down when it turns true.
     closing: watch::Receiver<bool>,
+    /// Until the call's outcome is known: where to say it; responses are
+    /// held in `held` meanwhile.
+    verdict: Option<oneshot::Sender<Result<(), Status>>>,
+    held: Vec<GetFlowsResponse>,
+    /// A node accepted the request.
+    accepted: bool,
+    /// Refusals (node, code, message) not reported yet: held while no node
+    /// has accepted.
+    refused: Vec<(String, Code, String)>,
 }
 
 impl Fanout {
@@ -325,8 +379,13 @@ impl Fanout {
     }
 
     /// Sends to the client; false when the client is gone. Follow streams
-    /// never wait: a full client queue drops and counts.
+    /// never wait: a full client queue drops and counts. Before the verdict,
+    /// responses are held.
     async fn emit(&mut self, resp: GetFlowsResponse) -> bool {
+        if self.verdict.is_some() {
+            self.held.push(resp);
+            return true;
+        }
         if !self.follow() {
             return self.out.send(Ok(resp)).await.is_ok();
         }
@@ -516,15 +575,99 @@ impl Fanout {
                     msg,
                 ))
             }
-            NodeEnd::Error(msg) => {
+            NodeEnd::Error(code, msg) => {
                 s.failed = true;
-                Some(GetFlowsResponse::node_status(
-                    NodeState::NodeError,
-                    vec![name],
-                    msg,
-                ))
+                if !self.accepted {
+                    self.refused.push((name, code, msg));
+                    return None;
+                }
+                Some(node_error(vec![name], code, &msg))
             }
         }
+    }
+
+    /// The call goes ahead: the client gets the response and what was held.
+    async fn proceed(&mut self) -> bool {
+        let Some(v) = self.verdict.take() else {
+            return true;
+        };
+        let _ = v.send(Ok(()));
+        for r in std::mem::take(&mut self.held) {
+            if !self.emit(r).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A node accepted the request: refusals held so far become NODE_ERROR
+    /// notices (one per message, naming its nodes, as Hubble aggregates them).
+    async fn on_accepted(&mut self) -> bool {
+        self.accepted = true;
+        if !self.proceed().await {
+            return false;
+        }
+        let mut groups: Vec<(Code, String, Vec<String>)> = Vec::new();
+        for (node, code, msg) in std::mem::take(&mut self.refused) {
+            match groups.iter_mut().find(|(c, m, _)| *c == code && *m == msg) {
+                Some((_, _, nodes)) => nodes.push(node),
+                None => groups.push((code, msg, vec![node])),
+            }
+        }
+        for (code, msg, nodes) in groups {
+            if !self.emit(node_error(nodes, code, &msg)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every node that answered refused the request and none is still
+    /// answering: the request's error. Their common code and message when
+    /// they agree; otherwise INVALID_ARGUMENT if one said so, and each
+    /// node's message, by node name.
+    fn refusal(&self) -> Option<Status> {
+        if self.accepted || self.running > 0 {
+            return None;
+        }
+        let (_, code, msg) = self.refused.first()?;
+        if self.refused.iter().all(|(_, c, m)| c == code && m == msg) {
+            return Some(Status::new(*code, msg.clone()));
+        }
+        let code = if self
+            .refused
+            .iter()
+            .any(|(_, c, _)| *c == Code::InvalidArgument)
+        {
+            Code::InvalidArgument
+        } else {
+            *code
+        };
+        let mut each: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(n, _, m)| format!("{n}: {m}"))
+            .collect();
+        each.sort();
+        let all = each.join("; ");
+        Some(Status::new(code, all))
+    }
+
+    /// Ends the call with the nodes' refusal, if it is one.
+    async fn refuse_if_all_refused(&mut self) -> bool {
+        let Some(status) = self.refusal() else {
+            return false;
+        };
+        info!(code = ?status.code(), message = status.message(), "GetFlows refused by every node");
+        match self.verdict.take() {
+            Some(v) => {
+                let _ = v.send(Err(status));
+            }
+            None => {
+                let _ = self.out.send(Err(status)).await;
+            }
+        }
+        true
     }
 
     async fn run(mut self, mut ev_rx: mpsc::UnboundedReceiver<Event>) {
@@ -552,6 +695,10 @@ impl Fanout {
                 return self.shutdown();
             }
         }
+        // No node to ask: nothing can refuse the request.
+        if self.running == 0 && !self.proceed().await {
+            return self.shutdown();
+        }
         loop {
             let now = Instant::now();
             while let Some((resp, permit)) = self.merger.pop_ready(now) {
@@ -560,8 +707,17 @@ impl Fanout {
                     return self.shutdown();
                 }
             }
-            if !self.follow() && self.running == 0 && self.merger.is_empty() {
-                return;
+            if self.refuse_if_all_refused().await {
+                return self.shutdown();
+            }
+            if self.running == 0 && !self.follow() {
+                // Every node finished (or failed to connect): the answer is complete.
+                if !self.proceed().await {
+                    return self.shutdown();
+                }
+                if self.merger.is_empty() {
+                    return;
+                }
             }
             let far = now + Duration::from_secs(3600);
             let deadline = self.merger.next_deadline().unwrap_or(far);
@@ -573,9 +729,14 @@ impl Fanout {
                     let send = match ev {
                         Event::Connected { slot, generation } => {
                             let s = &self.slots[slot];
-                            (matches!(s.running, Some((g, _)) if g == generation)).then(|| {
+                            let current = matches!(s.running, Some((g, _)) if g == generation);
+                            let status = current.then(|| {
                                 GetFlowsResponse::node_status(NodeState::NodeConnected, vec![s.name.clone()], String::new())
-                            })
+                            });
+                            if current && !self.accepted && !self.on_accepted().await {
+                                return self.shutdown();
+                            }
+                            status
                         }
                         Event::Item { slot, resp, permit } => match order_ts(&resp) {
                             Some(ts) => {
@@ -667,8 +828,10 @@ impl Observer for Relay {
             follow = req.follow,
             "GetFlows"
         );
+        validate(&req)?;
         let (out, rx) = mpsc::channel(self.cfg.client_buffer.max(1));
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (verdict, verdict_rx) = oneshot::channel();
         let fanout = Fanout {
             pool: self.pool.clone(),
             cfg: self.cfg.clone(),
@@ -682,8 +845,17 @@ impl Observer for Relay {
             out,
             lost: 0,
             closing: self.closing.subscribe(),
+            verdict: Some(verdict),
+            held: Vec::new(),
+            accepted: false,
+            refused: Vec::new(),
         };
         tokio::spawn(fanout.run(ev_rx));
+        // The response starts once a node accepted the request (or no node
+        // can answer): a request every node refuses fails here.
+        if let Ok(Err(status)) = verdict_rx.await {
+            return Err(status);
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -471,6 +471,90 @@ async fn hung_node_does_not_stall_the_stream() {
     assert_time_ordered(&seen.flows);
 }
 
+/// A request every node refuses fails with the nodes' error, before any
+/// response (never an empty stream); when another node accepts it, a
+/// refusal is a NODE_ERROR notice naming the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_fail_the_call_unless_a_node_accepts() {
+    let nodes = three_nodes(3);
+    let all: Vec<&FakeNode> = nodes.iter().collect();
+    let relay = relay_over(&all, ordered_config()).await;
+    let mut c = client(relay.addr).await;
+    wait_connected(&mut c, 3).await;
+    let refuse = |i: usize, msg: &str| {
+        *nodes[i].data.refuse.lock().unwrap() =
+            Some((tonic::Code::InvalidArgument, msg.to_string()));
+    };
+    let bad = "invalid whitelist[0].source_ip filter \"x\": invalid IP address";
+    for i in 0..3 {
+        refuse(i, bad);
+    }
+    for follow in [false, true] {
+        let e = c
+            .get_flows(GetFlowsRequest {
+                follow,
+                ..Default::default()
+            })
+            .await
+            .expect_err("every node refuses");
+        assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, bad));
+    }
+    // Nodes that disagree (different versions): each node's message.
+    refuse(1, "unknown field");
+    let e = c
+        .get_flows(GetFlowsRequest::default())
+        .await
+        .expect_err("every node refuses");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        format!("node-0: {bad}; node-1: unknown field; node-2: {bad}")
+    );
+    // One node accepts: its flows, and the others' refusal as one notice.
+    *nodes[2].data.refuse.lock().unwrap() = None;
+    refuse(1, bad);
+    let mut s = c
+        .get_flows(GetFlowsRequest::default())
+        .await
+        .expect("node-2 accepts")
+        .into_inner();
+    let mut errors = Vec::new();
+    let mut flows = 0;
+    while let Some(m) = s.message().await.unwrap() {
+        if let Some(get_flows_response::ResponseTypes::NodeStatus(st)) = &m.response_types
+            && st.state_change == NodeState::NodeError as i32
+        {
+            errors.push((st.node_names.clone(), st.message.clone()));
+        }
+        if let Item::Flow(n, ..) = classify(m) {
+            assert_eq!(n, "node-2");
+            flows += 1;
+        }
+    }
+    assert_eq!(flows, 3);
+    let mut names: Vec<String> = errors.iter().flat_map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["node-0", "node-1"]);
+    assert!(
+        errors
+            .iter()
+            .all(|(_, m)| *m == format!("InvalidArgument: {bad}")),
+        "{errors:?}"
+    );
+    // The relay itself checks the field mask.
+    let e = c
+        .get_flows(GetFlowsRequest {
+            field_mask: Some(flowd_proto::pbjson_types::FieldMask {
+                paths: vec!["sauce".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid mask");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("field_mask: "), "{}", e.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_nodes_and_namespaces_are_aggregated() {
     let status = |n, m, s| ServerStatusResponse {
@@ -662,17 +746,32 @@ async fn grpc_health_follows_node_connectivity() {
             .unwrap_or(-1)
         }
     };
-    assert_eq!(status("").await, ServingStatus::Serving as i32);
-    wait_for("observer.Observer SERVING", || async {
-        status("observer.Observer").await == ServingStatus::Serving as i32
-    })
-    .await;
+    // Every name `hubble status` and probes ask for carries the relay's
+    // status: SERVING while a node is connected, NOT_SERVING while none is.
+    let all = |want: ServingStatus| async move {
+        for name in ["", "hubble.server.Observer", "observer.Observer"] {
+            if status(name).await != want as i32 {
+                return false;
+            }
+        }
+        true
+    };
+    wait_for("every name SERVING", || all(ServingStatus::Serving)).await;
     node.kill();
-    wait_for("observer.Observer NOT_SERVING", || async {
-        status("observer.Observer").await == ServingStatus::NotServing as i32
-    })
-    .await;
-    assert_eq!(status("").await, ServingStatus::Serving as i32);
+    wait_for("every name NOT_SERVING", || all(ServingStatus::NotServing)).await;
+    node.restart();
+    wait_for("SERVING again", || all(ServingStatus::Serving)).await;
+    assert_eq!(
+        health
+            .clone()
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,9 @@ pub struct NodeData {
     pub status: ServerStatusResponse,
     /// GetFlows accepts and never sends anything.
     pub hang: bool,
+    /// GetFlows refuses with this code and message (as a node refuses an
+    /// invalid filter).
+    pub refuse: Mutex<Option<(tonic::Code, String)>>,
 }
 
 pub fn ts(ns: u64) -> Timestamp {
@@ -77,6 +80,7 @@ impl NodeData {
                 .collect(),
             status,
             hang,
+            refuse: Mutex::new(None),
         })
     }
 
@@ -123,6 +127,9 @@ impl Observer for FakeObserver {
     ) -> Result<Response<BoxStream<GetFlowsResponse>>, Status> {
         let req = request.into_inner();
         *self.0.last_request.lock().unwrap() = Some(req.clone());
+        if let Some((code, msg)) = self.0.refuse.lock().unwrap().clone() {
+            return Err(Status::new(code, msg));
+        }
         if self.0.hang {
             return Ok(Response::new(Box::pin(futures::stream::pending())));
         }
