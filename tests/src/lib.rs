@@ -1,6 +1,7 @@
 //! Test harness shared by end-to-end tests: network namespaces, veth pairs,
-//! addresses, running code and processes inside a namespace, and waiting
-//! for conditions with a deadline.
+//! addresses, running code and processes inside a namespace, waiting for
+//! conditions with a deadline, and the requests of the Hubble CLI
+//! ([`hubble_cli`]).
 //!
 //! Namespaces are created and configured with the `ip` command (iproute2):
 //! it is what the kernel developers test, its commands read like the
@@ -18,6 +19,7 @@
 //! harness itself are in tests/tests/.
 pub mod bins;
 pub mod flowd;
+pub mod hubble_cli;
 pub mod net;
 pub mod netns;
 pub mod process;
