@@ -397,6 +397,78 @@ mod tests {
         }
     }
 
+    /// Every path into Hubble's current Flow is valid: each field, and each
+    /// field of each nested message (to a depth that covers all of Flow's
+    /// own messages), the CLI's default mask among them.
+    #[test]
+    fn every_path_of_the_flow_is_accepted() {
+        fn paths(msg: &MessageDescriptor, prefix: &str, depth: usize, out: &mut Vec<String>) {
+            for f in msg.fields() {
+                let p = format!("{prefix}{}", f.name());
+                out.push(p.clone());
+                if let Kind::Message(m) = f.kind()
+                    && !f.is_map()
+                    && depth > 0
+                {
+                    paths(&m, &format!("{p}."), depth - 1, out);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        paths(flow_descriptor().unwrap(), "", 4, &mut all);
+        for p in &all {
+            FlowFieldMask::new(&[p]).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+        for p in [
+            "Summary",
+            "ip_trace_id",
+            "ip_trace_id.trace_id",
+            "tunnel.IP.source",
+            "file.name",
+            "drop_reason",
+            "reply",
+            "egress_allowed_by.name",
+            "extensions",
+        ] {
+            assert!(all.iter().any(|a| a == p), "{p} is a Flow path");
+        }
+        // hubble observe (compact, dict, table) sends all of these at once.
+        let default = [
+            "time",
+            "verdict",
+            "ethernet",
+            "IP",
+            "l4",
+            "source.identity",
+            "source.namespace",
+            "source.pod_name",
+            "destination.identity",
+            "destination.namespace",
+            "destination.pod_name",
+            "Type",
+            "node_name",
+            "l7",
+            "event_type",
+            "source_service",
+            "destination_service",
+            "is_reply",
+            "Summary",
+            "ip_trace_id",
+        ];
+        let m = FlowFieldMask::new(&default).unwrap();
+        #[allow(deprecated)]
+        let f = Flow {
+            summary: "TCP Flags: SYN".into(),
+            uuid: "dropped by the mask".into(),
+            ..flow()
+        };
+        let got = m.apply(&f).unwrap();
+        #[allow(deprecated)]
+        let kept = (got.summary.as_str(), got.uuid.as_str(), got.verdict);
+        assert_eq!(kept, ("TCP Flags: SYN", "", 1));
+        assert!(got.source.unwrap().labels.is_empty());
+    }
+
     #[test]
     fn invalid_paths() {
         for (p, reason) in [
