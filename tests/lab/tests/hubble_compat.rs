@@ -284,10 +284,15 @@ fn expected_l7(c: &Cluster, report: &TrafficReport) -> Result<BTreeMap<String, u
             "NXDOMAIN" => "RCode: Non-Existent Domain".to_string(),
             other => bail!("the mix has an rcode {other} this test does not know"),
         };
-        // The lab's dnsmasq answers with TTL 0 (no local-ttl).
+        // Names the lab's DNS knows carry its TTL; an NXDOMAIN has none.
+        let ttl = if d.rcode == "NOERROR" {
+            flowd_lab::lab::DNS_TTL_SECS
+        } else {
+            0
+        };
         *want
             .entry(format!(
-                "DNS Answer {answer} TTL: 0 (Query {name} {})",
+                "DNS Answer {answer} TTL: {ttl} (Query {name} {})",
                 d.qtype
             ))
             .or_default() += d.count * 2;
