@@ -180,3 +180,117 @@ async fn binary_serves_the_relay() {
     })
     .await;
 }
+
+/// SIGTERM with a follow stream and a Health/Watch open: the relay says
+/// NOT_SERVING, ends the follow stream with UNAVAILABLE (a graceful server
+/// stop would otherwise wait for it forever) and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_streams_and_the_relay_exits() {
+    use flowd_proto::observer::GetFlowsRequest;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let node = FakeNode::start(NodeData::new("bin-node"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Kill(
+        relay()
+            .args([
+                "--listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--peer",
+                &format!("bin-node={}", node.addr),
+                "--retry-initial",
+                "50ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("http://127.0.0.1:{port}");
+    let connect = || async {
+        tonic::transport::Endpoint::from_shared(addr.clone())
+            .unwrap()
+            .connect()
+            .await
+    };
+    wait_for("the relay binary to serve", || async {
+        let Ok(ch) = connect().await else {
+            return false;
+        };
+        HealthClient::new(ch)
+            .check(HealthCheckRequest {
+                service: "hubble.server.Observer".into(),
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+    })
+    .await;
+    let ch = connect().await.unwrap();
+    let mut watch = HealthClient::new(ch.clone())
+        .watch(HealthCheckRequest {
+            service: "hubble.server.Observer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(first, ServingStatus::Serving as i32);
+    let mut follow = flowd_proto::observer::observer_client::ObserverClient::new(ch)
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The node's NODE_CONNECTED notice: the stream is running.
+    follow.message().await.unwrap().unwrap();
+
+    let pid = child.0.id().to_string();
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, pid.as_str()])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(signal("-TERM"));
+    let ten = std::time::Duration::from_secs(10);
+    let statuses = tokio::time::timeout(ten, async {
+        let mut statuses = Vec::new();
+        while let Ok(Some(r)) = watch.message().await {
+            statuses.push(r.status);
+        }
+        statuses
+    })
+    .await;
+    let end = tokio::time::timeout(ten, async {
+        loop {
+            match follow.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await;
+    if statuses.is_err() || end.is_err() {
+        signal("-KILL");
+    }
+    let statuses = statuses.expect("the Watch stream ends at shutdown");
+    assert_eq!(statuses, [ServingStatus::NotServing as i32]);
+    let end = end.expect("the follow stream ends at shutdown");
+    let e = end.expect_err("the follow stream ends with an error");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let exited =
+        tokio::time::timeout(ten, tokio::task::spawn_blocking(move || child.0.wait())).await;
+    let Ok(exited) = exited else {
+        signal("-KILL");
+        panic!("the relay did not exit within 10 s of SIGTERM");
+    };
+    assert!(exited.unwrap().unwrap().success());
+}
