@@ -64,10 +64,12 @@ fn expected(report: &TrafficReport) -> BTreeSet<Exchange> {
                 || h.destination_namespace.as_deref() == Some("ecommerce")
         })
         .map(|h| {
+            // The world has no pod: observe names it by the DNS name the
+            // client resolved it with (flowd's name cache), as Hubble does.
             let server = h
                 .destination_pod
                 .clone()
-                .unwrap_or_else(|| h.backend_ip.to_string());
+                .unwrap_or_else(|| h.destination_service.clone());
             (h.source_pod.clone(), server, h.path.clone(), h.status)
         })
         .collect()
