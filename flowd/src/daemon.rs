@@ -58,7 +58,7 @@ pub enum DaemonError {
     #[error("endpoints: {0}")]
     Endpoints(String),
     #[error("Observer API TLS (hubble-tls-*): {0}")]
-    Tls(#[from] flowd_proto::tls::TlsError),
+    Tls(#[from] flowd_tls::TlsError),
     #[error("export: {0}")]
     Export(#[from] ExportError),
     /// `--dump-flows-on-exit` could not be written.

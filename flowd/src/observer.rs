@@ -91,19 +91,20 @@ impl ObserverConfig {
 /// The Observer API's TLS from the `hubble-disable-tls` / `hubble-tls-*`
 /// keys: None when TLS is disabled; with `hubble-tls-client-ca-files`,
 /// clients must present a certificate issued by one of those CAs (mTLS).
-/// Fails when a file cannot be read or is not PEM.
+/// The files are re-read when they change (see `flowd_tls`). Fails when a
+/// file cannot be read, is not PEM, or the key does not match.
 pub fn tls_config(
     c: &crate::config::Config,
-) -> Result<Option<tonic::transport::ServerTlsConfig>, flowd_proto::tls::TlsError> {
+) -> Result<Option<flowd_tls::ServerTls>, flowd_tls::TlsError> {
     if c.hubble_disable_tls {
         return Ok(None);
     }
-    let missing = |what| flowd_proto::tls::TlsError {
+    let missing = |what| flowd_tls::TlsError {
         what,
         path: String::new(),
         reason: "not set (required when hubble-disable-tls is false)".into(),
     };
-    flowd_proto::tls::ServerTls {
+    flowd_tls::ServerTls::load(flowd_tls::ServerFiles {
         cert_file: c
             .hubble_tls_cert_file
             .clone()
@@ -113,8 +114,7 @@ pub fn tls_config(
             .clone()
             .ok_or_else(|| missing("hubble-tls-key-file"))?,
         client_ca_files: c.hubble_tls_client_ca_files.clone(),
-    }
-    .load()
+    })
     .map(Some)
 }
 
@@ -273,7 +273,7 @@ impl Observer {
     pub async fn serve_with_listener_tls(
         self,
         listener: tokio::net::TcpListener,
-        tls: Option<tonic::transport::ServerTlsConfig>,
+        tls: Option<flowd_tls::ServerTls>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ObserverError> {
         serve_routes(
@@ -325,28 +325,34 @@ impl Observer {
 }
 
 /// Serves gRPC services on an already bound listener, over TLS when `tls` is
-/// given: the daemon's :4244 server (Observer, Peer) is built here.
+/// given: the daemon's :4244 server (Observer, Peer) is built here. TLS is
+/// terminated by `flowd_tls` (certificates reloaded for new connections,
+/// open streams untouched).
 pub async fn serve_routes(
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<flowd_tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ObserverError> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|source| ObserverError::Serve { addr, source })?;
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    match tls {
+        Some(tls) => {
+            let incoming = flowd_tls::incoming(listener, tls, Default::default());
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
     }
-    builder
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|source| ObserverError::Serve { addr, source })
+    .map_err(|source| ObserverError::Serve { addr, source })
 }
 
 impl FlowWriter {

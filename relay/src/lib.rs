@@ -51,3 +51,13 @@ impl From<flowd_proto::tls::TlsError> for Error {
         }
     }
 }
+
+impl From<flowd_tls::TlsError> for Error {
+    fn from(e: flowd_tls::TlsError) -> Self {
+        Self::Tls {
+            what: e.what,
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}

@@ -11,7 +11,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use flowd_relay::config::Backoff;
 use flowd_relay::peers::{self, PeerMap};
 use flowd_relay::server::{Relay, serve};
-use flowd_relay::tls::{ClientTls, ServerTls};
+use flowd_relay::tls::{ClientTls, ServerFiles, ServerTls};
 use flowd_relay::{PeerRegistry, Pool, RelayConfig};
 use tracing::info;
 
@@ -255,14 +255,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
         )?)
     };
     let server_tls = match (&a.tls_relay_server_cert_file, &a.tls_relay_server_key_file) {
-        (Some(cert), Some(key)) => Some(
-            ServerTls {
-                cert_file: cert.clone(),
-                key_file: key.clone(),
-                client_ca_files: a.tls_relay_client_ca_files.clone(),
-            }
-            .load()?,
-        ),
+        (Some(cert), Some(key)) => Some(ServerTls::load(ServerFiles {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_files: a.tls_relay_client_ca_files.clone(),
+        })?),
         _ => None,
     };
     let cfg = Arc::new(RelayConfig {

@@ -115,8 +115,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Pool {
-    /// Starts following `peers`.
+    /// Starts following `peers`; with TLS towards the nodes, also follows
+    /// the TLS files (new connections use the current ones).
     pub fn start(mut peers: watch::Receiver<Arc<PeerMap>>, cfg: Arc<RelayConfig>) -> Arc<Pool> {
+        if let Some(tls) = &cfg.peer_tls {
+            tls.watch(flowd_tls::DEFAULT_RELOAD_INTERVAL);
+        }
         let pool = Arc::new(Pool {
             nodes: Mutex::new(BTreeMap::new()),
             closed: std::sync::atomic::AtomicBool::new(false),

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codegen::BoxStream;
-use tonic::transport::{Channel, Server, ServerTlsConfig};
+use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -84,10 +84,13 @@ impl Relay {
 /// is accepted any more, and the function returns once the clients have
 /// closed their connections or `shutdown_grace` has passed, whichever comes
 /// first.
+///
+/// With `tls`, TLS is terminated by `flowd_tls` (certificates reloaded
+/// for new connections).
 pub async fn serve(
     relay: Relay,
     listener: TcpListener,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<crate::tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (health, health_service) = HealthStatus::new().await;
@@ -111,21 +114,30 @@ pub async fn serve(
             }
         }
     });
-    // No Nagle: flows are small messages and latency matters.
-    let mut builder = Server::builder().tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
+    // No Nagle: flows are small messages and latency matters (set on the
+    // accepted TLS connections by flowd_tls).
     let grace = relay.cfg.shutdown_grace;
     let handle = relay.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = builder
+    let router = Server::builder()
+        .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(ObserverServer::new(relay).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stopped.await;
-        });
-    tokio::pin!(server);
+        .add_service(ObserverServer::new(relay).max_decoding_message_size(MAX_MESSAGE));
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    // TLS and plain connections are different types: one boxed future.
+    let mut server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>,
+    > = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            flowd_tls::incoming(listener, tls, Default::default()),
+            stopped,
+        )),
+        None => {
+            Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped))
+        }
+    };
     tokio::pin!(shutdown);
     let res = tokio::select! {
         r = &mut server => r,

@@ -1,9 +1,10 @@
-//! TLS settings for both sides, loaded from PEM files (rustls via tonic).
-//! The listening side is shared with flowd (`flowd_proto::tls`).
+//! TLS settings for both sides, from PEM files that are re-read when they
+//! change (`flowd_tls`): the listening side is shared with flowd; towards the
+//! nodes, every new connection uses the CAs and client certificate current
+//! when it is opened.
 use std::path::{Path, PathBuf};
 
-pub use flowd_proto::tls::ServerTls;
-use flowd_proto::tls::read_pem as read;
+pub use flowd_tls::{ServerFiles, ServerTls};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::Error;
@@ -11,10 +12,8 @@ use crate::Error;
 /// The connecting side (relay → nodes and the peer service).
 #[derive(Clone, Debug)]
 pub struct ClientTls {
-    /// CA certificates (PEM) the nodes' certificates must chain to.
-    pub ca_pems: Vec<Vec<u8>>,
-    /// Client certificate and key (PEM) for mTLS to the nodes.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// CAs of the nodes' certificates and the relay's client certificate.
+    material: flowd_tls::ClientTls,
     /// Name to verify the nodes' certificates against when the peer source
     /// gives none; default: the host part of the node's address.
     pub server_name: Option<String>,
@@ -28,12 +27,8 @@ impl ClientTls {
         key_file: Option<&Path>,
         server_name: Option<String>,
     ) -> Result<Self, Error> {
-        let ca_pems = ca_files
-            .iter()
-            .map(|f| read("node CA", f))
-            .collect::<Result<Vec<_>, _>>()?;
         let identity = match (cert_file, key_file) {
-            (Some(c), Some(k)) => Some((read("client certificate", c)?, read("client key", k)?)),
+            (Some(c), Some(k)) => Some((c.to_path_buf(), k.to_path_buf())),
             (None, None) => None,
             (Some(c), None) | (None, Some(c)) => {
                 return Err(Error::Tls {
@@ -43,15 +38,24 @@ impl ClientTls {
                 });
             }
         };
-        Ok(Self {
-            ca_pems,
+        let material = flowd_tls::ClientTls::load(flowd_tls::ClientFiles {
+            ca_files: ca_files.to_vec(),
             identity,
+        })?;
+        Ok(Self {
+            material,
             server_name,
         })
     }
 
-    /// The tonic configuration for one node; `peer_name` is the name the
-    /// peer source asked for, `host` the host part of its address.
+    /// Re-reads the files every `interval` while the relay runs.
+    pub fn watch(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        self.material.watch(interval)
+    }
+
+    /// The tonic configuration for one node, with the material current now;
+    /// `peer_name` is the name the peer source asked for, `host` the host
+    /// part of its address.
     pub fn for_peer(&self, peer_name: Option<&str>, host: &str) -> ClientTlsConfig {
         let name = peer_name
             .map(str::to_owned)
@@ -61,11 +65,12 @@ impl ClientTls {
                     .trim_end_matches(']')
                     .to_owned()
             });
+        let m = self.material.current();
         let mut cfg = ClientTlsConfig::new().domain_name(name);
-        for ca in &self.ca_pems {
+        for ca in &m.ca_pems {
             cfg = cfg.ca_certificate(Certificate::from_pem(ca));
         }
-        if let Some((c, k)) = &self.identity {
+        if let Some((c, k)) = &m.identity {
             cfg = cfg.identity(Identity::from_pem(c, k));
         }
         cfg

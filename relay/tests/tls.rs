@@ -9,7 +9,7 @@ use common::*;
 use flowd_proto::observer::ServerStatusRequest;
 use flowd_proto::observer::observer_client::ObserverClient;
 use flowd_proto::pbjson_types::UInt32Value;
-use flowd_relay::tls::{ClientTls, ServerTls};
+use flowd_relay::tls::{ClientTls, ServerFiles, ServerTls};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 fn f(name: &str) -> PathBuf {
@@ -22,11 +22,21 @@ fn pem(name: &str) -> Vec<u8> {
     std::fs::read(f(name)).unwrap()
 }
 
-fn server_tls_requiring_clients() -> tonic::transport::ServerTlsConfig {
-    ServerTls {
+fn files_requiring_clients() -> ServerFiles {
+    ServerFiles {
         cert_file: f("server.pem"),
         key_file: f("server-key.pem"),
         client_ca_files: vec![f("ca.pem")],
+    }
+}
+
+/// The fake node's TLS (tonic's own, as a Hubble-like node would serve).
+fn server_tls_requiring_clients() -> tonic::transport::ServerTlsConfig {
+    let f = files_requiring_clients();
+    flowd_proto::tls::ServerTls {
+        cert_file: f.cert_file,
+        key_file: f.key_file,
+        client_ca_files: f.client_ca_files,
     }
     .load()
     .unwrap()
@@ -78,7 +88,12 @@ async fn mtls_on_both_sides() {
     let spec = flowd_relay::peers::parse_static_peer(&format!("tls-node={}", node.addr)).unwrap();
     registry.set_source("static", [(spec.name.clone(), spec)].into());
     // The relay requires a client certificate from its clients.
-    let relay = start_relay(registry, cfg, Some(server_tls_requiring_clients())).await;
+    let relay = start_relay(
+        registry,
+        cfg,
+        Some(ServerTls::load(files_requiring_clients()).unwrap()),
+    )
+    .await;
 
     // With a certificate from the CA: works, and the relay reached the node
     // over mTLS.
@@ -149,13 +164,13 @@ async fn relay_without_client_certificate_cannot_reach_an_mtls_node() {
 
 #[test]
 fn bad_tls_files_are_named() {
-    let e = ServerTls {
+    let e = ServerTls::load(ServerFiles {
         cert_file: f("missing.pem"),
         key_file: f("server-key.pem"),
         client_ca_files: vec![],
-    }
-    .load()
-    .unwrap_err()
+    })
+    .err()
+    .expect("a missing file is refused")
     .to_string();
     assert!(
         e.contains("server certificate") && e.contains("missing.pem"),

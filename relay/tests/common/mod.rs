@@ -422,7 +422,7 @@ impl Drop for RelayHandle {
 pub async fn start_relay(
     registry: Arc<PeerRegistry>,
     cfg: RelayConfig,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<flowd_relay::tls::ServerTls>,
 ) -> RelayHandle {
     let cfg = Arc::new(cfg);
     let pool = Pool::start(registry.subscribe(), cfg.clone());
