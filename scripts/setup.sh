@@ -33,6 +33,8 @@ command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 # The metrics tests scrape flowd with a real Prometheus (each runs its own).
 command -v prometheus >/dev/null || need_pkgs+=(prometheus)
+# flowd certgen's certificates are checked with an independent tool.
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing system packages: ${need_pkgs[*]}"

@@ -3,8 +3,10 @@
 //! Data flows one way: kernel events (`datapath`) → flows (`parser`) →
 //! pod identity (`endpoints`) → flow store and API (`observer`, `filters`) →
 //! `metrics` and `export`; `peer` announces the nodes to relays. `config`
-//! reads the ConfigMap that drives it all.
+//! reads the ConfigMap that drives it all; `certgen` makes and renews the
+//! certificates of the Observer API's mTLS.
 pub mod app;
+pub mod certgen;
 pub mod config;
 pub mod daemon;
 pub mod datapath;

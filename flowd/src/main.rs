@@ -12,12 +12,21 @@ use flowd::app::{clap_error_line, error_line};
 /// runs the datapath alone and prints flow events (--print), as the datapath
 /// tests do.
 #[derive(Debug, clap::Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: flowd::config::ConfigArgs,
     #[command(flatten)]
     datapath: flowd::app::Cli,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Create or renew the CA and the certificates of the mTLS between the
+    /// relay and the nodes (files, or Kubernetes Secrets).
+    Certgen(flowd::certgen::CertgenArgs),
 }
 
 /// Exit status of a bad command line (a flag, a value, a combination).
@@ -57,6 +66,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    if let Some(Command::Certgen(a)) = args.command {
+        return report(flowd::certgen::run(a).await.map_err(Into::into));
+    }
     if args.config.config.is_none() && args.config.set.is_empty() {
         return report(flowd::app::run(args.datapath).await);
     }

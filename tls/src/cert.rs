@@ -86,13 +86,18 @@ impl CertInfo {
 
 /// The first certificate of a PEM text, parsed.
 pub fn first_in_pem(pem: &[u8]) -> Result<CertInfo, String> {
+    CertInfo::from_der(&first_der(pem)?)
+}
+
+/// The DER of the first certificate of a PEM text.
+pub fn first_der(pem: &[u8]) -> Result<Vec<u8>, String> {
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::pem_slice_iter(pem)
+    CertificateDer::pem_slice_iter(pem)
         .next()
         .ok_or("no CERTIFICATE")?
-        .map_err(|e| format!("bad PEM: {e}"))?;
-    CertInfo::from_der(&der)
+        .map(|c| c.to_vec())
+        .map_err(|e| format!("bad PEM: {e}"))
 }
 
 /// RFC 3339 time, seconds precision, for logs.
