@@ -586,8 +586,9 @@ fn check_node(c: &Cluster, report: &TrafficReport, node: &str) -> Result<()> {
     );
 
     // GetNodes: this node.
+    let conn = c.connector(addr);
     let (nodes, namespaces) = c.in_router(move || async move {
-        let mut cl = ObserverClient::connect(format!("http://{addr}")).await?;
+        let mut cl = conn.observer().await?;
         let nodes = cl.get_nodes(GetNodesRequest {}).await?.into_inner();
         let ns = cl
             .get_namespaces(GetNamespacesRequest {})
@@ -900,9 +901,10 @@ fn observer_api_on_real_cluster_traffic() -> Result<()> {
     };
     let started = Timestamp::now();
     let ns = c.lab().router_netns().to_string();
+    let conn = c.connector(addr);
     let stream = std::thread::spawn(move || {
         flowd_lab::cluster::in_netns(&ns, move || async move {
-            let mut cl = ObserverClient::connect(format!("http://{addr}")).await?;
+            let mut cl = conn.observer().await?;
             let mut s = cl.get_flows(follow_req).await?.into_inner();
             tx.send(()).ok();
             let mut got = Vec::new();

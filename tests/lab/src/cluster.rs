@@ -14,11 +14,20 @@
 //! namespace (`in_router`, `observe`), whose traffic crosses no pod veth, so
 //! querying flowd adds no pod flows. Dropping a [`Cluster`] kills every
 //! process it started and tears the lab down, also while panicking.
+//!
+//! As the shipped deployment, the cluster runs with mTLS between the relay
+//! and the nodes unless `tls: false` (plain text, for debugging):
+//! `flowd certgen` writes the CA and certificates into `DIR/tls` (laid out
+//! as the Secrets kubelet mounts), flowd serves with the nodes' certificate
+//! and requires a client certificate of the CA, and the relay dials with
+//! its client certificate. The harness's own clients connect to flowd as
+//! the relay does; the relay serves its clients in plain text on the
+//! router's loopback, as Cilium's relay does by default.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +50,72 @@ pub const METRICS_PORT: u16 = 9965;
 pub const RELAY_PORT: u16 = 4245;
 /// How long `start` waits for each flowd / the relay to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The cluster name in the nodes' certificates and TLS server names.
+pub const CLUSTER_NAME: &str = "default";
+/// The name the relay and the harness verify nodes' certificates against
+/// when no peer service names the node (static `--peer`s): any name under
+/// the certificate's `*.<cluster>.hubble-grpc.cilium.io` (Cilium's relay
+/// uses this one for the peer service).
+pub const TLS_SERVER_NAME: &str = "hubble-peer.default.hubble-grpc.cilium.io";
+
+/// The TLS server name of a node (what flowd's peer service announces).
+pub fn node_tls_server_name(node: &str) -> String {
+    format!(
+        "{}.{CLUSTER_NAME}.hubble-grpc.cilium.io",
+        node.replace('.', "-")
+    )
+}
+
+/// Client TLS files (the relay's, which the harness uses too), read at
+/// every connection so that renewed files are used as soon as they exist.
+#[derive(Clone, Debug)]
+pub struct ClientTlsFiles {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub server_name: String,
+}
+
+impl ClientTlsFiles {
+    /// The relay's files in a `flowd certgen --output-dir DIR`.
+    pub fn relay_client(dir: &Path) -> Self {
+        let d = dir.join("flowd-relay-client-certs");
+        Self {
+            ca_file: d.join("ca.crt"),
+            cert_file: d.join("tls.crt"),
+            key_file: d.join("tls.key"),
+            server_name: TLS_SERVER_NAME.to_string(),
+        }
+    }
+
+    /// tonic's configuration from the files as they are now.
+    pub fn config(&self) -> Result<tonic::transport::ClientTlsConfig> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(tonic::transport::ClientTlsConfig::new()
+            .domain_name(&self.server_name)
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                &self.ca_file,
+            )?))
+            .identity(tonic::transport::Identity::from_pem(
+                read(&self.cert_file)?,
+                read(&self.key_file)?,
+            )))
+    }
+
+    /// The relay's flags for these files (`--tls-hubble-*`).
+    pub fn relay_args(&self) -> Vec<String> {
+        vec![
+            "--tls-hubble-server-ca-files".into(),
+            self.ca_file.display().to_string(),
+            "--tls-hubble-client-cert-file".into(),
+            self.cert_file.display().to_string(),
+            "--tls-hubble-client-key-file".into(),
+            self.key_file.display().to_string(),
+            "--tls-hubble-server-name".into(),
+            self.server_name.clone(),
+        ]
+    }
+}
 
 /// Built workspace binaries (the shared harness's).
 pub use flowd_tests::bins;
@@ -54,8 +129,14 @@ pub struct ClusterOptions {
     pub set: Vec<(String, String)>,
     /// Start the relay in the router namespace.
     pub relay: bool,
-    /// Extra relay arguments (after the `--peer`s).
+    /// Extra relay arguments (after the `--peer`s and the TLS flags).
     pub relay_args: Vec<String>,
+    /// mTLS between the relay (and the harness) and the nodes (default);
+    /// false: plain text, for debugging.
+    pub tls: bool,
+    /// Extra `flowd certgen` arguments for the certificates made at start
+    /// (e.g. `--cert-validity`).
+    pub certgen_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +146,8 @@ impl Default for ClusterOptions {
             set: Vec::new(),
             relay: false,
             relay_args: Vec::new(),
+            tls: true,
+            certgen_args: Vec::new(),
         }
     }
 }
@@ -83,6 +166,8 @@ pub struct Cluster {
     /// How many times flowd was started per node (names its log files).
     starts: BTreeMap<String, u32>,
     relay: Option<ChildGuard>,
+    /// The relay's client TLS files when the cluster runs with mTLS.
+    tls: Option<ClientTlsFiles>,
     // Last: dropped after the processes above are killed.
     lab: Lab,
 }
@@ -108,8 +193,20 @@ impl Cluster {
             flowd: BTreeMap::new(),
             starts: BTreeMap::new(),
             relay: None,
+            tls: None,
             lab,
         };
+        if c.opts.tls {
+            let args = c.opts.certgen_args.clone();
+            let out = c.certgen(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            if !out.status.success() {
+                bail!(
+                    "flowd certgen failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            c.tls = Some(ClientTlsFiles::relay_client(&c.tls_dir()));
+        }
         for node in c.node_names() {
             c.spawn_flowd(&node)?;
         }
@@ -136,6 +233,38 @@ impl Cluster {
     /// relay options are used by `start` only.
     pub fn options_mut(&mut self) -> &mut ClusterOptions {
         &mut self.opts
+    }
+
+    /// Where `flowd certgen` keeps the cluster's CA and certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.lab.dir().join("tls")
+    }
+
+    /// The relay's client TLS files (None when running in plain text).
+    pub fn client_tls(&self) -> Option<&ClientTlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The TLS to use towards `addr`: the client files for a node's flowd,
+    /// None for the relay (plain text towards its clients) or without TLS.
+    fn tls_for(&self, addr: SocketAddr) -> Option<ClientTlsFiles> {
+        (addr != self.relay_addr())
+            .then(|| self.tls.clone())
+            .flatten()
+    }
+
+    /// Runs `flowd certgen --output-dir <tls_dir> ARGS` (the real binary:
+    /// creates, or renews what is within its window).
+    pub fn certgen(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.flowd_bin)
+            .arg("certgen")
+            .arg("--output-dir")
+            .arg(self.tls_dir())
+            .args(["--cluster-name", CLUSTER_NAME])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .context("running flowd certgen")
     }
 
     pub fn node_names(&self) -> Vec<String> {
@@ -182,6 +311,18 @@ impl Cluster {
                 self.lab.manifest_dir().display().to_string(),
             ),
         ];
+        if self.opts.tls {
+            let d = self.tls_dir().join("flowd-server-certs");
+            let f = |k: &str| d.join(k).display().to_string();
+            sets.extend([
+                ("hubble-disable-tls".to_string(), "false".to_string()),
+                ("hubble-tls-cert-file".to_string(), f("tls.crt")),
+                ("hubble-tls-key-file".to_string(), f("tls.key")),
+                ("hubble-tls-client-ca-files".to_string(), f("ca.crt")),
+            ]);
+        } else {
+            sets.push(("hubble-disable-tls".to_string(), "true".to_string()));
+        }
         sets.extend(self.opts.set.iter().cloned());
         let mut args = vec![
             "--config".to_string(),
@@ -273,6 +414,9 @@ impl Cluster {
             args.push("--peer".to_string());
             args.push(format!("{}={}:{FLOWD_PORT}", n.name, n.underlay_ip));
         }
+        if let Some(tls) = &self.tls {
+            args.extend(tls.relay_args());
+        }
         args.extend(self.opts.relay_args.iter().cloned());
         let log = self.lab.dir().join("logs").join("relay.log");
         let file =
@@ -359,12 +503,24 @@ impl Cluster {
 
     /// ServerStatus of flowd or the relay at `addr` (from the router namespace).
     pub fn server_status(&self, addr: SocketAddr) -> Result<ServerStatusResponse> {
-        self.in_router(move || server_status(addr))?
+        let tls = self.tls_for(addr);
+        self.in_router(move || server_status(addr, tls))?
     }
 
     /// The last `number` flows (all when 0) at `addr` matching `req` otherwise.
     pub fn get_flows(&self, addr: SocketAddr, req: GetFlowsRequest) -> Result<Vec<Flow>> {
-        self.in_router(move || get_flows(addr, req))?
+        let tls = self.tls_for(addr);
+        self.in_router(move || get_flows(addr, req, tls))?
+    }
+
+    /// An Observer API client of flowd or the relay at `addr`, as the
+    /// harness connects (call inside the router namespace, e.g. in
+    /// `in_router`): returns what to connect with.
+    pub fn connector(&self, addr: SocketAddr) -> Connector {
+        Connector {
+            addr,
+            tls: self.tls_for(addr),
+        }
     }
 
     /// Polls ServerStatus at `addr` until seen_flows has not changed for
@@ -433,20 +589,51 @@ where
     })?)
 }
 
-async fn connect(addr: SocketAddr) -> Result<ObserverClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10));
-    Ok(ObserverClient::new(
-        ep.connect()
-            .await
-            .with_context(|| format!("connecting to {addr}"))?,
-    ))
+/// How to reach flowd or the relay from the router namespace
+/// ([`Cluster::connector`]).
+#[derive(Clone, Debug)]
+pub struct Connector {
+    pub addr: SocketAddr,
+    pub tls: Option<ClientTlsFiles>,
 }
 
-/// ServerStatus at `addr` (call inside the right namespace, e.g. via `in_router`).
-pub async fn server_status(addr: SocketAddr) -> Result<ServerStatusResponse> {
-    let mut c = connect(addr).await?;
+impl Connector {
+    /// Connects (inside the router namespace), over mTLS when the cluster
+    /// uses it; the files are read now.
+    pub async fn channel(&self) -> Result<tonic::transport::Channel> {
+        let addr = self.addr;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.config()?)?;
+        }
+        ep.connect()
+            .await
+            .with_context(|| format!("connecting to {addr}"))
+    }
+
+    /// An Observer API client.
+    pub async fn observer(&self) -> Result<ObserverClient<tonic::transport::Channel>> {
+        Ok(ObserverClient::new(self.channel().await?))
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<ClientTlsFiles>,
+) -> Result<ObserverClient<tonic::transport::Channel>> {
+    Connector { addr, tls }.observer().await
+}
+
+/// ServerStatus at `addr` (call inside the right namespace, e.g. via
+/// `in_router`), over `tls` if given.
+pub async fn server_status(
+    addr: SocketAddr,
+    tls: Option<ClientTlsFiles>,
+) -> Result<ServerStatusResponse> {
+    let mut c = connect(addr, tls).await?;
     Ok(c.server_status(ServerStatusRequest {})
         .await
         .with_context(|| format!("ServerStatus at {addr}"))?
@@ -455,8 +642,12 @@ pub async fn server_status(addr: SocketAddr) -> Result<ServerStatusResponse> {
 
 /// GetFlows(`req`) at `addr` until the server ends the stream (use a
 /// non-follow request); the flows only (node status and lost events skipped).
-pub async fn get_flows(addr: SocketAddr, req: GetFlowsRequest) -> Result<Vec<Flow>> {
-    let mut c = connect(addr).await?;
+pub async fn get_flows(
+    addr: SocketAddr,
+    req: GetFlowsRequest,
+    tls: Option<ClientTlsFiles>,
+) -> Result<Vec<Flow>> {
+    let mut c = connect(addr, tls).await?;
     let mut stream = c
         .get_flows(req)
         .await

@@ -711,6 +711,11 @@ fn relay_finds_a_node_added_later_through_the_peer_service() -> Result<()> {
         c.relay_addr().to_string(),
     ];
     args.extend(RELAY_ARGS.iter().map(|s| s.to_string()));
+    // mTLS towards the nodes as the harness's relay; node streams verify
+    // the names the peer service announces (<node>.default.hubble-grpc…).
+    if let Some(tls) = c.client_tls() {
+        args.extend(tls.relay_args());
+    }
     let log = c.lab().dir().join("logs").join("relay-peer-service.log");
     let mut cmd = c
         .lab()
