@@ -774,3 +774,490 @@ fn relay_finds_a_node_added_later_through_the_peer_service() -> Result<()> {
     eprintln!("done in {:?}", started.elapsed());
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// mTLS between the relay and the nodes, and certificate rotation.
+
+mod mtls {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use flowd_lab::cluster::{ClientTlsFiles, TLS_SERVER_NAME, node_tls_server_name};
+    use flowd_tls::cert::{CertInfo, first_in_pem};
+    use tokio_rustls::rustls;
+
+    use super::*;
+
+    /// A client's view of one node: the certificate it was served, what
+    /// the node answered right after the handshake (Err: the TLS alert
+    /// that refused the client), and how a ServerStatus call went.
+    pub struct Attempt {
+        pub served: Option<CertInfo>,
+        pub tls: std::result::Result<(), String>,
+        pub status: std::result::Result<(), String>,
+    }
+
+    /// Connects to flowd at `addr` with `client` (None: no certificate),
+    /// trusting `ca`: a bare rustls connection (the served certificate,
+    /// and the node's first bytes or the alert it refuses the client
+    /// with), then ServerStatus over tonic as the relay calls it.
+    pub fn attempt(
+        c: &Cluster,
+        addr: std::net::SocketAddr,
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+        server_name: &str,
+    ) -> Result<Attempt> {
+        let ca = std::fs::read(ca)?;
+        let id = match client {
+            Some((crt, key)) => Some((std::fs::read(crt)?, std::fs::read(key)?)),
+            None => None,
+        };
+        let name = server_name.to_string();
+        c.in_router(move || async move {
+            let (served, tls) = match bare(addr, &ca, id.as_ref(), &name).await {
+                Ok(r) => r,
+                Err(e) => (None, Err(format!("handshake: {e:#}"))),
+            };
+            let mut cfg = tonic::transport::ClientTlsConfig::new()
+                .domain_name(&name)
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca));
+            if let Some((crt, key)) = &id {
+                cfg = cfg.identity(tonic::transport::Identity::from_pem(crt, key));
+            }
+            let status = async {
+                let ch = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                    .map_err(|e| e.to_string())?
+                    .tls_config(cfg)
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ObserverClient::new(ch)
+                    .server_status(flowd_proto::observer::ServerStatusRequest {})
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.to_string())
+            }
+            .await;
+            Attempt {
+                served,
+                tls,
+                status,
+            }
+        })
+    }
+
+    type Verdict = (Option<CertInfo>, std::result::Result<(), String>);
+
+    /// A TLS connection to `addr` verified against `ca` for `name`: the
+    /// certificate served, then the first read — the server's HTTP/2
+    /// SETTINGS when it accepted the client, the alert when it did not
+    /// (TLS 1.3 checks the client's certificate after the client's side
+    /// of the handshake is done).
+    async fn bare(
+        addr: std::net::SocketAddr,
+        ca: &[u8],
+        id: Option<&(Vec<u8>, Vec<u8>)>,
+        name: &str,
+    ) -> Result<Verdict> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        use tokio::io::AsyncReadExt;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca) {
+            roots.add(c?)?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        let mut cfg = match id {
+            Some((crt, key)) => builder.with_client_auth_cert(
+                CertificateDer::pem_slice_iter(crt).collect::<Result<Vec<_>, _>>()?,
+                PrivateKeyDer::from_pem_slice(key)?,
+            )?,
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await??;
+        let mut tls = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(ServerName::try_from(name.to_string())?, tcp),
+        )
+        .await??;
+        let (_, conn) = tls.get_ref();
+        ensure!(
+            conn.alpn_protocol() == Some(b"h2"),
+            "flowd did not negotiate h2"
+        );
+        let der = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .context("no certificate served")?;
+        let served = CertInfo::from_der(der).map_err(anyhow::Error::msg)?;
+        let mut buf = [0u8; 64];
+        let verdict = match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Ok(()),
+            Ok(Ok(_)) => Err("closed without an alert".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("nothing read in 5 s".to_string()),
+        };
+        Ok((Some(served), verdict))
+    }
+
+    pub fn cert_file(dir: &Path, secret: &str) -> Result<CertInfo> {
+        let p = dir.join(secret).join("tls.crt");
+        first_in_pem(&std::fs::read(&p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    }
+
+    /// Waits until every node serves the certificate now in the lab's
+    /// files (new connections use the renewed files); returns its serial.
+    pub fn wait_served_everywhere(c: &Cluster, what: &str) -> Result<String> {
+        let want = cert_file(&c.tls_dir(), "flowd-server-certs")?.serial;
+        let tls = c.client_tls().context("the cluster runs with TLS")?.clone();
+        for n in c.node_names() {
+            let addr = c.flowd_addr(&n)?;
+            let mut last = String::new();
+            flowd_tests::wait_until(
+                &format!("{n} to serve the {what} certificate {want}"),
+                Duration::from_secs(20),
+                || {
+                    let a = attempt(c, addr, &tls.ca_file, None, &node_tls_server_name(&n))?;
+                    last = a.served.map(|s| s.serial).unwrap_or_default();
+                    Ok((last == want).then_some(()))
+                },
+            )
+            .with_context(|| format!("{n} still serves {last:?}"))?;
+        }
+        Ok(want)
+    }
+
+    /// A copy of the relay's client files as they are now (they are
+    /// symlinks into a directory the next renewal deletes).
+    pub fn keep_client(c: &Cluster, to: &Path) -> Result<ClientTlsFiles> {
+        let src = c.client_tls().context("TLS")?;
+        std::fs::create_dir_all(to)?;
+        let copy = |from: &Path, name: &str| -> Result<PathBuf> {
+            let dst = to.join(name);
+            std::fs::copy(from, &dst)?;
+            Ok(dst)
+        };
+        Ok(ClientTlsFiles {
+            ca_file: copy(&src.ca_file, "ca.crt")?,
+            cert_file: copy(&src.cert_file, "tls.crt")?,
+            key_file: copy(&src.key_file, "tls.key")?,
+            server_name: TLS_SERVER_NAME.to_string(),
+        })
+    }
+
+    /// Runs `flowd certgen ARGS` on the lab's files; returns its stdout.
+    pub fn certgen(c: &Cluster, args: &[&str]) -> Result<String> {
+        let out = c.certgen(args)?;
+        ensure!(
+            out.status.success(),
+            "flowd certgen {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Whether `c` has expired for a verifier: X.509 times and rustls'
+    /// clock have whole seconds, so a certificate stays valid through the
+    /// second of its notAfter.
+    pub fn past_expiry(c: &CertInfo) -> bool {
+        SystemTime::now() > c.not_after + Duration::from_secs(1)
+    }
+}
+
+/// mTLS between the relay and the nodes, as the lab runs by default, and
+/// certificates renewed by `flowd certgen` while everything runs:
+/// - every node refuses a client without a certificate, with one from
+///   another CA, or with an expired one; the relay, with its certificate,
+///   gets every node's flows (exact counts);
+/// - renewed files (same CA) are served to new connections (the served
+///   serial is the new file's), an open follow stream through the relay
+///   keeps delivering every flow, and the replaced, now expired, client
+///   certificate is refused;
+/// - a new CA: the open stream goes on, and a restarted node is reached by
+///   the relay only if it reloaded its client certificate and node CA.
+#[test]
+fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Result<()> {
+    use flowd_lab::cluster::{ClientTlsFiles, node_tls_server_name};
+    use flowd_tls::cert::first_in_pem;
+    use mtls::*;
+    if !is_root() {
+        bail!("relay_e2e needs root (network namespaces, eBPF)");
+    }
+    let started = Instant::now();
+    let mut c = Cluster::start(ClusterOptions {
+        relay: true,
+        relay_args: RELAY_ARGS.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })?;
+    let nodes = c.node_names();
+    let tls = c.client_tls().context("mTLS is the default")?.clone();
+    let scratch = c.lab().dir().join("mtls-test");
+
+    // --- Who is refused, on every node. ---
+    let other = scratch.join("other-ca");
+    let out = std::process::Command::new(flowd_lab::cluster::bins::path("flowd")?)
+        .args(["certgen", "--output-dir"])
+        .arg(&other)
+        .output()?;
+    ensure!(out.status.success(), "certgen for another CA failed");
+    let other = ClientTlsFiles::relay_client(&other);
+    // A certificate of the lab's CA that expires in 2 s: certgen with a
+    // copy of the CA and no certificates yet.
+    let expired = scratch.join("expired");
+    std::fs::create_dir_all(expired.join("flowd-ca"))?;
+    for f in ["ca.crt", "ca.key"] {
+        std::fs::copy(
+            c.tls_dir().join("flowd-ca").join(f),
+            expired.join("flowd-ca").join(f),
+        )?;
+    }
+    let out = std::process::Command::new(flowd_lab::cluster::bins::path("flowd")?)
+        .args(["certgen", "--output-dir"])
+        .arg(&expired)
+        .args(["--cert-validity", "2s", "--renew-before", "1s"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "certgen for the expired certificate failed"
+    );
+    let expired = ClientTlsFiles::relay_client(&expired);
+    let exp = first_in_pem(&std::fs::read(&expired.cert_file)?).map_err(anyhow::Error::msg)?;
+    flowd_tests::wait_until(
+        "the 2-second certificate to expire",
+        Duration::from_secs(10),
+        || Ok(past_expiry(&exp).then_some(())),
+    )?;
+    let server_serial = cert_file(&c.tls_dir(), "flowd-server-certs")?.serial;
+    for n in &nodes {
+        let addr = c.flowd_addr(n)?;
+        let name = node_tls_server_name(n);
+        let ok = attempt(
+            &c,
+            addr,
+            &tls.ca_file,
+            Some((&tls.cert_file, &tls.key_file)),
+            &name,
+        )?;
+        assert_eq!(ok.tls, Ok(()), "{n}: the relay's certificate");
+        assert_eq!(ok.status, Ok(()), "{n}: the relay's certificate");
+        assert_eq!(
+            ok.served.map(|s| s.serial),
+            Some(server_serial.clone()),
+            "{n}"
+        );
+        for (what, client, alert) in [
+            ("no certificate", None, "CertificateRequired"),
+            // Another certgen's CA has the same name as the lab's: the
+            // issuer is found by name and its signature does not verify.
+            (
+                "another CA",
+                Some((other.cert_file.as_path(), other.key_file.as_path())),
+                "DecryptError",
+            ),
+            (
+                "expired",
+                Some((expired.cert_file.as_path(), expired.key_file.as_path())),
+                "CertificateExpired",
+            ),
+        ] {
+            let a = attempt(&c, addr, &tls.ca_file, client, &name)?;
+            ensure!(a.status.is_err(), "{n}: ServerStatus with {what} answered");
+            match a.tls {
+                Ok(()) => bail!("{n} accepted a client with {what}"),
+                Err(e) => ensure!(
+                    e.contains(alert),
+                    "{n}, {what}: refused, but not with {alert}: {e}"
+                ),
+            }
+        }
+    }
+    // Plain text is refused too.
+    let plain = c.in_router({
+        let addr = c.flowd_addr(&nodes[0])?;
+        move || async move { cluster_plain_status(addr).await }
+    })?;
+    ensure!(plain.is_err(), "plain text accepted by a TLS node");
+    eprintln!("refusals checked at {:?}", started.elapsed());
+
+    // --- The relay, with its certificate, gets every node's flows. ---
+    let mut follow = Follow::start(&c)?;
+    follow.until(
+        "NODE_CONNECTED for every node",
+        Duration::from_secs(15),
+        |f| {
+            nodes
+                .iter()
+                .all(|n| f.has_status(NodeState::NodeConnected, n))
+        },
+    )?;
+    let report = c.run_traffic()?;
+    let want = expected_for(&c, &report)?;
+    for n in &nodes {
+        ensure!(total(&only_node(&want, n)) > 0, "the mix crosses {n}");
+    }
+    let got = sightings_after(&mut follow, 0, total(&want), "round 1 over mTLS")?;
+    assert_eq!(got, want, "follow over mTLS:\n{}", diff(&want, &got));
+    eprintln!(
+        "round 1: {} sightings at {:?}",
+        total(&got),
+        started.elapsed()
+    );
+
+    // --- Renewal 1 (same CA): short-lived certificates. ---
+    let ca_serial = first_in_pem(&std::fs::read(c.tls_dir().join("flowd-ca/ca.crt"))?)
+        .map_err(anyhow::Error::msg)?
+        .serial;
+    let out = certgen(
+        &c,
+        &[
+            "--force-renew",
+            "--cert-validity",
+            "40s",
+            "--renew-before",
+            "10s",
+        ],
+    )?;
+    ensure!(out.contains("flowd-ca: kept"), "{out}");
+    let serial1 = wait_served_everywhere(&c, "renewed")?;
+    ensure!(
+        serial1 != server_serial,
+        "the renewal did not change the server certificate"
+    );
+    let short_lived = keep_client(&c, &scratch.join("short-lived"))?;
+    let short =
+        first_in_pem(&std::fs::read(&short_lived.cert_file)?).map_err(anyhow::Error::msg)?;
+    let from = follow.flows.len();
+    let r2 = c.run_traffic()?;
+    let want2 = expected_for(&c, &r2)?;
+    let got2 = sightings_after(&mut follow, from, total(&want2), "round 2, after renewal 1")?;
+    assert_eq!(
+        got2,
+        want2,
+        "the open stream after renewal 1:\n{}",
+        diff(&want2, &got2)
+    );
+    eprintln!("renewal 1 served and streamed at {:?}", started.elapsed());
+
+    // --- Renewal 2: certgen renews what is within its window (the 40 s
+    // certificates), still with the same CA. ---
+    let out = certgen(&c, &["--renew-before", "1h"])?;
+    ensure!(
+        out.contains("flowd-ca: kept")
+            && out.contains("flowd-server-certs: renewed")
+            && out.contains("flowd-relay-client-certs: renewed"),
+        "{out}"
+    );
+    let ca_now = first_in_pem(&std::fs::read(c.tls_dir().join("flowd-ca/ca.crt"))?)
+        .map_err(anyhow::Error::msg)?
+        .serial;
+    assert_eq!(ca_now, ca_serial, "renewals kept the CA");
+    let serial2 = wait_served_everywhere(&c, "renewed again")?;
+    ensure!(serial2 != serial1);
+    let from = follow.flows.len();
+    let r3 = c.run_traffic()?;
+    let want3 = expected_for(&c, &r3)?;
+    let got3 = sightings_after(&mut follow, from, total(&want3), "round 3, after renewal 2")?;
+    assert_eq!(
+        got3,
+        want3,
+        "the open stream after renewal 2:\n{}",
+        diff(&want3, &got3)
+    );
+
+    // The replaced client certificate, once expired, is refused everywhere.
+    flowd_tests::wait_until(
+        "the replaced 40-second client certificate to expire",
+        Duration::from_secs(60),
+        || Ok(past_expiry(&short).then_some(())),
+    )?;
+    for n in &nodes {
+        let a = attempt(
+            &c,
+            c.flowd_addr(n)?,
+            &tls.ca_file,
+            Some((&short_lived.cert_file, &short_lived.key_file)),
+            &node_tls_server_name(n),
+        )?;
+        ensure!(
+            a.status.is_err(),
+            "{n}: ServerStatus with the expired certificate answered"
+        );
+        match a.tls {
+            Ok(()) => bail!("{n} accepted the replaced, expired certificate"),
+            Err(e) => ensure!(e.contains("CertificateExpired"), "{n}: {e}"),
+        }
+        assert_eq!(a.served.map(|s| s.serial), Some(serial2.clone()), "{n}");
+    }
+    eprintln!("expired certificate refused at {:?}", started.elapsed());
+
+    // --- A new CA: the open stream goes on; a restarted node is reached
+    // only with the relay's reloaded client certificate and node CA. ---
+    let out = certgen(&c, &["--renew-ca"])?;
+    ensure!(out.contains("flowd-ca: renewed"), "{out}");
+    wait_served_everywhere(&c, "new CA's")?;
+    let from = follow.flows.len();
+    let r4 = c.run_traffic()?;
+    let want4 = expected_for(&c, &r4)?;
+    let got4 = sightings_after(
+        &mut follow,
+        from,
+        total(&want4),
+        "round 4, after the new CA",
+    )?;
+    assert_eq!(
+        got4,
+        want4,
+        "the open stream after the new CA:\n{}",
+        diff(&want4, &got4)
+    );
+    let victim = "node-b";
+    c.kill_flowd(victim)?;
+    follow.until(
+        "NODE_UNAVAILABLE after the kill",
+        Duration::from_secs(15),
+        |f| f.has_status(NodeState::NodeUnavailable, victim),
+    )?;
+    let marker = follow.status.len();
+    c.start_flowd(victim)?;
+    follow.until(
+        "NODE_CONNECTED: the relay reconnects with its reloaded files",
+        Duration::from_secs(20),
+        |f| {
+            f.status[marker..]
+                .iter()
+                .any(|(s, n)| *s == NodeState::NodeConnected && n.iter().any(|n| n == victim))
+        },
+    )?;
+    let from = follow.flows.len();
+    let r5 = c.run_traffic()?;
+    let want5 = expected_for(&c, &r5)?;
+    let got5 = sightings_after(&mut follow, from, total(&want5), "round 5, restarted node")?;
+    assert_eq!(
+        got5,
+        want5,
+        "after the restart under the new CA:\n{}",
+        diff(&want5, &got5)
+    );
+    eprintln!("done in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// ServerStatus in plain text (call inside the router namespace).
+async fn cluster_plain_status(addr: std::net::SocketAddr) -> Result<()> {
+    flowd_lab::cluster::server_status(addr, None)
+        .await
+        .map(|_| ())
+}
