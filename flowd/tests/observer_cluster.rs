@@ -26,7 +26,6 @@ use flowd_proto::flow::{
     EventTypeFilter, Flow, FlowFilter, TcpFlags, TrafficDirection, Verdict, Workload,
 };
 use flowd_proto::observer::get_flows_response::ResponseTypes;
-use flowd_proto::observer::observer_client::ObserverClient;
 use flowd_proto::observer::{GetFlowsRequest, GetNamespacesRequest, GetNodesRequest};
 use flowd_proto::relay::NodeState;
 
