@@ -7,11 +7,14 @@
 #   FLOWD_DEMO_PROFILE=dev                  # debug build (faster to build)
 #   FLOWD_DEMO_DIR=/tmp/x                   # where the lab keeps its state and logs
 #   FLOWD_DEMO_BIN_DIR=target/debug         # skip the build, use these binaries
+#   FLOWD_DEMO_TLS=0                        # plain text between the relay and the
+#                                           # nodes (debugging; default: mTLS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SECONDS_TO_RUN="${FLOWD_DEMO_SECONDS:-0}"
 DIR="${FLOWD_DEMO_DIR:-$ROOT/lab-run}"
+TLS="${FLOWD_DEMO_TLS:-1}"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
@@ -47,6 +50,26 @@ step "starting the lab cluster (network namespaces: nodes, pods, DNS, HTTP servi
 node_list=$(python3 -c 'import json,sys; [print(n["name"], n["underlay_ip"]) for n in json.load(open(sys.argv[1]))["nodes"]]' "$DIR/lab-state.json")
 nodes=$(echo "$node_list" | awk '{print $1}' | tr '\n' ' ')
 
+# mTLS between the relay and the nodes, as in the Kubernetes deployment:
+# flowd certgen writes the CA and the certificates laid out as the Secrets
+# kubelet mounts (DIR/tls/<secret>/<key>); flowd serves the nodes'
+# certificate and requires the relay's, the relay dials with it.
+if [ "$TLS" = 1 ]; then
+  step "making the CA and certificates (flowd certgen --output-dir $DIR/tls)"
+  "$BIN/flowd" certgen --output-dir "$DIR/tls" 2>>"$DIR/certgen.log"
+  SRV="$DIR/tls/flowd-server-certs"
+  CLI="$DIR/tls/flowd-relay-client-certs"
+  flowd_tls=(--set hubble-disable-tls=false --set "hubble-tls-cert-file=$SRV/tls.crt"
+    --set "hubble-tls-key-file=$SRV/tls.key" --set "hubble-tls-client-ca-files=$SRV/ca.crt")
+  # Static peers carry no TLS name: any name under the nodes' certificate
+  # (*.default.hubble-grpc.cilium.io) verifies them.
+  relay_tls=(--tls-hubble-server-ca-files "$CLI/ca.crt" --tls-hubble-client-cert-file "$CLI/tls.crt"
+    --tls-hubble-client-key-file "$CLI/tls.key" --tls-hubble-server-name hubble-peer.default.hubble-grpc.cilium.io)
+else
+  flowd_tls=(--set hubble-disable-tls=true)
+  relay_tls=()
+fi
+
 step "starting flowd on every node (examples/configmap.yaml)"
 peers=()
 for node in $nodes; do
@@ -54,6 +77,7 @@ for node in $nodes; do
     --config "$ROOT/examples/configmap.yaml" \
     --set "flowd-node-name=$node" \
     --set "flowd-manifests-dir=$DIR/manifests" \
+    "${flowd_tls[@]}" \
     >"$DIR/flowd-$node.log" 2>&1 &
   pids+=($!)
   ip=$(echo "$node_list" | awk -v n="$node" '$1 == n {print $2}')
@@ -74,8 +98,12 @@ for node in $nodes; do
   echo "flowd on $node: attached to $got pod interfaces"
 done
 
-step "starting the relay in the router namespace (:4245)"
-"$LAB" exec --dir "$DIR" --router -- "$BIN/relay" "${peers[@]}" >"$DIR/relay.log" 2>&1 &
+if [ "$TLS" = 1 ]; then
+  step "starting the relay in the router namespace (:4245; mTLS to the nodes, plain text to its clients on the router's loopback)"
+else
+  step "starting the relay in the router namespace (:4245; plain text to the nodes: FLOWD_DEMO_TLS=0)"
+fi
+"$LAB" exec --dir "$DIR" --router -- "$BIN/relay" "${peers[@]}" "${relay_tls[@]}" >"$DIR/relay.log" 2>&1 &
 pids+=($!)
 observe() { "$LAB" exec --dir "$DIR" --router -- "$BIN/observe" --server 127.0.0.1:4245 "$@"; }
 n_nodes=$(echo "$nodes" | wc -w)
@@ -124,7 +152,8 @@ done
 
 cat <<EOM
 
-Your own queries (the relay listens in the lab's router namespace):
+Your own queries (the relay listens in the lab's router namespace; the nodes
+require the relay's client certificate: $DIR/tls/flowd-relay-client-certs):
   $LAB exec --dir $DIR --router -- $BIN/observe --server 127.0.0.1:4245 --namespace ecommerce -f
   $LAB exec --dir $DIR --router -- $BIN/observe --server 127.0.0.1:4245 --to-pod ecommerce/payment-service -o json --last 5
   $LAB exec --dir $DIR --router -- $BIN/observe --server 127.0.0.1:4245 list nodes

@@ -124,7 +124,20 @@ fn example_configmap_file() {
         c.hubble_metrics_server,
         Some("0.0.0.0:9965".parse().unwrap())
     );
-    assert!(c.hubble_disable_tls);
+    // mTLS with the files the DaemonSet mounts from flowd-server-certs.
+    assert!(!c.hubble_disable_tls);
+    assert_eq!(
+        c.hubble_tls_cert_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/flowd/tls/server.crt"))
+    );
+    assert_eq!(
+        c.hubble_tls_key_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/flowd/tls/server.key"))
+    );
+    assert_eq!(
+        c.hubble_tls_client_ca_files,
+        [std::path::PathBuf::from("/var/lib/flowd/tls/client-ca.crt")]
+    );
     assert!(c.hubble_relay_enabled);
     assert!(!c.hubble_ui_enabled);
     assert_eq!(c.hubble_event_buffer_capacity, 4095);

@@ -6,6 +6,10 @@
 //! - the objects agree with each other (selectors, service accounts, RBAC,
 //!   the ConfigMap volume, the relay's peer DNS name, ports);
 //! - flowd accepts the ConfigMap with the DaemonSet's arguments;
+//! - the mTLS wiring: the ConfigMap's hubble-tls-* files and the relay's
+//!   --tls-hubble-* files are keys of the Secrets certgen's Job and CronJob
+//!   write, mounted so that renewals reach the pods; certgen's RBAC is the
+//!   least it needs;
 //! - the DaemonSet's capabilities are exactly what flowd needs: it runs and
 //!   observes with them, and fails without any one of them.
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,8 +18,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 
 fn repo() -> PathBuf {
@@ -40,6 +47,10 @@ struct Objects {
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     config_maps: Vec<ConfigMap>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    jobs: Vec<Job>,
+    cron_jobs: Vec<CronJob>,
 }
 
 impl Objects {
@@ -61,6 +72,12 @@ impl Objects {
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                 self.bindings.push(strict(doc)?)
             }
+            ("rbac.authorization.k8s.io/v1", "Role") => self.roles.push(strict(doc)?),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                self.role_bindings.push(strict(doc)?)
+            }
+            ("batch/v1", "Job") => self.jobs.push(strict(doc)?),
+            ("batch/v1", "CronJob") => self.cron_jobs.push(strict(doc)?),
             ("apps/v1", "DaemonSet") => self.daemon_sets.push(strict(doc)?),
             ("apps/v1", "Deployment") => self.deployments.push(strict(doc)?),
             _ => bail!("unexpected object {api:?} {kind:?}"),
@@ -483,6 +500,362 @@ fn manifests_parse_into_kubernetes_types_and_agree() -> Result<()> {
     Ok(())
 }
 
+/// flowd's configuration as the DaemonSet runs it: the ConfigMap and the
+/// container's `--set` overrides.
+fn daemonset_config(o: &Objects) -> Result<flowd::config::Config> {
+    let cm = o.config_map()?;
+    let ds = o.daemon_set()?;
+    let flowd = container(&ds.spec.as_ref().context("spec")?.template, "flowd")?;
+    let data = cm.data.clone().context("ConfigMap without data")?;
+    Ok(flowd::config::Config::from_map(
+        &data
+            .into_iter()
+            .chain(set_args(flowd))
+            .collect::<BTreeMap<_, _>>(),
+    )
+    .map_err(|e| anyhow!("{e}"))?
+    .config)
+}
+
+/// The Secret and key a file of container `c` is, through a Secret volume
+/// mounted whole (a subPath mount never sees a renewed Secret).
+fn secret_file(pod: &PodSpec, c: &Container, path: &Path) -> Result<(String, String)> {
+    let dir = path.parent().context("file without a directory")?;
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .context("file without a name")?;
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| Path::new(&m.mount_path) == dir)
+        .with_context(|| format!("{}: nothing mounted at {}", c.name, dir.display()))?;
+    ensure!(
+        mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+        "{}: {} is a subPath mount; renewed Secrets never reach it",
+        c.name,
+        mount.mount_path
+    );
+    ensure!(
+        mount.read_only == Some(true),
+        "{}: TLS mount not read-only",
+        c.name
+    );
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .context("mount without volume")?;
+    let secret = volume
+        .secret
+        .as_ref()
+        .with_context(|| format!("volume {} is not a Secret", volume.name))?;
+    ensure!(
+        secret.optional != Some(true),
+        "volume {}: an optional Secret lets the pod start without its certificates",
+        volume.name
+    );
+    let name = secret
+        .secret_name
+        .clone()
+        .context("Secret volume without name")?;
+    let key = match &secret.items {
+        Some(items) => items
+            .iter()
+            .find(|i| i.path == file)
+            .map(|i| i.key.clone())
+            .with_context(|| format!("Secret volume {name} has no item for {file}"))?,
+        None => file.to_string(),
+    };
+    Ok((name, key))
+}
+
+/// `flowd certgen`'s command line, parsed by flowd's own flag definitions.
+#[derive(clap::Parser, Debug)]
+struct CertgenCli {
+    #[command(flatten)]
+    args: flowd::certgen::CertgenArgs,
+}
+
+/// The certgen container of a Job's pod: `flowd certgen …` from the image.
+fn certgen_of(pod: &PodSpec, image: &str) -> Result<(flowd::certgen::CertgenArgs, Vec<String>)> {
+    use clap::Parser as _;
+    let [c] = pod.containers.as_slice() else {
+        bail!("certgen pod with {} containers", pod.containers.len());
+    };
+    ensure!(
+        c.image.as_deref() == Some(image),
+        "certgen runs another image than flowd"
+    );
+    ensure!(
+        c.command.as_deref() == Some(&["/usr/local/bin/flowd".to_string()][..]),
+        "certgen must run /usr/local/bin/flowd: {:?}",
+        c.command
+    );
+    let args = c.args.clone().unwrap_or_default();
+    ensure!(
+        args.first().map(String::as_str) == Some("certgen"),
+        "{args:?}"
+    );
+    let parsed = CertgenCli::try_parse_from(&args).map_err(|e| anyhow!("{e}"))?;
+    Ok((parsed.args, args))
+}
+
+#[test]
+fn tls_wiring_agrees_with_the_configmap_and_certgen() -> Result<()> {
+    let o = Objects::load_all()?;
+    let ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.namespace.clone().unwrap_or_default()
+    };
+    let config = daemonset_config(&o)?;
+    ensure!(
+        !config.hubble_disable_tls,
+        "the DaemonSet serves plain text"
+    );
+    ensure!(
+        !config.hubble_tls_client_ca_files.is_empty(),
+        "no hubble-tls-client-ca-files: any client could read the flows (mTLS)"
+    );
+    let ds = o.daemon_set()?;
+    let ds_spec = ds.spec.as_ref().context("spec")?;
+    let flowd = container(&ds_spec.template, "flowd")?;
+    let ds_pod = ds_spec.template.spec.as_ref().context("pod")?;
+    let image = flowd.image.clone().context("flowd without image")?;
+    let namespace = ns(&ds.metadata);
+
+    // The Job makes the Secrets at install, the CronJob renews them: the
+    // same flowd certgen run through the Kubernetes API, in this namespace.
+    let [job] = o.jobs.as_slice() else {
+        bail!("expected one certgen Job, found {}", o.jobs.len());
+    };
+    let [cron] = o.cron_jobs.as_slice() else {
+        bail!("expected one certgen CronJob, found {}", o.cron_jobs.len());
+    };
+    let job_pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .context("Job without pod")?;
+    let cron_spec = cron.spec.as_ref().context("CronJob without spec")?;
+    let cron_pod = cron_spec
+        .job_template
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .context("CronJob without pod")?;
+    let (certgen, job_args) = certgen_of(job_pod, &image)?;
+    let (_, cron_args) = certgen_of(cron_pod, &image)?;
+    ensure!(
+        job_args == cron_args,
+        "the Job and the CronJob run different certgen: {job_args:?} / {cron_args:?}"
+    );
+    ensure!(certgen.kubernetes_secrets, "certgen must write Secrets");
+    ensure!(
+        certgen.cert_validity > certgen.renew_before,
+        "certgen would renew at every run"
+    );
+    for (what, m) in [("Job", &job.metadata), ("CronJob", &cron.metadata)] {
+        ensure!(
+            ns(m) == namespace,
+            "the certgen {what} is not in {namespace}"
+        );
+    }
+    for pod in [job_pod, cron_pod] {
+        let c = &pod.containers[0];
+        let env_ns = c.env.iter().flatten().find(|e| e.name == "POD_NAMESPACE");
+        let from_pod = env_ns
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| f.field_path == "metadata.namespace");
+        ensure!(
+            from_pod || flag_value(c, "--namespace").as_deref() == Some(namespace.as_str()),
+            "certgen writes its Secrets elsewhere than {namespace}"
+        );
+    }
+    // At least daily, well within the renewal window.
+    let fields: Vec<&str> = cron_spec.schedule.split_whitespace().collect();
+    ensure!(
+        fields.len() == 5 && fields[2..] == ["*", "*", "*"],
+        "the CronJob must run every day: {:?}",
+        cron_spec.schedule
+    );
+    ensure!(
+        certgen.renew_before >= Duration::from_secs(7 * 24 * 3600),
+        "renewing less than a week before expiry leaves no time for failed runs"
+    );
+    ensure!(
+        cron_spec.concurrency_policy.as_deref() == Some("Forbid"),
+        "two certgen runs at once"
+    );
+
+    // flowd's certificate, key and client CA are the nodes' Secret.
+    let server = |p: &Path| secret_file(ds_pod, flowd, p);
+    let cert = config.hubble_tls_cert_file.clone().context("no cert")?;
+    let key = config.hubble_tls_key_file.clone().context("no key")?;
+    assert_eq!(
+        server(&cert)?,
+        (certgen.server_secret.clone(), "tls.crt".into())
+    );
+    assert_eq!(
+        server(&key)?,
+        (certgen.server_secret.clone(), "tls.key".into())
+    );
+    let cas = [
+        certgen.server_secret.clone(),
+        certgen.relay_client_secret.clone(),
+    ];
+    for ca in &config.hubble_tls_client_ca_files {
+        let (secret, k) = server(ca)?;
+        ensure!(
+            k == "ca.crt" && cas.contains(&secret),
+            "client CA {} is {secret}/{k}",
+            ca.display()
+        );
+    }
+
+    // The relay dials with its client certificate, trusts the CA, and
+    // verifies a name the nodes' certificate holds.
+    let relay = o.relay()?;
+    let relay_spec = relay.spec.as_ref().context("spec")?;
+    let rc = container(&relay_spec.template, "relay")?;
+    let relay_pod = relay_spec.template.spec.as_ref().context("pod")?;
+    ensure!(ns(&relay.metadata) == namespace);
+    let file = |flag: &str| -> Result<(String, String)> {
+        let v = flag_value(rc, flag).with_context(|| format!("relay without {flag}"))?;
+        secret_file(relay_pod, rc, Path::new(&v))
+    };
+    let (secret, k) = file("--tls-hubble-server-ca-files")?;
+    ensure!(
+        k == "ca.crt" && cas.contains(&secret),
+        "relay's node CA is {secret}/{k}"
+    );
+    assert_eq!(
+        file("--tls-hubble-client-cert-file")?,
+        (certgen.relay_client_secret.clone(), "tls.crt".into())
+    );
+    assert_eq!(
+        file("--tls-hubble-client-key-file")?,
+        (certgen.relay_client_secret.clone(), "tls.key".into())
+    );
+    let name = flag_value(rc, "--tls-hubble-server-name")
+        .context("relay without --tls-hubble-server-name")?;
+    let suffix = format!(".{}.hubble-grpc.cilium.io", certgen.cluster_name);
+    ensure!(
+        name.strip_suffix(&suffix)
+            .is_some_and(|l| !l.is_empty() && !l.contains('.')),
+        "--tls-hubble-server-name {name} is not covered by the nodes' *{suffix}"
+    );
+    // The relay runs as a user: its Secret files (mode 0400) must be its group's.
+    let user = rc
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_user)
+        .context("relay without runAsUser")?;
+    let fs_group = relay_pod.security_context.as_ref().and_then(|s| s.fs_group);
+    ensure!(
+        user == 0 || fs_group == Some(user),
+        "the relay (user {user}) cannot read its key: pod fsGroup is {fs_group:?}"
+    );
+
+    // The CA's key stays with certgen: no pod mounts the CA Secret.
+    for pod in [ds_pod, relay_pod] {
+        for v in pod.volumes.iter().flatten() {
+            let s = v.secret.as_ref().and_then(|s| s.secret_name.clone());
+            ensure!(
+                s.as_deref() != Some(certgen.ca_secret.as_str()),
+                "a pod mounts the CA Secret"
+            );
+        }
+    }
+
+    // RBAC: certgen's ServiceAccount may create Secrets and get/update its
+    // three, in this namespace, and nothing else; nobody else gets Secrets.
+    let sa = job_pod
+        .service_account_name
+        .clone()
+        .context("certgen without serviceAccountName")?;
+    ensure!(cron_pod.service_account_name.as_deref() == Some(sa.as_str()));
+    ensure!(
+        o.service_accounts.iter().any(
+            |a| a.metadata.name.as_deref() == Some(sa.as_str()) && ns(&a.metadata) == namespace
+        ),
+        "ServiceAccount {sa} missing"
+    );
+    let binding = o
+        .role_bindings
+        .iter()
+        .find(|b| {
+            ns(&b.metadata) == namespace
+                && b.subjects.iter().flatten().any(|s| {
+                    s.kind == "ServiceAccount"
+                        && s.name == sa
+                        && s.namespace.as_deref() == Some(namespace.as_str())
+                })
+        })
+        .context("no RoleBinding for certgen's ServiceAccount")?;
+    ensure!(
+        binding.role_ref.kind == "Role",
+        "certgen must get a namespaced Role"
+    );
+    let role = o
+        .roles
+        .iter()
+        .find(|r| {
+            r.metadata.name.as_deref() == Some(binding.role_ref.name.as_str())
+                && ns(&r.metadata) == namespace
+        })
+        .context("the RoleBinding's Role is missing")?;
+    let named: BTreeSet<String> = [
+        &certgen.ca_secret,
+        &certgen.server_secret,
+        &certgen.relay_client_secret,
+    ]
+    .into_iter()
+    .cloned()
+    .collect();
+    let mut grants = BTreeSet::new();
+    for r in role.rules.iter().flatten() {
+        ensure!(
+            r.api_groups.iter().flatten().all(|g| g.is_empty())
+                && r.resources.iter().flatten().all(|x| x == "secrets"),
+            "certgen's Role grants more than Secrets: {r:?}"
+        );
+        let names: BTreeSet<String> = r.resource_names.iter().flatten().cloned().collect();
+        for v in &r.verbs {
+            match (v.as_str(), names.is_empty()) {
+                // RBAC cannot restrict create to names.
+                ("create", true) => {}
+                ("get" | "update", false) => {
+                    ensure!(names == named, "{v} on {names:?}, want {named:?}")
+                }
+                _ => bail!("certgen's Role grants {v} on {names:?}: more than it needs"),
+            }
+            grants.insert(v.clone());
+        }
+    }
+    assert_eq!(
+        grants,
+        ["create", "get", "update"]
+            .map(String::from)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    for r in &o.cluster_roles {
+        ensure!(
+            !r.rules.iter().flatten().any(|x| x
+                .resources
+                .iter()
+                .flatten()
+                .any(|x| x == "secrets" || x == "*")),
+            "ClusterRole {:?} grants Secrets",
+            r.metadata.name
+        );
+    }
+    Ok(())
+}
+
 mod capabilities {
     use super::*;
     use flowd_proto::observer::GetFlowsRequest;
@@ -511,6 +884,8 @@ mod capabilities {
             .args(["--set", "flowd-node-name=caps-test"])
             .args(["--set", "hubble-listen-address=127.0.0.1:4244"])
             .args(["--set", "hubble-metrics-server=127.0.0.1:9965"])
+            // Capabilities only: TLS needs none (the lab tests run mTLS).
+            .args(["--set", "hubble-disable-tls=true"])
             .env("NO_COLOR", "1");
         ChildGuard::spawn("flowd", &mut cmd)
     }

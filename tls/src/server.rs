@@ -210,6 +210,10 @@ async fn accept_loop(
                     debug!(%peer, "TLS connection");
                     let _ = tx.send(Ok(s)).await;
                 }
+                // Closed before a handshake: TCP probes and port scans.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    debug!(%peer, "connection closed during the TLS handshake")
+                }
                 Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
                 Err(_) => {
                     info!(%peer, timeout = ?opts.handshake_timeout, "TLS handshake timed out")

@@ -3,7 +3,8 @@
 //! cleanly, and its `observe --namespace ecommerce --http-status 400-599`
 //! view must show exactly the kinds of 4xx/5xx exchanges the traffic
 //! generator's first round caused (client, server, path, status), every one
-//! of them, and nothing else.
+//! of them, and nothing else. It runs with mTLS between the relay and the
+//! nodes, as the deployment does.
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -154,6 +155,26 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
     ensure!(
         missing.is_empty() && extra.is_empty(),
         "the demo's error view differs from the generator's report\nmissing: {missing:#?}\nunexpected: {extra:#?}\noutput:\n{out}"
+    );
+    // Every node served the Observer API over mTLS (the relay, which
+    // reached them all, presented its certificate).
+    let mut logs = 0;
+    for e in std::fs::read_dir(&dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("flowd-") && name.ends_with(".log") {
+            let log = std::fs::read_to_string(&p)?;
+            ensure!(
+                log.lines()
+                    .any(|l| l.contains("Observer API listening") && l.contains("mtls=true")),
+                "{name}: flowd did not serve with mTLS:\n{log}"
+            );
+            logs += 1;
+        }
+    }
+    ensure!(
+        logs == 2,
+        "{logs} flowd logs in the demo's directory, want 2"
     );
     // The DNS view and the metrics sample are there too.
     ensure!(
