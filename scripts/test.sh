@@ -23,8 +23,8 @@ step "cargo test (unit, BPF_PROG_TEST_RUN and end-to-end tests in network namesp
 # Fuzz/property tests run a short round here; FLOWD_FUZZ_CASES=1000000 runs the long one.
 cargo test --workspace --exclude flowd-ebpf --locked -- --test-threads="${FLOWD_TEST_THREADS:-4}"
 
-step "flowd with the Kubernetes API endpoint source (feature kube): clippy and its test"
+step "flowd with the Kubernetes API (feature kube): clippy, the endpoint source and certgen's Secrets"
 # Off by default (kube-rs roughly doubles flowd's cold build), so it is checked
 # here on its own: the library and its fake-API-server test only.
-cargo clippy -p flowd --features kube --lib --test endpoints_kube --locked -- -D warnings
-cargo test -p flowd --features kube --locked --test endpoints_kube
+cargo clippy -p flowd --features kube --lib --test endpoints_kube --test certgen_kube --locked -- -D warnings
+cargo test -p flowd --features kube --locked --test endpoints_kube --test certgen_kube
