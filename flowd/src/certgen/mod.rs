@@ -154,7 +154,7 @@ pub async fn run(args: CertgenArgs) -> Result<(), CertgenError> {
     let mut store = match (&args.output_dir, args.kubernetes_secrets) {
         (Some(dir), false) => Store::Files(store::FileStore::new(dir.clone())),
         #[cfg(feature = "kube")]
-        (None, true) => Store::Kube(kube::KubeStore::connect(&args.namespace).await?),
+        (None, true) => Store::Kube(Box::new(kube::KubeStore::connect(&args.namespace).await?)),
         #[cfg(not(feature = "kube"))]
         (None, true) => {
             return Err(CertgenError::Usage(

@@ -20,7 +20,7 @@ pub struct Secret {
 pub enum Store {
     Files(FileStore),
     #[cfg(feature = "kube")]
-    Kube(super::kube::KubeStore),
+    Kube(Box<super::kube::KubeStore>),
 }
 
 impl Store {
