@@ -89,13 +89,17 @@ async fn handle(
             let mut s: Value = serde_json::from_slice(&body).unwrap();
             let name = s["metadata"]["name"].as_str().unwrap().to_string();
             fake.requests.lock().unwrap().push(format!("create {name}"));
-            if fake.secrets.lock().unwrap().contains_key(&name) {
-                status(StatusCode::CONFLICT, "AlreadyExists")
-            } else {
-                s["metadata"]["resourceVersion"] = json!(next_rv());
-                s["metadata"]["namespace"] = json!(NS);
-                fake.secrets.lock().unwrap().insert(name, s.clone());
-                object(StatusCode::CREATED, &s)
+            let rv = next_rv();
+            match fake.secrets.lock().unwrap().entry(name) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    status(StatusCode::CONFLICT, "AlreadyExists")
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    s["metadata"]["resourceVersion"] = json!(rv);
+                    s["metadata"]["namespace"] = json!(NS);
+                    e.insert(s.clone());
+                    object(StatusCode::CREATED, &s)
+                }
             }
         }
         ("PUT", false) => {
