@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use common::{FakeNode, NodeData, now_ns};
 use flowd_proto::observer::ServerStatusResponse;
-use flowd_relay::tls::ServerTls;
+// The fake node serves TLS with tonic's own configuration.
+use flowd_proto::tls::ServerTls;
 use flowd_tests::{ChildGuard, bins, flowd::TempDir, wait_until};
 use serde_json::Value;
 
