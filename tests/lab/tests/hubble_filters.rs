@@ -703,10 +703,10 @@ fn every_flow_filter_field_on_lab_traffic_through_flowd_and_the_relay() -> Resul
     ] {
         let req = request(&[f(filter)], &[])?;
         for n in &nodes {
-            let addr = c.flowd_addr(n)?;
+            let conn = c.connector(c.flowd_addr(n)?);
             let req = req.clone();
             let st = c.in_router(move || async move {
-                let mut cl = ObserverClient::connect(format!("http://{addr}")).await?;
+                let mut cl = conn.observer().await?;
                 let res = async {
                     let mut s = cl.get_flows(req).await?.into_inner();
                     while s.message().await?.is_some() {}
