@@ -656,13 +656,24 @@ pub async fn run_with(
         // as in Cilium.
         let routes = tonic::service::Routes::new(obs.into_service())
             .add_service(peers.into_service())
-            .add_service(health_service);
+            .add_service(health_service.clone());
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::observer::serve_routes(routes, listener, tls, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            {
+            let res = match tls {
+                // Plain-text connections on the TLS port get health only
+                // (kubelet's gRPC readiness probe).
+                Some(tls) => {
+                    let plain = tonic::service::Routes::new(health_service);
+                    crate::observer::serve_routes_tls_and_plain(
+                        routes, plain, listener, tls, stopped,
+                    )
+                    .await
+                }
+                None => crate::observer::serve_routes(routes, listener, None, stopped).await,
+            };
+            if let Err(e) = res {
                 warn!(error = %e, "Observer API stopped");
             }
         }));

@@ -355,6 +355,34 @@ pub async fn serve_routes(
     .map_err(|source| ObserverError::Serve { addr, source })
 }
 
+/// Like [`serve_routes`] over TLS, and plain-text connections on the same
+/// port get `plain` only (gRPC health: kubelet's gRPC probe speaks no TLS;
+/// it reveals nothing but SERVING / NOT_SERVING).
+pub async fn serve_routes_tls_and_plain(
+    routes: tonic::service::Routes,
+    plain: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    tls: flowd_tls::ServerTls,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ObserverError> {
+    use futures::FutureExt as _;
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (tls_in, plain_in) = flowd_tls::incoming_with_plaintext(listener, tls, Default::default());
+    let shutdown = shutdown.shared();
+    let (a, b) = tokio::join!(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(tls_in, shutdown.clone()),
+        tonic::transport::Server::builder()
+            .add_routes(plain)
+            .serve_with_incoming_shutdown(plain_in, shutdown),
+    );
+    a.and(b)
+        .map_err(|source| ObserverError::Serve { addr, source })
+}
+
 impl FlowWriter {
     /// Appends a flow (stored encoded, see [`buffer::Event`]). Never blocks
     /// on readers.

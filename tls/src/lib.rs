@@ -23,7 +23,7 @@ pub mod server;
 
 pub use client::{ClientFiles, ClientMaterial, ClientTls};
 pub use reload::{DEFAULT_RELOAD_INTERVAL, Reloading};
-pub use server::{ServerFiles, ServerTls, incoming};
+pub use server::{ServerFiles, ServerTls, incoming, incoming_with_plaintext};
 
 /// A TLS file or setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -159,21 +159,45 @@ impl Default for IncomingOptions {
 /// fails its handshake (no certificate, an unknown CA, expired) is logged
 /// and dropped. tonic sees `tokio_rustls` streams, so ALPN (h2) and the
 /// peer's certificates (`Request::peer_certs`) work as with its own TLS.
+/// Plain-text connections do not get past the first byte.
 pub fn incoming(
     listener: TcpListener,
     tls: ServerTls,
     opts: IncomingOptions,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(opts.max_handshakes.max(1));
-    tokio::spawn(accept_loop(listener, tls, opts, tx));
+    tokio::spawn(accept_loop(listener, tls, opts, tx, None));
     ReceiverStream::new(rx)
 }
+
+/// Like [`incoming`], and the connections whose first byte is not a TLS
+/// handshake record as a second stream, for a server that answers plain
+/// text with harmless services only: kubelet's gRPC probe speaks plain
+/// HTTP/2, so flowd answers it with gRPC health on its TLS port.
+pub fn incoming_with_plaintext(
+    listener: TcpListener,
+    tls: ServerTls,
+    opts: IncomingOptions,
+) -> (
+    ReceiverStream<std::io::Result<TlsStream<TcpStream>>>,
+    ReceiverStream<std::io::Result<TcpStream>>,
+) {
+    let (tx, rx) = mpsc::channel(opts.max_handshakes.max(1));
+    let (ptx, prx) = mpsc::channel(opts.max_handshakes.max(1));
+    tokio::spawn(accept_loop(listener, tls, opts, tx, Some(ptx)));
+    (ReceiverStream::new(rx), ReceiverStream::new(prx))
+}
+
+/// A TLS record of type handshake (a ClientHello) starts with this byte;
+/// an HTTP/2 client in plain text starts with "PRI ".
+const TLS_HANDSHAKE: u8 = 0x16;
 
 async fn accept_loop(
     listener: TcpListener,
     tls: ServerTls,
     opts: IncomingOptions,
     tx: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
+    plain: Option<mpsc::Sender<std::io::Result<TcpStream>>>,
 ) {
     let watch = tls.inner.watch(opts.reload_interval);
     let handshakes = Arc::new(Semaphore::new(opts.max_handshakes.max(1)));
@@ -203,8 +227,28 @@ async fn accept_loop(
         }
         let acceptor = TlsAcceptor::from(tls.current());
         let tx = tx.clone();
+        let plain = plain.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(opts.handshake_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] != TLS_HANDSHAKE => {
+                    match plain {
+                        Some(p) => {
+                            debug!(%peer, "plain-text connection");
+                            let _ = p.send(Ok(stream)).await;
+                        }
+                        None => info!(%peer, "plain-text connection refused: TLS is required"),
+                    }
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                // Closed at once (TCP probes, port scans), or silent.
+                _ => {
+                    debug!(%peer, "connection closed or silent before the TLS handshake");
+                    return;
+                }
+            }
             match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => {
                     debug!(%peer, "TLS connection");

@@ -1084,12 +1084,41 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
             }
         }
     }
-    // Plain text is refused too.
-    let plain = c.in_router({
-        let addr = c.flowd_addr(&nodes[0])?;
-        move || async move { cluster_plain_status(addr).await }
-    })?;
-    ensure!(plain.is_err(), "plain text accepted by a TLS node");
+    // Plain text on the same port: gRPC health only (what kubelet's gRPC
+    // readiness probe asks), SERVING; the Observer API is not there.
+    for n in &nodes {
+        let addr = c.flowd_addr(n)?;
+        let (health, observer) = c.in_router(move || async move {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await?;
+            let health = tonic_health::pb::health_client::HealthClient::new(ch.clone())
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner()
+                .status;
+            let observer = ObserverClient::new(ch)
+                .server_status(flowd_proto::observer::ServerStatusRequest {})
+                .await
+                .err()
+                .map(|s| s.code());
+            anyhow::Ok((health, observer))
+        })??;
+        assert_eq!(
+            health,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{n}: plain-text health"
+        );
+        assert_eq!(
+            observer,
+            Some(tonic::Code::Unimplemented),
+            "{n}: the Observer API in plain text"
+        );
+    }
     eprintln!("refusals checked at {:?}", started.elapsed());
 
     // --- The relay, with its certificate, gets every node's flows. ---
@@ -1253,11 +1282,4 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
     );
     eprintln!("done in {:?}", started.elapsed());
     Ok(())
-}
-
-/// ServerStatus in plain text (call inside the router namespace).
-async fn cluster_plain_status(addr: std::net::SocketAddr) -> Result<()> {
-    flowd_lab::cluster::server_status(addr, None)
-        .await
-        .map(|_| ())
 }
