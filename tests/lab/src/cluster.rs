@@ -601,11 +601,19 @@ impl Connector {
     /// Connects (inside the router namespace), over mTLS when the cluster
     /// uses it; the files are read now.
     pub async fn channel(&self) -> Result<tonic::transport::Channel> {
+        self.channel_with_timeout(Duration::from_secs(10)).await
+    }
+
+    /// Like [`Connector::channel`], with `timeout` for every call.
+    pub async fn channel_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<tonic::transport::Channel> {
         let addr = self.addr;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10));
+            .timeout(timeout);
         if let Some(tls) = &self.tls {
             ep = ep.tls_config(tls.config()?)?;
         }

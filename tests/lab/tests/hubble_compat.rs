@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use flowd_lab::TrafficReport;
-use flowd_lab::cluster::{Cluster, ClusterOptions, in_netns};
+use flowd_lab::cluster::{Cluster, ClusterOptions, Connector, in_netns};
 use flowd_proto::flow::layer4::Protocol;
 use flowd_proto::flow::layer7::Record;
 use flowd_proto::flow::{Endpoint, Flow, L7FlowType, TcpFlags, TraceObservationPoint, Verdict};
@@ -81,20 +81,18 @@ fn cluster() -> Result<Cluster> {
     })
 }
 
-async fn channel(addr: SocketAddr) -> Result<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
+/// A channel as the harness connects: mTLS to the nodes, plain text to the
+/// relay.
+async fn channel(conn: Connector) -> Result<tonic::transport::Channel> {
+    conn.channel_with_timeout(Duration::from_secs(20)).await
 }
 
 /// `Health/Check` of `service` at `addr`: the status, or the gRPC error code.
 fn health(c: &Cluster, addr: SocketAddr, service: &str) -> Result<Result<ServingStatus, Code>> {
     let service = service.to_string();
+    let conn = c.connector(addr);
     c.in_router(move || async move {
-        let mut h = HealthClient::new(channel(addr).await?);
+        let mut h = HealthClient::new(channel(conn).await?);
         Ok(match h.check(HealthCheckRequest { service }).await {
             Ok(r) => Ok(
                 ServingStatus::try_from(r.into_inner().status).unwrap_or(ServingStatus::Unknown)
@@ -122,8 +120,9 @@ fn get_flows(
     addr: SocketAddr,
     req: GetFlowsRequest,
 ) -> Result<Result<Vec<GetFlowsResponse>, tonic::Status>> {
+    let conn = c.connector(addr);
     c.in_router(move || async move {
-        let mut cl = ObserverClient::new(channel(addr).await?);
+        let mut cl = ObserverClient::new(channel(conn).await?);
         let mut s = match cl.get_flows(req).await {
             Ok(s) => s.into_inner(),
             Err(e) => return Ok(Err(e)),
@@ -338,13 +337,14 @@ struct Follow {
 impl Follow {
     fn start(c: &Cluster, addr: SocketAddr, req: GetFlowsRequest) -> Follow {
         let ns = c.lab().router_netns().to_string();
+        let conn = c.connector(addr);
         let (tx, rx) = mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let err = tx.clone();
             let res = in_netns(&ns, move || async move {
                 let run = async {
-                    let mut cl = ObserverClient::new(channel(addr).await?);
+                    let mut cl = ObserverClient::new(channel(conn).await?);
                     let mut s = cl.get_flows(req).await?.into_inner();
                     while let Some(r) = s.message().await? {
                         if tx.send(Ok(r)).is_err() {
@@ -771,8 +771,9 @@ fn hubble_cli_requests_on_flowd_and_the_relay() -> Result<()> {
     );
 
     // --- hubble list nodes / list namespaces. ---
+    let conn = c.connector(relay);
     let (nodes_list, namespaces) = c.in_router(move || async move {
-        let mut cl = ObserverClient::new(channel(relay).await?);
+        let mut cl = ObserverClient::new(channel(conn).await?);
         let n = cl
             .get_nodes(hubble_cli::get_nodes_request())
             .await?
@@ -874,10 +875,11 @@ fn watch(
     std::thread::JoinHandle<Result<()>>,
 ) {
     let ns = c.lab().router_netns().to_string();
+    let conn = c.connector(addr);
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
         in_netns(&ns, move || async move {
-            let mut h = HealthClient::new(channel(addr).await?);
+            let mut h = HealthClient::new(channel(conn).await?);
             let mut s = h
                 .watch(hubble_cli::health_check_request())
                 .await?
