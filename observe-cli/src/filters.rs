@@ -28,7 +28,7 @@ use crate::error::Error;
 pub const DEFAULT_LAST: u64 = 20;
 
 /// Filter flags, by clap id, in the order they are checked.
-const FILTER_IDS: &[&str] = &[
+pub const FILTER_IDS: &[&str] = &[
     "uuid",
     "ip",
     "from_ip",

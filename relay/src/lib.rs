@@ -3,7 +3,8 @@
 //! The relay learns its peers ([`peers`]), keeps a connection to each with
 //! retries ([`pool`]), fans GetFlows out to every connected node and merges
 //! the answers by timestamp ([`merge`]), and serves the Observer API plus gRPC
-//! health ([`server`]), optionally over TLS/mTLS ([`tls`]).
+//! health ([`server`]), optionally over TLS/mTLS ([`tls`]), and, with
+//! `--ui-listen`, a web UI ([`ui`]).
 
 pub mod config;
 pub mod merge;
@@ -11,6 +12,7 @@ pub mod peers;
 pub mod pool;
 pub mod server;
 pub mod tls;
+pub mod ui;
 
 pub use config::RelayConfig;
 pub use peers::{PeerRegistry, PeerSpec};

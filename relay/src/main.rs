@@ -12,6 +12,7 @@ use flowd_relay::config::Backoff;
 use flowd_relay::peers::{self, PeerMap};
 use flowd_relay::server::{Relay, serve};
 use flowd_relay::tls::{ClientTls, ServerFiles, ServerTls};
+use flowd_relay::ui;
 use flowd_relay::{PeerRegistry, Pool, RelayConfig};
 use tracing::info;
 
@@ -101,6 +102,11 @@ struct Args {
     /// CA(s) client certificates must chain to: requires client certificates (mTLS).
     #[arg(long, requires = "tls_relay_server_cert_file")]
     tls_relay_client_ca_files: Vec<PathBuf>,
+
+    /// Address to serve the web UI on (service map, flows, status), e.g.
+    /// `:12000`; off unless set. Uses the --tls-relay-* options too.
+    #[arg(long, value_name = "ADDR", env = "RELAY_UI_LISTEN_ADDRESS")]
+    ui_listen: Option<String>,
 
     /// CA(s) of the nodes' certificates; enables TLS towards nodes and the peer service.
     #[arg(long)]
@@ -313,19 +319,20 @@ async fn run(a: Args) -> anyhow::Result<()> {
     }
     let pool = Pool::start(registry.subscribe(), cfg.clone());
 
-    let addr: SocketAddr = match a.listen_address.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}").parse(),
-        None => a.listen_address.parse(),
-    }
-    .with_context(|| {
-        format!(
-            "--listen-address {:?}: expected host:port or :port",
-            a.listen_address
-        )
-    })?;
+    let addr = listen_addr("--listen-address", &a.listen_address)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding --listen-address {addr}"))?;
+    let ui_listener = match &a.ui_listen {
+        Some(ui) => {
+            let addr = listen_addr("--ui-listen", ui)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --ui-listen {addr}"))?;
+            Some(l)
+        }
+        None => None,
+    };
     info!(%addr, tls = server_tls.is_some(), "relay serving the Observer API");
     let signal = shutdown_signal(a.shutdown_grace)?;
     let shutdown = async move {
@@ -334,6 +341,38 @@ async fn run(a: Args) -> anyhow::Result<()> {
             t.abort();
         }
     };
-    serve(Relay::new(pool, cfg), listener, server_tls, shutdown).await?;
+    let relay = Relay::new(pool, cfg);
+    // The web UI stops with the relay (Relay::close at the signal) and
+    // within the same grace, concurrently with the Observer API.
+    let ui = async {
+        match ui_listener {
+            Some(l) => {
+                let scheme = if server_tls.is_some() { "https" } else { "http" };
+                let local = l.local_addr().context("--ui-listen address")?;
+                info!(url = %format!("{scheme}://{local}/"), "relay serving the web UI");
+                let ui = ui::Ui::start(relay.clone());
+                ui::serve(ui, l, server_tls.clone(), relay.closed(), a.shutdown_grace)
+                    .await
+                    .context("serving the web UI")
+            }
+            None => Ok(()),
+        }
+    };
+    let api = async {
+        serve(relay.clone(), listener, server_tls.clone(), shutdown)
+            .await
+            .context("serving the Observer API")
+    };
+    // Either one failing ends the relay with its error.
+    tokio::try_join!(api, ui)?;
     Ok(())
+}
+
+/// `host:port` or `:port` (all addresses).
+fn listen_addr(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}").parse(),
+        None => value.parse(),
+    }
+    .with_context(|| format!("{flag} {value:?}: expected host:port or :port"))
 }

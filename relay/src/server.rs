@@ -70,6 +70,20 @@ impl Relay {
         self.closing.send_replace(true);
         self.pool.shutdown();
     }
+
+    /// True once [`Relay::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Completes when [`Relay::close`] is called (other servers of the
+    /// relay, e.g. the web UI, stop with it).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
 }
 
 /// Serves the Observer API and gRPC health on `listener` until `shutdown`.

@@ -138,6 +138,10 @@ pub struct IncomingOptions {
     pub max_handshakes: usize,
     /// TCP_NODELAY on accepted connections (flows are small messages).
     pub nodelay: bool,
+    /// Offer HTTP/1.1 in ALPN next to h2: for a server that also answers
+    /// browsers and plain HTTP clients (the relay's web UI), which the
+    /// handshake would otherwise refuse when they ask for http/1.1 only.
+    pub http1: bool,
 }
 
 impl Default for IncomingOptions {
@@ -147,6 +151,7 @@ impl Default for IncomingOptions {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 128,
             nodelay: true,
+            http1: false,
         }
     }
 }
@@ -225,7 +230,13 @@ async fn accept_loop(
         if opts.nodelay {
             let _ = stream.set_nodelay(true);
         }
-        let acceptor = TlsAcceptor::from(tls.current());
+        let acceptor = if opts.http1 {
+            let mut config = (*tls.current()).clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            TlsAcceptor::from(Arc::new(config))
+        } else {
+            TlsAcceptor::from(tls.current())
+        };
         let tx = tx.clone();
         let plain = plain.clone();
         tokio::spawn(async move {
