@@ -15,7 +15,8 @@
 //! client's (`TO_ENDPOINT`). Requests and latency come from the responses
 //! (HTTP responses, DNS answers); errors are HTTP 4xx/5xx and DNS
 //! NXDOMAIN/SERVFAIL answers; drops count as errors of their edge. Other
-//! flows only make the edge exist and count as flows.
+//! flows only make the edge exist and count as flows; frames without an IP
+//! header (ARP) are left out of the map.
 //!
 //! Time. Counts go into 5 s buckets by the flow's own timestamp (flows read
 //! back from the nodes' buffers land where they belong); an hour is kept. A
@@ -327,6 +328,11 @@ impl ServiceMap {
 
     /// Adds one flow to the map.
     pub fn add(&self, f: &Flow) {
+        // Frames without an IP header (ARP, other L2) connect no workloads.
+        if f.ip.is_none() {
+            self.agg.lock().flows_total += 1;
+            return;
+        }
         let t = f
             .time
             .map(|t| (t.as_unix_nanos() / 1_000_000_000) as i64)

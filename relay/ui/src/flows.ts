@@ -115,12 +115,12 @@ export function createFlowsView(navigate: (href: string) => void): FlowsView {
         class: isError(flow) ? "err" : "",
       },
       el("td", {}, el("time", { datetime: flow.time ?? "" }, (flow.time ?? "").replace("T", " ").replace(/\.(\d{3})\d*Z$/, ".$1"))),
-      el("td", {}, flow.node_name ?? ""),
       el("td", {}, endpoint(flow, "source")),
       el("td", {}, endpoint(flow, "destination")),
-      el("td", {}, protocol(flow)),
       el("td", { class: `verdict ${String(flow.verdict ?? "").toLowerCase()}` }, flow.verdict ?? ""),
       el("td", {}, summary(flow)),
+      el("td", {}, protocol(flow)),
+      el("td", {}, flow.node_name ?? ""),
     );
     flowOf.set(tr, f);
     return tr;

@@ -11,13 +11,13 @@ import { fetchMap, type MapEdge, type MapNode, type ServiceMap, type Stats } fro
 import { byId, el, fmtMs, fmtPct, fmtRate, svg } from "./util";
 
 const REFRESH_MS = 2000;
-const COL_W = 300;
-const SUB_W = 140;
-const ROW_H = 90;
+/** Width of a sub-column of workloads in a namespace column. */
+const SUB_W = 190;
+const ROW_H = 120;
 const TOP = 56;
 const R = 18;
-/** Above this many edges, edge labels show on focus/hover only. */
-const LABEL_LIMIT = 40;
+/** Above this many edges, only error edges keep their label; the others show it on focus/hover. */
+const LABEL_LIMIT = 12;
 const OUTSIDE = "";
 
 interface Slot {
@@ -117,14 +117,20 @@ export function createMapView(navigate: (href: string) => void): MapView {
   }
   const gBoxes = svg("g", { class: "boxes" });
   const gEdges = svg("g", { class: "edges" });
+  // Edge labels above every edge (a label is never under another edge's line).
+  const gLabels = svg("g", { class: "edge-labels" });
   const gNodes = svg("g", { class: "nodes" });
-  svgRoot.append(defs, gBoxes, gEdges, gNodes);
+  svgRoot.append(defs, gBoxes, gEdges, gLabels, gNodes);
 
   const groupSlots = new Map<string, number>();
+  /** Per group: x of its column and its sub-columns (1 or 2), fixed when it first appears. */
+  const groupGeom = new Map<string, { x: number; cols: number }>();
+  let width = 0;
   const nodeSlots = new Map<string, number>();
   const groupCount = new Map<string, number>();
   const nodeEls = new Map<string, SVGGElement>();
   const edgeEls = new Map<string, SVGGElement>();
+  const labelEls = new Map<string, SVGTextElement>();
   const boxEls = new Map<string, SVGGElement>();
   let generation = 0;
   let params = new URLSearchParams();
@@ -143,7 +149,12 @@ export function createMapView(navigate: (href: string) => void): MapView {
     // New groups: cluster namespaces by name, the outside world last.
     const newGroups = [...new Set(fresh.map(groupOf))].filter((g) => !groupSlots.has(g));
     newGroups.sort((a, b) => (a === OUTSIDE ? 1 : b === OUTSIDE ? -1 : a.localeCompare(b)));
-    for (const g of newGroups) groupSlots.set(g, groupSlots.size);
+    for (const g of newGroups) {
+      groupSlots.set(g, groupSlots.size);
+      const cols = fresh.filter((n) => groupOf(n) === g).length >= 3 ? 2 : 1;
+      groupGeom.set(g, { x: width, cols });
+      width += 60 + cols * SUB_W;
+    }
     fresh.sort((a, b) => a.label.localeCompare(b.label));
     for (const n of fresh) {
       const g = groupOf(n);
@@ -154,17 +165,19 @@ export function createMapView(navigate: (href: string) => void): MapView {
   }
 
   function pos(n: MapNode): Slot {
-    const col = groupSlots.get(groupOf(n)) ?? 0;
+    const g = groupGeom.get(groupOf(n)) ?? { x: 0, cols: 1 };
     const i = nodeSlots.get(n.id) ?? 0;
-    return { x: col * COL_W + 80 + (i % 2) * SUB_W, y: TOP + 40 + Math.floor(i / 2) * ROW_H + (i % 2) * (ROW_H / 2) };
+    if (g.cols === 1) return { x: g.x + 30 + SUB_W / 2, y: TOP + 40 + i * ROW_H };
+    return { x: g.x + 30 + SUB_W / 2 + (i % 2) * SUB_W, y: TOP + 40 + Math.floor(i / 2) * ROW_H + (i % 2) * (ROW_H / 2) };
   }
 
   function drawBoxes() {
-    let maxRows = 1;
+    let maxBottom = TOP + ROW_H;
     for (const [g, count] of groupCount) {
-      const col = groupSlots.get(g) ?? 0;
-      const rows = Math.ceil(count / 2);
-      maxRows = Math.max(maxRows, rows);
+      const geom = groupGeom.get(g) ?? { x: 0, cols: 1 };
+      const rows = geom.cols === 1 ? count : Math.ceil(count / 2) + 0.5;
+      const height = TOP + rows * ROW_H;
+      maxBottom = Math.max(maxBottom, height + 20);
       let box = boxEls.get(g);
       if (!box) {
         box = svg("g", { class: g === OUTSIDE ? "ns outside" : "ns" });
@@ -173,21 +186,24 @@ export function createMapView(navigate: (href: string) => void): MapView {
         boxEls.set(g, box);
       }
       const [rect, text] = box.children as unknown as [SVGRectElement, SVGTextElement];
-      rect.setAttribute("x", String(col * COL_W + 10));
+      rect.setAttribute("x", String(geom.x + 10));
       rect.setAttribute("y", "10");
-      rect.setAttribute("width", String(COL_W - 20));
-      rect.setAttribute("height", String(TOP + rows * ROW_H + ROW_H / 2));
-      text.setAttribute("x", String(col * COL_W + 24));
+      rect.setAttribute("width", String(40 + geom.cols * SUB_W));
+      rect.setAttribute("height", String(height));
+      text.setAttribute("x", String(geom.x + 24));
       text.setAttribute("y", "36");
       text.textContent = g === OUTSIDE ? "outside the cluster" : g;
     }
-    const w = Math.max(1, groupSlots.size) * COL_W;
-    const h = TOP + maxRows * ROW_H + ROW_H;
+    const w = Math.max(width, 400);
+    const h = maxBottom;
     svgRoot.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svgRoot.style.aspectRatio = `${w} / ${h}`;
+    // Never smaller than the drawing's own size at 70 %: wide maps scroll.
+    svgRoot.style.minWidth = `${Math.round(w * 0.7)}px`;
   }
 
-  function edgePath(a: Slot, b: Slot, bend: number): string {
+  /** The curve from a to b, and the point halfway along it (for the label). */
+  function edgePath(a: Slot, b: Slot, bend: number): [string, Slot] {
     const dx = b.x - a.x;
     const dy = b.y - a.y;
     const len = Math.hypot(dx, dy) || 1;
@@ -200,13 +216,15 @@ export function createMapView(navigate: (href: string) => void): MapView {
     // Bend to the left of the direction: the two directions of a pair separate.
     const mx = (sx + tx) / 2 - uy * bend;
     const my = (sy + ty) / 2 + ux * bend;
-    return `M${sx.toFixed(1)},${sy.toFixed(1)} Q${mx.toFixed(1)},${my.toFixed(1)} ${tx.toFixed(1)},${ty.toFixed(1)}`;
+    const mid = { x: 0.25 * sx + 0.5 * mx + 0.25 * tx, y: 0.25 * sy + 0.5 * my + 0.25 * ty };
+    return [`M${sx.toFixed(1)},${sy.toFixed(1)} Q${mx.toFixed(1)},${my.toFixed(1)} ${tx.toFixed(1)},${ty.toFixed(1)}`, mid];
   }
 
   function select(kind: "node" | "edge", id: string) {
     selected = { kind, id };
     for (const [k, g] of nodeEls) g.classList.toggle("selected", kind === "node" && k === id);
     for (const [k, g] of edgeEls) g.classList.toggle("selected", kind === "edge" && k === id);
+    for (const [k, t] of labelEls) t.classList.toggle("selected", kind === "edge" && k === id);
     renderDetail();
   }
 
@@ -312,16 +330,21 @@ export function createMapView(navigate: (href: string) => void): MapView {
       let g = edgeEls.get(e.id);
       if (!g) {
         g = svg("g", { class: "edge", tabindex: 0, role: "button", "data-id": e.id });
-        g.append(svg("path", { class: "hit" }), svg("path", { class: "line" }), svg("text", { class: "edge-label", "text-anchor": "middle" }));
+        g.append(svg("path", { class: "hit" }), svg("path", { class: "line" }));
         activate(g, "edge", e.id);
         gEdges.append(g);
         edgeEls.set(e.id, g);
+        const t = svg("text", { class: "edge-label", "text-anchor": "middle", "data-edge": e.id, "aria-hidden": "true" });
+        t.addEventListener("click", () => select("edge", e.id));
+        gLabels.append(t);
+        labelEls.set(e.id, t);
       }
+      const text = labelEls.get(e.id)!;
       const reverse = pairs.has(`${e.target}\u0000${e.source}`);
       const pa = pos(a);
       const pb = pos(b);
-      const d = edgePath(pa, pb, reverse ? 22 : 10);
-      const [hit, line, text] = g.children as unknown as [SVGPathElement, SVGPathElement, SVGTextElement];
+      const [d, mid] = edgePath(pa, pb, reverse ? 40 : 24);
+      const [hit, line] = g.children as unknown as [SVGPathElement, SVGPathElement];
       hit.setAttribute("d", d);
       line.setAttribute("d", d);
       const s = e.stats;
@@ -335,12 +358,11 @@ export function createMapView(navigate: (href: string) => void): MapView {
       g.dataset.port = String(e.port);
       g.dataset.requests = String(s.requests);
       g.dataset.errors = String(s.errors);
-      const mx = (pa.x + pb.x) / 2;
-      const my = (pa.y + pb.y) / 2 - (reverse ? 14 : 6);
-      text.setAttribute("x", String(mx));
-      text.setAttribute("y", String(my));
-      text.textContent = `${e.protocol}:${e.port}${s.requests ? ` ${fmtRate(s.request_rate)}/s` : ""}${err ? ` ${fmtPct(s.error_rate)} err` : ""}`;
-      text.classList.toggle("always", labels);
+      text.setAttribute("x", mid.x.toFixed(1));
+      text.setAttribute("y", (mid.y + 4).toFixed(1));
+      text.textContent = `${e.protocol}:${e.port}${err ? ` · ${fmtPct(s.error_rate)} err` : ""}`;
+      text.classList.toggle("always", labels || err);
+      text.classList.toggle("err", err);
       g.setAttribute(
         "aria-label",
         `${nodeTitle(a)} to ${nodeTitle(b)}, ${e.protocol} port ${e.port}: ${fmtRate(s.request_rate)} requests per second, ${s.errors} errors (${fmtPct(s.error_rate)}), p50 ${fmtMs(s.p50_ms)}, p95 ${fmtMs(s.p95_ms)}`,
@@ -350,6 +372,8 @@ export function createMapView(navigate: (href: string) => void): MapView {
       if (!seenEdges.has(id)) {
         g.remove();
         edgeEls.delete(id);
+        labelEls.get(id)?.remove();
+        labelEls.delete(id);
       }
     }
 

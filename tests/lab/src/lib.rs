@@ -16,6 +16,7 @@
 //! ```
 
 pub mod app;
+pub mod browser;
 pub mod cluster;
 pub mod dns;
 pub mod lab;
