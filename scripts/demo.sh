@@ -98,12 +98,17 @@ for node in $nodes; do
   echo "flowd on $node: attached to $got pod interfaces"
 done
 
+UI_PORT="${FLOWD_DEMO_UI_PORT:-12000}"
 if [ "$TLS" = 1 ]; then
-  step "starting the relay in the router namespace (:4245; mTLS to the nodes, plain text to its clients on the router's loopback)"
+  step "starting the relay in the router namespace (:4245, web UI :$UI_PORT; mTLS to the nodes, plain text to its clients on the router's loopback)"
 else
-  step "starting the relay in the router namespace (:4245; plain text to the nodes: FLOWD_DEMO_TLS=0)"
+  step "starting the relay in the router namespace (:4245, web UI :$UI_PORT; plain text to the nodes: FLOWD_DEMO_TLS=0)"
 fi
-"$LAB" exec --dir "$DIR" --router -- "$BIN/relay" "${peers[@]}" "${relay_tls[@]}" >"$DIR/relay.log" 2>&1 &
+"$LAB" exec --dir "$DIR" --router -- "$BIN/relay" "${peers[@]}" "${relay_tls[@]}" --ui-listen "127.0.0.1:$UI_PORT" >"$DIR/relay.log" 2>&1 &
+pids+=($!)
+# The router namespace is not reachable from this machine's browser: the lab
+# forwards this machine's loopback port to the relay's UI.
+"$LAB" forward --dir "$DIR" --listen "127.0.0.1:$UI_PORT" --to "127.0.0.1:$UI_PORT" >>"$DIR/relay.log" 2>&1 &
 pids+=($!)
 observe() { "$LAB" exec --dir "$DIR" --router -- "$BIN/observe" --server 127.0.0.1:4245 "$@"; }
 n_nodes=$(echo "$nodes" | wc -w)
@@ -114,6 +119,12 @@ done
 observe status | grep -q "Connected Nodes: $n_nodes/$n_nodes" \
   || die "the relay did not connect to all $n_nodes nodes; see $DIR/relay.log and $DIR/flowd-*.log"
 observe status
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$UI_PORT/api/status" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$UI_PORT/api/status" >/dev/null \
+  || die "the relay's web UI does not answer on 127.0.0.1:$UI_PORT; see $DIR/relay.log"
 
 T0=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
 step "sending one round of the traffic mix from the loadgen pod (its report: $DIR/traffic-first-round.json)"
@@ -151,6 +162,8 @@ for m in http_requests_total dns_responses_total drop_total flows_processed_tota
 done
 
 cat <<EOM
+
+Web UI (service map, flows, node status): http://127.0.0.1:$UI_PORT/
 
 Your own queries (the relay listens in the lab's router namespace; the nodes
 require the relay's client certificate: $DIR/tls/flowd-relay-client-certs):

@@ -25,7 +25,15 @@ command -v cargo >/dev/null || die "cargo not found: install Rust with rustup fi
 command -v rustup >/dev/null || die "rustup not found: the eBPF build needs a nightly toolchain managed by rustup"
 
 need_pkgs=()
+# The relay's web UI is built by relay/build.rs with npm (Vite + TypeScript,
+# pinned by relay/ui/package-lock.json): Node.js 18 or newer.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 18 ]; then need_pkgs+=(nodejs); fi
+command -v npm >/dev/null || need_pkgs+=(npm)
 if [ "$BUILD_ONLY" != 1 ]; then
+# The UI tests drive Debian's headless Chromium through chromedriver.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v nft >/dev/null || need_pkgs+=(nftables)

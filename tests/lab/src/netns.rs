@@ -267,3 +267,54 @@ pub fn command(name: &str, program: &str, args: &[String]) -> Command {
     c.args(["netns", "exec", name, program]).args(args);
     c
 }
+
+/// Forwards TCP connections accepted on `listener` (in this process's
+/// namespace, e.g. the host's loopback) to `target` inside namespace `name`,
+/// until the process ends. Each connection's outgoing socket is made on a
+/// thread inside `name` (a socket belongs to the namespace it was made in);
+/// two threads copy the bytes.
+pub fn forward_tcp(
+    listener: std::net::TcpListener,
+    name: &str,
+    target: std::net::SocketAddr,
+) -> Result<(), Error> {
+    for conn in listener.incoming() {
+        let client = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a forwarded connection");
+                continue;
+            }
+        };
+        let ns = name.to_string();
+        std::thread::spawn(move || {
+            let upstream = run_in(&ns, move || {
+                std::net::TcpStream::connect(target).map_err(|e| Error::Io {
+                    what: format!("connecting to {target}"),
+                    source: e,
+                })
+            });
+            let upstream = match upstream {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarding a connection");
+                    return;
+                }
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                return;
+            };
+            let (mut c1, mut u1) = (client, upstream);
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut u2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Write);
+            let _ = up.join();
+        });
+    }
+    Ok(())
+}

@@ -94,12 +94,15 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
     }
     let _cleanup = Cleanup(&dir);
 
+    // A free port for the web UI's forward (other tests may run demos too).
+    let ui_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let started = Instant::now();
     let mut child = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))
         .env("FLOWD_DEMO_SECONDS", "2")
         .env("FLOWD_DEMO_DIR", &dir)
         .env("FLOWD_DEMO_BIN_DIR", &bin_dir)
+        .env("FLOWD_DEMO_UI_PORT", ui_port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -176,6 +179,9 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
         logs == 2,
         "{logs} flowd logs in the demo's directory, want 2"
     );
+    // The demo checked that the web UI answers through the forward; it prints its URL.
+    let url = format!("Web UI (service map, flows, node status): http://127.0.0.1:{ui_port}/");
+    ensure!(out.contains(&url), "the demo does not print {url:?}");
     // The DNS view and the metrics sample are there too.
     ensure!(
         out.contains("NXDOMAIN"),

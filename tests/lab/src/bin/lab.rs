@@ -100,6 +100,18 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Forward a TCP address of this machine (e.g. 127.0.0.1:12000) to an
+    /// address in the router namespace (e.g. the relay's web UI), until stopped.
+    Forward {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to listen here, host:port.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where to connect inside the router namespace, host:port.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
     /// Kill everything the lab started and delete its namespaces (idempotent).
     Down {
         #[arg(long)]
@@ -309,6 +321,12 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Status { dir } => summary(&load(&dir)?),
+        Cmd::Forward { dir, listen, to } => {
+            let state = load(&dir)?;
+            let l = std::net::TcpListener::bind(listen)
+                .with_context(|| format!("binding --listen {listen}"))?;
+            flowd_lab::netns::forward_tcp(l, &state.router_netns, to)?;
+        }
         Cmd::Down { dir } => match LabState::load(&dir) {
             Ok(state) => {
                 eprintln!(
