@@ -34,6 +34,8 @@ if [ "$BUILD_ONLY" != 1 ]; then
 # The UI tests drive Debian's headless Chromium through chromedriver.
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+# The relay's UI tests fetch its pages and JSON with curl (also over TLS).
+command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v nft >/dev/null || need_pkgs+=(nftables)

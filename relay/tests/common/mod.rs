@@ -84,6 +84,15 @@ impl NodeData {
         })
     }
 
+    /// Records `f` as it is (its uuid and time are the caller's).
+    pub fn emit_flow(&self, mut f: Flow) {
+        let mut seq = self.seq.lock().unwrap();
+        *seq += 1;
+        f.node_name.clone_from(&self.name);
+        self.flows.lock().unwrap().push((*seq, f.clone()));
+        let _ = self.live.send((*seq, f));
+    }
+
     /// Records a flow observed at `time_ns` (buffered and sent to followers).
     pub fn emit(&self, time_ns: u64) -> String {
         let mut seq = self.seq.lock().unwrap();
