@@ -43,7 +43,11 @@ fn run() -> Result<(), String> {
     let lock = ui.join("package-lock.json");
     let stamp = ui.join("node_modules").join(".package-lock.json");
     if mtime(&stamp).is_none() || mtime(&lock) > mtime(&stamp) {
-        npm_run(&npm, &ui, &["ci", "--no-audit", "--no-fund", "--loglevel=error"])?;
+        npm_run(
+            &npm,
+            &ui,
+            &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        )?;
     }
     if dist.exists() {
         std::fs::remove_dir_all(&dist).map_err(|e| format!("removing {}: {e}", dist.display()))?;
@@ -59,7 +63,10 @@ fn run() -> Result<(), String> {
     walk(&dist, &mut files)?;
     files.sort();
     if !files.iter().any(|f| f.ends_with("index.html")) {
-        return Err(format!("the build wrote no index.html to {}", dist.display()));
+        return Err(format!(
+            "the build wrote no index.html to {}",
+            dist.display()
+        ));
     }
     let mut code = String::from("static ASSETS: &[Asset] = &[\n");
     for f in &files {

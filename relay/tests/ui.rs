@@ -82,7 +82,11 @@ fn curl(args: &[&str], url: &str) -> Result<(u16, String, String)> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok((status, headers, String::from_utf8_lossy(&out.stdout).to_string()))
+    Ok((
+        status,
+        headers,
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    ))
 }
 
 fn get(url: &str) -> Result<(u16, String, String)> {
@@ -148,7 +152,8 @@ fn ui_listen_serves_the_page_map_flows_and_status() -> Result<()> {
         Ok((v["nodes"][0]["connected"] == true).then_some(v))
     })?;
     for (i, code) in [200, 200, 503].into_iter().enumerate() {
-        node.data.emit_flow(response(&format!("r{i}"), code, 2 + i as u64));
+        node.data
+            .emit_flow(response(&format!("r{i}"), code, 2 + i as u64));
     }
 
     // The map: one edge web -> api, 3 requests, 1 error.
@@ -176,7 +181,10 @@ fn ui_listen_serves_the_page_map_flows_and_status() -> Result<()> {
     let (st, headers, body) = get(&format!(
         "{base}/api/flows?namespace=shop&http-status=500-599&last=10"
     ))?;
-    ensure!(st == 200 && headers.contains("application/x-ndjson"), "{st} {headers}");
+    ensure!(
+        st == 200 && headers.contains("application/x-ndjson"),
+        "{st} {headers}"
+    );
     let uuids: Vec<String> = body
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -195,7 +203,10 @@ fn ui_listen_serves_the_page_map_flows_and_status() -> Result<()> {
     ensure!(
         req.number == 10
             && req.whitelist.len() == 2
-            && req.whitelist.iter().all(|f| f.http_status_code == ["500-599"])
+            && req
+                .whitelist
+                .iter()
+                .all(|f| f.http_status_code == ["500-599"])
             && req.whitelist[0].source_pod == ["shop/"]
             && req.whitelist[1].destination_pod == ["shop/"],
         "the request for namespace=shop&http-status=500-599&last=10: {req:?}"
@@ -233,7 +244,10 @@ fn ui_listen_serves_the_page_map_flows_and_status() -> Result<()> {
         st == 200 && headers.contains("text/javascript") && body.contains("/api/map"),
         "{js}: {st} {headers}"
     );
-    ensure!(!page.contains("http://") && !page.contains("https://"), "external URL in the page");
+    ensure!(
+        !page.contains("http://") && !page.contains("https://"),
+        "external URL in the page"
+    );
     let (st, _, _) = get(&format!("{base}/nope"))?;
     ensure!(st == 404);
     ensure!(
@@ -278,7 +292,10 @@ fn ui_listen_uses_the_relays_tls_and_mtls() -> Result<()> {
         ],
         &url,
     )?;
-    ensure!(st == 200 && body.contains("\"nodes\""), "with a client certificate: {st} {body}");
+    ensure!(
+        st == 200 && body.contains("\"nodes\""),
+        "with a client certificate: {st} {body}"
+    );
     let (st, _, _) = curl(&["--resolve", &resolve, "--cacert", &ca], &url)?;
     ensure!(st == 0, "without a client certificate the UI answered {st}");
     let (st, _, _) = get(&format!("http://{}/api/status", relay.ui))?;
@@ -295,7 +312,9 @@ fn a_bad_ui_listen_address_is_one_line() -> Result<()> {
     ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
     ensure!(
         err.trim().lines().last()
-            == Some("relay: --ui-listen \"nonsense\": expected host:port or :port: invalid socket address syntax"),
+            == Some(
+                "relay: --ui-listen \"nonsense\": expected host:port or :port: invalid socket address syntax"
+            ),
         "{err}"
     );
     Ok(())

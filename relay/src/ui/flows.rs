@@ -48,7 +48,9 @@ pub fn argv(query: &str) -> Result<Vec<String>, String> {
         let takes_value = cmd
             .get_arguments()
             .find(|a| a.get_id().as_str() == id)
-            .is_some_and(|a| a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0));
+            .is_some_and(|a| {
+                a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.min_values() > 0)
+            });
         argv.push(format!("--{}", id.replace('_', "-")));
         if takes_value {
             argv.push(v.into_owned());
@@ -124,9 +126,20 @@ mod tests {
     fn query_is_observe_flags() {
         assert_eq!(
             argv("namespace=shop&http-status=400-599&follow").unwrap(),
-            ["observe", "--namespace", "shop", "--http-status", "400-599", "--follow"]
+            [
+                "observe",
+                "--namespace",
+                "shop",
+                "--http-status",
+                "400-599",
+                "--follow"
+            ]
         );
-        let r = request("namespace=shop&http-status=400-599&last=10", SystemTime::now()).unwrap();
+        let r = request(
+            "namespace=shop&http-status=400-599&last=10",
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(r.number, 10);
         assert_eq!(r.whitelist.len(), 2);
         assert_eq!(r.whitelist[0].http_status_code, ["400-599"]);

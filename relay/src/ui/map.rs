@@ -188,7 +188,9 @@ impl Counts {
 
 fn latency_bin(ns: u64) -> u16 {
     let ns = ns.max(1) as f64;
-    (ns.log2() * BINS_PER_OCTAVE).floor().clamp(0.0, f64::from(u16::MAX)) as u16
+    (ns.log2() * BINS_PER_OCTAVE)
+        .floor()
+        .clamp(0.0, f64::from(u16::MAX)) as u16
 }
 
 fn bin_upper_ns(bin: u16) -> f64 {
@@ -295,7 +297,9 @@ impl ServiceMap {
                     }
                 }
                 Err(s) if s.code() == tonic::Code::Unavailable && relay.is_closing() => return,
-                Err(s) => tracing::warn!(status = %s, "the service map cannot open its flow stream"),
+                Err(s) => {
+                    tracing::warn!(status = %s, "the service map cannot open its flow stream")
+                }
             }
             if relay.is_closing() {
                 return;
@@ -305,15 +309,14 @@ impl ServiceMap {
     }
 
     /// Takes one response; returns the flow's time (to resume after it).
-    fn take(
-        &self,
-        resp: flowd_proto::observer::GetFlowsResponse,
-    ) -> Option<Timestamp> {
+    fn take(&self, resp: flowd_proto::observer::GetFlowsResponse) -> Option<Timestamp> {
         match resp.response_types? {
             ResponseTypes::Flow(f) => {
                 let t = f.time.or(resp.time);
                 self.add(&f);
-                t.map(|t| Timestamp::from_unix_nanos(u64::try_from(t.as_unix_nanos() + 1).unwrap_or(0)))
+                t.map(|t| {
+                    Timestamp::from_unix_nanos(u64::try_from(t.as_unix_nanos() + 1).unwrap_or(0))
+                })
             }
             ResponseTypes::LostEvents(l) => {
                 let src = flowd_proto::flow::LostEventSource::try_from(l.source)
@@ -653,7 +656,12 @@ mod tests {
 
     #[test]
     fn windows_parse_and_refuse() {
-        assert_eq!(Query::parse("window=5m&namespace=shop").unwrap().window_secs, 300);
+        assert_eq!(
+            Query::parse("window=5m&namespace=shop")
+                .unwrap()
+                .window_secs,
+            300
+        );
         assert!(Query::parse("window=2h").unwrap_err().contains("2h"));
         assert!(Query::parse("x=1").unwrap_err().contains("\"x\""));
     }

@@ -54,7 +54,10 @@ const PER_NS: usize = 20;
 const NODES: usize = 2;
 
 fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// Workload `i` of 200: (namespace, name, ip).
@@ -173,21 +176,19 @@ impl Observer for FakeNode {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         }
         let rx = tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe());
-        let s = rx
-            .filter_map(|b| async move { b.ok() })
-            .flat_map(|batch| {
-                let items: Vec<Result<GetFlowsResponse, Status>> = batch
-                    .iter()
-                    .map(|f| {
-                        Ok(GetFlowsResponse {
-                            time: f.time,
-                            node_name: f.node_name.clone(),
-                            response_types: Some(ResponseTypes::Flow(f.clone())),
-                        })
+        let s = rx.filter_map(|b| async move { b.ok() }).flat_map(|batch| {
+            let items: Vec<Result<GetFlowsResponse, Status>> = batch
+                .iter()
+                .map(|f| {
+                    Ok(GetFlowsResponse {
+                        time: f.time,
+                        node_name: f.node_name.clone(),
+                        response_types: Some(ResponseTypes::Flow(f.clone())),
                     })
-                    .collect();
-                futures::stream::iter(items)
-            });
+                })
+                .collect();
+            futures::stream::iter(items)
+        });
         Ok(Response::new(Box::pin(s)))
     }
     async fn get_agent_events(
@@ -202,7 +203,10 @@ impl Observer for FakeNode {
     ) -> Result<Response<BoxStream<GetDebugEventsResponse>>, Status> {
         Err(Status::unimplemented("no"))
     }
-    async fn get_nodes(&self, _r: Request<GetNodesRequest>) -> Result<Response<GetNodesResponse>, Status> {
+    async fn get_nodes(
+        &self,
+        _r: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
         Err(Status::unimplemented("no"))
     }
     async fn get_namespaces(
@@ -285,14 +289,26 @@ return { frames: f.length, p50: q(0.5), p95: q(0.95), p99: q(0.99), max: f.lengt
   received: Number(document.getElementById('flows-state')?.dataset.received ?? 0),
   lost: Number(document.getElementById('status-lost')?.dataset.value ?? 0) };"#;
 
-fn report(name: &str, relay_cpu: f64, browser_cpu: Option<f64>, perf: Option<&Value>, secs: u64, extra: &str) {
+fn report(
+    name: &str,
+    relay_cpu: f64,
+    browser_cpu: Option<f64>,
+    perf: Option<&Value>,
+    secs: u64,
+    extra: &str,
+) {
     let b = browser_cpu.map_or("-".into(), |c| format!("{c:.1}"));
     match perf {
         Some(p) => println!(
             "{name:<12} relay CPU {relay_cpu:>5.1} %  chromium CPU {b:>5} %  frames {} (p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms, >50 ms: {})  long tasks {} ({:.0} ms in {secs} s){extra}",
-            p["frames"], p["p50"].as_f64().unwrap_or(f64::NAN), p["p95"].as_f64().unwrap_or(f64::NAN),
-            p["p99"].as_f64().unwrap_or(f64::NAN), p["max"].as_f64().unwrap_or(f64::NAN), p["over50"],
-            p["long_tasks"], p["long_ms"].as_f64().unwrap_or(0.0)
+            p["frames"],
+            p["p50"].as_f64().unwrap_or(f64::NAN),
+            p["p95"].as_f64().unwrap_or(f64::NAN),
+            p["p99"].as_f64().unwrap_or(f64::NAN),
+            p["max"].as_f64().unwrap_or(f64::NAN),
+            p["over50"],
+            p["long_tasks"],
+            p["long_ms"].as_f64().unwrap_or(0.0)
         ),
         None => println!("{name:<12} relay CPU {relay_cpu:>5.1} %  chromium CPU {b:>5} %{extra}"),
     }
@@ -351,8 +367,12 @@ fn main() -> Result<()> {
         }
     });
 
-    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let ui_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let ui_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut cmd = std::process::Command::new(&relay_bin);
     cmd.args(["--listen-address", &format!("127.0.0.1:{grpc_port}")])
         .args(["--ui-listen", &format!("127.0.0.1:{ui_port}")])
@@ -375,7 +395,10 @@ fn main() -> Result<()> {
             let mut c = ObserverClient::connect(format!("http://{grpc}")).await?;
             anyhow::Ok(c.server_status(ServerStatusRequest {}).await?.into_inner())
         });
-        if st.as_ref().is_ok_and(|s| s.num_connected_nodes.as_ref().map(|v| v.value) == Some(NODES as u32)) {
+        if st
+            .as_ref()
+            .is_ok_and(|s| s.num_connected_nodes.as_ref().map(|v| v.value) == Some(NODES as u32))
+        {
             break;
         }
         if Instant::now() > deadline {
@@ -420,7 +443,14 @@ fn main() -> Result<()> {
     let cpu = measure(&[&relay_pids], secs);
     let got = (received.load(Ordering::Relaxed) - before) as f64 / t0.elapsed().as_secs_f64();
     follow.abort();
-    report("grpc-follow", cpu[0], None, None, secs, &format!("  client received {got:.0} flows/s"));
+    report(
+        "grpc-follow",
+        cpu[0],
+        None,
+        None,
+        secs,
+        &format!("  client received {got:.0} flows/s"),
+    );
 
     // 3. and 4. In the browser.
     let b = Browser::start(None, &out, 1280, 800)?;
@@ -439,7 +469,10 @@ fn main() -> Result<()> {
     b.eval(START_PERF, Vec::new())?;
     let cpu = measure(&[&relay_pids, &browser_pids], secs);
     let perf = b.eval(READ_PERF, Vec::new())?;
-    let edges = b.eval("return document.querySelectorAll('#map-svg g.edge').length;", Vec::new())?;
+    let edges = b.eval(
+        "return document.querySelectorAll('#map-svg g.edge').length;",
+        Vec::new(),
+    )?;
     b.screenshot(&out.join("map-200.png"))?;
     report(
         "ui-map",
@@ -473,7 +506,11 @@ fn main() -> Result<()> {
         Some(cpu[1]),
         Some(&perf),
         secs,
-        &format!("  page received {:.0} flows/s, lost events shown {}", got / el, perf["lost"]),
+        &format!(
+            "  page received {:.0} flows/s, lost events shown {}",
+            got / el,
+            perf["lost"]
+        ),
     );
     drop(b);
     relay.stop(Signal::SIGTERM, Duration::from_secs(10))?;

@@ -60,7 +60,9 @@ fn chromium_binary() -> Result<PathBuf> {
             return Ok(PathBuf::from(p));
         }
     }
-    bail!("chromium is not installed (scripts/setup.sh installs Debian's chromium and chromium-driver)")
+    bail!(
+        "chromium is not installed (scripts/setup.sh installs Debian's chromium and chromium-driver)"
+    )
 }
 
 impl Browser {
@@ -131,12 +133,10 @@ impl Browser {
             let caps = caps.clone();
             let url = url.clone();
             let r = b.spawn(async move {
-                ClientBuilder::new(
-                    hyper_util::client::legacy::connect::HttpConnector::new(),
-                )
-                .capabilities(caps)
-                .connect(&url)
-                .await
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&url)
+                    .await
             })?;
             match r {
                 Ok(c) => break c,
@@ -268,10 +268,12 @@ fn free_port() -> Result<u16, crate::Error> {
         what: "binding a free port".into(),
         source: e,
     })?;
-    l.local_addr().map(|a| a.port()).map_err(|e| crate::Error::Io {
-        what: "reading a bound port".into(),
-        source: e,
-    })
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| crate::Error::Io {
+            what: "reading a bound port".into(),
+            source: e,
+        })
 }
 
 /// Pids whose command line holds `arg` exactly.

@@ -95,7 +95,9 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
     let _cleanup = Cleanup(&dir);
 
     // A free port for the web UI's forward (other tests may run demos too).
-    let ui_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let ui_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let started = Instant::now();
     let mut child = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))

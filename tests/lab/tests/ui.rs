@@ -405,7 +405,11 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         .collect();
     eprintln!("edge strokes (error?:colour): {strokes:?}");
     b.screenshot(&out.join("map.png"))?;
-    eprintln!("map: {} edges, {} nodes, as expected", got.len(), nodes.len());
+    eprintln!(
+        "map: {} edges, {} nodes, as expected",
+        got.len(),
+        nodes.len()
+    );
 
     // --- The layout stays put across refreshes.
     let positions = "return [...document.querySelectorAll('#map-svg g.node circle')].map(c => c.parentNode.dataset.id + '@' + c.getAttribute('cx') + ',' + c.getAttribute('cy')).sort();";
@@ -468,7 +472,8 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         Vec::new(),
     )?;
     ensure!(
-        flow["flow"]["uuid"] == first_uuid && flow["flow"]["l7"]["http"]["code"].as_u64() >= Some(400),
+        flow["flow"]["uuid"] == first_uuid
+            && flow["flow"]["l7"]["http"]["code"].as_u64() >= Some(400),
         "the dialog shows {flow}, not the flow of the first row ({first_uuid})"
     );
     b.click("#flow-dialog button")?;
@@ -507,13 +512,14 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         ),
         WAIT,
     )?;
-    ensure!(
-        rows(&b)?.len() == n,
-        "the table changed while paused"
-    );
+    ensure!(rows(&b)?.len() == n, "the table changed while paused");
     b.click("#flows-pause")?;
     let resumed = wait_rows(&b, n + n2)?;
-    ensure!(resumed.len() == n + n2, "after resume: {} rows", resumed.len());
+    ensure!(
+        resumed.len() == n + n2,
+        "after resume: {} rows",
+        resumed.len()
+    );
 
     // --- A map link with a namespace and window reproduces that map.
     b.goto(&format!("{base}/map?namespace=kube-system&window=15m"))?;
@@ -570,7 +576,10 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         "return [...document.querySelectorAll('#map-svg g.node, #map-svg g.edge')].filter(g => g.getAttribute('tabindex') !== '0' || !g.getAttribute('aria-label')).length;",
         Vec::new(),
     )?;
-    ensure!(unreachable == json!(0), "{unreachable} map items without keyboard access or label");
+    ensure!(
+        unreachable == json!(0),
+        "{unreachable} map items without keyboard access or label"
+    );
 
     // --- A node killed in the lab shows as unavailable, and returns.
     b.goto(&format!("{base}/map?window=5m"))?;
@@ -585,7 +594,10 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         "return document.querySelector(\"#status-nodes li[data-node='node-b']\")?.dataset.state === 'unavailable';",
         WAIT,
     )?;
-    ensure!(node_state(&b, "node-a")? == "connected", "node-a is not shown connected");
+    ensure!(
+        node_state(&b, "node-a")? == "connected",
+        "node-a is not shown connected"
+    );
     let summary = b.eval(
         "return document.getElementById('status-summary').textContent;",
         Vec::new(),
