@@ -4,14 +4,15 @@
 //
 // At thousands of flows per second the page keeps the newest MAX_ROWS
 // flows, parses each chunk as it arrives, and renders at most every
-// RENDER_MS, adding only the rows that are new (at most MAX_ROWS) and
-// trimming the oldest; pausing stops rendering (flows still count) until
-// resume.
+// RENDER_MS, adding only the rows that are new and trimming the oldest (a
+// burst of more than BURST_ROWS shows as the newest BURST_ROWS); pausing
+// stops rendering (flows still count) until resume.
 import { streamFlows, type FlowResponse } from "./api";
 import { byId, el } from "./util";
 
 const MAX_ROWS = 500;
 const RENDER_MS = 250;
+const BURST_ROWS = 100;
 /** History asked for when the link names no selection (last/since/first). */
 const DEFAULT_LAST = "200";
 const FORM_KEYS = ["namespace", "pod", "workload", "verdict", "protocol", "port", "http-status", "dns-query", "node-name"];
@@ -47,7 +48,9 @@ function summary(f: Flow): string {
   if (l7?.http) {
     const h = l7.http;
     const lat = l7.latency_ns ? ` (${(Number(l7.latency_ns) / 1e6).toFixed(2)} ms)` : "";
-    return l7.type === "RESPONSE" ? `${h.method} ${h.url} → ${h.code}${lat}` : `${h.method} ${h.url}`;
+    // The path is what identifies the call; the host is in Destination.
+    const path = String(h.url ?? "").replace(/^[a-z]+:\/\/[^/]+/i, "") || "/";
+    return l7.type === "RESPONSE" ? `${h.method} ${path} → ${h.code}${lat}` : `${h.method} ${path}`;
   }
   if (l7?.dns) {
     const d = l7.dns;
@@ -133,12 +136,15 @@ export function createFlowsView(navigate: (href: string) => void): FlowsView {
       return;
     }
     pending = 0;
-    // Newest first; only what is new.
-    const add = fresh.slice(-MAX_ROWS);
+    // Newest first; only what is new. More than BURST_ROWS since the last
+    // render (a fast stream): the table becomes the newest BURST_ROWS, as
+    // nobody reads faster, and the page stays responsive.
+    const burst = fresh.length > BURST_ROWS;
+    const add = burst ? fresh.slice(-BURST_ROWS) : fresh;
     fresh = [];
     const frag = document.createDocumentFragment();
     for (let i = add.length - 1; i >= 0; i--) frag.append(row(add[i]));
-    if (add.length >= MAX_ROWS) tbody.replaceChildren(frag);
+    if (burst) tbody.replaceChildren(frag);
     else {
       tbody.prepend(frag);
       while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild?.remove();
@@ -157,7 +163,7 @@ export function createFlowsView(navigate: (href: string) => void): FlowsView {
         pending += 1;
       } else if (r.lost_events) {
         notices.push(`${r.lost_events.num_events_lost} events lost (${r.lost_events.source}).`);
-      } else if (r.node_status) {
+      } else if (r.node_status && r.node_status.state_change !== "NODE_CONNECTED") {
         const n = r.node_status;
         notices.push(`${(n.node_names ?? []).join(", ")}: ${n.state_change}${n.message ? ` (${n.message})` : ""}.`);
       } else if (r.error) {

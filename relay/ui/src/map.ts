@@ -96,6 +96,17 @@ function nodeTitle(n: MapNode): string {
   return n.namespace ? `${n.namespace}/${n.label}` : n.label;
 }
 
+/** Attribute, text and data writes that skip unchanged values (no style work for them). */
+function setA(e: Element, k: string, v: string) {
+  if (e.getAttribute(k) !== v) e.setAttribute(k, v);
+}
+function setT(e: Node, v: string) {
+  if (e.textContent !== v) e.textContent = v;
+}
+function setD(e: HTMLElement | SVGElement, k: string, v: string) {
+  if (e.dataset[k] !== v) e.dataset[k] = v;
+}
+
 export function createMapView(navigate: (href: string) => void): MapView {
   const svgRoot = byId("map-svg") as unknown as SVGSVGElement;
   const nsSelect = byId<HTMLSelectElement>("map-namespace");
@@ -196,10 +207,13 @@ export function createMapView(navigate: (href: string) => void): MapView {
     }
     const w = Math.max(width, 400);
     const h = maxBottom;
-    svgRoot.setAttribute("viewBox", `0 0 ${w} ${h}`);
-    svgRoot.style.aspectRatio = `${w} / ${h}`;
-    // Never smaller than the drawing's own size at 70 %: wide maps scroll.
-    svgRoot.style.minWidth = `${Math.round(w * 0.7)}px`;
+    const vb = `0 0 ${w} ${h}`;
+    if (svgRoot.getAttribute("viewBox") !== vb) {
+      svgRoot.setAttribute("viewBox", vb);
+      svgRoot.style.aspectRatio = `${w} / ${h}`;
+      // Never smaller than the drawing's own size at 70 %: wide maps scroll.
+      svgRoot.style.minWidth = `${Math.round(w * 0.7)}px`;
+    }
   }
 
   /** The curve from a to b, and the point halfway along it (for the label). */
@@ -293,21 +307,21 @@ export function createMapView(navigate: (href: string) => void): MapView {
       }
       const p = pos(n);
       const [circle, label, figures] = g.children as unknown as [SVGCircleElement, SVGTextElement, SVGTextElement];
-      circle.setAttribute("cx", String(p.x));
-      circle.setAttribute("cy", String(p.y));
-      label.setAttribute("x", String(p.x));
-      label.setAttribute("y", String(p.y + R + 16));
-      label.textContent = n.label;
-      figures.setAttribute("x", String(p.x));
-      figures.setAttribute("y", String(p.y + R + 31));
+      setA(circle, "cx", String(p.x));
+      setA(circle, "cy", String(p.y));
+      setA(label, "x", String(p.x));
+      setA(label, "y", String(p.y + R + 16));
+      setT(label, n.label);
+      setA(figures, "x", String(p.x));
+      setA(figures, "y", String(p.y + R + 31));
       const s = n.stats;
-      figures.textContent = s.requests ? `${fmtRate(s.request_rate)}/s · ${fmtPct(s.error_rate)}` : "";
-      g.dataset.namespace = n.namespace;
-      g.dataset.label = n.label;
-      g.dataset.requests = String(s.requests);
-      g.dataset.errors = String(s.errors);
+      setT(figures, s.requests ? `${fmtRate(s.request_rate)}/s · ${fmtPct(s.error_rate)}` : "");
+      setD(g, "namespace", n.namespace);
+      setD(g, "label", n.label);
+      setD(g, "requests", String(s.requests));
+      setD(g, "errors", String(s.errors));
       g.classList.toggle("err", s.errors > 0);
-      g.setAttribute(
+      setA(g, 
         "aria-label",
         `${nodeTitle(n)}: ${fmtRate(s.request_rate)} requests per second served, ${fmtPct(s.error_rate)} errors, p50 ${fmtMs(s.p50_ms)}, p95 ${fmtMs(s.p95_ms)}`,
       );
@@ -345,25 +359,26 @@ export function createMapView(navigate: (href: string) => void): MapView {
       const pb = pos(b);
       const [d, mid] = edgePath(pa, pb, reverse ? 40 : 24);
       const [hit, line] = g.children as unknown as [SVGPathElement, SVGPathElement];
-      hit.setAttribute("d", d);
-      line.setAttribute("d", d);
+      setA(hit, "d", d);
+      setA(line, "d", d);
       const s = e.stats;
       const err = s.errors > 0;
       g.classList.toggle("err", err);
-      line.setAttribute("marker-end", err ? "url(#arrow-err)" : "url(#arrow)");
-      line.style.strokeWidth = String(1.5 + Math.min(4, Math.log10(1 + s.request_rate + s.flow_rate / 10) * 2));
-      g.dataset.source = e.source;
-      g.dataset.target = e.target;
-      g.dataset.protocol = e.protocol;
-      g.dataset.port = String(e.port);
-      g.dataset.requests = String(s.requests);
-      g.dataset.errors = String(s.errors);
-      text.setAttribute("x", mid.x.toFixed(1));
-      text.setAttribute("y", (mid.y + 4).toFixed(1));
-      text.textContent = `${e.protocol}:${e.port}${err ? ` · ${fmtPct(s.error_rate)} err` : ""}`;
+      setA(line, "marker-end", err ? "url(#arrow-err)" : "url(#arrow)");
+      const sw = (1.5 + Math.min(4, Math.log10(1 + s.request_rate + s.flow_rate / 10) * 2)).toFixed(1);
+      if (line.style.strokeWidth !== sw) line.style.strokeWidth = sw;
+      setD(g, "source", e.source);
+      setD(g, "target", e.target);
+      setD(g, "protocol", e.protocol);
+      setD(g, "port", String(e.port));
+      setD(g, "requests", String(s.requests));
+      setD(g, "errors", String(s.errors));
+      setA(text, "x", mid.x.toFixed(1));
+      setA(text, "y", (mid.y + 4).toFixed(1));
+      setT(text, `${e.protocol}:${e.port}${err ? ` · ${fmtPct(s.error_rate)} err` : ""}`);
       text.classList.toggle("always", labels || err);
       text.classList.toggle("err", err);
-      g.setAttribute(
+      setA(g, 
         "aria-label",
         `${nodeTitle(a)} to ${nodeTitle(b)}, ${e.protocol} port ${e.port}: ${fmtRate(s.request_rate)} requests per second, ${s.errors} errors (${fmtPct(s.error_rate)}), p50 ${fmtMs(s.p50_ms)}, p95 ${fmtMs(s.p95_ms)}`,
       );
@@ -391,9 +406,9 @@ export function createMapView(navigate: (href: string) => void): MapView {
       nsSelect.value = cur;
     }
     generation += 1;
-    updated.dataset.generation = String(generation);
-    updated.setAttribute("datetime", m.generated_at);
-    updated.textContent = new Date(m.generated_at).toLocaleTimeString();
+    setD(updated, "generation", String(generation));
+    setA(updated, "datetime", m.generated_at);
+    setT(updated, new Date(m.generated_at).toLocaleTimeString());
     if (selected) {
       for (const [k, g] of nodeEls) g.classList.toggle("selected", selected.kind === "node" && k === selected.id);
       for (const [k, g] of edgeEls) g.classList.toggle("selected", selected.kind === "edge" && k === selected.id);
@@ -401,29 +416,47 @@ export function createMapView(navigate: (href: string) => void): MapView {
     }
   }
 
+  /** The connections table: rows made when the edge set changes, figures updated in place. */
+  let tableIds = "";
   function renderEdgeTable(m: ServiceMap) {
-    const rows = m.edges.map((e) => {
-      const a = nodesById.get(e.source);
-      const b = nodesById.get(e.target);
+    const ids = m.edges.map((e) => e.id).join("\n");
+    if (ids !== tableIds) {
+      tableIds = ids;
+      const rows = m.edges.map((e) => {
+        const a = nodesById.get(e.source);
+        const b = nodesById.get(e.target);
+        const links = edgeLinks(e, nodesById);
+        const sel = el("button", { type: "button", class: "linklike" }, a ? nodeTitle(a) : e.source);
+        sel.addEventListener("click", () => select("edge", e.id));
+        return el(
+          "tr",
+          { "data-id": e.id },
+          el("td", {}, sel),
+          el("td", {}, b ? nodeTitle(b) : e.target),
+          el("td", {}, `${e.protocol} ${e.transport}/${e.port}`),
+          el("td", { class: "num" }),
+          el("td", { class: "num" }),
+          el("td", { class: "num" }),
+          el("td", { class: "num" }),
+          el("td", {}, ...links.slice(0, 1).map((l) => el("a", { href: l.href }, "flows"))),
+        );
+      });
+      edgeBody.replaceChildren(...rows);
+    }
+    const trs = edgeBody.rows;
+    m.edges.forEach((e, i) => {
+      const tr = trs[i];
       const s = e.stats;
-      const links = edgeLinks(e, nodesById);
-      const sel = el("button", { type: "button", class: "linklike" }, a ? nodeTitle(a) : e.source);
-      sel.addEventListener("click", () => select("edge", e.id));
-      const tr = el(
-        "tr",
-        { "data-id": e.id, class: s.errors ? "err" : "" },
-        el("td", {}, sel),
-        el("td", {}, b ? nodeTitle(b) : e.target),
-        el("td", {}, `${e.protocol} ${e.transport}/${e.port}`),
-        el("td", { class: "num" }, fmtRate(s.request_rate)),
-        el("td", { class: "num" }, s.requests || s.errors ? `${s.errors} (${fmtPct(s.error_rate)})` : "–"),
-        el("td", { class: "num" }, fmtMs(s.p50_ms)),
-        el("td", { class: "num" }, fmtMs(s.p95_ms)),
-        el("td", {}, ...links.slice(0, 1).map((l) => el("a", { href: l.href }, "flows"))),
-      );
-      return tr;
+      const set = (c: number, text: string) => {
+        const td = tr.cells[c];
+        if (td.textContent !== text) td.textContent = text;
+      };
+      set(3, fmtRate(s.request_rate));
+      set(4, s.requests || s.errors ? `${s.errors} (${fmtPct(s.error_rate)})` : "–");
+      set(5, fmtMs(s.p50_ms));
+      set(6, fmtMs(s.p95_ms));
+      tr.classList.toggle("err", s.errors > 0);
     });
-    edgeBody.replaceChildren(...rows);
   }
 
   async function refresh() {

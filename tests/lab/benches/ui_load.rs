@@ -88,7 +88,8 @@ fn endpoint(i: usize) -> Endpoint {
 /// the server's veth.
 fn exchange(seq: u64, node: &str) -> [Flow; 2] {
     let total = NAMESPACES * PER_NS;
-    let client = (seq as usize * 7) % total;
+    // Two exchanges per client in turn: 400 edges over 200 workloads.
+    let client = ((seq / 2) as usize * 7) % total;
     // Each workload calls the next one and one in the next namespace.
     let server = if seq % 2 == 0 {
         (client / PER_NS) * PER_NS + (client % PER_NS + 1) % PER_NS
