@@ -69,6 +69,9 @@ function isError(f: Flow): boolean {
   return f.verdict === "DROPPED" || f.verdict === "ERROR";
 }
 
+/** A cell whose text may be cut by the fixed layout: the whole text is its tooltip. */
+const cell = (text: string) => el("td", { title: text }, text);
+
 export function createFlowsView(navigate: (href: string) => void): FlowsView {
   const form = byId<HTMLFormElement>("flows-filters");
   const extra = byId("flows-extra");
@@ -118,10 +121,10 @@ export function createFlowsView(navigate: (href: string) => void): FlowsView {
         class: isError(flow) ? "err" : "",
       },
       el("td", {}, el("time", { datetime: flow.time ?? "" }, (flow.time ?? "").replace("T", " ").replace(/\.(\d{3})\d*Z$/, ".$1"))),
-      el("td", {}, endpoint(flow, "source")),
-      el("td", {}, endpoint(flow, "destination")),
+      cell(endpoint(flow, "source")),
+      cell(endpoint(flow, "destination")),
       el("td", { class: `verdict ${String(flow.verdict ?? "").toLowerCase()}` }, flow.verdict ?? ""),
-      el("td", {}, summary(flow)),
+      cell(summary(flow)),
       el("td", {}, protocol(flow)),
       el("td", {}, flow.node_name ?? ""),
     );
