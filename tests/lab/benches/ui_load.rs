@@ -91,7 +91,7 @@ fn exchange(seq: u64, node: &str) -> [Flow; 2] {
     // Two exchanges per client in turn: 400 edges over 200 workloads.
     let client = ((seq / 2) as usize * 7) % total;
     // Each workload calls the next one and one in the next namespace.
-    let server = if seq % 2 == 0 {
+    let server = if seq.is_multiple_of(2) {
         (client / PER_NS) * PER_NS + (client % PER_NS + 1) % PER_NS
     } else {
         (client + PER_NS) % total
@@ -115,7 +115,7 @@ fn exchange(seq: u64, node: &str) -> [Flow; 2] {
         trace_observation_point: TraceObservationPoint::FromEndpoint as i32,
         ..Default::default()
     };
-    let code = if seq % 50 == 0 { 503 } else { 200 };
+    let code = if seq.is_multiple_of(50) { 503 } else { 200 };
     let l7 = Flow {
         r#type: FlowType::L7 as i32,
         l4: Some(Layer4 {

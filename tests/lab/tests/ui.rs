@@ -171,6 +171,9 @@ fn diff(want: &BTreeMap<EdgeKey, Counts>, got: &BTreeMap<EdgeKey, Counts>) -> St
     s
 }
 
+/// Sightings of responses by (source, destination, status, node, point).
+type RowCounts = BTreeMap<(String, String, String, String, String), usize>;
+
 /// One row of the flows table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Row {
@@ -247,7 +250,7 @@ fn expected_error_rows(
     report: &TrafficReport,
     client_deploy: &str,
     server_deploy: &str,
-) -> Result<BTreeMap<(String, String, String, String, String), usize>> {
+) -> Result<RowCounts> {
     let mut out = BTreeMap::new();
     for h in &report.expected.http {
         if h.status < 400 {
@@ -285,7 +288,7 @@ fn expected_error_rows(
     Ok(out)
 }
 
-fn row_counts(rows: &[Row]) -> BTreeMap<(String, String, String, String, String), usize> {
+fn row_counts(rows: &[Row]) -> RowCounts {
     let mut out = BTreeMap::new();
     for r in rows {
         *out.entry((
