@@ -347,7 +347,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let ui = async {
         match ui_listener {
             Some(l) => {
-                let scheme = if server_tls.is_some() { "https" } else { "http" };
+                let scheme = if server_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 let local = l.local_addr().context("--ui-listen address")?;
                 info!(url = %format!("{scheme}://{local}/"), "relay serving the web UI");
                 let ui = ui::Ui::start(relay.clone());

@@ -6,7 +6,9 @@
 //! shutting down" (`observe` prints it as one line and exits 1), the relay
 //! closes its streams and connections to the node at once, and exits 0
 //! within --shutdown-grace whatever the clients do; a second signal exits
-//! at once. Needs the `observe` binary next to this test
+//! at once. The web UI (`--ui-listen`) stops within the same grace: its
+//! flow streams end with the same status. Needs the `observe` binary next
+//! to this test
 //! (`cargo build --workspace --bins --exclude flowd-ebpf`).
 mod common;
 
@@ -34,6 +36,10 @@ fn read(p: &Path) -> String {
 }
 
 fn start(tag: &str, grace: &str) -> Result<Setup> {
+    start_with(tag, grace, &[])
+}
+
+fn start_with(tag: &str, grace: &str, extra: &[&str]) -> Result<Setup> {
     let node = FakeNode::start(NodeData::new("node-1"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -52,6 +58,7 @@ fn start(tag: &str, grace: &str) -> Result<Setup> {
         "--shutdown-grace",
         grace,
     ])
+    .args(extra)
     .env("RUST_LOG", "info")
     .stderr(std::fs::File::create(&log)?);
     let mut relay = ChildGuard::spawn("relay", &mut cmd)?;
@@ -248,5 +255,68 @@ fn second_signal_during_the_grace_period_exits_at_once() -> Result<()> {
         let st = s.relay.wait_exit(Duration::from_secs(10))?;
         ensure!(st.code() == Some(code), "after a second {second}: {st}");
     }
+    Ok(())
+}
+
+/// `--ui-listen` with `--shutdown-grace`: at SIGTERM a browser's follow
+/// stream (`/api/flows?follow`) ends with the relay's UNAVAILABLE as its
+/// last line, and the relay exits 0 within the grace although a connection
+/// to the UI stays open and idle. (curl reads the NDJSON stream as the page
+/// does; scripts/setup.sh installs it.)
+#[test]
+fn sigterm_ends_the_web_uis_streams_and_exits_within_grace() -> Result<()> {
+    let grace = Duration::from_secs(4);
+    let ui = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let mut s = start_with("rsdui", "4s", &["--ui-listen", &ui])?;
+    wait_until(
+        "the relay serving the web UI",
+        Duration::from_secs(10),
+        || {
+            Ok(read(&s.log)
+                .contains("relay serving the web UI")
+                .then_some(()))
+        },
+    )?;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sSN", "--max-time", "60"])
+        .arg(format!("http://{ui}/api/flows?follow"));
+    let mut browser = ChildGuard::spawn_capture("curl", &mut cmd)?;
+    let _idle = TcpStream::connect(&ui)?;
+    wait_until(
+        "the UI's follow stream to carry a flow",
+        Duration::from_secs(30),
+        || {
+            s.node.data.emit(now_ns());
+            Ok(browser
+                .stdout
+                .snapshot()
+                .iter()
+                .any(|l| l.contains("\"flow\""))
+                .then_some(()))
+        },
+    )?;
+
+    let t0 = Instant::now();
+    s.relay.signal(Signal::SIGTERM)?;
+    let st = browser.wait_exit(grace)?;
+    let lines = browser.stdout.wait_end(Duration::from_secs(5))?;
+    ensure!(
+        st.success()
+            && lines.last().map(String::as_str)
+                == Some(r#"{"error":"Unavailable: the relay is shutting down"}"#),
+        "the UI's follow stream: curl {st}, last lines {:?}",
+        &lines[lines.len().saturating_sub(3)..]
+    );
+    let st = s.relay.wait_exit(grace + Duration::from_secs(5))?;
+    let took = t0.elapsed();
+    eprintln!("the UI's stream ended; the relay exited {took:?} after SIGTERM (grace {grace:?})");
+    ensure!(st.success(), "relay exited with {st}: {}", read(&s.log));
+    ensure!(
+        took < grace + Duration::from_secs(1),
+        "the relay took {took:?} to exit (grace {grace:?}): {}",
+        read(&s.log)
+    );
     Ok(())
 }

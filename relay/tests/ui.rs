@@ -303,6 +303,80 @@ fn ui_listen_uses_the_relays_tls_and_mtls() -> Result<()> {
     Ok(())
 }
 
+/// The UI follows the relay's certificate files as its Observer API does
+/// (new connections get the renewed certificate, no restart), and speaks
+/// HTTP/1.1 as well as HTTP/2 over TLS (ALPN offers both).
+#[test]
+fn ui_listen_serves_renewed_certificates_over_http1_and_h2() -> Result<()> {
+    let certs = TempDir::new("relay-ui-certs")?;
+    let (cert, key) = (certs.0.join("tls.crt"), certs.0.join("tls.key"));
+    std::fs::copy(tls_file("server.pem"), &cert)?;
+    std::fs::copy(tls_file("server-key.pem"), &key)?;
+    let node = FakeNode::start(NodeData::new("node-1"));
+    let relay = Relay::start(
+        "relay-ui-reload",
+        &[
+            "--peer",
+            &format!("node-1={}", node.addr),
+            "--tls-relay-server-cert-file",
+            &cert.display().to_string(),
+            "--tls-relay-server-key-file",
+            &key.display().to_string(),
+        ],
+    )?;
+    let port = relay.ui.rsplit(':').next().unwrap_or_default().to_string();
+    let url = format!("https://flowd.test:{port}/api/status");
+    let resolve = format!("flowd.test:{port}:127.0.0.1");
+    let ca = tls_file("ca.pem");
+    for (version, want) in [("--http1.1", "HTTP/1.1 200"), ("--http2", "HTTP/2 200")] {
+        let (st, headers, body) = curl(&["--resolve", &resolve, "--cacert", &ca, version], &url)?;
+        ensure!(
+            st == 200 && headers.starts_with(want) && body.contains("\"nodes\""),
+            "{version}: {st} {headers} {body}"
+        );
+    }
+
+    // A renewal: a new key and certificate (self-signed here) replace the
+    // files, each written aside and renamed over the old one.
+    let (new_cert, new_key) = (certs.0.join("new.crt"), certs.0.join("new.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=flowd.test",
+            "-addext",
+            "subjectAltName=DNS:flowd.test",
+        ])
+        .arg("-keyout")
+        .arg(&new_key)
+        .arg("-out")
+        .arg(&new_cert)
+        .output()
+        .context("running openssl (scripts/setup.sh installs it)")?;
+    ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let renewed = certs.0.join("renewed-ca.crt");
+    std::fs::copy(&new_cert, &renewed)?;
+    std::fs::rename(&new_key, &key)?;
+    std::fs::rename(&new_cert, &cert)?;
+    let renewed = renewed.display().to_string();
+    wait_until(
+        "the UI serving the renewed certificate",
+        Duration::from_secs(20),
+        || {
+            let (st, _, _) = curl(&["--resolve", &resolve, "--cacert", &renewed], &url)?;
+            Ok((st == 200).then_some(()))
+        },
+    )?;
+    let (st, _, _) = curl(&["--resolve", &resolve, "--cacert", &ca], &url)?;
+    ensure!(st == 0, "the replaced certificate is still served ({st})");
+    Ok(())
+}
+
 #[test]
 fn a_bad_ui_listen_address_is_one_line() -> Result<()> {
     let out = Command::new(env!("CARGO_BIN_EXE_relay"))

@@ -32,10 +32,10 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use flowd_tls::server::IncomingOptions;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use flowd_tls::server::IncomingOptions;
 use tonic::transport::Server;
 use tracing::warn;
 
