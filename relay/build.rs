@@ -38,7 +38,15 @@ fn run() -> Result<(), String> {
     }
     println!("cargo:rerun-if-env-changed=FLOWD_NPM");
 
-    let npm = std::env::var("FLOWD_NPM").unwrap_or_else(|_| "npm".into());
+    let npm = match std::env::var("FLOWD_NPM") {
+        Ok(npm) => npm,
+        Err(_) => {
+            // npm is a Node.js script: without node (or with an old one) it
+            // fails with a message that does not say what to install.
+            check_node()?;
+            "npm".into()
+        }
+    };
     // `npm ci` only when node_modules is missing or older than the lockfile.
     let lock = ui.join("package-lock.json");
     let stamp = ui.join("node_modules").join(".package-lock.json");
@@ -86,6 +94,24 @@ fn run() -> Result<(), String> {
     code.push_str("];\n");
     std::fs::write(out.join("ui_assets.rs"), code).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Node.js on PATH, version 18 or newer (what Vite needs).
+fn check_node() -> Result<(), String> {
+    const HINT: &str = "install Node.js 18+ and npm (scripts/setup.sh does)";
+    let out = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run `node` ({e}); {HINT}"))?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = version
+        .strip_prefix('v')
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= 18 => Ok(()),
+        _ => Err(format!("`node --version` says {version:?}; {HINT}")),
+    }
 }
 
 fn npm_run(npm: &str, dir: &Path, args: &[&str]) -> Result<(), String> {
