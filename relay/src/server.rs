@@ -71,6 +71,16 @@ impl Relay {
         self.pool.shutdown();
     }
 
+    /// The node connections (their states, for the web UI).
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The relay's settings.
+    pub(crate) fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
     /// True once [`Relay::close`] was called.
     pub fn is_closing(&self) -> bool {
         *self.closing.borrow()

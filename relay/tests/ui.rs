@@ -107,8 +107,13 @@ fn endpoint(ns: &str, name: &str) -> Endpoint {
 
 /// An HTTP response from shop/api to shop/web, seen at the server's veth.
 fn response(uuid: &str, code: u32, latency_ms: u64) -> Flow {
+    response_at(uuid, code, latency_ms, now_ns())
+}
+
+/// The same, observed at `time_ns`.
+fn response_at(uuid: &str, code: u32, latency_ms: u64, time_ns: u64) -> Flow {
     Flow {
-        time: Some(ts(now_ns())),
+        time: Some(ts(time_ns)),
         uuid: uuid.into(),
         r#type: FlowType::L7 as i32,
         ip: Some(Ip {
@@ -254,6 +259,68 @@ fn ui_listen_serves_the_page_map_flows_and_status() -> Result<()> {
         std::fs::read_to_string(&relay.log)?.contains(&format!("url=http://{}/", relay.ui)),
         "the relay logs the UI's URL"
     );
+    Ok(())
+}
+
+/// The map's windows (live = 30 s, 5, 15, 60 min) over flows the node
+/// observed before the relay started (its buffer, asked with `since` = an
+/// hour ago) and live ones: requests, errors and the latency p50/p95 of
+/// each window. Latencies are histogram bins about 9 % wide: a quantile is
+/// the upper bound of its bin, at most 10 % above the exact value.
+#[test]
+fn ui_map_windows_from_the_nodes_buffers_with_latency_quantiles() -> Result<()> {
+    const MIN: u64 = 60_000_000_000;
+    let node = FakeNode::start(NodeData::new("node-1"));
+    let now = now_ns();
+    // (minutes ago, status, latency ms), buffered at the node.
+    for (i, (ago, code, ms)) in [(50, 200, 100), (10, 503, 50), (3, 200, 8)]
+        .into_iter()
+        .enumerate()
+    {
+        node.data
+            .emit_flow(response_at(&format!("old{i}"), code, ms, now - ago * MIN));
+    }
+    let relay = Relay::start(
+        "relay-ui-win",
+        &["--peer", &format!("node-1={}", node.addr)],
+    )?;
+    let base = format!("http://{}", relay.ui);
+    let stats = |window: &str| -> Result<Value> {
+        let (st, _, body) = get(&format!("{base}/api/map?window={window}"))?;
+        ensure!(st == 200, "{window}: {st} {body}");
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(v["edges"][0]["stats"].clone())
+    };
+    wait_until(
+        "the buffered flows on the 60 min map",
+        Duration::from_secs(20),
+        || Ok((stats("60m")?["requests"] == 3).then_some(())),
+    )?;
+    // Two live responses, 1 and 2 ms.
+    for (i, ms) in [1, 2].into_iter().enumerate() {
+        node.data.emit_flow(response(&format!("live{i}"), 200, ms));
+    }
+    wait_until("the live flows on the map", Duration::from_secs(20), || {
+        Ok((stats("live")?["requests"] == 2).then_some(()))
+    })?;
+    let near = |v: &Value, exact: f64| v.as_f64().is_some_and(|x| x >= exact && x < exact * 1.1);
+    // window: (requests, errors, p50 ms, p95 ms)
+    for (window, requests, errors, p50, p95) in [
+        ("live", 2, 0, 1.0, 2.0),
+        ("5m", 3, 0, 2.0, 8.0),
+        ("15m", 4, 1, 2.0, 50.0),
+        ("60m", 5, 1, 8.0, 100.0),
+    ] {
+        let s = stats(window)?;
+        eprintln!("{window}: {s}");
+        ensure!(
+            s["requests"] == requests
+                && s["errors"] == errors
+                && near(&s["p50_ms"], p50)
+                && near(&s["p95_ms"], p95),
+            "{window}: want {requests} requests, {errors} errors, p50 {p50} ms, p95 {p95} ms; got {s}"
+        );
+    }
     Ok(())
 }
 

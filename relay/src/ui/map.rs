@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tonic::Request;
 
+use crate::pool::PeerState;
 use crate::server::Relay;
 
 /// Width of a bucket, seconds.
@@ -241,6 +242,34 @@ struct Agg {
     since: Option<SystemTime>,
 }
 
+/// Waits, before the map's first stream, until the nodes known so far have
+/// all had their first connection attempt (at least one node known), or a
+/// first attempt's time (dial timeout + RPC timeout) has passed. A node
+/// that joins a follow stream later gets only what it saw since the stream
+/// started (the relay's rule for every client), so a stream opened before
+/// the nodes are connected would leave the 15 and 60 min windows without
+/// the history in the nodes' buffers.
+async fn settle(relay: &Relay) {
+    let pool = relay.pool();
+    let mut changed = pool.subscribe();
+    let cfg = relay.config();
+    let deadline = tokio::time::sleep(cfg.connect_timeout + cfg.node_rpc_timeout);
+    tokio::pin!(deadline);
+    let closed = relay.closed();
+    tokio::pin!(closed);
+    loop {
+        let nodes = pool.snapshot();
+        if !nodes.is_empty() && nodes.iter().all(|n| n.state != PeerState::Connecting) {
+            return;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = &mut deadline => return,
+            _ = &mut closed => return,
+        }
+    }
+}
+
 /// The aggregated map, shared by the UI's handlers.
 pub struct ServiceMap {
     agg: Mutex<Agg>,
@@ -267,6 +296,7 @@ impl ServiceMap {
     }
 
     async fn run(&self, relay: Relay) {
+        settle(&relay).await;
         // Where to resume after the stream ended: just after the last flow.
         let mut resume: Option<Timestamp> = None;
         loop {
