@@ -47,10 +47,10 @@ use flowd_common::{
     CNT_FULL_PATH_RUNS, CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER,
     CNT_PACKETS_TRUNCATED, CacheSlot, Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW,
     EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_CACHE_SLOTS, FLOW_L7_OFF, FLOW_L7_PROBED,
-    FULL_PATH_TC_EGRESS, FULL_PATH_TC_INGRESS, FULL_PATH_XDP as FULL_PATH_XDP_IDX, FlowEvent,
-    FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7Event, PROTO_TCP, PROTO_UDP, SLOT_F_L7_OFF,
-    SLOT_F_L7_ON, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN, TRANSITION_RST,
-    TRANSITION_SYN, TRANSITION_SYN_ACK, slot_flags,
+    FLOW_ORIGIN_KNOWN, FLOW_ORIGIN_REPLY, FULL_PATH_TC_EGRESS, FULL_PATH_TC_INGRESS,
+    FULL_PATH_XDP as FULL_PATH_XDP_IDX, FlowEvent, FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN,
+    L7Event, PROTO_TCP, PROTO_UDP, SLOT_F_L7_OFF, SLOT_F_L7_ON, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, slot_flags,
 };
 
 use crate::{
@@ -455,6 +455,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
         interval_ns,
         len as u32,
         l4.tcp_flags,
+        P::BOTH_HOOKS,
     );
     if l4.payload_len != 0 && l7_max != 0 {
         if key.protocol == PROTO_UDP {
@@ -661,9 +662,15 @@ fn track_flow(
     interval_ns: u64,
     pkt_len: u32,
     pkt_flags: u16,
+    both_hooks: bool,
 ) -> Option<*mut FlowStats> {
     let mut stats = FLOWS.get_ptr_mut(key);
     if stats.is_none() {
+        let origin = if both_hooks && key.protocol == PROTO_UDP && key.flags & KEY_F_FRAGMENT == 0 {
+            udp_origin(key)
+        } else {
+            0
+        };
         let new = FlowStats {
             packets,
             bytes,
@@ -673,7 +680,8 @@ fn track_flow(
             tcp_flags: word as u16,
             tcp_transitions: (word >> 16) as u16,
             l7_state: 0,
-            _pad: [0; 3],
+            origin,
+            _pad: [0; 2],
         };
         match FLOWS.insert(key, new, BPF_NOEXIST as u64) {
             Ok(()) => {
@@ -728,6 +736,41 @@ fn track_flow(
         }
     }
     Some(s)
+}
+
+/// `FlowStats::origin` of a new UDP entry made by a TC program: a reply when
+/// the reverse entry (addresses and ports swapped, the other hook of the same
+/// interface) exists, i.e. the other side spoke first. Built word by word:
+/// FlowKey is six little-endian u64s (addresses in 0-3, ports and ifindex in
+/// 4, vlan/protocol/family/direction/flags in 5, direction in bits 32..40).
+#[inline(always)]
+fn udp_origin(key: &FlowKey) -> u8 {
+    let mut slot = MaybeUninit::<FlowKey>::uninit();
+    let w = (key as *const FlowKey).cast::<u64>();
+    let r = slot.as_mut_ptr().cast::<u64>();
+    // SAFETY: FlowKey is 48 bytes, 8-byte aligned (asserted in flowd-common):
+    // words 0-5 of both keys; every word of `slot` is written.
+    unsafe {
+        let k = [0, 1, 2, 3, 4, 5].map(|i| read_volatile(w.add(i)));
+        write_volatile(r, k[2]);
+        write_volatile(r.add(1), k[3]);
+        write_volatile(r.add(2), k[0]);
+        write_volatile(r.add(3), k[1]);
+        let p = k[4];
+        write_volatile(
+            r.add(4),
+            (p & !0xffff_ffff) | (p & 0xffff) << 16 | (p >> 16) & 0xffff,
+        );
+        // DIR_INGRESS is 0, DIR_EGRESS 1: the other hook.
+        write_volatile(r.add(5), k[5] ^ (1 << 32));
+    }
+    // SAFETY: every word was written just above.
+    let rev = unsafe { slot.assume_init_ref() };
+    if FLOWS.get_ptr(rev).is_some() {
+        FLOW_ORIGIN_KNOWN | FLOW_ORIGIN_REPLY
+    } else {
+        FLOW_ORIGIN_KNOWN
+    }
 }
 
 #[inline(always)]

@@ -35,6 +35,10 @@ use crate::parse::L4;
 pub const MAX_OFF: usize = 0x3fff;
 
 pub trait Packet {
+    /// Both hooks of the interface run this program type (TC ingress and
+    /// egress; XDP has ingress only), so a flow's reverse is observed there.
+    const BOTH_HOOKS: bool;
+
     /// Length of the whole packet (all fragments), from the first L2 byte.
     fn len(&self) -> usize;
 
@@ -136,6 +140,8 @@ impl Skb {
 }
 
 impl Packet for Skb {
+    const BOTH_HOOKS: bool = true;
+
     #[inline(always)]
     fn len(&self) -> usize {
         self.len
@@ -216,6 +222,8 @@ impl Xdp {
 }
 
 impl Packet for Xdp {
+    const BOTH_HOOKS: bool = false;
+
     #[inline(always)]
     fn len(&self) -> usize {
         self.len

@@ -191,7 +191,7 @@ fn bench_otlp(c: &mut Criterion) {
         .iter()
         .map(|f| ExportEvent::Flow(Arc::new(f.clone())))
         .collect();
-    let resource = otlp::resource("node-a");
+    let resource = otlp::resource("node-a", "");
     g.bench_function("baseline_otlp_encode", |b| {
         b.iter(|| {
             let mut total = 0;

@@ -77,17 +77,24 @@ pub enum ConfigError {
 // Interface patterns and modes are the datapath's own types.
 pub use crate::datapath::{AttachMode, InterfaceSpec};
 
-/// Cilium's monitor aggregation level: how often the datapath reports a flow.
+/// Cilium's monitor aggregation level (`monitor-aggregation`, Cilium's
+/// numbers 0–4): how often the datapath reports a flow.
+///
+/// Cilium's datapath knows three behaviours: level 0 traces every packet,
+/// levels 1–2 hide receive-side traces, levels ≥ 3 trace a connection when
+/// it starts, when it sees new TCP flags and at most once per
+/// `monitor-aggregation-interval` (no datapath code tests for a level above
+/// 3, so `maximum` behaves as `medium` there). flowd reports flows, not
+/// per-hook traces: every level but `none` gives the medium behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MonitorAggregation {
-    /// Every packet.
+    /// Every packet (`none`, `disabled`, 0).
     None,
-    /// New flows, TCP flag changes and periodic updates (as medium; the
-    /// datapath has no finer distinction).
+    /// `lowest` (1) and `low` (2).
     Low,
-    /// New flows, new TCP flags, then at most once per interval.
+    /// `medium` (3): new flows, new TCP flags, then at most once per interval.
     Medium,
-    /// As medium, but only SYN/FIN/RST flag changes are reported.
+    /// `maximum`, `max` (4): as medium, as in Cilium.
     Maximum,
 }
 
@@ -151,6 +158,10 @@ pub struct Config {
     pub monitor_aggregation_interval: Duration,
     /// `tofqdns-min-ttl`: lowest TTL the DNS name cache keeps a name for.
     pub tofqdns_min_ttl: Duration,
+    /// `cluster-name`: in flows' endpoints, their labels and, unless it is
+    /// `default`, in node names (`<cluster>/<node>`, see
+    /// [`Config::absolute_node_name`]).
+    pub cluster_name: String,
 
     // ---- flowd's own keys ----
     /// `flowd-interfaces`: interfaces (names or globs) and modes.
@@ -293,6 +304,22 @@ fn p_list(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Cilium's rule for `cluster-name`.
+fn p_cluster_name(v: &str) -> Result<String, String> {
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = v.as_bytes();
+    let valid = !b.is_empty()
+        && b.len() <= 32
+        && b.iter().all(|&c| ok_char(c) || c == b'-')
+        && ok_char(b[0])
+        && ok_char(b[b.len() - 1]);
+    if valid {
+        Ok(v.to_string())
+    } else {
+        Err(String::new())
+    }
 }
 
 fn p_opt_string(v: &str) -> Option<String> {
@@ -560,15 +587,22 @@ pub static KEYS: &[KeyDef] = &[
         |c, v| c.hubble_redact_http_headers_deny = p_list(v)
     ),
     key!(
+        "cluster-name",
+        "default",
+        "at most 32 lower-case letters, digits and '-', starting and ending with a letter or digit",
+        "Name of the cluster: in flows' endpoints (cluster_name, the io.cilium.k8s.policy.cluster label) and, unless it is default, in node names (<cluster>/<node>) as in Cilium.",
+        |c, v| c.cluster_name = p_cluster_name(v)?
+    ),
+    key!(
         "monitor-aggregation",
         "medium",
-        "none, low, medium or maximum",
-        "How often the datapath reports a flow: none = every packet; otherwise new flows, TCP flag changes and at most one update per monitor-aggregation-interval (maximum: only SYN/FIN/RST changes).",
+        "none (or disabled), lowest, low, medium, max or maximum, or Cilium's level numbers 0 to 4",
+        "How often the datapath reports a flow: none = every packet; every other level = new flows, TCP flag changes and at most one update per monitor-aggregation-interval (Cilium's medium and maximum behave the same; flowd has no receive-only traces, so lowest and low do too).",
         |c, v| c.monitor_aggregation = match v.to_ascii_lowercase().as_str() {
             "none" | "disabled" | "0" => MonitorAggregation::None,
-            "low" | "lowest" | "1" => MonitorAggregation::Low,
-            "medium" | "2" => MonitorAggregation::Medium,
-            "maximum" | "max" | "3" => MonitorAggregation::Maximum,
+            "lowest" | "1" | "low" | "2" => MonitorAggregation::Low,
+            "medium" | "3" => MonitorAggregation::Medium,
+            "maximum" | "max" | "4" => MonitorAggregation::Maximum,
             _ => return Err(String::new()),
         }
     ),
@@ -843,6 +877,7 @@ impl Default for Config {
             monitor_aggregation: MonitorAggregation::Medium,
             monitor_aggregation_interval: Duration::ZERO,
             tofqdns_min_ttl: Duration::ZERO,
+            cluster_name: String::new(),
             interfaces: Vec::new(),
             ring_buffer_bytes: 0,
             flow_map_entries: 0,
@@ -878,6 +913,27 @@ impl Default for Config {
         c
     }
 }
+
+impl Config {
+    /// The node's name as Cilium writes it in flows, GetNodes and peer
+    /// names: `<cluster-name>/<node>`, or the bare node name in the cluster
+    /// named `default` (Cilium's `GetAbsoluteNodeName`).
+    pub fn absolute_node_name(&self) -> String {
+        absolute_node_name(&self.cluster_name, &self.node_name)
+    }
+}
+
+/// `<cluster>/<node>`, or `node` when the cluster is `default` or unnamed.
+pub fn absolute_node_name(cluster: &str, node: &str) -> String {
+    if cluster.is_empty() || cluster == DEFAULT_CLUSTER_NAME {
+        node.to_string()
+    } else {
+        format!("{cluster}/{node}")
+    }
+}
+
+/// Cilium's default `cluster-name`.
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
 
 #[derive(serde::Deserialize)]
 struct ConfigMapDoc {

@@ -92,6 +92,14 @@ pub struct Pipeline {
     name_evictions_reported: u64,
     /// Endpoint snapshot version whose pods the name cache was pruned to.
     names_pods_version: Option<u64>,
+    /// Flow-buffer losses (HUBBLE_RING_BUFFER) already added to the metrics.
+    ring_lost_reported: u64,
+    /// Parser skips (non-IP, L7 reasons) already added to the metrics.
+    skipped_reported: [u64; 4],
+    /// Pods the metrics may have series of, and the snapshot they are from:
+    /// a pod that leaves the store has its series removed.
+    pods: std::collections::BTreeSet<(String, String)>,
+    pods_version: Option<u64>,
 }
 
 /// How far behind now flows may arrive (held flows wait up to 5 s): name
@@ -120,6 +128,10 @@ impl Pipeline {
             names: NameCache::new(NameCacheConfig::default()),
             name_evictions_reported: 0,
             names_pods_version: None,
+            ring_lost_reported: 0,
+            skipped_reported: [0; 4],
+            pods: Default::default(),
+            pods_version: None,
         }
     }
 
@@ -154,8 +166,9 @@ impl Pipeline {
         self.release_held(false);
         match ev {
             DatapathEvent::Flow(r) => {
-                let flow = self.parser.l34_flow(&r.event, unix_ns(r.time));
-                self.emit(flow, r.event.key.direction);
+                if let Some(flow) = self.parser.l34_flow(&r.event, unix_ns(r.time)) {
+                    self.emit(flow, r.event.key.direction);
+                }
             }
             DatapathEvent::L7(e) => {
                 if let Ok(flow) = self.parser.l7_flow(&e.record, unix_ns(e.time)) {
@@ -266,12 +279,22 @@ impl Pipeline {
         self.parser.expire(ktime_now_ns());
         self.report_evictions();
         self.maintain_names();
+        self.report_skipped();
+        self.report_ring_lost();
+        self.forget_deleted_pods();
         // Well past the kernel's idle deletion of drop entries.
         if let Some(t) = SystemTime::now().checked_sub(Duration::from_secs(600)) {
             self.drops.expire(t);
         }
         let Some(dp) = dp else { return };
         self.sync_drop_addresses(dp);
+        if let Some(m) = &self.metrics {
+            let attached = dp.attached();
+            for mode in [AttachMode::Tc, AttachMode::Xdp, AttachMode::XdpGeneric] {
+                let n = attached.iter().filter(|a| a.mode == mode).count();
+                m.set_attached_interfaces(mode, n as u64);
+            }
+        }
         match dp.counters() {
             Ok(c) => {
                 let delta = c.events_lost.saturating_sub(self.kernel_lost_reported);
@@ -336,6 +359,62 @@ impl Pipeline {
             );
         }
         self.name_evictions_reported = stats.evictions;
+    }
+
+    /// Adds the parser's new skips to `flowd_events_skipped_total`.
+    fn report_skipped(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        let s = self.parser.stats();
+        let now = [
+            s.non_ip,
+            s.not_l7_incomplete,
+            s.not_l7_malformed,
+            s.not_l7_other,
+        ];
+        for ((n, seen), reason) in now
+            .iter()
+            .zip(self.skipped_reported.iter_mut())
+            .zip(crate::metrics::SKIP_REASONS)
+        {
+            if *n > *seen {
+                m.add_skipped_events(reason, *n - *seen);
+                *seen = *n;
+            }
+        }
+    }
+
+    /// Adds what GetFlows readers lost in the flow buffer to
+    /// `hubble_lost_events_total{source="hubble_ring_buffer"}`.
+    fn report_ring_lost(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        let total = self.writer.observer().stats().lost_ring_buffer_events;
+        if total > self.ring_lost_reported {
+            m.add_lost_events(
+                LostEventSource::HubbleRingBuffer,
+                total - self.ring_lost_reported,
+            );
+            self.ring_lost_reported = total;
+        }
+    }
+
+    /// Removes the metric series of pods the endpoint store no longer has
+    /// (deleted pods), at the first tick after the store saw the deletion.
+    fn forget_deleted_pods(&mut self) {
+        let (Some(m), Some(e)) = (&self.metrics, &self.endpoints) else {
+            return;
+        };
+        let snap = e.snapshot();
+        if self.pods_version == Some(snap.version) {
+            return;
+        }
+        self.pods_version = Some(snap.version);
+        let now = snap.pod_keys();
+        drop(snap);
+        for (ns, pod) in self.pods.difference(&now) {
+            let removed = m.forget_pod(ns, pod);
+            tracing::debug!(namespace = %ns, pod = %pod, series = removed, "pod deleted: its metric series are removed");
+        }
+        self.pods = now;
     }
 
     /// Adds the pairing tables' new evictions to `flowd_l7_pairing_evictions`.
@@ -411,6 +490,10 @@ pub fn datapath_config(c: &Config) -> DatapathConfig {
         },
         l7_dns_ports: c.l7_dns_ports.clone(),
         watch_links: c.watch_links,
+        // Hubble's events queue. Unlike Hubble's, it never drops: when it is
+        // full the reader waits and the kernel ring buffer absorbs the
+        // burst, or counts what it cannot take (perf_event_ring_buffer).
+        channel_capacity: c.hubble_event_queue_size as usize,
         ..DatapathConfig::default()
     }
 }
@@ -434,7 +517,7 @@ pub fn parser_config(c: &Config) -> Result<ParserConfig, DaemonError> {
         http_headers_deny: c.hubble_redact_http_headers_deny.clone(),
     };
     Ok(ParserConfig {
-        node_name: c.node_name.clone(),
+        node_name: c.absolute_node_name(),
         http: HttpConfig::new(&c.http_headers_allow, redact)?,
         pairing: PairingLimits {
             max_connections: c.l7_pairing_entries as usize,
@@ -452,7 +535,7 @@ fn start_endpoints(
 ) -> Result<Arc<EndpointStore>, DaemonError> {
     let store = EndpointStore::new(StoreConfig {
         node_name: config.node_name.clone(),
-        cluster_name: "default".into(),
+        cluster_name: config.cluster_name.clone(),
         ..StoreConfig::default()
     });
     if let Some(dir) = &config.manifests_dir {
@@ -559,6 +642,26 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach
             ),
             Ok(None) => {}
             Err(e) => warn!(error = %e, pod = %v.pod, "attaching to a pod veth"),
+        }
+    }
+}
+
+/// How often `flowd_flow_map_entries` is measured (a walk of the table).
+const FLOW_MAP_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `flowd_flow_map_entries` / `_capacity` current. The walk runs on a
+/// blocking thread so that the event pipeline never waits for it.
+async fn sample_flow_map(fill: datapath::FlowMapFill, metrics: Arc<Metrics>) {
+    let capacity = u64::from(fill.capacity());
+    metrics.set_flow_map(0, capacity);
+    let mut every = tokio::time::interval(FLOW_MAP_SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let f = fill.clone();
+        match tokio::task::spawn_blocking(move || f.entries()).await {
+            Ok(n) => metrics.set_flow_map(n, capacity),
+            Err(e) => warn!(error = %e, "measuring the flow table"),
         }
     }
 }
@@ -705,6 +808,9 @@ pub async fn run_with(
         pipeline.on_event(ev);
     };
 
+    if let (Some(dp), Some(m)) = (dp.as_ref(), metrics.clone()) {
+        background.push(tokio::spawn(sample_flow_map(dp.flow_map_fill(), m)));
+    }
     let mut pods_listed = Some(follow_pods(
         follow_store,
         dp.as_ref().map(Datapath::attach_handle),

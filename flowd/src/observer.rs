@@ -78,7 +78,7 @@ impl ObserverConfig {
             capacity: c.hubble_event_buffer_capacity as usize,
             max_streams: c.max_streams as usize,
             stream_queue: (c.stream_queue_size as usize).max(1),
-            node_name: c.node_name.clone(),
+            node_name: c.absolute_node_name(),
             address: c
                 .hubble_listen_address
                 .map(|a| a.to_string())
@@ -205,6 +205,9 @@ pub struct BufferStats {
     pub seen_flows: u64,
     /// Kernel events reported lost since start.
     pub lost_kernel_events: u64,
+    /// Events GetFlows readers were told they lost (`LostEvent` with
+    /// `HUBBLE_RING_BUFFER`) since start, all streams together.
+    pub lost_ring_buffer_events: u64,
     /// GetFlows streams currently open.
     pub active_streams: usize,
 }
@@ -292,6 +295,7 @@ impl Observer {
             max_flows: s.ring.capacity(),
             seen_flows: s.stats.seen_flows(),
             lost_kernel_events: s.stats.lost_kernel(),
+            lost_ring_buffer_events: s.stats.lost_ring(),
             active_streams: s.config.max_streams - s.streams.available_permits(),
         }
     }

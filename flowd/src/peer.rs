@@ -58,7 +58,7 @@ impl PeerConfig {
         Self {
             port: c.hubble_listen_address.map_or(DEFAULT_PORT, |a| a.port()),
             tls: !c.hubble_disable_tls,
-            ..Self::default()
+            cluster_name: c.cluster_name.clone(),
         }
     }
 }
@@ -99,11 +99,7 @@ pub fn peers_of(snapshot: &Snapshot, cfg: &PeerConfig) -> BTreeMap<String, PeerI
             IpAddr::V4(v4) => format!("{v4}:{}", cfg.port),
             IpAddr::V6(v6) => format!("[{v6}]:{}", cfg.port),
         };
-        let name = if cfg.cluster_name == "default" || cfg.cluster_name.is_empty() {
-            n.name.clone()
-        } else {
-            format!("{}/{}", cfg.cluster_name, n.name)
-        };
+        let name = crate::config::absolute_node_name(&cfg.cluster_name, &n.name);
         let tls_server_name = cfg.tls.then(|| {
             format!(
                 "{}.{}.hubble-grpc.cilium.io",

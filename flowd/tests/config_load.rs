@@ -297,13 +297,13 @@ fn overrides_win_and_are_checked() {
 fn unknown_keys_are_listed_not_fatal() {
     let loaded = Config::from_map(&map(&[
         ("enable-hubble", "true"),
-        ("cluster-name", "default"),
+        ("cluster-id", "3"),
         ("flowd-interface", "veth*"),
     ]))
     .unwrap();
     assert_eq!(
         loaded.unknown_keys,
-        vec!["cluster-name".to_string(), "flowd-interface".to_string()]
+        vec!["cluster-id".to_string(), "flowd-interface".to_string()]
     );
 }
 
@@ -368,11 +368,11 @@ fn each_bad_value_kind_is_refused() {
         "[1,2]",
         "every filter must be a JSON object",
     );
-    bad(
-        "monitor-aggregation",
-        "high",
-        "none, low, medium or maximum",
-    );
+    bad("monitor-aggregation", "high", "medium, max or maximum");
+    bad("monitor-aggregation", "5", "level numbers 0 to 4");
+    bad("cluster-name", "East", "lower-case letters");
+    bad("cluster-name", "", "at most 32");
+    bad("cluster-name", "-east", "starting and ending");
     bad("monitor-aggregation-interval", "5 parsecs", "duration");
     bad("flowd-interfaces", "veth*=ebpf", "\"ebpf\"");
     bad("flowd-interfaces", "veth[=tc", "veth[");

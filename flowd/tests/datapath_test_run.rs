@@ -1202,7 +1202,7 @@ fn counts_packets_bytes_and_flag_union() -> Result<()> {
         ensure!(s.tcp_flags == TCP_SYN | TCP_ACK | TCP_PSH | TCP_FIN);
         ensure!(s.tcp_transitions == TRANSITION_SYN | TRANSITION_FIN);
         // The first payload after the SYN was not HTTP/DNS: no more probing.
-        ensure!(s.l7_state == FLOW_L7_PROBED | FLOW_L7_OFF && s._pad == [0; 3]);
+        ensure!(s.l7_state == FLOW_L7_PROBED | FLOW_L7_OFF && s.origin == 0 && s._pad == [0; 2]);
         ensure!(s.first_seen_ns <= s.last_seen_ns && s.first_seen_ns > 0);
         ensure!(dp.counters()?[CNT_PACKETS as usize] == 4);
         Ok(())

@@ -872,8 +872,12 @@ fn garbage_cases() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     ]
 }
 
+/// Garbage and non-HTTP on port 80 give no L7 flow, nor do invalid or cut
+/// responses; a request line cut short (by the sender, or by the 512-byte
+/// capture) is one REQUEST with the URL as far as it goes, flagged
+/// `url_truncated`.
 #[test]
-fn garbage_truncated_and_non_http_on_port_80_give_no_l7_flow() -> Result<()> {
+fn garbage_gives_no_l7_flow_and_cut_request_lines_are_flagged() -> Result<()> {
     let mut lab = Lab::start("l7g", &[])?;
     let cases = garbage_cases();
     let replies: Vec<Vec<u8>> = cases
@@ -925,26 +929,36 @@ fn garbage_truncated_and_non_http_on_port_80_give_no_l7_flow() -> Result<()> {
                 && http_of(f).is_some_and(|h| h.url.ends_with("/marker/200/0"))
         })
     })?;
-    // Only the marker exchange: no flow from any garbage case.
-    let urls: Vec<(Option<L7FlowType>, String, u32)> = flows
+    // The two cut request lines (flagged, without a response: theirs are
+    // invalid) and the marker exchange; no flow from any other case.
+    let urls: Vec<(Option<L7FlowType>, String, String, u32, bool)> = flows
         .iter()
         .map(|f| {
             let h = http_of(f).cloned().unwrap_or_default();
-            (l7_type(f), h.url, h.code)
+            (l7_type(f), h.method, h.url, h.code, h.url_truncated)
         })
         .collect();
+    let req = Some(L7FlowType::Request);
+    // 512 captured bytes: "GET " and the target's first 508.
+    let long = format!("/{}", "a".repeat(512 - "GET /".len()));
     assert_eq!(
         urls,
         [
+            (req, "PUT".into(), "/only-part-of-the-line".into(), 0, true),
+            (req, "GET".into(), long, 0, true),
             (
-                Some(L7FlowType::Request),
+                req,
+                "GET".into(),
                 format!("http://{SERVER}/marker/200/0"),
-                0
+                0,
+                false
             ),
             (
                 Some(L7FlowType::Response),
+                "GET".into(),
                 format!("http://{SERVER}/marker/200/0"),
-                200
+                200,
+                false
             ),
         ],
         "{flows:#?}"

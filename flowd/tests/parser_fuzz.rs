@@ -139,9 +139,11 @@ fn fuzz_http_requests_truncated_and_mutated() {
                     assert_eq!(r.protocol, if minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" });
                     assert!(r.url.ends_with(&path), "{} vs {path}", r.url);
                 }
-                Ok(RequestHead::LineCut { method: m }) => {
+                Ok(RequestHead::LineCut { method: m, url }) => {
                     assert_eq!(m, method);
                     assert!(cut < line_end);
+                    // The captured part of the path, never the query.
+                    assert!(path.starts_with(&url), "{url} vs {path}");
                 }
                 Err(NotL7::Incomplete) => assert!(cut <= method.len()),
                 Err(e) => panic!("valid prefix rejected: {e:?} at {cut}"),

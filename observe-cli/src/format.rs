@@ -495,6 +495,10 @@ fn summary(f: &Flow) -> String {
                     s.push_str(part);
                 }
             }
+            // flowd extension: the URL is only the captured start of a longer one.
+            if h.url_truncated {
+                s.push('…');
+            }
             if response {
                 s.push_str(&format!(" => {}{lat}", h.code));
             }

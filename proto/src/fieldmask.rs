@@ -335,6 +335,7 @@ mod tests {
                         value: "7".into(),
                     },
                 ],
+                url_truncated: false,
             })),
             exchange_id: 9,
             unpaired: false,

@@ -24,6 +24,7 @@ const FLOWD_EXTENSIONS: &[(&str, &str, u32, &str)] = &[
     ("flow.Flow", "drop_count", 1003, "uint64"),
     ("flow.Layer7", "exchange_id", 1000, "uint64"),
     ("flow.Layer7", "unpaired", 1001, "bool"),
+    ("flow.HTTP", "url_truncated", 1000, "bool"),
     (
         "flow.FlowFilter",
         "kernel_drop_reason",
@@ -383,6 +384,7 @@ fn expected_flow() -> flow::Flow {
                 url: "/cart".into(),
                 protocol: "HTTP/1.1".into(),
                 headers: vec![],
+                url_truncated: false,
             })),
             ..Default::default()
         }),

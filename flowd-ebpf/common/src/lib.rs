@@ -84,13 +84,16 @@ pub struct FlowStats {
     /// `TRANSITION_*` bits already reported with EV_NEW_FLOW / EV_TCP_FLAGS.
     /// The kernel updates `tcp_flags`, this field and `l7_state` with atomic
     /// 64-bit ORs on the last 8 bytes (little-endian: `tcp_flags` is bits 0..16,
-    /// this field bits 16..32, `l7_state` bits 32..40, `_pad` stays 0), so each
+    /// this field bits 16..32, `l7_state` bits 32..40; `origin`, bits 40..48,
+    /// is written once when the entry is created, `_pad` stays 0), so each
     /// transition is reported exactly once even when CPUs race.
     pub tcp_transitions: u16,
     /// `FLOW_L7_*` bits: whether the kernel still looks for HTTP/DNS in this
     /// TCP flow's payloads (kernel-internal; user space may ignore it).
     pub l7_state: u8,
-    pub _pad: [u8; 3],
+    /// `FLOW_ORIGIN_*` bits: which side of a UDP conversation this entry is.
+    pub origin: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
 // The 64-bit word at tcp_flags (flags + transitions + pad) is updated atomically: keep it aligned.
@@ -183,6 +186,16 @@ pub const fn slot_flags(tcp_flags: u16, transitions: u16) -> u16 {
 /// Flows seen from the middle are probed on every payload.
 pub const FLOW_L7_PROBED: u8 = 0x1;
 pub const FLOW_L7_OFF: u8 = 0x2;
+
+/// [`FlowStats::origin`] bits, set when a UDP entry is created by a TC
+/// program (both hooks of the interface run, so a reply meets its request
+/// on the same interface): `FLOW_ORIGIN_KNOWN`, plus `FLOW_ORIGIN_REPLY`
+/// when the reverse entry (addresses and ports swapped, the other hook) was
+/// already there, i.e. the other side spoke first. XDP (ingress only) and
+/// other protocols leave it 0: unknown. (TCP's direction comes from its
+/// handshake, in `tcp_transitions`.)
+pub const FLOW_ORIGIN_KNOWN: u8 = 0x1;
+pub const FLOW_ORIGIN_REPLY: u8 = 0x2;
 
 /// [`FlowStats::tcp_transitions`] bits: a packet with SYN and no ACK, SYN+ACK, FIN, RST.
 pub const TRANSITION_SYN: u16 = 0x1;

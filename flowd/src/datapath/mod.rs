@@ -368,6 +368,39 @@ pub struct Datapath {
     reader: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     drops: Option<Arc<Mutex<drops::DropMaps>>>,
+    flow_map_capacity: u32,
+}
+
+/// Reads how full the kernel flow table is, from any thread.
+#[derive(Clone)]
+pub struct FlowMapFill {
+    maps: Arc<Maps>,
+    capacity: u32,
+}
+
+impl FlowMapFill {
+    /// Entries in FLOWS now. The kernel keeps no count of an LRU hash map's
+    /// entries, so this walks its keys: one syscall per entry (tens of ms for
+    /// a full default table); call it from a blocking thread, not per event.
+    /// Keys evicted during the walk can make the kernel restart it, so the
+    /// count is capped at the capacity.
+    pub fn entries(&self) -> u64 {
+        let mut n = 0u64;
+        for k in self.maps.flows.keys() {
+            if k.is_ok() {
+                n += 1;
+            }
+            if n >= u64::from(self.capacity) {
+                break;
+            }
+        }
+        n
+    }
+
+    /// The table's configured size (`flowd-flow-map-entries`).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
 }
 
 impl Datapath {
@@ -440,6 +473,7 @@ impl Datapath {
                 reader: Some((stop_reader, reader)),
                 tasks,
                 drops: drop_maps,
+                flow_map_capacity: cfg.flow_map_entries,
             },
             rx,
         ))
@@ -470,6 +504,14 @@ impl Datapath {
     /// Interfaces with programs attached now.
     pub fn attached(&self) -> Vec<AttachedInterface> {
         lock(&self.attacher).attached()
+    }
+
+    /// A handle that measures the kernel flow table's fill.
+    pub fn flow_map_fill(&self) -> FlowMapFill {
+        FlowMapFill {
+            maps: self.maps.clone(),
+            capacity: self.flow_map_capacity,
+        }
     }
 
     /// Per-CPU kernel counters summed, plus the reader's counts.

@@ -112,6 +112,15 @@ impl Snapshot {
         &self.nodes
     }
 
+    /// `(namespace, name)` of every pod with an address, on any node.
+    pub fn pod_keys(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.by_ip
+            .values()
+            .filter(|e| e.pod.is_some())
+            .map(|e| (e.namespace.clone(), e.pod_name.clone()))
+            .collect()
+    }
+
     /// Whether the address is a pod of this node.
     pub fn is_local_pod(&self, ip: IpAddr) -> bool {
         self.by_ip

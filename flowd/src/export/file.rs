@@ -9,9 +9,12 @@
 //! whole: the file is rotated before a line that would take it past the size
 //! (a line longer than the size gets a file of its own), and a write that
 //! fails half-way is cut back to the last whole line and the lines of that
-//! write are counted as dropped. Write and open errors are logged (once per
-//! failure episode, then at most every [`LOG_EVERY`]) and counted; the sink
-//! tries the file again after [`REOPEN_AFTER`] and flowd keeps observing.
+//! write are counted as dropped. Write and open errors are counted, and
+//! logged at most once every [`LOG_EVERY`] (each line says how many errors
+//! and lost lines there were since the previous one); the sink tries the
+//! file again after [`REOPEN_AFTER`] and flowd keeps observing. The sink has
+//! recovered when a write succeeds (not when the file opens again: a full
+//! disk lets it open), and that is logged once.
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -74,7 +77,7 @@ impl FileOptions {
                 &c.hubble_export_fieldmask,
             )?,
             queue_size: c.export_file_queue_size as usize,
-            node_name: c.node_name.clone(),
+            node_name: c.absolute_node_name(),
             reopen_after: REOPEN_AFTER,
         })
     }
@@ -220,8 +223,16 @@ struct Output {
     pending: Vec<u8>,
     pending_lines: u64,
     stats: ExportStats,
+    /// Errors since the last successful write.
     failing: bool,
+    /// An error of the current failure was logged: its recovery is logged too.
+    failure_logged: bool,
+    /// When an error was last logged (across failures: at most one line per
+    /// [`LOG_EVERY`], however often the sink fails and recovers).
     last_log: Option<Instant>,
+    /// Errors and lost lines since the last logged error.
+    errors_unlogged: u64,
+    dropped_unlogged: u64,
     reopen_after: Duration,
 }
 
@@ -246,7 +257,10 @@ impl Output {
             pending_lines: 0,
             stats,
             failing: false,
+            failure_logged: false,
             last_log: None,
+            errors_unlogged: 0,
+            dropped_unlogged: 0,
             reopen_after: opts.reopen_after,
         };
         // Open now so that a bad path is reported at start, not at the first flow.
@@ -292,13 +306,10 @@ impl Output {
         }
         match open_append(path) {
             Ok((f, len)) => {
+                // Not a recovery yet: a full disk lets the file open.
                 *file = Some(f);
                 *size = len;
                 *retry_at = None;
-                if self.failing {
-                    info!(path = %path.display(), "export file writable again");
-                    self.failing = false;
-                }
                 true
             }
             Err(e) => {
@@ -319,6 +330,7 @@ impl Output {
         if !self.ensure_open() {
             self.pending.clear();
             self.stats.add_dropped(SINK, reason::WRITE_ERROR, n);
+            self.dropped_unlogged += n;
             return;
         }
         let result = match &mut self.target {
@@ -345,9 +357,13 @@ impl Output {
         };
         self.pending.clear();
         match result {
-            Ok(()) => self.stats.add_exported(SINK, n),
+            Ok(()) => {
+                self.stats.add_exported(SINK, n);
+                self.recovered();
+            }
             Err(e) => {
                 self.stats.add_dropped(SINK, reason::WRITE_ERROR, n);
+                self.dropped_unlogged += n;
                 let msg = match &mut self.target {
                     Target::File {
                         path,
@@ -366,18 +382,50 @@ impl Output {
         }
     }
 
+    /// Counts an error; logs it unless an error was logged less than
+    /// [`LOG_EVERY`] ago.
     fn report(&mut self, kind: &str, msg: &str) {
         self.stats.add_error(SINK, kind);
-        let now = Instant::now();
-        if !self.failing
-            || self
-                .last_log
-                .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
-        {
-            error!("{msg}; events are dropped until it succeeds (flowd keeps observing)");
-            self.last_log = Some(now);
-        }
         self.failing = true;
+        self.errors_unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|t| now.duration_since(t) < LOG_EVERY)
+        {
+            return;
+        }
+        let since = match self.last_log {
+            Some(_) if self.errors_unlogged > 1 => format!(
+                " ({} errors and {} lost lines since the last report)",
+                self.errors_unlogged, self.dropped_unlogged
+            ),
+            _ => String::new(),
+        };
+        error!(
+            "{msg}; exported events are dropped until a write succeeds, retried every {:?} \
+             (flowd keeps observing; next report in {LOG_EVERY:?} at the earliest){since}",
+            self.reopen_after
+        );
+        self.last_log = Some(now);
+        self.failure_logged = true;
+        self.errors_unlogged = 0;
+        self.dropped_unlogged = 0;
+    }
+
+    /// A write succeeded: the failure, if any, is over.
+    fn recovered(&mut self) {
+        if !self.failing {
+            return;
+        }
+        self.failing = false;
+        if std::mem::take(&mut self.failure_logged) {
+            let path = match &self.target {
+                Target::File { path, .. } => path.display().to_string(),
+                Target::Stdout => "stdout".to_string(),
+            };
+            info!(path = %path, "export file writable again");
+        }
     }
 
     fn rotate(&mut self) {

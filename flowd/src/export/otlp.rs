@@ -61,8 +61,10 @@ pub struct OtlpOptions {
     pub flush_interval: Duration,
     /// Also export L7 exchanges as spans.
     pub l7_spans: bool,
-    /// `k8s.node.name` / `host.name` of the resource.
+    /// `k8s.node.name` / `host.name` of the resource (the bare node name).
     pub node_name: String,
+    /// `k8s.cluster.name` of the resource (`cluster-name`); empty = none.
+    pub cluster_name: String,
     /// First retry delay; doubled up to `backoff_max` (with jitter).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -80,6 +82,7 @@ impl OtlpOptions {
             flush_interval: Duration::from_secs(1),
             l7_spans: false,
             node_name: String::new(),
+            cluster_name: String::new(),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
@@ -91,6 +94,7 @@ impl OtlpOptions {
             queue_size: c.export_otlp_queue_size as usize,
             l7_spans: c.export_otlp_l7_spans,
             node_name: c.node_name.clone(),
+            cluster_name: c.cluster_name.clone(),
             ..Self::new(endpoint)
         }
     }
@@ -132,7 +136,7 @@ async fn run(opts: OtlpOptions, channel: Channel, mut rx: Receiver, stats: Expor
         logs: LogsServiceClient::new(channel.clone()),
         traces: TraceServiceClient::new(channel),
     };
-    let resource = resource(&opts.node_name);
+    let resource = resource(&opts.node_name, &opts.cluster_name);
     let batch_size = opts.batch_size.clamp(1, rx.capacity());
     let mut batch: Vec<ExportEvent> = Vec::with_capacity(batch_size);
     let mut closed = false;
@@ -318,8 +322,8 @@ fn strs(key: &str, v: &[String]) -> KeyValue {
     )
 }
 
-/// The resource every record shares: flowd on this node.
-pub fn resource(node_name: &str) -> Resource {
+/// The resource every record shares: flowd on this node of this cluster.
+pub fn resource(node_name: &str, cluster_name: &str) -> Resource {
     let mut attributes = vec![
         s("service.name", "flowd"),
         s("service.version", env!("CARGO_PKG_VERSION")),
@@ -327,6 +331,9 @@ pub fn resource(node_name: &str) -> Resource {
     if !node_name.is_empty() {
         attributes.push(s("k8s.node.name", node_name));
         attributes.push(s("host.name", node_name));
+    }
+    if !cluster_name.is_empty() {
+        attributes.push(s("k8s.cluster.name", cluster_name));
     }
     Resource {
         attributes,
@@ -511,7 +518,13 @@ pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
         a.push(s("k8s.namespace.name", &ep.namespace));
     }
     if !flow.node_name.is_empty() {
-        a.push(s("k8s.node.name", &flow.node_name));
+        // Flows name nodes `<cluster>/<node>` outside the `default` cluster;
+        // the semantic convention wants the Kubernetes node name.
+        let node = flow
+            .node_name
+            .rsplit_once('/')
+            .map_or(flow.node_name.as_str(), |(_, n)| n);
+        a.push(s("k8s.node.name", node));
     }
     if let Some(v) = name_of(Verdict::try_from(flow.verdict), Verdict::as_str_name) {
         a.push(s("flowd.verdict", v));

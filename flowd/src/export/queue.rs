@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{ExportEvent, ExportStats, reason};
@@ -29,6 +30,10 @@ pub struct Sender {
     /// Pre-resolved so that dropping under overload does not allocate labels.
     dropped_full: Counter,
     dropped_shutdown: Counter,
+    /// `flowd_export_queue_length`: set on both sides, so that it also
+    /// grows while the sink is stuck (and releases nothing).
+    queued: Gauge,
+    capacity: usize,
     closing: Arc<OnceLock<Instant>>,
 }
 
@@ -51,6 +56,7 @@ pub fn bounded(sink: &'static str, capacity: usize, stats: ExportStats) -> (Send
     let shut = ExportStats::with(sink, "reason", reason::SHUTDOWN);
     let dropped_full = stats.dropped.get_or_create(&full).clone();
     let dropped_shutdown = stats.dropped.get_or_create(&shut).clone();
+    let queued = stats.queued.get_or_create(&ExportStats::sink(sink)).clone();
     let closing = Arc::new(OnceLock::new());
     (
         Sender {
@@ -58,6 +64,8 @@ pub fn bounded(sink: &'static str, capacity: usize, stats: ExportStats) -> (Send
             permits: permits.clone(),
             dropped_full,
             dropped_shutdown,
+            queued,
+            capacity,
             closing: closing.clone(),
         },
         Receiver {
@@ -82,6 +90,10 @@ impl Sender {
                     self.permits.add_permits(1);
                     self.dropped_shutdown.inc();
                 }
+                let held = self
+                    .capacity
+                    .saturating_sub(self.permits.available_permits());
+                self.queued.set(i64::try_from(held).unwrap_or(i64::MAX));
             }
             Err(_) => {
                 self.dropped_full.inc();

@@ -802,6 +802,7 @@ message!(flow::Http, "flow.HTTP", |m| {
     "url" => s(&m.url),
     "protocol" => s(&m.protocol),
     "headers" => msgs(&m.headers),
+    "url_truncated" => Field::Bool(m.url_truncated),
 });
 
 message!(flow::Kafka, "flow.Kafka", |m| {

@@ -29,8 +29,8 @@ mod world;
 use std::time::{Duration, Instant};
 
 use flowd_proto::flow::{
-    DropReason, Flow, FlowType, IpVersion, L7FlowType, LostEventSource, Verdict, layer4::Protocol,
-    layer7::Record,
+    DropReason, Flow, FlowType, IpVersion, L7FlowType, LostEventSource, TraceReason, Verdict,
+    layer4::Protocol, layer7::Record,
 };
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +65,15 @@ const MSG_CAPTURE: i32 = 3;
 const MSG_TRACE: i32 = 4;
 const MSG_POLICY_VERDICT: i32 = 5;
 const MSG_ACCESS_LOG: i32 = 129;
+
+/// `reason` values of `flowd_events_skipped_total`.
+pub const SKIP_REASONS: [&str; 4] = ["non_ip", "l7_incomplete", "l7_malformed", "l7_other"];
+
+/// `hubble_lost_events_total`'s labels: the source in lower case, as Hubble
+/// writes it (e.g. `perf_event_ring_buffer`).
+fn lost_labels(source: LostEventSource) -> LabelSet {
+    vec![("source", source.as_str_name().to_ascii_lowercase())]
+}
 
 /// Options of [`Metrics::new`].
 #[derive(Debug, Clone)]
@@ -157,6 +166,7 @@ struct Own {
     l7_pairing_evictions: Family<LabelSet, Counter>,
     dns_name_cache_entries: Gauge,
     dns_name_cache_evictions: Counter,
+    events_skipped: Family<LabelSet, Counter>,
     flows_processed: Counter,
     refused: Family<LabelSet, Counter>,
     expired: Family<LabelSet, Counter>,
@@ -250,6 +260,7 @@ impl Metrics {
             l7_pairing_evictions: Family::default(),
             dns_name_cache_entries: Gauge::default(),
             dns_name_cache_evictions: Counter::default(),
+            events_skipped: Family::default(),
             flows_processed: Counter::default(),
             refused: Family::default(),
             expired: Family::default(),
@@ -317,6 +328,13 @@ impl Metrics {
             own.dns_name_cache_evictions.clone(),
         );
         r.register(
+            "flowd_events_skipped",
+            "Datapath events that gave no flow, by reason (non_ip: frames that are not IP, \
+             such as ARP; l7_incomplete, l7_malformed, l7_other: payloads that are no HTTP/DNS \
+             message start, or TCP retransmissions of one already reported)",
+            own.events_skipped.clone(),
+        );
+        r.register(
             "flowd_flows_processed",
             "Flows given to the metrics handlers",
             own.flows_processed.clone(),
@@ -358,6 +376,27 @@ impl Metrics {
         );
 
         let ring = ring::RingGauges::register(&mut registry);
+        // The loss sources flowd has are present from the start (at 0), so
+        // that rate() and alerts work before the first loss. flowd never
+        // drops between its event reader and the pipeline (the reader waits
+        // and the kernel ring absorbs or counts), so Hubble's
+        // observer_events_queue never appears.
+        for src in [
+            LostEventSource::PerfEventRingBuffer,
+            LostEventSource::HubbleRingBuffer,
+        ] {
+            let _ = own.lost_events.get_or_create(&lost_labels(src));
+        }
+        for mode in [AttachMode::Tc, AttachMode::Xdp, AttachMode::XdpGeneric] {
+            let _ = own
+                .attached_interfaces
+                .get_or_create(&vec![("mode", mode.as_str().to_string())]);
+        }
+        for reason in SKIP_REASONS {
+            let _ = own
+                .events_skipped
+                .get_or_create(&vec![("reason", reason.to_string())]);
+        }
         let mut b = Builder {
             registry: &mut registry,
             max: opts.max_series.max(1),
@@ -496,10 +535,18 @@ impl Metrics {
     /// Events lost at `source` (`hubble_lost_events_total{source}`, the
     /// source in lower case as Hubble writes it, e.g. `perf_event_ring_buffer`).
     pub fn add_lost_events(&self, source: LostEventSource, n: u64) {
-        let name = source.as_str_name().to_ascii_lowercase();
         self.own
             .lost_events
-            .get_or_create(&vec![("source", name)])
+            .get_or_create(&lost_labels(source))
+            .inc_by(n);
+    }
+
+    /// Datapath events that gave no flow (`flowd_events_skipped_total`),
+    /// `reason` one of [`SKIP_REASONS`].
+    pub fn add_skipped_events(&self, reason: &str, n: u64) {
+        self.own
+            .events_skipped
+            .get_or_create(&vec![("reason", reason.to_string())])
             .inc_by(n);
     }
 
@@ -790,10 +837,13 @@ impl Handler {
                 });
             }
             Handler::PortDistribution(spec, s) => {
-                // Only requests with a known direction: the destination port
-                // of a reply is the client's ephemeral port.
-                let is_request = matches!(&flow.is_reply, Some(r) if !r.value);
-                if !rule.once || !forwarded(flow) || !is_request {
+                // Once per connection: the L3/L4 record that opens it (trace
+                // reason NEW, the first record of the request direction's
+                // entry). Replies are never counted (their destination port
+                // is the client's ephemeral port), nor are the connection's
+                // later records or its L7 messages.
+                let opens = flow.trace_reason == TraceReason::New as i32;
+                if !rule.once || !forwarded(flow) || !opens {
                     return;
                 }
                 let (proto, port) = match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
@@ -904,7 +954,7 @@ impl Handler {
                     // source / destination describe the request.
                     push_labels(&spec.context, flow, true, l);
                     let ctx_len = l.len();
-                    l.push(("method", http.method.clone()));
+                    l.push(("method", method_label(http)));
                     l.push(("protocol", http.protocol.clone()));
                     l.push(("status", http.code.to_string()));
                     l.push(("reporter", reporter.to_string()));
@@ -913,7 +963,7 @@ impl Handler {
                     });
                     if observe {
                         l.truncate(ctx_len);
-                        l.push(("method", http.method.clone()));
+                        l.push(("method", method_label(http)));
                         l.push(("reporter", reporter.to_string()));
                         duration.with(l, now, |h| h.observe(seconds, exemplar, None));
                     }
@@ -923,7 +973,7 @@ impl Handler {
                 let ctx_len = l.len();
                 match typ {
                     L7FlowType::Request => {
-                        l.push(("method", http.method.clone()));
+                        l.push(("method", method_label(http)));
                         l.push(("protocol", http.protocol.clone()));
                         l.push(("reporter", reporter.to_string()));
                         requests.with(l, now, |c| {
@@ -931,7 +981,7 @@ impl Handler {
                         });
                     }
                     L7FlowType::Response => {
-                        l.push(("method", http.method.clone()));
+                        l.push(("method", method_label(http)));
                         l.push(("protocol", http.protocol.clone()));
                         l.push(("status", http.code.to_string()));
                         l.push(("reporter", reporter.to_string()));
@@ -942,7 +992,7 @@ impl Handler {
                         }
                         if observe {
                             l.truncate(ctx_len);
-                            l.push(("method", http.method.clone()));
+                            l.push(("method", method_label(http)));
                             l.push(("reporter", reporter.to_string()));
                             duration.with(l, now, |h| h.observe(seconds, exemplar, None));
                         }
@@ -955,6 +1005,21 @@ impl Handler {
         }
     }
 }
+
+/// The `method` label: a response whose request flowd did not see (started
+/// mid-connection, or the request was evicted from the pairing table) has
+/// no method; it is counted with `method="unknown"` rather than an empty
+/// label value (Hubble's proxy always knows the method).
+fn method_label(http: &flowd_proto::flow::Http) -> String {
+    if http.method.is_empty() {
+        UNKNOWN_METHOD.to_string()
+    } else {
+        http.method.clone()
+    }
+}
+
+/// See [`method_label`].
+pub const UNKNOWN_METHOD: &str = "unknown";
 
 fn forwarded(flow: &Flow) -> bool {
     flow.verdict == Verdict::Forwarded as i32 || flow.verdict == Verdict::Redirected as i32

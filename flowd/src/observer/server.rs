@@ -275,7 +275,12 @@ async fn run_stream(
             }
             Read::Lapped { oldest } => {
                 let to = end.map_or(oldest, |e| oldest.min(e));
-                lost += to.saturating_sub(seq);
+                let n = to.saturating_sub(seq);
+                // Counted when found, as Hubble counts lapped reads
+                // (`hubble_lost_events_total{source="hubble_ring_buffer"}`);
+                // the stream's client is told in its next LostEvent.
+                shared.stats.add_lost_ring(n);
+                lost += n;
                 seq = to;
             }
             Read::Pending => {

@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 pub(crate) struct Counters {
     seen_flows: AtomicU64,
     lost_kernel: AtomicU64,
+    /// Events GetFlows readers lost because the writer lapped them.
+    lost_ring: AtomicU64,
 }
 
 impl Counters {
@@ -20,6 +22,12 @@ impl Counters {
     }
     pub(crate) fn add_lost_kernel(&self, n: u64) {
         self.lost_kernel.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn add_lost_ring(&self, n: u64) {
+        self.lost_ring.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn lost_ring(&self) -> u64 {
+        self.lost_ring.load(Ordering::Relaxed)
     }
     pub(crate) fn seen_flows(&self) -> u64 {
         self.seen_flows.load(Ordering::Relaxed)

@@ -190,10 +190,11 @@ fn protocol(version: Option<u8>) -> Result<&'static str, NotL7> {
 pub enum RequestHead {
     Complete(HttpRequest),
     /// The method was read but the request line was cut (e.g. a URL longer
-    /// than the captured bytes). No flow is made from it, but pairing keeps a
-    /// place for it so that pipelined responses still meet their own request.
+    /// than the captured bytes): reported with the part of the URL that was
+    /// captured (see [`cut_url`]), flagged as truncated.
     LineCut {
         method: String,
+        url: String,
     },
 }
 
@@ -214,6 +215,7 @@ pub fn parse_request(buf: &[u8], cfg: &HttpConfig) -> Result<RequestHead, NotL7>
             // httparse only yields a method once it was followed by a space.
             Some(m) if truncated => Ok(RequestHead::LineCut {
                 method: m.to_string(),
+                url: cut_url(req.path.unwrap_or_else(|| cut_target(buf, m)), cfg.redact()),
             }),
             _ => Err(NotL7::Incomplete),
         };
@@ -260,6 +262,36 @@ pub fn parse_response(buf: &[u8], cfg: &HttpConfig) -> Result<HttpResponse, NotL
         headers: cfg.collect_headers(headers_ref),
         truncated,
     })
+}
+
+/// The request target of a request line cut short: what follows `METHOD `
+/// up to the end of the captured bytes (httparse has checked those bytes are
+/// a valid start of a request line).
+fn cut_target<'a>(buf: &'a [u8], method: &str) -> &'a str {
+    let rest = buf.get(method.len() + 1..).unwrap_or_default();
+    let end = rest
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).unwrap_or_default()
+}
+
+/// The URL of a request line cut short: the captured part of the target,
+/// redacted like a whole one. The Host header was not seen, so an
+/// origin-form target stays a path. An absolute-form target cut before the
+/// end of its authority keeps only the scheme when userinfo is redacted: the
+/// captured part could be `user:passw` of `user:password@host`.
+pub fn cut_url(target: &str, redact: &RedactConfig) -> String {
+    if let Some(i) = target.find("://")
+        && i > 0
+        && target[..i].bytes().all(|b| b.is_ascii_alphabetic())
+        && !target[i + 3..].contains(['/', '?', '#'])
+        && redact.enabled
+        && redact.http_userinfo
+    {
+        return target[..i + 3].to_string();
+    }
+    build_url(target, None, redact)
 }
 
 /// Builds Hubble's URL string from a request target, redacting as configured.
@@ -425,7 +457,38 @@ mod tests {
         assert_eq!(
             parse_request(b"GET /very/long/pa", &c).unwrap(),
             RequestHead::LineCut {
-                method: "GET".into()
+                method: "GET".into(),
+                url: "/very/long/pa".into()
+            }
+        );
+        // The query is redacted even when cut; the version cut off.
+        assert_eq!(
+            parse_request(b"GET /a/b?token=sec", &c).unwrap(),
+            RequestHead::LineCut {
+                method: "GET".into(),
+                url: "/a/b".into()
+            }
+        );
+        assert_eq!(
+            parse_request(b"GET /a/b HTTP/1", &c).unwrap(),
+            RequestHead::LineCut {
+                method: "GET".into(),
+                url: "/a/b".into()
+            }
+        );
+        // A cut authority could be userinfo: only the scheme is kept.
+        assert_eq!(
+            parse_request(b"GET http://bob:pass", &c).unwrap(),
+            RequestHead::LineCut {
+                method: "GET".into(),
+                url: "http://".into()
+            }
+        );
+        assert_eq!(
+            parse_request(b"GET http://bob:pw@example.com/lo", &c).unwrap(),
+            RequestHead::LineCut {
+                method: "GET".into(),
+                url: "http://example.com/lo".into()
             }
         );
         assert_eq!(parse_request(b"GE", &c).unwrap_err(), NotL7::Incomplete);

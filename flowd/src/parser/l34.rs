@@ -3,14 +3,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flowd_common::{
-    FAMILY_IPV4, FAMILY_IPV6, FlowEvent, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    TRANSITION_SYN, TRANSITION_SYN_ACK,
+    EV_NEW_FLOW, FAMILY_IPV4, FAMILY_IPV6, FLOW_ORIGIN_KNOWN, FLOW_ORIGIN_REPLY, FlowEvent,
+    FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE,
+    TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TRANSITION_SYN, TRANSITION_SYN_ACK,
 };
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{
     self, CiliumEventType, Flow, FlowStats, FlowType, IcmPv4, IcmPv6, Ip, IpVersion, Layer4,
-    NetworkInterface, Sctp, Tcp, TcpFlags, Udp, Verdict, layer4::Protocol,
+    NetworkInterface, Sctp, Tcp, TcpFlags, TraceReason, Udp, Verdict, layer4::Protocol,
 };
 
 /// Hubble's `CiliumEventType.type` for trace (forwarded packet) events.
@@ -126,6 +126,50 @@ fn tcp_is_reply(transitions: u16) -> Option<bool> {
     }
 }
 
+/// Whether a UDP entry is the reply side, from the kernel's `origin` bits
+/// (set where both hooks of the interface run: the side whose entry came
+/// second is the reply, as conntrack decides it).
+fn udp_is_reply(origin: u8) -> Option<bool> {
+    (origin & FLOW_ORIGIN_KNOWN != 0).then_some(origin & FLOW_ORIGIN_REPLY != 0)
+}
+
+/// Whether an ICMP message answers another (echo, timestamp, information,
+/// address mask and ICMPv6 echo): the kernel key holds its type in src_port.
+fn icmp_is_reply(family: u8, protocol: u8, icmp_type: u16) -> Option<bool> {
+    match (family, protocol, icmp_type) {
+        (FAMILY_IPV4, PROTO_ICMP, 8 | 13 | 15 | 17) => Some(false),
+        (FAMILY_IPV4, PROTO_ICMP, 0 | 14 | 16 | 18) => Some(true),
+        (FAMILY_IPV6, PROTO_ICMPV6, 128) => Some(false),
+        (FAMILY_IPV6, PROTO_ICMPV6, 129) => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether the record is in the reply direction of its connection; `None`
+/// when that is not known (a TCP connection seen from the middle, UDP on an
+/// XDP uplink, ICMP errors, other protocols).
+pub fn is_reply(ev: &FlowEvent) -> Option<bool> {
+    let k = &ev.key;
+    match k.protocol {
+        PROTO_TCP => tcp_is_reply(ev.stats.tcp_transitions),
+        PROTO_UDP => udp_is_reply(ev.stats.origin),
+        PROTO_ICMP | PROTO_ICMPV6 => icmp_is_reply(k.family, k.protocol, k.src_port),
+        _ => None,
+    }
+}
+
+/// Cilium's trace reason of a record: the record that creates the request
+/// direction's entry opens the connection (NEW), later ones of that
+/// direction are ESTABLISHED, the other direction's are REPLY.
+pub fn trace_reason(kind: u8, is_reply: Option<bool>) -> TraceReason {
+    match is_reply {
+        Some(true) => TraceReason::Reply,
+        Some(false) if kind == EV_NEW_FLOW => TraceReason::New,
+        Some(false) => TraceReason::Established,
+        None => TraceReason::Unknown,
+    }
+}
+
 /// Converts an L3/L4 event. Traffic direction, trace observation point,
 /// endpoints and the interface name are left to enrichment, which knows what
 /// the interface is (pod veth, uplink). The hook direction stays in the event.
@@ -136,6 +180,7 @@ pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
     let kt = ev.header.ts_ns;
     let is_tcp = k.protocol == PROTO_TCP;
     let pkt_flags = is_tcp.then(|| tcp_flags(ev.pkt_tcp_flags));
+    let reply = is_reply(ev);
     Flow {
         time: Some(Timestamp::from_unix_nanos(meta.time_unix_ns)),
         uuid: meta.uuid,
@@ -155,10 +200,8 @@ pub fn flow(ev: &FlowEvent, meta: FlowMeta<'_>) -> Flow {
         }),
         // Enrichment turns a reply's hook direction around, as Hubble does
         // with conntrack: a connection's packets share its direction.
-        is_reply: is_tcp
-            .then(|| tcp_is_reply(s.tcp_transitions))
-            .flatten()
-            .map(|value| flowd_proto::pbjson_types::BoolValue { value }),
+        is_reply: reply.map(|value| flowd_proto::pbjson_types::BoolValue { value }),
+        trace_reason: trace_reason(ev.header.kind, reply) as i32,
         stats: Some(FlowStats {
             packets: s.packets,
             bytes: s.bytes,

@@ -52,9 +52,6 @@ pub enum NotL7 {
     BadLength(u16),
     #[error("L7 kind does not match the transport protocol {0}")]
     WrongTransport(u8),
-    /// A request line longer than the captured bytes: kept for pairing only.
-    #[error("HTTP request line cut short; kept for pairing, not reported")]
-    RequestLineCut,
     /// A TCP segment seen again (same sequence number): already reported.
     #[error("TCP retransmission of a message already reported")]
     Retransmission,
@@ -122,6 +119,9 @@ pub struct ParserStats {
     pub not_l7_incomplete: u64,
     pub not_l7_malformed: u64,
     pub not_l7_other: u64,
+    /// L3/L4 events of frames that are not IP (ARP, LLDP, …): the kernel
+    /// accounts them in its flow table, but they make no flow.
+    pub non_ip: u64,
     pub pairing: PairingStats,
 }
 
@@ -148,7 +148,6 @@ impl Parser {
         &self.cfg.node_name
     }
 
-    /// Converts an L3/L4 event (see [`l34::flow`]) with a fresh UUID.
     /// A DROPPED flow for `count` kernel drops of a drop record.
     pub fn drop_flow(
         &self,
@@ -159,15 +158,23 @@ impl Parser {
         drop::flow(r, count, time_unix_ns, &self.cfg.node_name, new_uuid())
     }
 
-    pub fn l34_flow(&self, ev: &flowd_common::FlowEvent, time_unix_ns: u64) -> Flow {
-        l34::flow(
+    /// Converts an L3/L4 event (see [`l34::flow`]) with a fresh UUID.
+    /// Frames that are not IPv4 or IPv6 (ARP, …) give no flow (Hubble's
+    /// flows are IP flows; such a record would say `N/A -> N/A`): they are
+    /// counted in [`ParserStats::non_ip`].
+    pub fn l34_flow(&mut self, ev: &flowd_common::FlowEvent, time_unix_ns: u64) -> Option<Flow> {
+        if l34::addresses(&ev.key).is_none() {
+            self.stats.non_ip += 1;
+            return None;
+        }
+        Some(l34::flow(
             ev,
             FlowMeta {
                 time_unix_ns,
                 node_name: &self.cfg.node_name,
                 uuid: new_uuid(),
             },
-        )
+        ))
     }
 
     /// Parses an L7 event and pairs it. `time_unix_ns` is the wall-clock time
@@ -193,33 +200,35 @@ impl Parser {
         let ts = ev.header.ts_ns;
         let (l7, reply, summary) = match parse_l7(ev, &self.cfg.http)? {
             L7Message::HttpRequest(head) => {
-                let (method, url, record) = match head {
-                    RequestHead::Complete(r) => (
-                        r.method.clone(),
-                        r.url.clone(),
-                        Some(Http {
-                            code: 0,
-                            method: r.method,
-                            url: r.url,
-                            protocol: r.protocol.to_string(),
-                            headers: headers(r.headers),
-                        }),
-                    ),
-                    RequestHead::LineCut { method } => (method, String::new(), None),
+                let record = match head {
+                    RequestHead::Complete(r) => Http {
+                        code: 0,
+                        method: r.method,
+                        url: r.url,
+                        protocol: r.protocol.to_string(),
+                        headers: headers(r.headers),
+                        url_truncated: false,
+                    },
+                    // A URL longer than the capture: reported as far as it
+                    // was seen, flagged (the version was not seen either).
+                    RequestHead::LineCut { method, url } => Http {
+                        method,
+                        url,
+                        url_truncated: true,
+                        ..Http::default()
+                    },
                 };
                 let exchange_id = self.exchange();
                 let pend = PendingHttp {
                     ts_ns: ts,
                     exchange_id,
-                    method,
-                    url,
+                    method: record.method.clone(),
+                    url: record.url.clone(),
+                    url_truncated: record.url_truncated,
                 };
                 if !self.pairing.http_request(&ev.key, ev.tcp_seq, pend) {
                     return Err(NotL7::Retransmission);
                 }
-                let Some(record) = record else {
-                    return Err(NotL7::RequestLineCut);
-                };
                 self.stats.http_requests += 1;
                 let summary = summary::http_request(&record);
                 (
@@ -247,6 +256,7 @@ impl Parser {
                     url: req.as_ref().map(|q| q.url.clone()).unwrap_or_default(),
                     protocol: r.protocol.to_string(),
                     headers: headers(r.headers),
+                    url_truncated: req.as_ref().is_some_and(|q| q.url_truncated),
                 };
                 let summary = summary::http_response(&http, latency_ns, req.is_some());
                 (

@@ -98,8 +98,9 @@ pub struct PendingHttp {
     /// Shared by the request's and the response's records (`Layer7.exchange_id`).
     pub exchange_id: u64,
     pub method: String,
-    /// Empty when the request line was cut.
     pub url: String,
+    /// The request line was cut: `url` is its captured part.
+    pub url_truncated: bool,
 }
 
 /// What the response was matched with.
@@ -384,6 +385,7 @@ mod tests {
             exchange_id: ts,
             method: "GET".into(),
             url: url.into(),
+            url_truncated: false,
         }
     }
 

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use flowd_proto::flow::{
     CiliumEventType, Dns, Endpoint, Flow, FlowType, Http, Ip, IpVersion, L7FlowType, Layer4,
-    Layer7, TcpFlags, TraceContext, TraceObservationPoint, TraceParent, TrafficDirection, Verdict,
-    Workload, layer4, layer7,
+    Layer7, TcpFlags, TraceContext, TraceObservationPoint, TraceParent, TraceReason,
+    TrafficDirection, Verdict, Workload, layer4, layer7,
 };
 
 /// The pod-veth observation point enrichment gives an L7 record with this
@@ -185,7 +185,20 @@ pub fn tcp(
             sub_type: 0,
         }),
         is_reply: is_reply.map(|v| v.into()),
+        // As the parser sets it: the SYN's record opens the connection.
+        trace_reason: reason(is_reply, flags.syn && !flags.ack) as i32,
         ..Flow::default()
+    }
+}
+
+/// The parser's trace reason of an L3/L4 record (`first`: the record that
+/// creates the request direction's entry).
+pub fn reason(is_reply: Option<bool>, first: bool) -> TraceReason {
+    match is_reply {
+        Some(true) => TraceReason::Reply,
+        Some(false) if first => TraceReason::New,
+        Some(false) => TraceReason::Established,
+        None => TraceReason::Unknown,
     }
 }
 
@@ -205,6 +218,8 @@ pub fn udp(src: (&str, u32), dst: (&str, u32), is_reply: Option<bool>) -> Flow {
             sub_type: 0,
         }),
         is_reply: is_reply.map(|v| v.into()),
+        // Each synthetic UDP record stands for a conversation's first.
+        trace_reason: reason(is_reply, true) as i32,
         ..Flow::default()
     }
 }

@@ -180,6 +180,7 @@ pub fn http_flow(i: u64, code: u32) -> Flow {
             url: "http://order-service.ecommerce.svc.cluster.local:8080/api/v1/orders/12345".into(),
             protocol: "HTTP/1.1".into(),
             headers: Vec::new(),
+            url_truncated: false,
         })),
         ..Default::default()
     });

@@ -95,6 +95,7 @@ pub fn responses() -> Vec<GetFlowsResponse> {
             url: "/cart".into(),
             protocol: "HTTP/1.1".into(),
             headers: vec![],
+            url_truncated: false,
         })),
         ..Default::default()
     };
