@@ -860,3 +860,21 @@ async fn output_flags_through_the_binary() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!((r.stdout, r.stderr), golden("compact-node-color"));
 }
+
+/// `--tls` makes observe speak TLS (trusting the system CAs): a plain-text
+/// server does not complete the handshake, so observe cannot connect (exit
+/// 3, one line naming the address) and the server sees no request.
+#[tokio::test]
+async fn tls_flag_makes_observe_speak_tls() {
+    let (addr, obs) = start().await;
+    let r = observe(&["--server", &addr, "--tls", "--last", "1"]).await;
+    assert_eq!(r.code, 3, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .starts_with(&format!("observe: cannot connect to {addr}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(obs.requests.lock().unwrap().is_empty());
+}

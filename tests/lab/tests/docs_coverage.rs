@@ -215,7 +215,10 @@ const LAB_FILTERS: &str = "tests/lab/tests/hubble_filters.rs::every_flow_filter_
 /// Words of the docs shaped like metric names that are label values.
 const NOT_METRICS: &[&str] = &["hubble_ring_buffer"];
 
-const FILTERS: &str = "observe-cli/tests/e2e.rs::each_filter_flag_sends_its_filter";
+const FILTERS: &str =
+    "observe-cli/tests/e2e.rs::every_filter_and_selection_flag_reaches_the_request";
+const OUTPUT: &str = "observe-cli/tests/e2e.rs::output_flags_through_the_binary";
+const RELAY_TLS: &str = "relay/tests/flags.rs::tls_flags_on_both_sides";
 const RELAY_MERGE: &str = "tests/lab/tests/relay_e2e.rs::relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors";
 const RELAY_PEERS: &str =
     "tests/lab/tests/relay_e2e.rs::relay_finds_a_node_added_later_through_the_peer_service";
@@ -228,8 +231,8 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         "flowd",
         "--config",
         &[
+            "flowd/tests/cli_flags.rs::flags_without_meaning_are_refused_naming_them",
             "flowd/tests/deploy_manifests.rs::daemonset_capabilities_are_exactly_what_flowd_needs",
-            "flowd/tests/config_load.rs::bad_hubble_metrics_stop_the_binary_with_a_clear_error",
             "tests/lab/tests/cluster_smoke.rs::cluster_with_relay_sees_flows_on_every_node",
         ],
     ),
@@ -246,22 +249,82 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         "--interface",
         &[
             DATAPATH,
+            "flowd/tests/cli_flags.rs::absent_interface_is_logged_and_attached_when_it_appears",
             "flowd/tests/daemon_metrics.rs::flow_map_fill_and_attached_interfaces_by_mode",
         ],
     ),
     (
         "flowd",
         "--ring-buffer-bytes",
-        &["flowd/tests/datapath_e2e.rs::ring_buffer_losses_are_counted"],
+        &[
+            "flowd/tests/datapath_e2e.rs::ring_buffer_losses_are_counted",
+            "flowd/tests/cli_flags.rs::flow_map_entries_and_ring_buffer_bytes_size_the_kernel_maps",
+        ],
+    ),
+    (
+        "flowd",
+        "--flow-map-entries",
+        &[
+            "flowd/tests/cli_flags.rs::flow_map_entries_and_ring_buffer_bytes_size_the_kernel_maps",
+            "flowd/tests/cli_flags.rs::alone_flow_map_entries_and_ring_buffer_bytes",
+        ],
     ),
     (
         "flowd",
         "--aggregation-interval",
-        &["flowd/tests/datapath_e2e.rs::ring_buffer_losses_are_counted"],
+        &[
+            "flowd/tests/datapath_e2e.rs::ring_buffer_losses_are_counted",
+            "flowd/tests/cli_flags.rs::aggregation_interval_wins_over_the_configmap",
+        ],
     ),
-    ("flowd", "--print", &[DATAPATH]),
-    ("flowd", "--print-format", &[DATAPATH]),
-    ("flowd", "--dump-flows-on-exit", &[DATAPATH]),
+    (
+        "flowd",
+        "--l7-max-bytes",
+        &[
+            "flowd/tests/cli_flags.rs::l7_max_bytes_zero_captures_no_url_with_config",
+            "flowd/tests/cli_flags.rs::alone_l7_max_bytes_zero",
+        ],
+    ),
+    (
+        "flowd",
+        "--print",
+        &[
+            DATAPATH,
+            "flowd/tests/cli_flags.rs::print_and_dump_flows_on_exit_with_config",
+        ],
+    ),
+    (
+        "flowd",
+        "--print-format",
+        &[
+            DATAPATH,
+            "flowd/tests/cli_flags.rs::print_and_dump_flows_on_exit_with_config",
+        ],
+    ),
+    (
+        "flowd",
+        "--dump-flows-on-exit",
+        &[
+            DATAPATH,
+            "flowd/tests/cli_flags.rs::print_and_dump_flows_on_exit_with_config",
+        ],
+    ),
+    (
+        "flowd",
+        "--no-watch-links",
+        &[
+            "flowd/tests/cli_flags.rs::no_watch_links_with_config",
+            "flowd/tests/cli_flags.rs::alone_no_watch_links",
+        ],
+    ),
+    (
+        "flowd",
+        "--drops-all",
+        &[
+            "flowd/tests/cli_flags.rs::alone_drops_all",
+            "flowd/tests/cli_flags.rs::flags_without_meaning_are_refused_naming_them",
+        ],
+    ),
     (
         "relay",
         "--listen-address",
@@ -274,6 +337,16 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "relay",
+        "--peer-dns",
+        &["relay/tests/flags.rs::peer_dns_resolves_nodes"],
+    ),
+    (
+        "relay",
+        "--dns-interval",
+        &["relay/tests/flags.rs::peer_dns_resolves_nodes"],
+    ),
+    (
+        "relay",
         "--peer-service",
         &[
             RELAY_PEERS,
@@ -281,6 +354,21 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("relay", "--sort-buffer-drain-timeout", &[RELAY_MERGE]),
+    (
+        "relay",
+        "--node-idle-timeout",
+        &["relay/tests/flags.rs::node_idle_timeout_abandons_a_silent_node"],
+    ),
+    (
+        "relay",
+        "--dial-timeout",
+        &["relay/tests/flags.rs::dial_timeout_bounds_connecting"],
+    ),
+    (
+        "relay",
+        "--node-rpc-timeout",
+        &["relay/tests/flags.rs::node_rpc_timeout_bounds_the_probe"],
+    ),
     ("relay", "--health-check-interval", &[RELAY_MERGE]),
     (
         "relay",
@@ -289,6 +377,18 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ),
     ("relay", "--retry-max", &[RELAY_MERGE]),
     (
+        "relay",
+        "--shutdown-grace",
+        &["relay/tests/shutdown.rs::second_signal_during_the_grace_period_exits_at_once"],
+    ),
+    ("relay", "--tls-relay-server-cert-file", &[RELAY_TLS]),
+    ("relay", "--tls-relay-server-key-file", &[RELAY_TLS]),
+    ("relay", "--tls-relay-client-ca-files", &[RELAY_TLS]),
+    ("relay", "--tls-hubble-server-ca-files", &[RELAY_TLS]),
+    ("relay", "--tls-hubble-client-cert-file", &[RELAY_TLS]),
+    ("relay", "--tls-hubble-client-key-file", &[RELAY_TLS]),
+    ("relay", "--tls-hubble-server-name", &[RELAY_TLS]),
+    (
         "observe",
         "--server",
         &["observe-cli/tests/e2e.rs::flows_json_and_table"],
@@ -296,7 +396,7 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--tls",
-        &["observe-cli/tests/e2e.rs::output_and_tls_flags"],
+        &["observe-cli/tests/e2e.rs::tls_flag_makes_observe_speak_tls"],
     ),
     (
         "observe",
@@ -321,7 +421,10 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--request-timeout",
-        &["observe-cli/tests/e2e.rs::mutual_tls"],
+        &[
+            "observe-cli/tests/e2e.rs::silent_server_times_out_with_exit_3",
+            "observe-cli/tests/e2e.rs::mutual_tls",
+        ],
     ),
     (
         "observe",
@@ -333,7 +436,7 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         "--first",
         &["observe-cli/tests/e2e.rs::flows_json_and_table"],
     ),
-    ("observe", "--all", &[RELAY_MERGE]),
+    ("observe", "--all", &[FILTERS, RELAY_MERGE]),
     (
         "observe",
         "--follow",
@@ -344,15 +447,18 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--not",
-        &["observe-cli/tests/e2e.rs::flows_with_filters_compact"],
+        &[
+            "observe-cli/tests/e2e.rs::flows_with_filters_compact",
+            FILTERS,
+        ],
     ),
     ("observe", "--uuid", &[FILTERS]),
     ("observe", "--ip", &[FILTERS]),
     ("observe", "--from-ip", &[FILTERS]),
     ("observe", "--to-ip", &[FILTERS]),
-    ("observe", "--fqdn", &[FILTERS]),
-    ("observe", "--from-fqdn", &[FILTERS]),
-    ("observe", "--to-fqdn", &[FILTERS]),
+    ("observe", "--fqdn", &[FILTERS, LAB_FILTERS]),
+    ("observe", "--from-fqdn", &[FILTERS, LAB_FILTERS]),
+    ("observe", "--to-fqdn", &[FILTERS, LAB_FILTERS]),
     (
         "observe",
         "--pod",
@@ -363,13 +469,19 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--namespace",
-        &["observe-cli/tests/e2e.rs::flows_with_filters_compact"],
+        &[
+            "observe-cli/tests/e2e.rs::flows_with_filters_compact",
+            FILTERS,
+        ],
     ),
     ("observe", "--from-namespace", &[FILTERS]),
     ("observe", "--to-namespace", &[FILTERS]),
+    ("observe", "--all-namespaces", &[FILTERS]),
+    ("observe", "--from-all-namespaces", &[FILTERS]),
+    ("observe", "--to-all-namespaces", &[FILTERS]),
     ("observe", "--label", &[FILTERS]),
     ("observe", "--from-label", &[FILTERS]),
-    ("observe", "--to-label", &[FILTERS]),
+    ("observe", "--to-label", &[FILTERS, LAB_FILTERS]),
     ("observe", "--service", &[FILTERS]),
     ("observe", "--from-service", &[FILTERS]),
     ("observe", "--to-service", &[FILTERS]),
@@ -384,7 +496,10 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--verdict",
-        &["observe-cli/tests/e2e.rs::flows_with_filters_compact"],
+        &[
+            "observe-cli/tests/e2e.rs::flows_with_filters_compact",
+            FILTERS,
+        ],
     ),
     ("observe", "--type", &[FILTERS]),
     (
@@ -400,12 +515,9 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ("observe", "--dns-query", &[FILTERS]),
     ("observe", "--tcp-flags", &[FILTERS]),
     ("observe", "--node-name", &[FILTERS]),
-    ("observe", "--traffic-direction", &[FILTERS]),
-    ("observe", "--all-namespaces", &[FILTERS]),
-    ("observe", "--from-all-namespaces", &[FILTERS]),
-    ("observe", "--to-all-namespaces", &[FILTERS]),
+    ("observe", "--traffic-direction", &[FILTERS, LAB_FILTERS]),
     ("observe", "--cluster", &[FILTERS, LAB_FILTERS]),
-    ("observe", "--from-cluster", &[FILTERS]),
+    ("observe", "--from-cluster", &[FILTERS, LAB_FILTERS]),
     ("observe", "--to-cluster", &[FILTERS, LAB_FILTERS]),
     ("observe", "--interface", &[LAB_FILTERS]),
     ("observe", "--http-url", &[LAB_FILTERS]),
@@ -418,46 +530,17 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "observe",
         "--output",
-        &["observe-cli/tests/e2e.rs::flows_json_and_table"],
+        &["observe-cli/tests/e2e.rs::flows_json_and_table", OUTPUT],
     ),
-    (
-        "observe",
-        "--color",
-        &["observe-cli/tests/e2e.rs::output_and_tls_flags"],
-    ),
-    (
-        "observe",
-        "--print-node-name",
-        &["observe-cli/tests/e2e.rs::output_and_tls_flags"],
-    ),
-    (
-        "observe",
-        "--time-format",
-        &["observe-cli/tests/e2e.rs::output_and_tls_flags"],
-    ),
+    ("observe", "--color", &[OUTPUT]),
+    ("observe", "--print-node-name", &[OUTPUT]),
+    ("observe", "--time-format", &[OUTPUT]),
 ];
 
-/// Documented flags no test runs a binary with yet.
-const UNTESTED_FLAGS: &[(&str, &str)] = &[
-    ("flowd", "--flow-map-entries"),
-    ("flowd", "--l7-max-bytes"),
-    ("flowd", "--no-watch-links"),
-    ("flowd", "--drops-all"),
-    ("relay", "--peer-dns"),
-    ("relay", "--dns-interval"),
-    ("relay", "--sort-buffer-len"),
-    ("relay", "--client-buffer"),
-    ("relay", "--node-idle-timeout"),
-    ("relay", "--dial-timeout"),
-    ("relay", "--node-rpc-timeout"),
-    ("relay", "--tls-relay-server-cert-file"),
-    ("relay", "--tls-relay-server-key-file"),
-    ("relay", "--tls-relay-client-ca-files"),
-    ("relay", "--tls-hubble-server-ca-files"),
-    ("relay", "--tls-hubble-client-cert-file"),
-    ("relay", "--tls-hubble-client-key-file"),
-    ("relay", "--tls-hubble-server-name"),
-];
+/// Documented flags no test runs a binary with yet (beyond refusing a bad
+/// value: `relay/tests/cli.rs::errors_are_one_line_whatever_rust_backtrace`).
+const UNTESTED_FLAGS: &[(&str, &str)] =
+    &[("relay", "--sort-buffer-len"), ("relay", "--client-buffer")];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
