@@ -211,14 +211,23 @@ fn icmpv6_names(t: u8, c: u8) -> IcmpNames {
     }
 }
 
-/// `HTTP/1.1 GET http://host/path`.
+/// `HTTP/1.1 GET http://host/path`. A request line cut short by the
+/// capture (`url_truncated`, flowd extension) has no version: `HTTP GET
+/// /path…`.
 pub fn http_request(h: &Http) -> String {
-    let mut s = String::with_capacity(h.protocol.len() + h.method.len() + h.url.len() + 2);
-    s.push_str(&h.protocol);
+    let mut s = String::with_capacity(h.protocol.len() + h.method.len() + h.url.len() + 8);
+    s.push_str(if h.protocol.is_empty() {
+        "HTTP"
+    } else {
+        &h.protocol
+    });
     s.push(' ');
     s.push_str(&h.method);
     s.push(' ');
     s.push_str(&h.url);
+    if h.url_truncated {
+        s.push('…');
+    }
     s
 }
 
@@ -228,7 +237,8 @@ pub fn http_response(h: &Http, latency_ns: u64, paired: bool) -> String {
     let mut s = String::with_capacity(h.protocol.len() + h.method.len() + h.url.len() + 24);
     let _ = write!(s, "{} {} {}ms", h.protocol, h.code, latency_ns / 1_000_000);
     if paired {
-        let _ = write!(s, " ({} {})", h.method, h.url);
+        let cut = if h.url_truncated { "…" } else { "" };
+        let _ = write!(s, " ({} {}{cut})", h.method, h.url);
     }
     s
 }
@@ -419,7 +429,28 @@ mod tests {
             url: "http://frontend.ecommerce:8080/cart/7".into(),
             protocol: "HTTP/1.1".into(),
             headers: vec![],
+            url_truncated: false,
         }
+    }
+
+    #[test]
+    fn truncated_request_line_summaries() {
+        let cut = Http {
+            protocol: String::new(),
+            url: "/search/qqq".into(),
+            url_truncated: true,
+            ..http(0)
+        };
+        assert_eq!(http_request(&cut), "HTTP GET /search/qqq…");
+        let resp = Http {
+            code: 200,
+            protocol: "HTTP/1.1".into(),
+            ..cut
+        };
+        assert_eq!(
+            http_response(&resp, 3_000_000, true),
+            "HTTP/1.1 200 3ms (GET /search/qqq…)"
+        );
     }
 
     #[test]
