@@ -60,6 +60,8 @@ struct Args {
     peer_service: Vec<String>,
 
     /// Flows held per node while waiting for slower nodes (the sort buffer).
+    /// Follow: a node with this many waiting has its oldest sent at once;
+    /// stored flows: the node waits (its flows stay in order).
     #[arg(long, default_value_t = 100, value_parser = positive)]
     sort_buffer_len: usize,
     /// Longest time a flow waits for a silent node before it is sent.

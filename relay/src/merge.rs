@@ -8,7 +8,12 @@
 //! arrival of the oldest waiting flow); it is then marked *lagging* and no
 //! longer waited for until it sends again. A flow that arrives from a lagging
 //! node after newer flows were released is sent at once, out of order.
-//! The queues are bounded by the caller (a permit per queued flow).
+//! The caller bounds each node's queue (a permit per queued flow, the sort
+//! buffer length). Given that length as `cap` (follow streams), a full
+//! queue does not wait either: the oldest queued flows are sent until it
+//! has room again (Hubble's relay flushes a full sort buffer the same way),
+//! so the length bounds how far out of order a late node's flows can be
+//! put back in order. Without it, a full node waits for the others.
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -28,14 +33,18 @@ struct Slot<T> {
 pub struct Merger<T> {
     slots: Vec<Slot<T>>,
     drain: Duration,
+    /// A node's queue at this length is full (the sort buffer length).
+    cap: usize,
 }
 
 impl<T> Merger<T> {
-    /// An empty merge with the given drain timeout.
-    pub fn new(drain: Duration) -> Self {
+    /// An empty merge with the given drain timeout and per-node queue
+    /// length (at least 1).
+    pub fn new(drain: Duration, cap: usize) -> Self {
         Self {
             slots: Vec::new(),
             drain,
+            cap: cap.max(1),
         }
     }
 
@@ -78,6 +87,11 @@ impl<T> Merger<T> {
             .any(|s| s.open && !s.lagging && s.queue.is_empty())
     }
 
+    /// Some node's queue is full: the oldest flows go without waiting.
+    fn full(&self) -> bool {
+        self.slots.iter().any(|s| s.queue.len() >= self.cap)
+    }
+
     fn oldest_arrival(&self) -> Option<Instant> {
         self.slots
             .iter()
@@ -93,7 +107,7 @@ impl<T> Merger<T> {
             .enumerate()
             .filter_map(|(i, s)| s.queue.front().map(|q| (q.ts, i)))
             .min()?;
-        if self.blocked() {
+        if self.blocked() && !self.full() {
             let oldest = self.oldest_arrival()?;
             if now < oldest + self.drain {
                 return None;
@@ -109,7 +123,7 @@ impl<T> Merger<T> {
 
     /// When `pop_ready` may next release something without a new arrival.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.blocked() {
+        if self.blocked() && !self.full() {
             self.oldest_arrival().map(|a| a + self.drain)
         } else {
             None
@@ -138,7 +152,7 @@ mod tests {
     #[test]
     fn waits_for_every_open_node_then_orders() {
         let t0 = Instant::now();
-        let mut m = Merger::new(Duration::from_secs(1));
+        let mut m = Merger::new(Duration::from_secs(1), 100);
         let (a, b, c) = (m.add_node(), m.add_node(), m.add_node());
         for ts in [1, 4, 7] {
             m.push(a, ts, t0, ts);
@@ -164,7 +178,7 @@ mod tests {
     fn silent_node_holds_back_at_most_the_drain_timeout() {
         let t0 = Instant::now();
         let d = Duration::from_millis(100);
-        let mut m = Merger::new(d);
+        let mut m = Merger::new(d, 100);
         let (a, hung) = (m.add_node(), m.add_node());
         m.push(a, 10, t0, 10);
         assert_eq!(m.pop_ready(t0 + d / 2), None);
@@ -180,5 +194,26 @@ mod tests {
         assert_eq!(m.pop_ready(t0 + d), None);
         assert_eq!(m.pop_ready(t0 + 2 * d), Some(12));
         let _ = hung;
+    }
+
+    #[test]
+    fn a_full_queue_sends_its_oldest_without_waiting() {
+        let t0 = Instant::now();
+        let mut m = Merger::new(Duration::from_secs(3600), 3);
+        let (a, b) = (m.add_node(), m.add_node());
+        m.push(a, 10, t0, 10);
+        m.push(a, 12, t0, 12);
+        assert_eq!(m.pop_ready(t0), None);
+        m.push(a, 14, t0, 14);
+        // Full: the oldest goes, two stay waiting for b.
+        assert_eq!(drain_all(&mut m, t0), vec![10]);
+        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_secs(3600)));
+        // b is still waited for (not lagging): its 9 is late (10 went),
+        // its 13 is put in order.
+        m.push(b, 9, t0, 9);
+        assert_eq!(drain_all(&mut m, t0), vec![9]);
+        m.push(b, 13, t0, 13);
+        assert_eq!(drain_all(&mut m, t0), vec![12, 13]);
+        assert_eq!(m.len(), 1);
     }
 }

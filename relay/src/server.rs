@@ -868,6 +868,7 @@ impl Observer for Relay {
         let (out, rx) = mpsc::channel(self.cfg.client_buffer.max(1));
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (verdict, verdict_rx) = oneshot::channel();
+        let follow = req.follow;
         let fanout = Fanout {
             pool: self.pool.clone(),
             cfg: self.cfg.clone(),
@@ -875,7 +876,17 @@ impl Observer for Relay {
             started: Timestamp::now(),
             slots: Vec::new(),
             by_name: HashMap::new(),
-            merger: Merger::new(self.cfg.drain_timeout),
+            // Follow streams: a node whose sort buffer is full has its oldest sent
+            // (waiting would make flowd drop its live flows); requests for
+            // stored flows lose nothing by waiting and stay in order.
+            merger: Merger::new(
+                self.cfg.drain_timeout,
+                if follow {
+                    self.cfg.sort_buffer_len
+                } else {
+                    usize::MAX
+                },
+            ),
             ev_tx,
             running: 0,
             out,

@@ -4,18 +4,25 @@
 //! binary (`cargo build --workspace --bins --exclude flowd-ebpf`).
 mod common;
 
+use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{FakeNode, NodeData, now_ns};
-use flowd_proto::observer::ServerStatusResponse;
+use flowd_proto::flow::LostEventSource;
+use flowd_proto::observer::get_flows_response::ResponseTypes;
+use flowd_proto::observer::observer_client::ObserverClient;
+use flowd_proto::observer::{GetFlowsRequest, GetFlowsResponse, ServerStatusResponse};
 // The fake node serves TLS with tonic's own configuration.
 use flowd_proto::tls::ServerTls;
 use flowd_tests::{ChildGuard, bins, flowd::TempDir, wait_until};
 use serde_json::Value;
+use tonic::Streaming;
+use tonic::transport::Endpoint;
 
 fn tls_file(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,6 +52,11 @@ struct Relay {
 
 impl Relay {
     fn start(tag: &str, args: &[&str]) -> Result<Self> {
+        Self::start_with(tag, args, |_| {})
+    }
+
+    /// As `start`, with `prepare` changing the command first.
+    fn start_with(tag: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Result<Self> {
         let addr = free_addr()?;
         let dir = TempDir::new(tag)?;
         let log = dir.0.join("relay.log");
@@ -53,6 +65,7 @@ impl Relay {
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log)?);
+        prepare(&mut cmd);
         let mut child = ChildGuard::spawn("relay", &mut cmd)?;
         wait_until("the relay listening", Duration::from_secs(20), || {
             if let Some(st) = child.try_wait()? {
@@ -375,5 +388,422 @@ fn dial_timeout_bounds_connecting() -> Result<()> {
     );
     drop(relay);
     drop(fillers);
+    Ok(())
+}
+
+/// A tokio runtime for the tests' own gRPC clients.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
+
+/// A follow stream from the relay; `small_windows` keeps HTTP/2 from
+/// buffering more than 64 KiB that the client has not read.
+async fn follow(addr: &str, small_windows: bool) -> Result<Streaming<GetFlowsResponse>> {
+    let mut ep = Endpoint::from_shared(format!("http://{addr}"))?;
+    if small_windows {
+        ep = ep
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535);
+    }
+    let mut c = ObserverClient::new(ep.connect().await?);
+    Ok(c.get_flows(GetFlowsRequest {
+        follow: true,
+        ..Default::default()
+    })
+    .await?
+    .into_inner())
+}
+
+/// What a stream delivered: flow UUIDs in order, and events announced lost
+/// (with their sources).
+#[derive(Default, Debug)]
+struct Received {
+    flows: Vec<String>,
+    lost: u64,
+    lost_sources: BTreeSet<i32>,
+}
+
+impl Received {
+    /// Reads until `done` holds (within 20 s).
+    async fn read_until(
+        &mut self,
+        s: &mut Streaming<GetFlowsResponse>,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            let r = tokio::time::timeout_at(deadline, s.message())
+                .await
+                .with_context(|| format!("timed out; so far {self:?}"))??
+                .context("stream ended")?;
+            match r.response_types {
+                Some(ResponseTypes::Flow(f)) => self.flows.push(f.uuid),
+                Some(ResponseTypes::LostEvents(l)) => {
+                    self.lost += l.num_events_lost;
+                    self.lost_sources.insert(l.source);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the relay reports `n` nodes connected (its `status`).
+fn wait_nodes_connected(relay: &Relay, n: u32) -> Result<()> {
+    wait_until("nodes connected", Duration::from_secs(20), || {
+        let out = relay.observe(&["status", "-o", "json"])?;
+        let s: Option<ServerStatusResponse> = json_lines(&out)
+            .first()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        Ok(
+            s.filter(|s| s.num_connected_nodes.map(|c| c.value) == Some(n))
+                .map(|_| ()),
+        )
+    })
+}
+
+/// `--sort-buffer-len 4` (and a drain timeout too long to matter): node a
+/// sends 10 flows while node b is silent; a holds at most 4 queued, so its
+/// oldest 7 go out without b. b then sends 10 flows, each between two of
+/// a's: the 6 older than a's last sent one come late, out of order; the
+/// others are put in order with a's 3 held flows. With the default length
+/// (100) a's 10 flows would wait for b and all 20 would be in order.
+#[test]
+fn sort_buffer_len_bounds_what_waits_for_a_slower_node() -> Result<()> {
+    let a = FakeNode::start(NodeData::new("a"));
+    let b = FakeNode::start(NodeData::new("b"));
+    let relay = Relay::start(
+        "rsort",
+        &[
+            "--peer",
+            &format!("a={}", a.addr),
+            "--peer",
+            &format!("b={}", b.addr),
+            "--sort-buffer-len",
+            "4",
+            "--sort-buffer-drain-timeout",
+            "1h",
+            "--retry-initial",
+            "50ms",
+        ],
+    )?;
+    wait_nodes_connected(&relay, 2)?;
+    let rt = runtime()?;
+    let addr = relay.addr.clone();
+    let got = rt.block_on(async {
+        let mut s = follow(&addr, false).await?;
+        wait_until("both nodes followed", Duration::from_secs(20), || {
+            Ok((a.followers() == 1 && b.followers() == 1).then_some(()))
+        })?;
+        // a's flows at t+2i, b's at t+2i+1 (i = 1..=10).
+        let t = now_ns();
+        for i in 1..=10 {
+            a.data.emit(t + 2 * i);
+        }
+        let mut got = Received::default();
+        got.read_until(&mut s, |r| r.flows.len() >= 7).await?;
+        for i in 1..=10 {
+            b.data.emit(t + 2 * i + 1);
+        }
+        // b's last flow waits for a (which has nothing queued) for the
+        // hour: 19 flows come.
+        got.read_until(&mut s, |r| r.flows.len() >= 19).await?;
+        Ok::<_, anyhow::Error>(got)
+    })?;
+    let want: Vec<String> = ["a-1", "a-2", "a-3", "a-4", "a-5", "a-6", "a-7"]
+        .into_iter()
+        .chain(["b-1", "b-2", "b-3", "b-4", "b-5", "b-6", "b-7"])
+        .chain(["a-8", "b-8", "a-9", "b-9", "a-10"])
+        .map(String::from)
+        .collect();
+    assert_eq!(got.flows, want);
+    // Out of order: b-1..b-6 (their times are before a-7's).
+    let late = got.flows[7..13].to_vec();
+    assert_eq!(late, ["b-1", "b-2", "b-3", "b-4", "b-5", "b-6"]);
+    Ok(())
+}
+
+/// `--sort-buffer-drain-timeout 2s`: while node b is silent, node a's
+/// flows wait 2 s for it before they are sent (the default waits 1 s).
+#[test]
+fn sort_buffer_drain_timeout_is_how_long_flows_wait_for_a_silent_node() -> Result<()> {
+    let a = FakeNode::start(NodeData::new("a"));
+    let b = FakeNode::start(NodeData::new("b"));
+    let relay = Relay::start(
+        "rdrain",
+        &[
+            "--peer",
+            &format!("a={}", a.addr),
+            "--peer",
+            &format!("b={}", b.addr),
+            "--sort-buffer-drain-timeout",
+            "2s",
+            "--retry-initial",
+            "50ms",
+        ],
+    )?;
+    wait_nodes_connected(&relay, 2)?;
+    let rt = runtime()?;
+    let addr = relay.addr.clone();
+    let (got, waited) = rt.block_on(async {
+        let mut s = follow(&addr, false).await?;
+        wait_until("both nodes followed", Duration::from_secs(20), || {
+            Ok((a.followers() == 1 && b.followers() == 1).then_some(()))
+        })?;
+        let t = now_ns();
+        let sent = std::time::Instant::now();
+        for i in 1..=3 {
+            a.data.emit(t + i);
+        }
+        let mut got = Received::default();
+        got.read_until(&mut s, |r| r.flows.len() >= 3).await?;
+        Ok::<_, anyhow::Error>((got, sent.elapsed()))
+    })?;
+    assert_eq!(got.flows, ["a-1", "a-2", "a-3"]);
+    ensure!(
+        waited >= Duration::from_secs(2),
+        "the flows came after {waited:?}, before the 2 s drain timeout"
+    );
+    eprintln!("flows held {waited:?} for the silent node");
+    Ok(())
+}
+
+/// `--client-buffer 8`: a follow client that does not read loses what the
+/// relay cannot hold for it, and is told how many (LostEvent
+/// OBSERVER_EVENTS_QUEUE): of 300 flows of 4 KiB it gets at most 8 plus
+/// what HTTP/2 holds (a 64 KiB window; 64 flows allowed), the rest are
+/// announced lost. With `--client-buffer 400` it loses none. A client
+/// that reads all along shows when the relay has handled every flow.
+#[test]
+fn client_buffer_is_what_a_slow_follower_is_kept() -> Result<()> {
+    const N: usize = 300;
+    let rt = runtime()?;
+    for (buffer, lossy) in [("8", true), ("400", false)] {
+        let node = FakeNode::start(NodeData::new("n"));
+        let relay = Relay::start(
+            "rcbuf",
+            &[
+                "--peer",
+                &format!("n={}", node.addr),
+                "--client-buffer",
+                buffer,
+                "--retry-initial",
+                "50ms",
+            ],
+        )?;
+        wait_nodes_connected(&relay, 1)?;
+        let addr = relay.addr.clone();
+        let slow = rt.block_on(async {
+            let mut slow = follow(&addr, true).await?;
+            let mut fast = follow(&addr, false).await?;
+            wait_until("both clients followed", Duration::from_secs(20), || {
+                Ok((node.followers() == 2).then_some(()))
+            })?;
+            let t = now_ns();
+            for i in 0..N as u64 {
+                node.data.emit_padded(t + i, 4096);
+            }
+            let mut f = Received::default();
+            f.read_until(&mut fast, |r| r.flows.len() as u64 + r.lost == N as u64)
+                .await?;
+            let mut got = Received::default();
+            got.read_until(&mut slow, |r| r.flows.len() as u64 + r.lost >= N as u64)
+                .await?;
+            Ok::<_, anyhow::Error>(got)
+        })?;
+        ensure!(
+            slow.flows.len() as u64 + slow.lost == N as u64,
+            "--client-buffer {buffer}: {} flows + {} lost",
+            slow.flows.len(),
+            slow.lost
+        );
+        if lossy {
+            ensure!(
+                slow.flows.len() <= 8 + 64 && slow.lost >= (N - 8 - 64) as u64,
+                "--client-buffer 8: {} flows, {} lost",
+                slow.flows.len(),
+                slow.lost
+            );
+            assert_eq!(
+                slow.lost_sources,
+                BTreeSet::from([LostEventSource::ObserverEventsQueue as i32])
+            );
+        } else {
+            assert_eq!((slow.flows.len(), slow.lost), (N, 0));
+        }
+        eprintln!(
+            "--client-buffer {buffer}: the slow client got {} flows, {} announced lost",
+            slow.flows.len(),
+            slow.lost
+        );
+    }
+    Ok(())
+}
+
+/// `--health-check-interval 200ms`: a connected node is probed
+/// (ServerStatus) every 200 ms; 8 probes come within 20 s (the default
+/// 5 s would take 35 s).
+#[test]
+fn health_check_interval_paces_the_probes() -> Result<()> {
+    let node = FakeNode::start(NodeData::new("n"));
+    let relay = Relay::start(
+        "rhealth",
+        &[
+            "--peer",
+            &format!("n={}", node.addr),
+            "--health-check-interval",
+            "200ms",
+        ],
+    )?;
+    relay.wait_log("connected", Duration::from_secs(20), &["node connected"])?;
+    let start = node.data.status_calls.load(Ordering::SeqCst);
+    wait_until("8 more probes", Duration::from_secs(20), || {
+        Ok((node.data.status_calls.load(Ordering::SeqCst) >= start + 8).then_some(()))
+    })?;
+    Ok(())
+}
+
+/// `--retry-initial 100ms --retry-max 400ms`: after its node is killed the
+/// relay retries after 100, 200, 400, 400… ms (its log says so); restarted
+/// after 8 failures, the node is connected again within 5 s (without the
+/// cap the 9th attempt would come 25.6 s later).
+#[test]
+fn retry_initial_and_max_pace_reconnection() -> Result<()> {
+    let mut node = FakeNode::start(NodeData::new("n"));
+    let relay = Relay::start(
+        "rretry",
+        &[
+            "--peer",
+            &format!("n={}", node.addr),
+            "--retry-initial",
+            "100ms",
+            "--retry-max",
+            "400ms",
+            // Notices the killed node at once.
+            "--health-check-interval",
+            "100ms",
+        ],
+    )?;
+    relay.wait_log("connected", Duration::from_secs(20), &["node connected"])?;
+    node.kill();
+    let retries = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("node unavailable"))
+            .filter_map(|l| l.split("retry_in=").nth(1))
+            .filter_map(|r| r.split_whitespace().next())
+            .map(String::from)
+            .collect()
+    };
+    let seen = wait_until("8 failed attempts", Duration::from_secs(20), || {
+        let r = retries(&relay.log_text());
+        Ok((r.len() >= 8).then_some(r))
+    })?;
+    assert_eq!(
+        seen[..8],
+        [
+            "100ms", "200ms", "400ms", "400ms", "400ms", "400ms", "400ms", "400ms"
+        ]
+    );
+    node.restart();
+    let restarted = std::time::Instant::now();
+    wait_until("reconnected", Duration::from_secs(5), || {
+        Ok((relay.log_text().matches("node connected").count() == 2).then_some(()))
+    })
+    .with_context(|| relay.log_text())?;
+    eprintln!("reconnected {:?} after the restart", restarted.elapsed());
+    Ok(())
+}
+
+/// `--dns-interval 500ms`: the relay re-resolves its `--peer-dns` name
+/// twice a second: when the name moves from 127.0.0.1 to 127.0.0.2 (the
+/// relay's own /etc/hosts, a file of the test bind-mounted in a private
+/// mount namespace), the node there replaces the first within 10 s (the
+/// default 30 s would not). Needs root (mount namespace).
+#[test]
+fn dns_interval_is_how_often_peer_dns_names_are_resolved() -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    // /proc/self belongs to the process's effective user.
+    ensure!(
+        std::fs::metadata("/proc/self")?.uid() == 0,
+        "this test gives the relay its own /etc/hosts (a mount namespace): run it as root"
+    );
+    let first = FakeNode::start(NodeData::new("first"));
+    let port = first.addr.port();
+    let second = FakeNode::start_at(
+        NodeData::new("second"),
+        format!("127.0.0.2:{port}").parse()?,
+        None,
+    );
+    let dir = TempDir::new("rdnsi")?;
+    let hosts = dir.0.join("hosts");
+    let name = "nodes.flowd-relay.test";
+    std::fs::write(&hosts, format!("127.0.0.1 {name}\n"))?;
+    let src = CString::new(hosts.display().to_string())?;
+    let relay = Relay::start_with(
+        "rdnsi",
+        &[
+            "--peer-dns",
+            &format!("{name}:{port}"),
+            "--dns-interval",
+            "500ms",
+            "--retry-initial",
+            "50ms",
+        ],
+        |cmd| {
+            // SAFETY: between fork and exec only system calls run; the
+            // paths were made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use nix::mount::{MsFlags, mount};
+                    use nix::sched::{CloneFlags, unshare};
+                    unshare(CloneFlags::CLONE_NEWNS)?;
+                    mount(
+                        None::<&str>,
+                        c"/",
+                        None::<&str>,
+                        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )?;
+                    mount(
+                        Some(src.as_c_str()),
+                        c"/etc/hosts",
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )?;
+                    Ok(())
+                });
+            }
+        },
+    )?;
+    let connected = |want: &str| -> Result<()> {
+        wait_until(want, Duration::from_secs(10), || {
+            let out = relay.observe(&["list", "nodes", "-o", "json"])?;
+            let nodes = json_lines(&out)
+                .first()
+                .map(|v| v["nodes"].clone())
+                .unwrap_or_default();
+            let names: Vec<String> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["state"] == "NODE_CONNECTED")
+                .filter_map(|n| n["name"].as_str().map(String::from))
+                .collect();
+            Ok((names == [want]).then_some(()))
+        })
+        .with_context(|| relay.log_text())
+    };
+    connected(&format!("127.0.0.1:{port}"))?;
+    // Rewritten in place: the bind mount holds this inode.
+    std::fs::write(&hosts, format!("127.0.0.2 {name}\n"))?;
+    connected(&format!("127.0.0.2:{port}"))?;
+    drop(second);
     Ok(())
 }

@@ -43,6 +43,8 @@ pub struct NodeData {
     /// GetFlows refuses with this code and message (as a node refuses an
     /// invalid filter).
     pub refuse: Mutex<Option<(tonic::Code, String)>>,
+    /// ServerStatus calls answered (the relay's probes).
+    pub status_calls: AtomicUsize,
 }
 
 pub fn ts(ns: u64) -> Timestamp {
@@ -81,6 +83,7 @@ impl NodeData {
             status,
             hang,
             refuse: Mutex::new(None),
+            status_calls: AtomicUsize::new(0),
         })
     }
 
@@ -95,13 +98,22 @@ impl NodeData {
 
     /// Records a flow observed at `time_ns` (buffered and sent to followers).
     pub fn emit(&self, time_ns: u64) -> String {
+        self.emit_padded(time_ns, 0)
+    }
+
+    /// As `emit`, with `pad` bytes of text in the flow (its `Summary`), for
+    /// tests that need flows of a known size.
+    pub fn emit_padded(&self, time_ns: u64, pad: usize) -> String {
         let mut seq = self.seq.lock().unwrap();
         *seq += 1;
         let uuid = format!("{}-{}", self.name, *seq);
+        // Summary is deprecated in Hubble's API; any text field would do.
+        #[allow(deprecated)]
         let f = Flow {
             time: Some(ts(time_ns)),
             uuid: uuid.clone(),
             node_name: self.name.clone(),
+            summary: "x".repeat(pad),
             ..Default::default()
         };
         self.flows.lock().unwrap().push((*seq, f.clone()));
@@ -231,6 +243,7 @@ impl Observer for FakeObserver {
         &self,
         _r: Request<ServerStatusRequest>,
     ) -> Result<Response<ServerStatusResponse>, Status> {
+        self.0.status_calls.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(self.0.status.clone()))
     }
 }
