@@ -306,6 +306,16 @@ fn p_list(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// What [`valid_cluster_name`] accepts, in words.
+pub const CLUSTER_NAME_RULE: &str =
+    "at most 32 lower-case letters, digits and '-', starting and ending with a letter or digit";
+
+/// Cilium's rule for `cluster-name` (also `flowd certgen --cluster-name`:
+/// the name is part of the nodes' TLS server names).
+pub fn valid_cluster_name(v: &str) -> bool {
+    p_cluster_name(v).is_ok()
+}
+
 /// Cilium's rule for `cluster-name`.
 fn p_cluster_name(v: &str) -> Result<String, String> {
     let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();

@@ -328,3 +328,77 @@ fn bad_input_is_refused_with_the_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--output-dir"));
 }
+
+/// `--ca-secret`, `--server-secret`, `--relay-client-secret` name the
+/// three objects (directories here); `--ca-validity 10d` is the new CA's
+/// validity; the cluster name comes from `CLUSTER_NAME` (the manifests set
+/// it from the ConfigMap's `cluster-name`) unless `--cluster-name` is
+/// given, and a name flowd's `cluster-name` would refuse is refused.
+#[test]
+fn secret_names_ca_validity_and_cluster_name_from_the_environment() {
+    let tmp = TempDir::new("names");
+    let d = tmp.0.as_path();
+    let names = [
+        "--ca-secret",
+        "my-ca",
+        "--server-secret",
+        "my-server",
+        "--relay-client-secret",
+        "my-client",
+        "--ca-validity",
+        "10d",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_flowd"))
+        .arg("certgen")
+        .arg("--output-dir")
+        .arg(d)
+        .args(names)
+        .env("CLUSTER_NAME", "west")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut made: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["my-ca", "my-client", "my-server"]);
+    let ca = p(d, "my-ca", "ca.crt");
+    assert!(valid_in(&ca, 9 * 24 * 3600) && !valid_in(&ca, 10 * 24 * 3600 + 3600));
+    let server = p(d, "my-server", "tls.crt");
+    let san = openssl_ok(&["x509", "-in", &server, "-noout", "-ext", "subjectAltName"]);
+    assert!(san.contains("DNS:*.west.hubble-grpc.cilium.io"), "{san}");
+    openssl_ok(&["verify", "-CAfile", &ca, &p(d, "my-client", "tls.crt")]);
+
+    // The flag wins over the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_flowd"))
+        .arg("certgen")
+        .arg("--output-dir")
+        .arg(d)
+        .args(names)
+        .args(["--cluster-name", "north"])
+        .env("CLUSTER_NAME", "west")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let san = openssl_ok(&["x509", "-in", &server, "-noout", "-ext", "subjectAltName"]);
+    assert!(san.contains("DNS:*.north.hubble-grpc.cilium.io"), "{san}");
+
+    for bad in ["East", "-east", "a.b"] {
+        let out = certgen(d, &[&format!("--cluster-name={bad}")]);
+        assert!(!out.status.success(), "--cluster-name {bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--cluster-name") && err.contains("lower-case letters"),
+            "{err}"
+        );
+    }
+}

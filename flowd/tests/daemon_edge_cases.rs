@@ -602,3 +602,122 @@ fn cluster_name_names_nodes_and_endpoints() -> Result<()> {
     );
     d.alive()
 }
+
+/// The cluster name is in the TLS names too, as Hubble's: certificates
+/// from `flowd certgen --cluster-name east` serve a flowd with
+/// `cluster-name: east`; its peer service announces the node as
+/// `n1.east.hubble-grpc.cilium.io`, which the relay verifies (mTLS) and
+/// connects; a relay expecting the `default` cluster's names is refused by
+/// the certificate.
+#[test]
+fn cluster_name_sets_the_tls_names_the_relay_verifies() -> Result<()> {
+    let dir = TempDir::new("ee-clutls")?;
+    std::fs::write(dir.0.join("objects.yaml"), NODE_AND_POD)?;
+    let certs = dir.0.join("certs");
+    let out = std::process::Command::new(BIN)
+        .args(["certgen", "--cluster-name", "east", "--output-dir"])
+        .arg(&certs)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "certgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = |secret: &str, key: &str| certs.join(secret).join(key).display().to_string();
+    let pair = Pair::create("eeclt")?;
+    let mut d = daemon(
+        &pair,
+        "n1",
+        &[
+            "--set",
+            "cluster-name=east",
+            "--set",
+            &format!("flowd-manifests-dir={}", dir.0.display()),
+            "--set",
+            "hubble-disable-tls=false",
+            "--set",
+            &format!(
+                "hubble-tls-cert-file={}",
+                file("flowd-server-certs", "tls.crt")
+            ),
+            "--set",
+            &format!(
+                "hubble-tls-key-file={}",
+                file("flowd-server-certs", "tls.key")
+            ),
+            "--set",
+            &format!(
+                "hubble-tls-client-ca-files={}",
+                file("flowd-server-certs", "ca.crt")
+            ),
+        ],
+    )?;
+    let relay = |port: u16, server_name: &str, log: &str| -> Result<ChildGuard> {
+        let mut cmd = pair.a.command(flowd_lab::cluster::bins::path("relay")?);
+        cmd.args([
+            "--listen-address",
+            &format!("127.0.0.1:{port}"),
+            "--peer-service",
+            "127.0.0.1:4244",
+            "--retry-initial",
+            "100ms",
+            "--tls-hubble-server-ca-files",
+            &file("flowd-relay-client-certs", "ca.crt"),
+            "--tls-hubble-client-cert-file",
+            &file("flowd-relay-client-certs", "tls.crt"),
+            "--tls-hubble-client-key-file",
+            &file("flowd-relay-client-certs", "tls.key"),
+            "--tls-hubble-server-name",
+            server_name,
+        ])
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(dir.0.join(log))?);
+        ChildGuard::spawn("relay", &mut cmd)
+    };
+    let _east = relay(4245, "hubble-peer.east.hubble-grpc.cilium.io", "east.log")?;
+    let observe = flowd_lab::cluster::bins::path("observe")?;
+    let node = wait_until("the relay connected to east/n1 over mTLS", WAIT, || {
+        let out = pair
+            .a
+            .command(&observe)
+            .args(["--server", "127.0.0.1:4245", "list", "nodes", "-o", "json"])
+            .output()?;
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        Ok(v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == "east/n1" && n["state"] == "NODE_CONNECTED")
+            .cloned())
+    })
+    .with_context(|| std::fs::read_to_string(dir.0.join("east.log")).unwrap_or_default())?;
+    let tls = &node["tls"];
+    let name = tls.get("server_name").or_else(|| tls.get("serverName"));
+    assert_eq!(
+        name.and_then(|v| v.as_str()),
+        Some("n1.east.hubble-grpc.cilium.io"),
+        "{node}"
+    );
+
+    // Expecting the default cluster's names: the certificate does not match.
+    let _default = relay(
+        4246,
+        "hubble-peer.default.hubble-grpc.cilium.io",
+        "default.log",
+    )?;
+    let line = wait_until("the default-named relay refused", WAIT, || {
+        let log = std::fs::read_to_string(dir.0.join("default.log")).unwrap_or_default();
+        Ok(log
+            .lines()
+            .find(|l| l.contains("peer service unavailable"))
+            .map(str::to_string))
+    })?;
+    ensure!(
+        line.contains("NotValidForName") || line.contains("not valid for name"),
+        "{line}"
+    );
+    d.alive()
+}

@@ -579,12 +579,84 @@ struct CertgenCli {
     args: flowd::certgen::CertgenArgs,
 }
 
-/// The certgen container of a Job's pod: `flowd certgen …` from the image.
-fn certgen_of(pod: &PodSpec, image: &str) -> Result<(flowd::certgen::CertgenArgs, Vec<String>)> {
+/// A container as the kubelet runs it: `$(VAR)` in its arguments replaced
+/// by its environment variable VAR (a value, or a key of the ConfigMap
+/// `cm`), `$$` by `$`. A `$(VAR)` that is no variable of the container is
+/// refused: the kubelet would pass it on as it is.
+fn expanded(c: &Container, cm: &ConfigMap) -> Result<Container> {
+    let data = cm.data.clone().unwrap_or_default();
+    let cm_name = cm.metadata.name.clone().unwrap_or_default();
+    let mut vars = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            vars.insert(e.name.clone(), v.clone());
+        } else if let Some(r) = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.config_map_key_ref.as_ref())
+        {
+            ensure!(
+                r.name == cm_name,
+                "{}: env {} from ConfigMap {:?}, not {cm_name}",
+                c.name,
+                e.name,
+                r.name
+            );
+            let v = data.get(&r.key).with_context(|| {
+                format!("{}: env {}: ConfigMap has no key {}", c.name, e.name, r.key)
+            })?;
+            vars.insert(e.name.clone(), v.clone());
+        }
+    }
+    let expand = |a: &str| -> Result<String> {
+        let mut out = String::new();
+        let mut rest = a;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix("$$") {
+                out.push('$');
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("$(") {
+                let end = r.find(')').with_context(|| format!("unclosed $( in {a}"))?;
+                let name = &r[..end];
+                let v = vars.get(name).with_context(|| {
+                    format!(
+                        "{}: $({name}) in {a} is no env var of the container",
+                        c.name
+                    )
+                })?;
+                out.push_str(v);
+                rest = &r[end + 1..];
+            } else {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
+    };
+    let mut out = c.clone();
+    out.args = c
+        .args
+        .as_ref()
+        .map(|args| args.iter().map(|a| expand(a)).collect::<Result<Vec<_>>>())
+        .transpose()?;
+    Ok(out)
+}
+
+/// The certgen container of a Job's pod: `flowd certgen …` from the image,
+/// its arguments as the kubelet expands them.
+fn certgen_of(
+    pod: &PodSpec,
+    image: &str,
+    cm: &ConfigMap,
+) -> Result<(flowd::certgen::CertgenArgs, Vec<String>)> {
     use clap::Parser as _;
     let [c] = pod.containers.as_slice() else {
         bail!("certgen pod with {} containers", pod.containers.len());
     };
+    let c = &expanded(c, cm)?;
     ensure!(
         c.image.as_deref() == Some(image),
         "certgen runs another image than flowd"
@@ -645,8 +717,17 @@ fn tls_wiring_agrees_with_the_configmap_and_certgen() -> Result<()> {
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .context("CronJob without pod")?;
-    let (certgen, job_args) = certgen_of(job_pod, &image)?;
-    let (_, cron_args) = certgen_of(cron_pod, &image)?;
+    let cm = o.config_map()?;
+    let (certgen, job_args) = certgen_of(job_pod, &image, cm)?;
+    let (_, cron_args) = certgen_of(cron_pod, &image, cm)?;
+    // The nodes' certificate is for the names flowd's peer service
+    // announces: <node>.<cluster-name>.hubble-grpc.cilium.io.
+    ensure!(
+        certgen.cluster_name == config.cluster_name,
+        "certgen's cluster name {:?} is not flowd's cluster-name {:?}",
+        certgen.cluster_name,
+        config.cluster_name
+    );
     ensure!(
         job_args == cron_args,
         "the Job and the CronJob run different certgen: {job_args:?} / {cron_args:?}"
@@ -719,7 +800,7 @@ fn tls_wiring_agrees_with_the_configmap_and_certgen() -> Result<()> {
     // verifies a name the nodes' certificate holds.
     let relay = o.relay()?;
     let relay_spec = relay.spec.as_ref().context("spec")?;
-    let rc = container(&relay_spec.template, "relay")?;
+    let rc = &expanded(container(&relay_spec.template, "relay")?, cm)?;
     let relay_pod = relay_spec.template.spec.as_ref().context("pod")?;
     ensure!(ns(&relay.metadata) == namespace);
     let file = |flag: &str| -> Result<(String, String)> {

@@ -57,6 +57,14 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 8760h, 365d, 30d)"))
 }
 
+fn cluster_name(s: &str) -> Result<String, String> {
+    if crate::config::valid_cluster_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("expected {}", crate::config::CLUSTER_NAME_RULE))
+    }
+}
+
 /// `flowd certgen` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertgenArgs {
@@ -78,8 +86,9 @@ pub struct CertgenArgs {
     pub namespace: String,
     /// Cluster name: the nodes' certificates are for
     /// `*.<cluster-name>.hubble-grpc.cilium.io` (flowd's peer service
-    /// announces `<node>.<cluster-name>.hubble-grpc.cilium.io`).
-    #[arg(long, default_value = "default")]
+    /// announces `<node>.<cluster-name>.hubble-grpc.cilium.io`): the
+    /// ConfigMap's `cluster-name`.
+    #[arg(long, env = "CLUSTER_NAME", default_value = "default", value_parser = cluster_name)]
     pub cluster_name: String,
     /// Another DNS name for the nodes' certificate (repeatable).
     #[arg(long = "server-dns-name", value_name = "NAME")]

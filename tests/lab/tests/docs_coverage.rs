@@ -212,8 +212,9 @@ const DASHBOARDS: &str =
 const CATALOGUE: &str = "flowd/tests/metrics_catalogue.rs::cilium_values_with_policy_and_kafka_start_and_expose_every_family";
 const LAB_FILTERS: &str = "tests/lab/tests/hubble_filters.rs::every_flow_filter_field_on_lab_traffic_through_flowd_and_the_relay";
 
-/// Words of the docs shaped like metric names that are label values.
-const NOT_METRICS: &[&str] = &["hubble_ring_buffer"];
+/// Words of the docs shaped like metric names that are label values or
+/// test binaries.
+const NOT_METRICS: &[&str] = &["hubble_ring_buffer", "hubble_compat", "hubble_filters"];
 
 const FILTERS: &str =
     "observe-cli/tests/e2e.rs::every_filter_and_selection_flag_reaches_the_request";
@@ -223,6 +224,16 @@ const RELAY_MERGE: &str = "tests/lab/tests/relay_e2e.rs::relay_merges_every_node
 const RELAY_PEERS: &str =
     "tests/lab/tests/relay_e2e.rs::relay_finds_a_node_added_later_through_the_peer_service";
 const DATAPATH: &str = "flowd/tests/datapath_e2e.rs::ipv4_tcp_udp_icmp_exact_counts";
+const CLUSTER_TLS: &str =
+    "flowd/tests/daemon_edge_cases.rs::cluster_name_sets_the_tls_names_the_relay_verifies";
+const RELAY_RETRY: &str = "relay/tests/flags.rs::retry_initial_and_max_pace_reconnection";
+const CERTGEN: &str =
+    "flowd/tests/certgen.rs::certificates_verify_with_openssl_and_renewal_keeps_the_ca";
+const CERTGEN_NAMES: &str =
+    "flowd/tests/certgen.rs::secret_names_ca_validity_and_cluster_name_from_the_environment";
+const CERTGEN_BAD: &str = "flowd/tests/certgen.rs::bad_input_is_refused_with_the_reason";
+const CERTGEN_KUBE: &str =
+    "flowd/tests/certgen_kube.rs::secrets_are_created_kept_and_updated_with_their_resource_version";
 
 /// (binary, long flag) → tests that run the binary with it and check what
 /// it does.
@@ -325,6 +336,24 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
             "flowd/tests/cli_flags.rs::flags_without_meaning_are_refused_naming_them",
         ],
     ),
+    ("flowd certgen", "--output-dir", &[CERTGEN, CERTGEN_BAD]),
+    ("flowd certgen", "--kubernetes-secrets", &[CERTGEN_KUBE]),
+    ("flowd certgen", "--namespace", &[CERTGEN_KUBE]),
+    (
+        "flowd certgen",
+        "--cluster-name",
+        &[CERTGEN, CERTGEN_NAMES, CLUSTER_TLS],
+    ),
+    ("flowd certgen", "--server-dns-name", &[CERTGEN]),
+    ("flowd certgen", "--server-ip", &[CERTGEN]),
+    ("flowd certgen", "--ca-validity", &[CERTGEN_NAMES]),
+    ("flowd certgen", "--cert-validity", &[CERTGEN, CERTGEN_BAD]),
+    ("flowd certgen", "--renew-before", &[CERTGEN, CERTGEN_BAD]),
+    ("flowd certgen", "--force-renew", &[CERTGEN, CERTGEN_KUBE]),
+    ("flowd certgen", "--renew-ca", &[CERTGEN]),
+    ("flowd certgen", "--ca-secret", &[CERTGEN_NAMES]),
+    ("flowd certgen", "--server-secret", &[CERTGEN_NAMES]),
+    ("flowd certgen", "--relay-client-secret", &[CERTGEN_NAMES]),
     (
         "relay",
         "--listen-address",
@@ -343,7 +372,7 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     (
         "relay",
         "--dns-interval",
-        &["relay/tests/flags.rs::peer_dns_resolves_nodes"],
+        &["relay/tests/flags.rs::dns_interval_is_how_often_peer_dns_names_are_resolved"],
     ),
     (
         "relay",
@@ -351,9 +380,28 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         &[
             RELAY_PEERS,
             "flowd/tests/daemon_edge_cases.rs::cluster_name_names_nodes_and_endpoints",
+            CLUSTER_TLS,
         ],
     ),
-    ("relay", "--sort-buffer-drain-timeout", &[RELAY_MERGE]),
+    (
+        "relay",
+        "--sort-buffer-len",
+        &["relay/tests/flags.rs::sort_buffer_len_bounds_what_waits_for_a_slower_node"],
+    ),
+    (
+        "relay",
+        "--sort-buffer-drain-timeout",
+        &[
+            "relay/tests/flags.rs::sort_buffer_drain_timeout_is_how_long_flows_wait_for_a_silent_node",
+            "relay/tests/flags.rs::sort_buffer_len_bounds_what_waits_for_a_slower_node",
+            RELAY_MERGE,
+        ],
+    ),
+    (
+        "relay",
+        "--client-buffer",
+        &["relay/tests/flags.rs::client_buffer_is_what_a_slow_follower_is_kept"],
+    ),
     (
         "relay",
         "--node-idle-timeout",
@@ -369,13 +417,13 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
         "--node-rpc-timeout",
         &["relay/tests/flags.rs::node_rpc_timeout_bounds_the_probe"],
     ),
-    ("relay", "--health-check-interval", &[RELAY_MERGE]),
     (
         "relay",
-        "--retry-initial",
-        &["relay/tests/cli.rs::binary_serves_the_relay", RELAY_MERGE],
+        "--health-check-interval",
+        &["relay/tests/flags.rs::health_check_interval_paces_the_probes"],
     ),
-    ("relay", "--retry-max", &[RELAY_MERGE]),
+    ("relay", "--retry-initial", &[RELAY_RETRY]),
+    ("relay", "--retry-max", &[RELAY_RETRY]),
     (
         "relay",
         "--shutdown-grace",
@@ -538,9 +586,8 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Documented flags no test runs a binary with yet (beyond refusing a bad
-/// value: `relay/tests/cli.rs::errors_are_one_line_whatever_rust_backtrace`).
-const UNTESTED_FLAGS: &[(&str, &str)] =
-    &[("relay", "--sort-buffer-len"), ("relay", "--client-buffer")];
+/// value): none; a new flag goes into `FLAGS` with its test.
+const UNTESTED_FLAGS: &[(&str, &str)] = &[];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -578,14 +625,18 @@ fn documented_metrics() -> Result<BTreeSet<String>> {
         let bytes = text.as_bytes();
         for prefix in ["hubble_", "flowd_", "process_"] {
             for (i, _) in text.match_indices(prefix) {
-                // Part of a longer word, or of a path (`tests/…/hubble_filters.rs`).
-                if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || b"_/".contains(&bytes[i - 1]))
+                // Part of a longer word, of a path (`tests/…/hubble_filters.rs`)
+                // or of a test's name (`hubble_compat::…`).
+                if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || b"_/:".contains(&bytes[i - 1]))
                 {
                     continue;
                 }
                 let end = text[i..]
                     .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
                     .map_or(text.len(), |e| i + e);
+                if text[end..].starts_with("::") || text[end..].starts_with(".rs") {
+                    continue;
+                }
                 let word = &text[i..end];
                 if word.len() > prefix.len() && !NOT_METRICS.contains(&word) {
                     out.insert(word.to_string());
@@ -676,14 +727,21 @@ fn documented_flags() -> Result<BTreeMap<String, BTreeSet<String>>> {
 fn every_documented_flag_has_a_binary_test_and_help_agrees() -> Result<()> {
     let documented = documented_flags()?;
     ensure!(
-        documented.keys().map(String::as_str).collect::<Vec<_>>() == ["flowd", "observe", "relay"],
+        documented.keys().map(String::as_str).collect::<Vec<_>>()
+            == ["flowd", "flowd certgen", "observe", "relay"],
         "binaries documented: {:?}",
         documented.keys()
     );
     let mut problems = Vec::new();
     let mut help_flags: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for bin in ["flowd", "relay", "observe"] {
-        let out = Command::new(bins::path(bin)?).arg("--help").output()?;
+    for bin in ["flowd", "flowd certgen", "relay", "observe"] {
+        // `flowd certgen` is a subcommand with its own flags.
+        let mut words = bin.split(' ');
+        let exe = words.next().context("empty binary name")?;
+        let out = Command::new(bins::path(exe)?)
+            .args(words)
+            .arg("--help")
+            .output()?;
         ensure!(out.status.success(), "{bin} --help failed");
         let help = long_flags(&String::from_utf8_lossy(&out.stdout));
         ensure!(help.len() >= 5, "{bin} --help lists only {help:?}");
