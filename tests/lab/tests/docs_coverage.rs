@@ -426,6 +426,14 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ("relay", "--retry-max", &[RELAY_RETRY]),
     (
         "relay",
+        "--ui-listen",
+        &[
+            "relay/tests/ui.rs::ui_listen_serves_the_page_map_flows_and_status",
+            "relay/tests/ui.rs::ui_listen_uses_the_relays_tls_and_mtls",
+        ],
+    ),
+    (
+        "relay",
         "--shutdown-grace",
         &["relay/tests/shutdown.rs::second_signal_during_the_grace_period_exits_at_once"],
     ),
