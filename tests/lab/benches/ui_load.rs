@@ -134,6 +134,7 @@ fn exchange(seq: u64, node: &str) -> [Flow; 2] {
                 url: format!("http://svc:8080/items/{}", seq % 100),
                 protocol: "HTTP/1.1".into(),
                 headers: Vec::new(),
+                url_truncated: false,
             })),
             ..Default::default()
         }),
