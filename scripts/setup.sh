@@ -77,6 +77,11 @@ if [ ! -d "$(rustc +"$NIGHTLY" --print sysroot)/lib/rustlib/src/rust/library" ];
   rustup component add rust-src --toolchain "$NIGHTLY" || die "cannot add rust-src to ${NIGHTLY}"
 fi
 
+if [ "$BUILD_ONLY" != 1 ] && ! cargo +"$NIGHTLY" clippy -V >/dev/null 2>&1; then
+  step "adding clippy to ${NIGHTLY} (CI lints the eBPF programs with the house rules)"
+  rustup component add clippy --toolchain "$NIGHTLY" || die "cannot add clippy to ${NIGHTLY}"
+fi
+
 llvm_major=$(rustc +"$NIGHTLY" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 [ -n "$llvm_major" ] || die "cannot read the LLVM version of rustc +${NIGHTLY}"
 sysroot=$(rustc +"$NIGHTLY" --print sysroot)

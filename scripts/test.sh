@@ -14,6 +14,11 @@ cargo fmt --all -- --check
 step "cargo clippy (stable; flowd-ebpf is built by flowd/build.rs with nightly)"
 cargo clippy --workspace --exclude flowd-ebpf --all-targets --locked -- -D warnings
 
+step "cargo clippy of the eBPF programs (the pinned nightly, BPF target)"
+nightly=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' flowd-ebpf/rust-toolchain.toml)
+(cd flowd-ebpf && cargo +"${FLOWD_NIGHTLY:-$nightly}" clippy --target bpfel-unknown-none \
+  -Z build-std=core --locked -- -D warnings)
+
 step "cargo build (all workspace binaries: the cluster e2e tests run flowd, relay, observe, lab-app)"
 # cargo builds a package's own binaries for its integration tests, but not other
 # packages' (tests/lab runs flowd and the relay); build them all so none is stale.

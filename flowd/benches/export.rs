@@ -11,6 +11,8 @@
 //! * pipeline side: ns per `Exporters::push_flow` (what the event loop pays).
 //!
 //! Run: `FLOWD_SKIP_EBPF=1 cargo bench -p flowd --bench export`
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/observer_common/mod.rs"]
 mod observer_common;
 

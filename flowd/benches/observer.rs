@@ -9,6 +9,8 @@
 //!    decoded in memory (the floor cost of any gRPC delivery).
 //!
 //! Run: `FLOWD_SKIP_EBPF=1 cargo bench -p flowd --bench observer`
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/observer_common/mod.rs"]
 mod observer_common;
 
@@ -27,17 +29,21 @@ use prost::Message;
 struct Counting;
 static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
 
+// SAFETY: every call is forwarded unchanged to the System allocator; only a counter is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCATED.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds alloc's contract, which System.alloc shares.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         ALLOCATED.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: p was allocated by System with layout l (every alloc goes there).
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         ALLOCATED.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as dealloc: p and l come from System.alloc.
         unsafe { System.realloc(p, l, new) }
     }
 }

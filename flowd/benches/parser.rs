@@ -4,6 +4,8 @@
 //! message per iteration (criterion reports elem/s). `baseline/decode_record`
 //! (decoding one raw 592-byte L7 record into an `L7Record`, whose payload the
 //! parser then reads in place) is the reference cost measured in the same run.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::str::FromStr;

@@ -4,6 +4,8 @@
 //! usages; what a second run keeps; that renewal replaces exactly the
 //! certificates within the window and keeps the CA (same SHA-256
 //! fingerprint); `--renew-ca`; bad input refused with the reason.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,7 @@
 //! Configuration from a ConfigMap file or directory, overrides, unknown keys
 //! and every kind of bad value.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

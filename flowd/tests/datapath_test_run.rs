@@ -16,6 +16,8 @@
 //! `xdp.frags` program, puts data beyond the first page into fragments.
 //!
 //! Run: CARGO_TARGET_DIR=... cargo test -p flowd --test datapath_test_run
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{mem::size_of, net::Ipv6Addr, ptr};
 

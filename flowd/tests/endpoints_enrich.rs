@@ -1,5 +1,7 @@
 //! Enrichment of synthetic flows: same node, across nodes, world, host,
 //! service IPs, deleted pods, observation points and the counting rule.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! End-to-end on the lab (root): the host-side veths of a node's pods are
 //! found from the pods' addresses, and attachment follows pods that are
 //! deleted and added.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;

@@ -1,4 +1,6 @@
 //! Manifest source: valid and invalid files, and watching the directory.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -18,6 +18,8 @@
 //! 4 KiB, and the mix runs again. The file holds exactly the HTTP flows the
 //! report implies, each the buffer's flow reduced to the mask's fields, and
 //! flowd_export_flows_filtered_total = seen flows − exported lines.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod metrics_support;
 
 use std::io::Read;

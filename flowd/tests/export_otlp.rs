@@ -2,6 +2,8 @@
 //! official OpenTelemetry LogsService and TraceService (opentelemetry-proto).
 //! Checks the exact records received, retry while the collector is down, the
 //! queue bound and the drop counters.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

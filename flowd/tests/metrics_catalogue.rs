@@ -7,6 +7,8 @@
 //!   records those families' types, and the log says once which handlers
 //!   stay at zero;
 //! - a handler name outside Hubble's catalogue stops flowd with one line.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

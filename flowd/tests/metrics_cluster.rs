@@ -14,6 +14,8 @@
 //! - then Debian's Prometheus in the router namespace scrapes both nodes and
 //!   PromQL through its HTTP API returns the same values (Prometheus from
 //!   `scripts/setup.sh`).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

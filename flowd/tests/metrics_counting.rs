@@ -5,6 +5,8 @@
 //! node's Metrics. Summed over the nodes (what a PromQL `sum` sees), each
 //! exchange counts once per reporter — same node, across nodes, through a
 //! ClusterIP, with the world — and with the rule off every record counts.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

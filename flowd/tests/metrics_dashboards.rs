@@ -19,6 +19,8 @@
 //! Cilium's dashboards are kept here as facts (panel title, PromQL), not as
 //! copies of their files. The same run checks exactly what
 //! `flows-to-world` counts and the ring buffer gauges.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

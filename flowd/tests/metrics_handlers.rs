@@ -1,5 +1,7 @@
 //! Hubble's metric handlers fed with synthetic flows: exact values as a
 //! scraper sees them in the text exposition.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

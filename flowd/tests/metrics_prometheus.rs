@@ -4,6 +4,8 @@
 //!
 //! Needs Debian's `prometheus` binary (PATH or /usr/bin), which
 //! `scripts/setup.sh` installs; without it the test fails.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

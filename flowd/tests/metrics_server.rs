@@ -1,5 +1,7 @@
 //! The /metrics server over loopback: content negotiation between the
 //! Prometheus text format and OpenMetrics, errors, shutdown.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod metrics_support;
 

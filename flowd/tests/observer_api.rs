@@ -1,6 +1,8 @@
 //! The Observer API over loopback gRPC, fed with synthetic flows: every RPC,
 //! GetFlows selection (number/first/follow/since/until), filters, field
 //! masks, errors and loss notices.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod observer_common;
 
 use std::time::Duration;

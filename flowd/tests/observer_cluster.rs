@@ -13,6 +13,8 @@
 //!
 //! L3/L4 flows (connection setup, ARP, periodic updates) have no such model;
 //! the cases that count them compare against the unfiltered buffer instead.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! 100 concurrent follow streams, one of them deliberately slow: the others
 //! receive every flow in order, the slow one is told exactly what it missed,
 //! and the buffer and per-stream queues stay within their bounds.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod observer_common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! daemon itself. Certificates: tests/tls/ (test-only CA, server certificate
 //! for flowd.test / 127.0.0.1, a client certificate it issued, and a
 //! self-signed "rogue" client certificate).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

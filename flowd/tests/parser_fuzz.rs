@@ -4,6 +4,8 @@
 //! `cargo test` runs 2,000 cases per target; `FLOWD_FUZZ_CASES=1000000 cargo
 //! test --release -p flowd --test parser_fuzz -- --nocapture` runs a million
 //! each and prints the counts and times.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

@@ -1,5 +1,7 @@
 //! The L7 path end to end in user space: L7 events as the kernel builds them
 //! → Parser → flow::Flow records, with pairing.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

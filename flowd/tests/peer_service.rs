@@ -4,6 +4,8 @@
 //! Runs on loopback only: the "nodes" are Observer APIs bound to 127.0.0.1,
 //! 127.0.0.2 and 127.0.0.3 on one shared port (every address of 127/8 is
 //! local on Linux), which is what a DaemonSet's Node IPs + :4244 look like.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,8 @@
 //! Runs the built `observe` binary against an in-test Observer server on
 //! 127.0.0.1 that serves the fixed flows of `common` and records the
 //! requests it gets.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::path::PathBuf;

@@ -7,6 +7,8 @@
 //! extensions (numbers >= 1000). Then messages are encoded independently of our types (raw protobuf
 //! wire format with the numbers from the table) and decoded with our types,
 //! and the reverse.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::BTreeSet;
 
 use flowd_proto::{FILE_DESCRIPTOR_SET, Timestamp, flow, observer, peer, relay};

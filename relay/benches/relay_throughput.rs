@@ -7,6 +7,8 @@
 //!    fixed rate; a follow client measures receive time − flow time through
 //!    the relay and straight from one node (baseline). Added latency = the
 //!    difference of the percentiles.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

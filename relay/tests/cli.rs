@@ -1,4 +1,6 @@
 //! The `relay` binary: flag errors, and serving against a fake node.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::process::{Child, Command, Stdio};

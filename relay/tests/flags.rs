@@ -2,6 +2,8 @@
 //! `observe` as the client and in-test nodes (the library's behaviour
 //! behind them is tested in relay.rs and tls.rs). Needs the `observe`
 //! binary (`cargo build --workspace --bins --exclude flowd-ebpf`).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,4 +1,6 @@
 //! The relay against in-test fake nodes on loopback.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

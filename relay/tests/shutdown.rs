@@ -10,6 +10,8 @@
 //! flow streams end with the same status. Needs the `observe` binary next
 //! to this test
 //! (`cargo build --workspace --bins --exclude flowd-ebpf`).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! TLS/mTLS on both sides of the relay, with the test-only certificates in
 //! tests/tls/ (CA, server cert for 127.0.0.1 / flowd.test, client cert, and a
 //! self-signed "rogue" client cert not issued by the CA).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::path::PathBuf;

@@ -409,13 +409,19 @@ const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid FlowKey.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid FlowStats.
     unsafe impl aya::Pod for super::FlowStats {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid CacheSlot.
     unsafe impl aya::Pod for super::CacheSlot {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid Config.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid DropKey.
     unsafe impl aya::Pod for super::DropKey {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid DropStats.
     unsafe impl aya::Pod for super::DropStats {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid DropConfig.
     unsafe impl aya::Pod for super::DropConfig {}
 }
 
