@@ -367,7 +367,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
     let mut ts = EventTime(0);
     let len = pkt.len() as u64;
     // A GSO/GRO buffer stands for `segs` packets, each repeating the headers.
-    let segs = pkt.segs(&l4);
+    let segs = pkt.segs(l4.l3_off, l4.payload_off, l4.payload_len);
     let (packets, bytes) = if segs > 1 {
         let hdr = if l4.payload_len > 0 {
             l4.payload_off as u64
@@ -541,7 +541,7 @@ unsafe fn cache_flush(c: *mut CacheSlot) {
     unsafe {
         let packets = (*c).pending_packets as u64;
         if packets != 0 {
-            match FLOWS.get_ptr_mut(&(*c).key) {
+            match FLOWS.get_ptr_mut((*c).key) {
                 Some(s) => {
                     atomic_xadd::<u64, u64, { Relaxed }>(addr_of_mut!((*s).packets), packets);
                     atomic_xadd::<u64, u64, { Relaxed }>(

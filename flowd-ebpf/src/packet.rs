@@ -27,8 +27,6 @@ use aya_ebpf::{
 };
 use flowd_common::L7_MAX_PAYLOAD;
 
-use crate::parse::L4;
-
 /// Largest offset the parser ever reads at. Packets whose headers reach
 /// further (more than 16 KiB of headers) are reported as truncated. The bound
 /// also lets the verifier prove packet-pointer arithmetic safe.
@@ -51,8 +49,9 @@ pub trait Packet {
     /// Copies `n` bytes (1..=L7_MAX_PAYLOAD) at `off` into `dst`; false when they are not all there.
     fn copy_out(&self, off: usize, dst: &mut [u8; L7_MAX_PAYLOAD], n: usize) -> bool;
 
-    /// Wire packets this buffer stands for (GSO/GRO aggregates are several).
-    fn segs(&self, l4: &L4) -> u32;
+    /// Wire packets this buffer stands for (GSO/GRO aggregates are several),
+    /// given where the parser found the IP header and the L4 payload.
+    fn segs(&self, l3_off: usize, payload_off: usize, payload_len: usize) -> u32;
 }
 
 /// IP packets up to this long count as one wire packet without asking the
@@ -194,7 +193,7 @@ impl Packet for Skb {
     }
 
     #[inline(always)]
-    fn segs(&self, _l4: &L4) -> u32 {
+    fn segs(&self, _l3_off: usize, _payload_off: usize, _payload_len: usize) -> u32 {
         self.gso_segs
     }
 }
@@ -270,7 +269,7 @@ impl Packet for Xdp {
     }
 
     #[inline(always)]
-    fn segs(&self, l4: &L4) -> u32 {
-        xdp_segs(self.ctx, l4.l3_off, l4.payload_off, l4.payload_len)
+    fn segs(&self, l3_off: usize, payload_off: usize, payload_len: usize) -> u32 {
+        xdp_segs(self.ctx, l3_off, payload_off, payload_len)
     }
 }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::filters::parse as p;
+use crate::format::{ColorChoice, OutputFormat, TimeFormat};
+use crate::values as p;
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -318,57 +319,4 @@ pub struct OutputArgs {
     /// Time format (Go names, as in hubble).
     #[arg(long, value_enum, default_value_t = TimeFormat::StampMilli, ignore_case = true)]
     pub time_format: TimeFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// One readable line per flow.
-    Compact,
-    /// One block of KEY: value lines per flow.
-    Dict,
-    /// One protojson GetFlowsResponse object per line.
-    Json,
-    /// Alias of json.
-    Jsonpb,
-    /// Aligned columns.
-    Table,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColorChoice {
-    /// When stdout is a terminal and NO_COLOR is not set.
-    Auto,
-    Always,
-    Never,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeFormat {
-    /// Jan  2 15:04:05
-    #[value(name = "Stamp")]
-    Stamp,
-    /// Jan  2 15:04:05.000
-    #[value(name = "StampMilli")]
-    StampMilli,
-    /// Jan  2 15:04:05.000000
-    #[value(name = "StampMicro")]
-    StampMicro,
-    /// Jan  2 15:04:05.000000000
-    #[value(name = "StampNano")]
-    StampNano,
-    /// 2006-01-02T15:04:05Z07:00
-    #[value(name = "RFC3339")]
-    Rfc3339,
-    /// 2006-01-02T15:04:05.000Z07:00
-    #[value(name = "RFC3339Milli")]
-    Rfc3339Milli,
-    /// 2006-01-02T15:04:05.000000Z07:00
-    #[value(name = "RFC3339Micro")]
-    Rfc3339Micro,
-    /// 2006-01-02T15:04:05.000000000Z07:00
-    #[value(name = "RFC3339Nano")]
-    Rfc3339Nano,
-    /// Mon, 02 Jan 2006 15:04:05 -0700
-    #[value(name = "RFC1123Z")]
-    Rfc1123Z,
 }

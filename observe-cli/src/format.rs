@@ -15,7 +15,60 @@ use flowd_proto::observer::{
 };
 use flowd_proto::relay::{NodeState, NodeStatusEvent};
 
-use crate::cli::{OutputFormat, TimeFormat};
+use clap::ValueEnum;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One readable line per flow.
+    Compact,
+    /// One block of KEY: value lines per flow.
+    Dict,
+    /// One protojson GetFlowsResponse object per line.
+    Json,
+    /// Alias of json.
+    Jsonpb,
+    /// Aligned columns.
+    Table,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// Jan  2 15:04:05
+    #[value(name = "Stamp")]
+    Stamp,
+    /// Jan  2 15:04:05.000
+    #[value(name = "StampMilli")]
+    StampMilli,
+    /// Jan  2 15:04:05.000000
+    #[value(name = "StampMicro")]
+    StampMicro,
+    /// Jan  2 15:04:05.000000000
+    #[value(name = "StampNano")]
+    StampNano,
+    /// 2006-01-02T15:04:05Z07:00
+    #[value(name = "RFC3339")]
+    Rfc3339,
+    /// 2006-01-02T15:04:05.000Z07:00
+    #[value(name = "RFC3339Milli")]
+    Rfc3339Milli,
+    /// 2006-01-02T15:04:05.000000Z07:00
+    #[value(name = "RFC3339Micro")]
+    Rfc3339Micro,
+    /// 2006-01-02T15:04:05.000000000Z07:00
+    #[value(name = "RFC3339Nano")]
+    Rfc3339Nano,
+    /// Mon, 02 Jan 2006 15:04:05 -0700
+    #[value(name = "RFC1123Z")]
+    Rfc1123Z,
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -269,12 +322,6 @@ fn node_of(f: &Flow, r: &GetFlowsResponse) -> String {
     } else {
         "N/A".into()
     }
-}
-
-pub fn rfc3339(t: Timestamp) -> String {
-    to_utc(t)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| format!("{}.{:09}", t.seconds, t.nanos))
 }
 
 fn to_utc(t: Timestamp) -> Option<DateTime<Utc>> {

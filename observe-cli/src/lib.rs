@@ -2,15 +2,17 @@
 //! relay's), modelled on `hubble observe`.
 //!
 //! * [`cli`]: flags and subcommands;
-//! * [`filters`]: flags → `GetFlowsRequest` (hubble's filter semantics);
+//! * [`request`]: flags → `GetFlowsRequest` (hubble's filter semantics);
+//! * [`values`]: the flags' value parsers;
 //! * [`client`]: connection, TLS, timeouts;
 //! * [`format`]: compact, dict, JSON and table output.
 
 pub mod cli;
 pub mod client;
 pub mod error;
-pub mod filters;
 pub mod format;
+pub mod request;
+pub mod values;
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
@@ -20,8 +22,9 @@ use std::time::SystemTime;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use flowd_proto::observer::{GetNamespacesRequest, GetNodesRequest, ServerStatusRequest};
 
-use cli::{Cli, ColorChoice, Command, ListCommand, OutputFormat};
+use cli::{Cli, Command, ListCommand};
 use error::Error;
+use format::{ColorChoice, OutputFormat};
 
 /// Parses `args` (including the program name) and runs the command.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
@@ -172,7 +175,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> Result<(), Error> {
     }
 
     // Build (and validate) the request before connecting.
-    let request = filters::build_request(matches, SystemTime::now())?;
+    let request = request::build_request(matches, SystemTime::now())?;
     let (mut c, target) = client::connect(&cli.conn).await?;
     let opts = format::Options {
         format: cli.output.output,

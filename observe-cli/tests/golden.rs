@@ -1,13 +1,15 @@
 //! Golden files for every output format, from the fixed flows in
 //! `common`. Regenerate after an intended change with
 //! `UPDATE_GOLDEN=1 cargo test -p observe-cli --test golden` and review the diff.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::path::PathBuf;
 
 use flowd_proto::observer::GetFlowsResponse;
-use observe_cli::cli::{OutputFormat, TimeFormat};
 use observe_cli::format::{Options, Printer};
+use observe_cli::format::{OutputFormat, TimeFormat};
 
 fn opts(format: OutputFormat) -> Options {
     Options {

@@ -1,12 +1,13 @@
 //! flowd relay: one time-ordered flow stream across all nodes.
 //!
 //! The relay learns its peers ([`peers`]), keeps a connection to each with
-//! retries ([`pool`]), fans GetFlows out to every connected node and merges
+//! retries ([`pool`], dialling with [`dial`]), fans GetFlows out to every connected node and merges
 //! the answers by timestamp ([`merge`]), and serves the Observer API plus gRPC
 //! health ([`server`]), optionally over TLS/mTLS ([`tls`]), and, with
 //! `--ui-listen`, a web UI ([`ui`]).
 
 pub mod config;
+pub mod dial;
 pub mod merge;
 pub mod peers;
 pub mod pool;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{CommandFactory as _, FromArgMatches as _};
 use flowd_relay::config::Backoff;
+use flowd_relay::dial;
 use flowd_relay::peers::{self, PeerMap};
 use flowd_relay::server::{Relay, serve};
 use flowd_relay::tls::{ClientTls, ServerFiles, ServerTls};
@@ -300,8 +301,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
     // connection too).
     let mut discovery = Vec::new();
     for d in &a.peer_dns {
-        let (host, port) = peers::split_host_port(d, None)
-            .map_err(|e| anyhow::anyhow!("--peer-dns {d:?}: {e}"))?;
+        let (host, port) =
+            dial::split_host_port(d, None).map_err(|e| anyhow::anyhow!("--peer-dns {d:?}: {e}"))?;
         discovery.push(tokio::spawn(peers::run_dns(
             registry.clone(),
             host,
@@ -311,8 +312,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         )));
     }
     for s in &a.peer_service {
-        peers::split_host_port(s, None)
-            .map_err(|e| anyhow::anyhow!("--peer-service {s:?}: {e}"))?;
+        dial::split_host_port(s, None).map_err(|e| anyhow::anyhow!("--peer-service {s:?}: {e}"))?;
         discovery.push(tokio::spawn(peers::run_notify(
             registry.clone(),
             s.clone(),

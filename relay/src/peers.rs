@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::config::RelayConfig;
+use crate::dial::{join_host_port, split_host_port};
 
 /// Default port of a node's Observer API when an address has none.
 pub const DEFAULT_NODE_PORT: u16 = 4244;
@@ -102,49 +103,6 @@ impl PeerRegistry {
                 true
             }
         });
-    }
-}
-
-/// Splits `host:port` (IPv6 as `[addr]:port`); no port gives `default_port`.
-pub fn split_host_port(s: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
-    if s.is_empty() {
-        return Err("empty address".into());
-    }
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    if let Ok(ip) = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        return default_port
-            .map(|p| (ip.to_string(), p))
-            .ok_or_else(|| "missing :port".to_owned());
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.contains(':') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("port {p:?} is not a number in 1..=65535"))?;
-            if port == 0 {
-                return Err("port 0 is not allowed".into());
-            }
-            Ok((h.to_owned(), port))
-        }
-        Some(_) => Err("expected host:port, [ipv6]:port".into()),
-        None => default_port
-            .map(|p| (s.to_owned(), p))
-            .ok_or_else(|| "missing :port".to_owned()),
-    }
-}
-
-/// `host:port` with IPv6 hosts bracketed.
-pub fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 
@@ -242,7 +200,7 @@ async fn notify_once(
     cfg: &RelayConfig,
     failures: &mut u32,
 ) -> Result<(), String> {
-    let channel = crate::pool::connect(address, None, cfg)
+    let channel = crate::dial::connect(address, None, cfg)
         .await
         .map_err(|e| e.to_string())?;
     let mut client = PeerClient::new(channel);

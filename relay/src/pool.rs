@@ -8,11 +8,12 @@ use flowd_proto::observer::ServerStatusRequest;
 use flowd_proto::observer::observer_client::ObserverClient;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::config::RelayConfig;
-use crate::peers::{PeerMap, PeerSpec, split_host_port};
+use crate::dial::connect;
+use crate::peers::{PeerMap, PeerSpec};
 
 /// Connection state of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,58 +61,6 @@ pub struct Pool {
     /// Connection generations are unique pool-wide, so a peer removed and
     /// added again under the same name never reuses a generation.
     generations: std::sync::atomic::AtomicU64,
-}
-
-/// Connects to `address` (plain text, or TLS when configured).
-pub async fn connect(
-    address: &str,
-    tls_server_name: Option<&str>,
-    cfg: &RelayConfig,
-) -> Result<Channel, String> {
-    let (host, _) = split_host_port(address, None)?;
-    let scheme = if cfg.peer_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{address}"))
-        .map_err(|e| format!("bad address {address:?}: {e}"))?
-        .connect_timeout(cfg.connect_timeout)
-        .tcp_nodelay(true)
-        // No HTTP/2 keep-alive pings: Go gRPC servers (Hubble) answer
-        // frequent pings with GOAWAY too_many_pings. Dead nodes are found by
-        // the periodic ServerStatus probe instead.
-        .tcp_keepalive(Some(std::time::Duration::from_secs(30)));
-    if let Some(tls) = &cfg.peer_tls {
-        ep = ep
-            .tls_config(tls.for_peer(tls_server_name, &host))
-            .map_err(|e| format!("TLS towards {address}: {e}"))?;
-    }
-    match tokio::time::timeout(cfg.connect_timeout, ep.connect()).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("connecting to {address}: {}", error_chain(&e))),
-        Err(_) => Err(format!(
-            "connecting to {address}: timed out after {:?}",
-            cfg.connect_timeout
-        )),
-    }
-}
-
-/// An error with its sources (tonic's transport errors hide the cause),
-/// leaving out a source whose text the message already holds (they often
-/// repeat it: "tcp connect error: tcp connect error: …").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl Pool {

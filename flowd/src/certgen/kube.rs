@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use super::CertgenError;
-use super::store::Secret;
+use super::secret::Secret;
 
 /// Secrets of one namespace.
 pub struct KubeStore {

@@ -22,6 +22,7 @@
 pub mod issue;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod secret;
 pub mod store;
 
 use std::net::IpAddr;
@@ -32,7 +33,8 @@ use flowd_tls::cert::{CertInfo, rfc3339};
 use tracing::warn;
 
 use issue::{Ca, Leaf, LeafKind};
-use store::{Secret, Store};
+use secret::Secret;
+use store::Store;
 
 /// Errors of `flowd certgen`.
 #[derive(Debug, thiserror::Error)]

@@ -6,15 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use super::CertgenError;
-
-/// A Secret's contents (and, from the API, its resourceVersion).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Secret {
-    pub data: BTreeMap<String, Vec<u8>>,
-    /// The API's resourceVersion: an update fails if someone else changed
-    /// the Secret since it was read.
-    pub version: Option<String>,
-}
+use super::secret::Secret;
 
 /// The backend of a run.
 pub enum Store {

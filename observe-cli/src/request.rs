@@ -22,6 +22,7 @@ use flowd_proto::flow::{self, FlowFilter};
 use flowd_proto::observer::GetFlowsRequest;
 
 use crate::error::Error;
+use crate::values;
 
 /// Number of flows requested by default when neither following nor giving a
 /// time range (hubble's default).
@@ -131,10 +132,10 @@ pub fn build_request(m: &ArgMatches, now: SystemTime) -> Result<GetFlowsRequest,
     let (whitelist, blacklist) = build_filters(m)?;
     let follow = m.get_flag("follow");
     let since = m
-        .get_one::<parse::TimeSpec>("since")
+        .get_one::<values::TimeSpec>("since")
         .map(|t| t.resolve(now));
     let until = m
-        .get_one::<parse::TimeSpec>("until")
+        .get_one::<values::TimeSpec>("until")
         .map(|t| t.resolve(now));
     let (number, first) = if let Some(n) = m.get_one::<u64>("first") {
         (*n, true)
@@ -153,8 +154,8 @@ pub fn build_request(m: &ArgMatches, now: SystemTime) -> Result<GetFlowsRequest,
     {
         return Err(Error::Usage(format!(
             "--since ({}) is after --until ({})",
-            crate::format::rfc3339(s),
-            crate::format::rfc3339(u)
+            values::rfc3339(s),
+            values::rfc3339(u)
         )));
     }
     Ok(GetFlowsRequest {
@@ -294,18 +295,18 @@ impl Tracker {
             "from_service" => self.both(|f| f.source_service.push(s())),
             "to_service" => self.both(|f| f.destination_service.push(s())),
             "workload" => {
-                let w = parse::to_workload(v);
+                let w = values::to_workload(v);
                 self.either(
                     |f| f.source_workload.push(w.clone()),
                     |f| f.destination_workload.push(w.clone()),
                 )
             }
             "from_workload" => {
-                let w = parse::to_workload(v);
+                let w = values::to_workload(v);
                 self.both(|f| f.source_workload.push(w.clone()))
             }
             "to_workload" => {
-                let w = parse::to_workload(v);
+                let w = values::to_workload(v);
                 self.both(|f| f.destination_workload.push(w.clone()))
             }
             "port" => self.either(
@@ -330,7 +331,7 @@ impl Tracker {
                 self.both(|f| f.verdict.push(verdict))
             }
             "type" => {
-                let t = parse::to_event_type_filter(v).map_err(Error::Usage)?;
+                let t = values::to_event_type_filter(v).map_err(Error::Usage)?;
                 self.both(|f| f.event_type.push(t))
             }
             "http_status" => self.both(|f| f.http_status_code.push(s())),
@@ -338,7 +339,7 @@ impl Tracker {
             "http_path" => self.both(|f| f.http_path.push(s())),
             "dns_query" => self.both(|f| f.dns_query.push(s())),
             "tcp_flags" => {
-                let flags = parse::to_tcp_flags(v).map_err(Error::Usage)?;
+                let flags = values::to_tcp_flags(v).map_err(Error::Usage)?;
                 self.both(|f| f.tcp_flags.push(flags))
             }
             "node_name" => self.both(|f| f.node_name.push(s())),
@@ -372,7 +373,7 @@ impl Tracker {
                 self.both(|f| f.http_header.push(h.clone()))
             }
             "ip_trace_id" => {
-                let id = parse::to_ip_trace_id(v).map_err(Error::Usage)?;
+                let id = values::to_ip_trace_id(v).map_err(Error::Usage)?;
                 self.both(|f| f.ip_trace_id.push(id))
             }
             "encrypted" => self.both(|f| f.encrypted.push(true)),
@@ -510,333 +511,6 @@ fn apply_src_ns(f: &mut FlowFilter, ns: &[String]) {
 fn apply_dst_ns(f: &mut FlowFilter, ns: &[String]) {
     if f.destination_pod.is_empty() && f.destination_service.is_empty() {
         f.destination_pod = ns.iter().map(|n| format!("{n}/")).collect();
-    }
-}
-
-/// clap value parsers: validate, normalize, and say what is valid.
-pub mod parse {
-    use std::net::IpAddr;
-    use std::time::{Duration, SystemTime};
-
-    use flowd_proto::Timestamp;
-    use flowd_proto::flow::{EventTypeFilter, TcpFlags, Verdict, Workload};
-
-    pub fn non_empty(s: &str) -> Result<String, String> {
-        if s.trim().is_empty() {
-            Err("must not be empty".into())
-        } else {
-            Ok(s.to_string())
-        }
-    }
-
-    pub fn ip_or_cidr(s: &str) -> Result<String, String> {
-        if s.parse::<IpAddr>().is_ok() || s.parse::<ipnetwork::IpNetwork>().is_ok() {
-            Ok(s.to_string())
-        } else {
-            Err("expected an IP address (10.0.0.1, fd00::1) or a CIDR (10.0.0.0/24)".into())
-        }
-    }
-
-    fn dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    }
-
-    pub fn namespace(s: &str) -> Result<String, String> {
-        if dns_label(s) {
-            Ok(s.to_string())
-        } else {
-            Err("expected a Kubernetes namespace name (lowercase letters, digits, '-')".into())
-        }
-    }
-
-    /// `[namespace/]name-prefix`; `namespace/` alone selects the namespace.
-    pub fn pod(s: &str) -> Result<String, String> {
-        let bad = || "expected [namespace/]name, e.g. ecommerce/cart or cart".to_string();
-        match s.split_once('/') {
-            Some((ns, name)) if dns_label(ns) && !name.contains('/') => Ok(s.to_string()),
-            Some(_) => Err(bad()),
-            None if !s.is_empty() => Ok(s.to_string()),
-            None => Err(bad()),
-        }
-    }
-
-    pub fn workload(s: &str) -> Result<String, String> {
-        match s.split_once('/') {
-            Some((k, n)) if !k.is_empty() && !n.is_empty() && !n.contains('/') => Ok(s.to_string()),
-            None if !s.is_empty() => Ok(s.to_string()),
-            _ => Err("expected [kind/]name, e.g. Deployment/cart or cart".into()),
-        }
-    }
-
-    pub fn to_workload(s: &str) -> Workload {
-        match s.split_once('/') {
-            Some((kind, name)) => Workload {
-                kind: kind.to_string(),
-                name: name.to_string(),
-            },
-            None => Workload {
-                kind: String::new(),
-                name: s.to_string(),
-            },
-        }
-    }
-
-    pub fn port(s: &str) -> Result<String, String> {
-        s.parse::<u16>()
-            .map(|p| p.to_string())
-            .map_err(|_| "expected a port number 0-65535".into())
-    }
-
-    pub const PROTOCOLS: &[&str] = &[
-        "tcp", "udp", "icmp", "icmpv4", "icmpv6", "sctp", "http", "dns", "kafka",
-    ];
-
-    pub fn protocol(s: &str) -> Result<String, String> {
-        let l = s.to_ascii_lowercase();
-        if PROTOCOLS.contains(&l.as_str()) {
-            Ok(l)
-        } else {
-            Err(format!("expected one of: {}", PROTOCOLS.join(", ")))
-        }
-    }
-
-    pub fn ip_version(s: &str) -> Result<String, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "4" | "v4" | "ipv4" | "ip4" => Ok("4".into()),
-            "6" | "v6" | "ipv6" | "ip6" => Ok("6".into()),
-            _ => Err("expected 4 or 6".into()),
-        }
-    }
-
-    pub const VERDICTS: &[&str] = &[
-        "FORWARDED",
-        "DROPPED",
-        "ERROR",
-        "AUDIT",
-        "REDIRECTED",
-        "TRACED",
-        "TRANSLATED",
-    ];
-
-    pub fn verdict(s: &str) -> Result<String, String> {
-        let u = s.to_ascii_uppercase();
-        match Verdict::from_str_name(&u) {
-            Some(_) if u != "VERDICT_UNKNOWN" => Ok(u),
-            _ => Err(format!("expected one of: {}", VERDICTS.join(", "))),
-        }
-    }
-
-    /// Cilium monitor message types (pkg/monitor/api), the numbers flowd's
-    /// `Flow.event_type.type` uses.
-    pub const EVENT_TYPES: &[(&str, i32)] = &[
-        ("drop", 1),
-        ("debug", 2),
-        ("capture", 3),
-        ("trace", 4),
-        ("policy-verdict", 5),
-        ("recorder", 6),
-        ("trace-sock", 7),
-        ("l7", 129),
-        ("agent", 130),
-    ];
-
-    /// Trace observation point names usable as `trace:<name>` (Cilium's).
-    const TRACE_POINTS: &[(&str, i32)] = flowd_proto::monitor::TRACE_SUB_TYPE_NAMES;
-
-    pub fn to_event_type_filter(s: &str) -> Result<EventTypeFilter, String> {
-        let (t, sub) = match s.split_once(':') {
-            Some((t, sub)) => (t, Some(sub)),
-            None => (s, None),
-        };
-        let names = || {
-            EVENT_TYPES
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let ty = match EVENT_TYPES.iter().find(|(n, _)| *n == t) {
-            Some((_, v)) => *v,
-            None => t.parse::<u8>().map(i32::from).map_err(|_| {
-                format!(
-                    "unknown event type {t:?}: expected one of {}, or a number 0-255",
-                    names()
-                )
-            })?,
-        };
-        let mut f = EventTypeFilter {
-            r#type: ty,
-            ..Default::default()
-        };
-        if let Some(sub) = sub {
-            let named = if ty == 4 {
-                TRACE_POINTS
-                    .iter()
-                    .find(|(n, _)| *n == sub)
-                    .map(|(_, v)| *v)
-            } else {
-                None
-            };
-            f.match_sub_type = true;
-            f.sub_type = match named {
-                Some(v) => v,
-                None => sub.parse::<u8>().map(i32::from).map_err(|_| {
-                    format!(
-                        "unknown event sub-type {sub:?}: expected a number 0-255{}",
-                        if ty == 4 {
-                            ", or for trace: to-endpoint, to-proxy, to-host, to-stack, \
-                             to-overlay, from-endpoint, from-proxy, from-host, from-stack, \
-                             from-overlay, from-network, to-network, from-crypto, to-crypto"
-                        } else {
-                            ""
-                        }
-                    )
-                })?,
-            };
-        }
-        Ok(f)
-    }
-
-    pub fn event_type(s: &str) -> Result<String, String> {
-        let l = s.to_ascii_lowercase();
-        to_event_type_filter(&l).map(|_| l)
-    }
-
-    /// `404`, `4+`, `40+`, or (flowd) `400-599`.
-    pub fn http_status(s: &str) -> Result<String, String> {
-        let bad = || {
-            format!(
-                "invalid HTTP status {s:?}: expected a code (404), a prefix (5+, 40+) or a range (400-599)"
-            )
-        };
-        let code = |c: &str| -> Option<u16> {
-            if c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()) {
-                c.parse().ok().filter(|n| (100..=599).contains(n))
-            } else {
-                None
-            }
-        };
-        if let Some(prefix) = s.strip_suffix('+') {
-            let ok = (1..=2).contains(&prefix.len())
-                && prefix.bytes().all(|b| b.is_ascii_digit())
-                && matches!(prefix.as_bytes()[0], b'1'..=b'5');
-            return if ok { Ok(s.to_string()) } else { Err(bad()) };
-        }
-        if let Some((a, b)) = s.split_once('-') {
-            return match (code(a), code(b)) {
-                (Some(a), Some(b)) if a <= b => Ok(s.to_string()),
-                (Some(_), Some(_)) => Err(format!(
-                    "invalid HTTP status range {s:?}: the first code must not exceed the second"
-                )),
-                _ => Err(bad()),
-            };
-        }
-        code(s).map(|_| s.to_string()).ok_or_else(bad)
-    }
-
-    pub fn http_method(s: &str) -> Result<String, String> {
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic()) {
-            Ok(s.to_ascii_uppercase())
-        } else {
-            Err("expected an HTTP method such as GET, POST, PUT, DELETE".into())
-        }
-    }
-
-    /// `name:value` (the value may contain `:`), as `hubble observe --http-header`.
-    pub fn http_header(s: &str) -> Result<String, String> {
-        match s.split_once(':') {
-            Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
-            _ => Err("expected name:value, e.g. content-type:application/json".into()),
-        }
-    }
-
-    pub fn to_ip_trace_id(s: &str) -> Result<u64, String> {
-        match s.parse::<u64>() {
-            Ok(0) => Err("invalid --ip-trace-id value; must be greater than 0".into()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(format!("invalid --ip-trace-id value: {e}")),
-        }
-    }
-
-    pub fn ip_trace_id(s: &str) -> Result<String, String> {
-        to_ip_trace_id(s).map(|_| s.to_string())
-    }
-
-    pub fn regex(s: &str) -> Result<String, String> {
-        regex::Regex::new(s)
-            .map(|_| s.to_string())
-            .map_err(|e| format!("invalid regular expression: {e}"))
-    }
-
-    pub const TCP_FLAGS: &str = "FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, NS";
-
-    pub fn to_tcp_flags(s: &str) -> Result<TcpFlags, String> {
-        let mut f = TcpFlags::default();
-        for name in s.split(',') {
-            match name.trim().to_ascii_uppercase().as_str() {
-                "FIN" => f.fin = true,
-                "SYN" => f.syn = true,
-                "RST" => f.rst = true,
-                "PSH" => f.psh = true,
-                "ACK" => f.ack = true,
-                "URG" => f.urg = true,
-                "ECE" => f.ece = true,
-                "CWR" => f.cwr = true,
-                "NS" => f.ns = true,
-                other => {
-                    return Err(format!(
-                        "unknown TCP flag {other:?}: expected a comma-separated list of {TCP_FLAGS}"
-                    ));
-                }
-            }
-        }
-        Ok(f)
-    }
-
-    pub fn tcp_flags(s: &str) -> Result<String, String> {
-        to_tcp_flags(s).map(|_| s.to_ascii_uppercase())
-    }
-
-    pub fn traffic_direction(s: &str) -> Result<String, String> {
-        match s.to_ascii_lowercase().as_str() {
-            d @ ("ingress" | "egress") => Ok(d.to_string()),
-            _ => Err("expected ingress or egress".into()),
-        }
-    }
-
-    /// `--since`/`--until`: a duration before now or an absolute time.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum TimeSpec {
-        Ago(Duration),
-        At(Timestamp),
-    }
-
-    impl TimeSpec {
-        pub fn resolve(self, now: SystemTime) -> Timestamp {
-            match self {
-                TimeSpec::At(t) => t,
-                TimeSpec::Ago(d) => {
-                    Timestamp::from(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
-                }
-            }
-        }
-    }
-
-    pub fn time_spec(s: &str) -> Result<TimeSpec, String> {
-        if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
-            let nanos = dt.timestamp_subsec_nanos();
-            return Ok(TimeSpec::At(Timestamp {
-                seconds: dt.timestamp(),
-                nanos: nanos as i32,
-            }));
-        }
-        humantime::parse_duration(s).map(TimeSpec::Ago).map_err(|_| {
-            "expected a duration (30s, 5m, 1h30m, 2d) or an RFC 3339 time (2024-05-01T10:00:00Z)"
-                .into()
-        })
     }
 }
 
