@@ -10,8 +10,12 @@
 use std::hint::black_box;
 use std::str::FromStr;
 
+#[path = "../tests/records/mod.rs"]
+mod records;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flowd::parser::record::{decode_l7_event, encode_l7_event, l7_event};
+use flowd::datapath::L7Record;
+use flowd::datapath::decode::decode;
 use flowd::parser::{DnsFraming, HttpConfig, Parser, ParserConfig, RedactConfig, dns, http};
 use flowd_common::{FAMILY_IPV4, FlowKey, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, PROTO_TCP};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
@@ -68,7 +72,7 @@ fn benches(c: &mut Criterion) {
     let cfg = HttpConfig::new(&["x-request-id".to_string()], RedactConfig::default()).unwrap();
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(1));
-    let raw = encode_l7_event(&l7_event(
+    let raw = records::encode_l7(&L7Record::captured(
         key([10, 0, 0, 1], 40000, [10, 0, 0, 2], 80),
         L7_HTTP_REQUEST,
         1,
@@ -76,7 +80,7 @@ fn benches(c: &mut Criterion) {
         REQUEST,
     ));
     g.bench_function("baseline/decode_record", |b| {
-        b.iter(|| decode_l7_event(black_box(&raw)).unwrap())
+        b.iter(|| decode(black_box(&raw)).unwrap())
     });
     g.bench_function("http/request", |b| {
         b.iter(|| http::parse_request(black_box(REQUEST), &cfg).unwrap())
@@ -109,8 +113,8 @@ fn benches(c: &mut Criterion) {
     g.bench_function("http/request+response", |b| {
         b.iter(|| {
             seq = seq.wrapping_add(1);
-            let q = l7_event(c2s, L7_HTTP_REQUEST, u64::from(seq) * 10, seq, REQUEST);
-            let r = l7_event(
+            let q = L7Record::captured(c2s, L7_HTTP_REQUEST, u64::from(seq) * 10, seq, REQUEST);
+            let r = L7Record::captured(
                 s2c,
                 L7_HTTP_RESPONSE,
                 u64::from(seq) * 10 + 5,

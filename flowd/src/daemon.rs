@@ -943,8 +943,8 @@ async fn wait_listed(listed: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::L7Record;
     use crate::metrics::MetricsOptions;
-    use crate::parser::record::l7_event;
     use flowd_common::{FAMILY_IPV4, FlowKey, L7_HTTP_REQUEST, PROTO_TCP};
 
     #[test]
@@ -969,7 +969,7 @@ mod tests {
                 dst_port: 80,
                 ..FlowKey::default()
             };
-            let rec = l7_event(key, L7_HTTP_REQUEST, 1, 1, b"GET / HTTP/1.1\r\n\r\n");
+            let rec = L7Record::captured(key, L7_HTTP_REQUEST, 1, 1, b"GET / HTTP/1.1\r\n\r\n");
             p.on_event(DatapathEvent::L7(datapath::L7Event {
                 time: SystemTime::now(),
                 record: rec,

@@ -87,10 +87,10 @@ fn expected(lab: &Lab, node: &str, keys: &[&str]) -> Vec<PodVeth> {
 
 #[test]
 fn veths_follow_the_pods_of_each_node() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: endpoints_lab needs root (network namespaces)");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "endpoints_lab needs root (network namespaces)"
+    );
     let mut lab = Lab::up(Spec::default_spec()).expect("lab up");
     let node_a = lab.node_netns("node-a").unwrap().to_string();
     let node_b = lab.node_netns("node-b").unwrap().to_string();
@@ -222,10 +222,10 @@ fn veths_follow_the_pods_of_each_node() {
 /// local pod, and by then every local pod's veth is in the interface table.
 #[test]
 fn follow_marks_the_plan_of_the_first_pod_list() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: endpoints_lab needs root (network namespaces)");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "endpoints_lab needs root (network namespaces)"
+    );
     let lab = Lab::up(Spec::default_spec()).expect("lab up");
     let node_b = lab.node_netns("node-b").unwrap().to_string();
     let store = EndpointStore::new(StoreConfig {

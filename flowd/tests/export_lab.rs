@@ -365,10 +365,10 @@ fn check_selected(c: &Cluster, report: &TrafficReport, node: &str, path: &Path) 
 
 #[test]
 fn file_export_on_real_cluster_traffic() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED export_lab: needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "export_lab needs root (network namespaces, eBPF)"
+    );
     let t0 = Instant::now();
     let dir =
         TempDir(std::env::temp_dir().join(format!("flowd-export-lab-{}", std::process::id())));

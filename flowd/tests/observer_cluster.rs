@@ -868,10 +868,10 @@ fn check_node(c: &Cluster, report: &TrafficReport, node: &str) -> Result<()> {
 
 #[test]
 fn observer_api_on_real_cluster_traffic() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: observer_cluster needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "observer_cluster needs root (network namespaces, eBPF)"
+    );
     let t0 = Instant::now();
     let c = Cluster::start(ClusterOptions {
         set: vec![("hubble-event-buffer-capacity".into(), CAPACITY.to_string())],
@@ -955,10 +955,10 @@ fn observer_api_on_real_cluster_traffic() -> Result<()> {
 /// the source service; the server's veth sees pod addresses only.
 #[test]
 fn service_filters_with_cluster_ip_services() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: observer_cluster needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "observer_cluster needs root (network namespaces, eBPF)"
+    );
     let t0 = Instant::now();
     let mut spec = flowd_lab::Spec::default_spec();
     spec.service_mode = flowd_lab::spec::ServiceMode::ClusterIp;
@@ -1072,10 +1072,10 @@ fn service_filters_with_cluster_ip_services() -> Result<()> {
 /// direction and the observation point.
 #[test]
 fn first_flows_of_a_new_pod_name_it() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: observer_cluster needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "observer_cluster needs root (network namespaces, eBPF)"
+    );
     const REQUESTS: u64 = 3;
     let mut c = Cluster::start(ClusterOptions::default())?;
     let node = "node-b";

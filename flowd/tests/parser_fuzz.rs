@@ -12,7 +12,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use flowd::parser::record::{decode_l7_event, encode_l7_event, l7_event};
+mod records;
+
+use flowd::datapath::L7Record;
 use flowd::parser::{
     DnsFraming, HttpConfig, NotL7, Parser, ParserConfig, RedactConfig, RequestHead, dns, http,
     parse_l7,
@@ -336,7 +338,8 @@ fn fuzz_l7_record_decoder_and_parser() {
                 ..FlowKey::default()
             };
             k.src_addr[0] = 10;
-            let mut b = encode_l7_event(&l7_event(k, kind, u64::from(port), 0, &payload));
+            let mut b =
+                records::encode_l7(&L7Record::captured(k, kind, u64::from(port), 0, &payload));
             // Sometimes lie about payload_len, sometimes cut the record.
             if plen % 3 == 0 {
                 let at = std::mem::offset_of!(flowd_common::L7Event, payload_len);
@@ -349,23 +352,13 @@ fn fuzz_l7_record_decoder_and_parser() {
             b
         });
     let cell = std::cell::RefCell::new(&mut parser);
-    fuzz(
-        "l7 record decoders (strict, ring) + parser",
-        prop_oneof![raw, built],
-        |b| {
-            if let Ok(ev) = decode_l7_event(&b) {
-                assert!(ev.payload.len() <= L7_MAX_PAYLOAD);
-                let _ = parse_l7(&ev, &cfg);
-                let _ = cell.borrow_mut().l7_flow(&ev, 0);
-            }
-            // The ring reader's (lenient) decoder, whose records the daemon
-            // hands to the parser as they are.
-            if let Ok(flowd::datapath::decode::Record::L7(r)) = flowd::datapath::decode::decode(&b)
-            {
-                assert!(r.payload.len() <= L7_MAX_PAYLOAD);
-                let _ = parse_l7(&r, &cfg);
-                let _ = cell.borrow_mut().l7_flow(&r, 0);
-            }
-        },
-    );
+    fuzz("l7 record decoder + parser", prop_oneof![raw, built], |b| {
+        // The ring reader's decoder, whose records the daemon hands to
+        // the parser as they are.
+        if let Ok(flowd::datapath::decode::Record::L7(r)) = flowd::datapath::decode::decode(&b) {
+            assert!(r.payload.len() <= L7_MAX_PAYLOAD);
+            let _ = parse_l7(&r, &cfg);
+            let _ = cell.borrow_mut().l7_flow(&r, 0);
+        }
+    });
 }

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use flowd::parser::record::l7_event;
+use flowd::datapath::L7Record;
 use flowd::parser::{NotL7, Parser, ParserConfig, RedactConfig};
 use flowd_common::{
     FAMILY_IPV4, FAMILY_IPV6, FlowKey, L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE, PROTO_TCP,
@@ -82,7 +82,7 @@ fn pipelined_three_requests_then_three_responses() {
     let resp = [(2_000_000u64, 200u16), (2_500_000, 404), (2_600_000, 503)];
     let mut reqs = Vec::new();
     for (i, path) in paths.iter().enumerate() {
-        let ev = l7_event(
+        let ev = L7Record::captured(
             c2s(3),
             L7_HTTP_REQUEST,
             req_ts[i],
@@ -96,7 +96,7 @@ fn pipelined_three_requests_then_three_responses() {
     }
     let mut resps = Vec::new();
     for (i, (ts, code)) in resp.iter().enumerate() {
-        let ev = l7_event(
+        let ev = L7Record::captured(
             s2c(3),
             L7_HTTP_RESPONSE,
             *ts,
@@ -144,7 +144,7 @@ fn pipelined_three_requests_then_three_responses() {
 #[test]
 fn flow_fields_of_an_l7_record() {
     let mut p = parser();
-    let ev = l7_event(c2s(17), L7_HTTP_REQUEST, 5, 1, &request("/"));
+    let ev = L7Record::captured(c2s(17), L7_HTTP_REQUEST, 5, 1, &request("/"));
     let f = p.l7_flow(&ev, 1_700_000_000_123_456_789).unwrap();
     assert_eq!(f.verdict, Verdict::Forwarded as i32);
     assert_eq!(f.node_name, "node-1");
@@ -168,7 +168,10 @@ fn flow_fields_of_an_l7_record() {
     assert_eq!(f.interface.as_ref().unwrap().index, 17);
     assert_eq!(f.event_type.unwrap().r#type, 129);
     let g = p
-        .l7_flow(&l7_event(c2s(17), L7_HTTP_REQUEST, 6, 2, &request("/")), 0)
+        .l7_flow(
+            &L7Record::captured(c2s(17), L7_HTTP_REQUEST, 6, 2, &request("/")),
+            0,
+        )
         .unwrap();
     assert_ne!(f.uuid, g.uuid);
 }
@@ -182,7 +185,7 @@ fn keep_alive_mix_of_status_codes() {
         let t0 = 10_000 * i as u64;
         let q = p
             .l7_flow(
-                &l7_event(
+                &L7Record::captured(
                     c2s(3),
                     L7_HTTP_REQUEST,
                     t0,
@@ -194,7 +197,7 @@ fn keep_alive_mix_of_status_codes() {
             .unwrap();
         let r = p
             .l7_flow(
-                &l7_event(
+                &L7Record::captured(
                     s2c(3),
                     L7_HTTP_RESPONSE,
                     t0 + 100 + i as u64,
@@ -223,7 +226,7 @@ fn response_without_request_is_reported_unpaired() {
     let mut p = parser();
     let f = p
         .l7_flow(
-            &l7_event(s2c(3), L7_HTTP_RESPONSE, 50, 1, &response(200)),
+            &L7Record::captured(s2c(3), L7_HTTP_RESPONSE, 50, 1, &response(200)),
             0,
         )
         .unwrap();
@@ -241,25 +244,25 @@ fn same_exchange_at_two_observation_points_pairs_per_point() {
     // client veth (if 3) sees the request first and the response last.
     let q3 = p
         .l7_flow(
-            &l7_event(c2s(3), L7_HTTP_REQUEST, 1_000, 1, &request("/a")),
+            &L7Record::captured(c2s(3), L7_HTTP_REQUEST, 1_000, 1, &request("/a")),
             0,
         )
         .unwrap();
     let q9 = p
         .l7_flow(
-            &l7_event(c2s(9), L7_HTTP_REQUEST, 1_020, 1, &request("/a")),
+            &L7Record::captured(c2s(9), L7_HTTP_REQUEST, 1_020, 1, &request("/a")),
             0,
         )
         .unwrap();
     let r9 = p
         .l7_flow(
-            &l7_event(s2c(9), L7_HTTP_RESPONSE, 5_020, 7, &response(200)),
+            &L7Record::captured(s2c(9), L7_HTTP_RESPONSE, 5_020, 7, &response(200)),
             0,
         )
         .unwrap();
     let r3 = p
         .l7_flow(
-            &l7_event(s2c(3), L7_HTTP_RESPONSE, 5_050, 7, &response(200)),
+            &L7Record::captured(s2c(3), L7_HTTP_RESPONSE, 5_050, 7, &response(200)),
             0,
         )
         .unwrap();
@@ -273,10 +276,10 @@ fn same_exchange_at_two_observation_points_pairs_per_point() {
 #[test]
 fn retransmitted_request_and_response_are_not_reported_twice() {
     let mut p = parser();
-    let req = l7_event(c2s(3), L7_HTTP_REQUEST, 10, 77, &request("/x"));
+    let req = L7Record::captured(c2s(3), L7_HTTP_REQUEST, 10, 77, &request("/x"));
     p.l7_flow(&req, 0).unwrap();
     assert_eq!(p.l7_flow(&req, 0).unwrap_err(), NotL7::Retransmission);
-    let resp = l7_event(s2c(3), L7_HTTP_RESPONSE, 30, 5, &response(200));
+    let resp = L7Record::captured(s2c(3), L7_HTTP_RESPONSE, 30, 5, &response(200));
     assert_eq!(l7(&p.l7_flow(&resp, 0).unwrap()).latency_ns, 20);
     assert_eq!(p.l7_flow(&resp, 0).unwrap_err(), NotL7::Retransmission);
 }
@@ -290,7 +293,7 @@ fn head_cut_at_512_bytes_still_gives_method_and_url() {
     }
     req.extend_from_slice(b"\r\n");
     assert!(req.len() > 512);
-    let ev = l7_event(c2s(3), L7_HTTP_REQUEST, 1, 1, &req);
+    let ev = L7Record::captured(c2s(3), L7_HTTP_REQUEST, 1, 1, &req);
     assert_eq!(ev.payload.len(), 512);
     let f = p.l7_flow(&ev, 0).unwrap();
     assert_eq!(
@@ -303,7 +306,7 @@ fn head_cut_at_512_bytes_still_gives_method_and_url() {
 fn pipelined_request_with_cut_line_keeps_fifo_order() {
     let mut p = parser();
     let long = format!("/{}", "a".repeat(600));
-    let cut = l7_event(c2s(3), L7_HTTP_REQUEST, 100, 1, &request(&long));
+    let cut = L7Record::captured(c2s(3), L7_HTTP_REQUEST, 100, 1, &request(&long));
     // Reported with the URL as far as it was captured (512 bytes of
     // payload: "GET " and 508 bytes of the target), flagged truncated.
     let q = p.l7_flow(&cut, 0).unwrap();
@@ -318,19 +321,19 @@ fn pipelined_request_with_cut_line_keeps_fifo_order() {
         ("GET", cut_url, "", true)
     );
     p.l7_flow(
-        &l7_event(c2s(3), L7_HTTP_REQUEST, 200, 2, &request("/short")),
+        &L7Record::captured(c2s(3), L7_HTTP_REQUEST, 200, 2, &request("/short")),
         0,
     )
     .unwrap();
     let r1 = p
         .l7_flow(
-            &l7_event(s2c(3), L7_HTTP_RESPONSE, 1_100, 1, &response(414)),
+            &L7Record::captured(s2c(3), L7_HTTP_RESPONSE, 1_100, 1, &response(414)),
             0,
         )
         .unwrap();
     let r2 = p
         .l7_flow(
-            &l7_event(s2c(3), L7_HTTP_RESPONSE, 1_300, 2, &response(200)),
+            &L7Record::captured(s2c(3), L7_HTTP_RESPONSE, 1_300, 2, &response(200)),
             0,
         )
         .unwrap();
@@ -361,7 +364,7 @@ fn redaction_is_configurable() {
     let body = b"GET /login?user=bob&pw=1 HTTP/1.1\r\nHost: auth\r\nUser-Agent: curl/8\r\nCookie: s=1\r\n\r\n";
     let mut p = Parser::new(cfg(RedactConfig::default(), &[]));
     let f = p
-        .l7_flow(&l7_event(c2s(3), L7_HTTP_REQUEST, 1, 1, body), 0)
+        .l7_flow(&L7Record::captured(c2s(3), L7_HTTP_REQUEST, 1, 1, body), 0)
         .unwrap();
     assert_eq!(http(&f).url, "http://auth/login");
     assert!(http(&f).headers.is_empty());
@@ -372,7 +375,7 @@ fn redaction_is_configurable() {
     };
     let mut p = Parser::new(cfg(off, &["user-agent", "cookie"]));
     let f = p
-        .l7_flow(&l7_event(c2s(3), L7_HTTP_REQUEST, 1, 1, body), 0)
+        .l7_flow(&L7Record::captured(c2s(3), L7_HTTP_REQUEST, 1, 1, body), 0)
         .unwrap();
     assert_eq!(http(&f).url, "http://auth/login?user=bob&pw=1");
     let h: Vec<(&str, &str)> = http(&f)
@@ -408,7 +411,7 @@ fn garbage_and_non_http_on_port_80_give_no_flow() {
             } else {
                 s2c(3)
             };
-            let r = p.l7_flow(&l7_event(k, kind, i as u64, i as u32, j), 0);
+            let r = p.l7_flow(&L7Record::captured(k, kind, i as u64, i as u32, j), 0);
             assert!(r.is_err(), "payload {i} kind {kind} gave a flow: {r:?}");
             n += 1;
         }
@@ -419,8 +422,11 @@ fn garbage_and_non_http_on_port_80_give_no_flow() {
     // Kernel said HTTP but the transport is UDP: refused.
     let udp = key4(3, PROTO_UDP, CLIENT, 1, SERVER, 80);
     assert_eq!(
-        p.l7_flow(&l7_event(udp, L7_HTTP_REQUEST, 1, 0, &request("/")), 0)
-            .unwrap_err(),
+        p.l7_flow(
+            &L7Record::captured(udp, L7_HTTP_REQUEST, 1, 0, &request("/")),
+            0
+        )
+        .unwrap_err(),
         NotL7::WrongTransport(PROTO_UDP)
     );
 }
@@ -459,19 +465,19 @@ fn dns_a_and_aaaa_noerror_and_nxdomain_with_latency() {
     let n = Name::from_str(name).unwrap();
     let fa = p
         .l7_flow(
-            &l7_event(q, L7_DNS, 1_000, 0, &dns_query(11, name, RecordType::A)),
+            &L7Record::captured(q, L7_DNS, 1_000, 0, &dns_query(11, name, RecordType::A)),
             0,
         )
         .unwrap();
     let f6 = p
         .l7_flow(
-            &l7_event(q, L7_DNS, 1_010, 0, &dns_query(12, name, RecordType::AAAA)),
+            &L7Record::captured(q, L7_DNS, 1_010, 0, &dns_query(12, name, RecordType::AAAA)),
             0,
         )
         .unwrap();
     let fx = p
         .l7_flow(
-            &l7_event(
+            &L7Record::captured(
                 q,
                 L7_DNS,
                 1_020,
@@ -491,7 +497,7 @@ fn dns_a_and_aaaa_noerror_and_nxdomain_with_latency() {
     // Responses out of order: matched by message ID.
     let rx = p
         .l7_flow(
-            &l7_event(
+            &L7Record::captured(
                 r,
                 L7_DNS,
                 1_520,
@@ -509,7 +515,7 @@ fn dns_a_and_aaaa_noerror_and_nxdomain_with_latency() {
         .unwrap();
     let ra = p
         .l7_flow(
-            &l7_event(
+            &L7Record::captured(
                 r,
                 L7_DNS,
                 1_300,
@@ -538,7 +544,7 @@ fn dns_a_and_aaaa_noerror_and_nxdomain_with_latency() {
         .unwrap();
     let r6 = p
         .l7_flow(
-            &l7_event(
+            &L7Record::captured(
                 r,
                 L7_DNS,
                 1_400,
@@ -630,11 +636,13 @@ fn dns_over_tcp_and_ipv6() {
     // Per the ABI the kernel copies DNS-over-TCP from after the length prefix.
     let fq = p
         .l7_flow(
-            &l7_event(q, L7_DNS, 10, 1, &dns_query(99, name, RecordType::A)),
+            &L7Record::captured(q, L7_DNS, 10, 1, &dns_query(99, name, RecordType::A)),
             0,
         )
         .unwrap();
-    let fr = p.l7_flow(&l7_event(r, L7_DNS, 60, 1, &resp), 0).unwrap();
+    let fr = p
+        .l7_flow(&L7Record::captured(r, L7_DNS, 60, 1, &resp), 0)
+        .unwrap();
     assert_eq!(dns(&fq).query, name);
     assert_eq!(l7(&fr).latency_ns, 50);
     let ips = &dns(&fr).ips;
@@ -661,13 +669,13 @@ fn pairing_state_is_bounded_and_evictions_counted() {
     for i in 0..1_000u32 {
         let k = key4(3, PROTO_TCP, CLIENT, 10_000 + (i % 300) as u16, SERVER, 80);
         p.l7_flow(
-            &l7_event(k, L7_HTTP_REQUEST, u64::from(i), i, &request("/")),
+            &L7Record::captured(k, L7_HTTP_REQUEST, u64::from(i), i, &request("/")),
             0,
         )
         .unwrap();
         let u = key4(3, PROTO_UDP, CLIENT, 20_000, SERVER, 53);
         p.l7_flow(
-            &l7_event(
+            &L7Record::captured(
                 u,
                 L7_DNS,
                 u64::from(i),

@@ -52,6 +52,33 @@ pub struct L7Record {
     pub payload: Vec<u8>,
 }
 
+impl L7Record {
+    /// A record as the kernel would capture it: the first `L7_MAX_PAYLOAD`
+    /// bytes of `l4_payload` (tests, benches, replay tools).
+    pub fn captured(
+        key: flowd_common::FlowKey,
+        l7_kind: u8,
+        ts_ns: u64,
+        tcp_seq: u32,
+        l4_payload: &[u8],
+    ) -> Self {
+        let n = l4_payload.len().min(L7_MAX_PAYLOAD);
+        Self {
+            header: EventHeader {
+                kind: EV_L7,
+                ts_ns,
+                ..EventHeader::default()
+            },
+            key,
+            l7_kind,
+            transport_tcp: key.protocol == flowd_common::PROTO_TCP,
+            l4_payload_len: u32::try_from(l4_payload.len()).unwrap_or(u32::MAX),
+            tcp_seq,
+            payload: l4_payload[..n].to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Flow(FlowEventKind, FlowEvent),
@@ -148,6 +175,30 @@ mod tests {
             Ok(Record::Flow(FlowEventKind::NewFlow, ev)),
             "full record"
         );
+    }
+
+    #[test]
+    fn a_captured_record_survives_the_ring() {
+        let r = L7Record::captured(
+            FlowKey::default(),
+            L7_HTTP_REQUEST,
+            42,
+            7,
+            b"GET / HTTP/1.1\r\n\r\n",
+        );
+        let mut ev = L7Event {
+            header: r.header,
+            key: r.key,
+            l7_kind: r.l7_kind,
+            transport_tcp: u8::from(r.transport_tcp),
+            payload_len: r.payload.len() as u16,
+            l4_payload_len: r.l4_payload_len,
+            tcp_seq: r.tcp_seq,
+            _pad: [0; 4],
+            payload: [0; L7_MAX_PAYLOAD],
+        };
+        ev.payload[..r.payload.len()].copy_from_slice(&r.payload);
+        assert_eq!(decode(&bytes_of(&ev)), Ok(Record::L7(r)));
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //!   type L7 with a REQUEST or RESPONSE Layer7 record; responses are paired
 //!   with their request for the latency ([`pairing`]). The payload is read in
 //!   place: no copy back into the fixed-size ABI array.
-//! * [`record`]: strict decoding of raw ring-buffer records, and building
-//!   records as the kernel would (tests, benches, fuzzing).
 //!
 //! Payloads come from the network: anything that is not a well-formed
 //! message start gives a typed [`NotL7`], never a flow or a panic.
@@ -17,7 +15,6 @@ pub mod drop;
 pub mod http;
 pub mod l34;
 pub mod pairing;
-pub mod record;
 pub mod summary;
 
 use flowd_common::{

@@ -20,12 +20,12 @@ use flowd_proto::observer::GetFlowsRequest;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn root() -> bool {
-    let ok = nix::unistd::geteuid().is_root();
-    if !ok {
-        eprintln!("SKIPPED: needs root (network namespaces, eBPF)");
-    }
-    ok
+/// Root-only: a run without root fails rather than passing untested.
+fn need_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root (network namespaces, eBPF)"
+    );
 }
 
 fn all_flows() -> GetFlowsRequest {
@@ -170,9 +170,7 @@ fn syn_sightings(flows: &[Flow]) -> BTreeMap<Sighting, u32> {
 
 #[test]
 fn flows_carry_pods_namespaces_labels_and_workloads_on_both_sides() -> Result<()> {
-    if !root() {
-        return Ok(());
-    }
+    need_root();
     let mut c = Cluster::start(ClusterOptions::default())?;
     let report = c.run_traffic()?;
     let state = c.lab().state().clone();
@@ -436,9 +434,7 @@ fn loadgen_get(c: &Cluster, ip: Ipv4Addr, path: &str) -> Result<u16> {
 
 #[test]
 fn attachment_follows_pods_without_interface_globs() -> Result<()> {
-    if !root() {
-        return Ok(());
-    }
+    need_root();
     // No `flowd-interfaces`: only pod following attaches (Cluster::start
     // waits until every pod veth of every node is attached).
     let mut c = Cluster::start(ClusterOptions {

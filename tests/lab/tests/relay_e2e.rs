@@ -342,10 +342,7 @@ fn expected_for(c: &Cluster, report: &TrafficReport) -> Result<Counts> {
 
 #[test]
 fn relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors() -> Result<()> {
-    if !is_root() {
-        eprintln!("SKIPPED: relay_e2e needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(is_root(), "relay_e2e needs root (network namespaces, eBPF)");
     let started = Instant::now();
     let mut c = Cluster::start(ClusterOptions {
         relay: true,
@@ -663,10 +660,7 @@ fn all_connected(nodes: &[&str]) -> Vec<(String, i32)> {
 /// follow stream picks it up.
 #[test]
 fn relay_finds_a_node_added_later_through_the_peer_service() -> Result<()> {
-    if !is_root() {
-        eprintln!("SKIPPED: relay_e2e needs root (network namespaces, eBPF)");
-        return Ok(());
-    }
+    anyhow::ensure!(is_root(), "relay_e2e needs root (network namespaces, eBPF)");
     let started = Instant::now();
     let mut spec = flowd_lab::Spec::default_spec();
     let mut node_c = spec.nodes[1].clone();
