@@ -1,4 +1,4 @@
-//! Drop program cost (issue 11): ns per call of flowd's skb:kfree_skb
+//! Drop program cost: ns per call of flowd's skb:kfree_skb
 //! program (`flowd_kfree_skb`) next to an empty program on the same
 //! tracepoint (`bench_tp_empty`), from kernel.bpf_stats, on a normal
 //! workload where nearly all kfree_skb calls are not packet drops.
@@ -21,7 +21,8 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use flowd_tests::{Pair, flowd::Flowd};
 
-use super::{median, program_stats};
+use crate::measure::program_stats;
+use crate::stats::median;
 
 const DROP_EVERY: usize = 100;
 const TCP_PORT: u16 = 7101;

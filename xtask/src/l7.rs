@@ -1,4 +1,4 @@
-//! L7 capture cost (issue 3): per-packet cost of flowd's TC programs with L7
+//! L7 capture cost: per-packet cost of flowd's TC programs with L7
 //! capture on (`--l7-max-bytes 512`, the default) vs. off (`--l7-max-bytes 0`)
 //! on an HTTP/1.1 keep-alive workload, in the same run.
 //!
@@ -18,7 +18,8 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use flowd_tests::{Pair, flowd::Flowd};
 
-use super::{median, program_stats};
+use crate::measure::program_stats;
+use crate::stats::median;
 
 const REQUEST: &[u8] = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: shop.example\r\n\
 User-Agent: flowd-bench/1\r\nAccept: application/json\r\n\r\n";
@@ -179,7 +180,7 @@ fn render(on: &[Run], off: &[Run], ev: &[Run], pairs: usize, requests: usize) ->
     let mut s = String::new();
     writeln!(
         s,
-        "### L7 capture cost (issue 3) — `cargo xtask bench-l7` (also run by `cargo xtask bench`)\n\n\
+        "### L7 capture cost — `cargo xtask bench-l7` (also run by `cargo xtask bench`)\n\n\
          HTTP/1.1 keep-alive: {requests} requests over {CONNECTIONS} connections (TCP_NODELAY, one\n\
          request and one response segment per exchange), flowd TC on the client's veth, L7 capture\n\
          on (`--l7-max-bytes 512`) vs. off (`--l7-max-bytes 0`), same binary, {pairs} alternating\n\

@@ -1,4 +1,4 @@
-//! `cargo xtask bench-observer` — the Observer benchmark (issue 5), against
+//! `cargo xtask bench-observer` — the Observer benchmark, against
 //! the release flowd daemon (ConfigMap mode, Observer API on) observing a
 //! veth pair:
 //! (a) RSS of flowd idle and with its 65,535-flow buffer full of real L3/L4
@@ -251,7 +251,7 @@ pub fn bench(runs: usize, out: &Path, flowd: Option<PathBuf>) -> Result<()> {
     };
     let report = render(&m, runs)?;
     print!("{report}");
-    crate::write_section(out, "observer", &report)
+    crate::report::write_section(out, "observer", &report)
 }
 
 fn mib(b: u64) -> f64 {
@@ -262,7 +262,7 @@ fn render(m: &Measured, runs: usize) -> Result<String> {
     let mut s = String::new();
     writeln!(
         s,
-        "### Observer (issue 5) — `cargo xtask bench-observer`\n\n\
+        "### Observer — `cargo xtask bench-observer`\n\n\
          Release flowd daemon (`--set` keys: Observer API on 127.0.0.1, metrics server off, \
          `hubble-event-buffer-capacity={CAPACITY}`, TC on one veth), {} CPUs, \
          buffer filled with {} real L3/L4 flows (UDP to distinct ports + ICMP errors) in {:.0} s. \

@@ -27,7 +27,7 @@ use etherparse::{PacketBuilder, PacketBuilderStep};
 use flowd::datapath::{FULL_PATHS_TC, FULL_PATHS_XDP, install_full_paths};
 use flowd_common::{CNT_FULL_PATH_RUNS, Config, names};
 
-use super::median;
+use crate::stats::median;
 
 /// flowd's defaults (DatapathConfig).
 const INTERVAL_NS: u64 = 5_000_000_000;
@@ -192,7 +192,7 @@ impl Loaded {
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
         // Only the first variant's empty programs are run (the baseline);
-        // objects from before session 12 have one empty TC program for both hooks.
+        // older objects have one empty TC program for both hooks.
         for name in [names::PROG_TC_EMPTY_INGRESS, names::PROG_TC_EMPTY_EGRESS] {
             if let Some(p) = ebpf.program_mut(name) {
                 let p: &mut SchedClassifier = p.try_into()?;
@@ -323,7 +323,7 @@ pub fn bench(variants: &[(String, Vec<u8>)], rounds: usize, repeat: u32) -> Resu
     let mut out = String::new();
     writeln!(
         out,
-        "### Datapath hit path (issue 2) — `cargo xtask bench-programs` (also run by `cargo xtask bench`)\n\n\
+        "### Datapath hit path — `cargo xtask bench-programs` (also run by `cargo xtask bench`)\n\n\
          BPF_PROG_TEST_RUN on crafted packets of a flow already in the flow cache (a TCP flow \
          after its handshake and, with payload, after the first data segment), {repeat} runs per \
          measurement, {rounds} rounds, medians; \"over empty\" is the median of per-round \
