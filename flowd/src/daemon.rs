@@ -32,7 +32,7 @@ use crate::{
 
 /// What the daemon writes besides its API, metrics and exports (the
 /// `--print` and `--dump-flows-on-exit` flags).
-pub use crate::app::Outputs;
+pub use crate::cli::Outputs;
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -591,7 +591,7 @@ fn follow_pods(
     tasks.push(tokio::spawn(conn));
     tasks.push(tokio::spawn(async move {
         let mut listed_tx = Some(listed_tx);
-        let mut plans = crate::endpoints::attach::follow(store, handle, Duration::from_secs(5));
+        let mut plans = crate::endpoints::pod_veths::follow(store, handle, Duration::from_secs(5));
         while let Some(plan) = futures::StreamExt::next(&mut plans).await {
             let plan = match plan {
                 Ok(p) => p,
@@ -622,7 +622,7 @@ fn follow_pods(
 
 /// Applies one plan; failures are logged (the next resync or pod change
 /// does not retry a veth the plan already counted as attached).
-fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::attach::AttachPlan) {
+fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::pod_veths::AttachPlan) {
     for v in &plan.detach {
         if h.is_configured(&v.ifname) {
             continue;
@@ -797,7 +797,7 @@ pub async fn run_with(
     };
     let printer = outputs.print.map(|format| {
         let names = dp.as_ref().map(Datapath::interface_names);
-        let p = crate::app::Printer::new(format, names);
+        let p = crate::print_mode::Printer::new(format, names);
         p.ready(&dp.as_ref().map(Datapath::attached).unwrap_or_default());
         p
     });
@@ -884,8 +884,8 @@ pub async fn run_with(
     // Every observed flow is in the buffer: follow streams can end.
     pipeline.close_streams();
     let dumped = match &outputs.dump_flows_on_exit {
-        Some(path) => crate::app::write_dump(dp.as_ref(), path)
-            .map_err(|e| DaemonError::Dump(crate::app::error_line(&e))),
+        Some(path) => crate::print_mode::write_dump(dp.as_ref(), path)
+            .map_err(|e| DaemonError::Dump(crate::cli::error_line(&e))),
         None => Ok(()),
     };
     drop(dp);

@@ -5,8 +5,8 @@
 //! `metrics` and `export`; `peer` announces the nodes to relays. `config`
 //! reads the ConfigMap that drives it all; `certgen` makes and renews the
 //! certificates of the Observer API's mTLS.
-pub mod app;
 pub mod certgen;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod observer;
 pub mod parser;
 pub mod peer;
+pub mod print_mode;
 pub mod shutdown;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use flowd::app::{clap_error_line, error_line};
+use flowd::cli::{clap_error_line, error_line};
 
 /// flowd: eBPF network flow observer.
 ///
@@ -19,7 +19,7 @@ struct Args {
     #[command(flatten)]
     config: flowd::config::ConfigArgs,
     #[command(flatten)]
-    datapath: flowd::app::Cli,
+    datapath: flowd::cli::Cli,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -33,7 +33,7 @@ enum Command {
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    flowd::app::init_tracing();
+    flowd::cli::init_tracing();
     let args = match Args::command()
         .try_get_matches()
         .and_then(|m| Args::from_arg_matches(&m))
@@ -70,7 +70,7 @@ async fn run(args: Args) -> ExitCode {
         return report(flowd::certgen::run(a).await.map_err(Into::into));
     }
     if args.config.config.is_none() && args.config.set.is_empty() {
-        return report(flowd::app::run(args.datapath).await);
+        return report(flowd::print_mode::run(args.datapath).await);
     }
     // The daemon: typed flags are keys (or outputs), checked one by one so
     // that an error names the flag.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use flowd::endpoints::attach::{PodVeth, PodVethTracker, discover_pod_veths};
 use flowd::endpoints::manifest::load_dir;
 use flowd::endpoints::model::{Kind, ObjectKey, Pod};
+use flowd::endpoints::pod_veths::{PodVeth, PodVethTracker, discover_pod_veths};
 use flowd::endpoints::{EndpointStore, InterfaceKind, StoreConfig, Update};
 use flowd_lab::{Lab, Spec};
 
@@ -246,7 +246,7 @@ fn follow_marks_the_plan_of_the_first_pod_list() {
     let manifests = lab.manifest_dir();
     in_netns(&node_b, |h| async move {
         let mut plans =
-            flowd::endpoints::attach::follow(s.clone(), h, std::time::Duration::from_secs(3600));
+            flowd::endpoints::pod_veths::follow(s.clone(), h, std::time::Duration::from_secs(3600));
         // Services alone are no pod list.
         let load = load_dir(&manifests).unwrap();
         s.apply(Update::Replace {

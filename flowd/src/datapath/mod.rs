@@ -23,7 +23,6 @@ pub use loader::{
 mod ring;
 
 use std::{
-    collections::BTreeMap,
     fmt,
     str::FromStr,
     sync::{
@@ -761,84 +760,6 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// Display helpers shared by printers and dumps.
-pub mod fmt_key {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    use flowd_common::*;
-
-    pub fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
-        match family {
-            FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
-            FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
-            _ => None,
-        }
-    }
-
-    pub fn protocol(p: u8) -> String {
-        match p {
-            PROTO_TCP => "TCP".into(),
-            PROTO_UDP => "UDP".into(),
-            PROTO_ICMP => "ICMPv4".into(),
-            PROTO_ICMPV6 => "ICMPv6".into(),
-            PROTO_SCTP => "SCTP".into(),
-            n => format!("proto-{n}"),
-        }
-    }
-
-    pub fn direction(d: u8) -> &'static str {
-        if d == DIR_EGRESS { "egress" } else { "ingress" }
-    }
-
-    /// TCP flag names in wire order, e.g. ["SYN", "ACK"].
-    pub fn tcp_flags(f: u16) -> Vec<&'static str> {
-        [
-            (TCP_FIN, "FIN"),
-            (TCP_SYN, "SYN"),
-            (TCP_RST, "RST"),
-            (TCP_PSH, "PSH"),
-            (TCP_ACK, "ACK"),
-            (TCP_URG, "URG"),
-            (TCP_ECE, "ECE"),
-            (TCP_CWR, "CWR"),
-            (TCP_NS, "NS"),
-        ]
-        .iter()
-        .filter(|(bit, _)| f & bit != 0)
-        .map(|(_, n)| *n)
-        .collect()
-    }
-}
-
-/// Serializable view of a flow key + stats (used by --print json and dumps).
-pub fn flow_json(
-    key: &FlowKey,
-    stats: &FlowStats,
-    ifname: Option<String>,
-) -> BTreeMap<&'static str, serde_json::Value> {
-    use serde_json::json;
-    let mut m = BTreeMap::new();
-    let addr = |a| fmt_key::addr(key.family, a).map(|a| a.to_string());
-    m.insert("family", json!(key.family));
-    m.insert("src_addr", json!(addr(&key.src_addr)));
-    m.insert("dst_addr", json!(addr(&key.dst_addr)));
-    m.insert("src_port", json!(key.src_port));
-    m.insert("dst_port", json!(key.dst_port));
-    m.insert("protocol", json!(fmt_key::protocol(key.protocol)));
-    m.insert("ip_proto", json!(key.protocol));
-    m.insert("ifindex", json!(key.ifindex));
-    m.insert("ifname", json!(ifname));
-    m.insert("direction", json!(fmt_key::direction(key.direction)));
-    m.insert("vlan", json!(key.vlan));
-    m.insert("key_flags", json!(key.flags));
-    m.insert("packets", json!(stats.packets));
-    m.insert("bytes", json!(stats.bytes));
-    m.insert("tcp_flags", json!(fmt_key::tcp_flags(stats.tcp_flags)));
-    m.insert("first_seen_ns", json!(stats.first_seen_ns));
-    m.insert("last_seen_ns", json!(stats.last_seen_ns));
-    m
 }
 
 #[cfg(test)]

@@ -8,14 +8,13 @@
 //!   `kube::KubeSource` (the Kubernetes API).
 //! - [`store::EndpointStore`] applies them and publishes an immutable
 //!   snapshot indexed by IP; [`enrich`] fills flows from it without locks.
-//! - [`attach`]: which host-side veths belong to this node's pods, so the
+//! - [`pod_veths`]: which host-side veths belong to this node's pods, so the
 //!   datapath can attach to them as pods come and go.
 //! - [`hold`]: flows of an interface not matched yet wait for it (a new
 //!   pod's first packets).
 //! - [`names`]: the names each local pod resolved (from observed DNS
 //!   answers), for flows' `source_names` / `destination_names`.
 
-pub mod attach;
 pub mod enrich;
 pub mod hold;
 #[cfg(feature = "kube")]
@@ -23,6 +22,7 @@ pub mod kube;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod pod_veths;
 pub mod store;
 
 pub use enrich::Hook;
