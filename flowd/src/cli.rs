@@ -6,7 +6,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::datapath::{self, DatapathConfig, InterfaceSpec, ProgramSet};
+use crate::datapath::{self, DatapathConfig, ProgramSet};
+use crate::options::interfaces::InterfaceSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrintFormat {

@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::metrics::spec::MetricsSpec;
+use crate::options::interfaces::InterfaceSpec;
+use crate::options::metrics::MetricsSpec;
 
 /// Largest L7 prefix the kernel programs can copy (the event's payload size).
 pub const L7_MAX_BYTES: u32 = flowd_common::L7_MAX_PAYLOAD as u32;
@@ -73,9 +74,6 @@ pub enum ConfigError {
     #[error("invalid override {arg:?}: expected key=value")]
     OverrideSyntax { arg: String },
 }
-
-// Interface patterns and modes are the datapath's own types.
-pub use crate::datapath::{AttachMode, InterfaceSpec};
 
 /// Cilium's monitor aggregation level (`monitor-aggregation`, Cilium's
 /// numbers 0–4): how often the datapath reports a flow.

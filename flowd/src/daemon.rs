@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, MonitorAggregation},
-    datapath::{self, AttachMode, Datapath, DatapathConfig, DatapathEvent},
+    datapath::{self, Datapath, DatapathConfig, DatapathEvent},
     endpoints::{
         EndpointStore, Hook, ManifestSource, StoreConfig,
         enrich::enrich_with,
@@ -27,6 +27,7 @@ use crate::{
     export::{ExportError, ExportStats, Exporters},
     metrics::{DatapathTotals, Metrics, MetricsOptions},
     observer::{FlowWriter, Observer, ObserverConfig},
+    options::interfaces::AttachMode,
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
 };
 
@@ -632,7 +633,7 @@ fn apply_attach_plan(h: &datapath::AttachHandle, plan: &crate::endpoints::pod_ve
         }
     }
     for v in &plan.attach {
-        match h.attach(v.ifindex, &v.ifname, datapath::AttachMode::Tc) {
+        match h.attach(v.ifindex, &v.ifname, AttachMode::Tc) {
             Ok(Some(a)) => info!(
                 ifname = %a.ifname,
                 ifindex = a.ifindex,

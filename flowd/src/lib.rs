@@ -15,6 +15,7 @@ pub mod export;
 pub mod filters;
 pub mod metrics;
 pub mod observer;
+pub mod options;
 pub mod parser;
 pub mod peer;
 pub mod print_mode;

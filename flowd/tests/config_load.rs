@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use flowd::config::{
-    AttachMode, Config, ConfigArgs, ConfigError, ConfigSource, KEYS, KubernetesWatch,
-    MonitorAggregation, parse_override,
+    Config, ConfigArgs, ConfigError, ConfigSource, KEYS, KubernetesWatch, MonitorAggregation,
+    parse_override,
 };
-use flowd::metrics::spec::HandlerKind;
+use flowd::options::interfaces::AttachMode;
+use flowd::options::metrics::HandlerKind;
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use flowd::endpoints::manifest::parse_manifest;
 use flowd::endpoints::model::{Kind, ObjectKey};
 use flowd::endpoints::{EndpointStore, Hook, Interface, InterfaceKind, StoreConfig, Update};
-use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{Metrics, MetricsOptions};
+use flowd::options::metrics::MetricsSpec;
 use flowd_proto::flow::{
     CiliumEventType, Dns, Flow, FlowType, Http, Ip, IpVersion, L7FlowType, Layer4, Layer7,
     NetworkInterface, TcpFlags, Verdict, layer4, layer7,

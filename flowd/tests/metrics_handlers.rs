@@ -7,8 +7,8 @@ mod metrics_support;
 
 use std::time::{Duration, Instant};
 
-use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{DatapathTotals, Metrics, MetricsOptions};
+use flowd::options::metrics::MetricsSpec;
 use flowd_proto::flow::{
     DropReason, Endpoint, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
 };
@@ -609,8 +609,8 @@ fn daemon_metrics() {
     m.add_lost_events(LostEventSource::PerfEventRingBuffer, 3);
     m.add_lost_events(LostEventSource::HubbleRingBuffer, 7);
     m.add_lost_events(LostEventSource::HubbleRingBuffer, 1);
-    m.set_attached_interfaces(flowd::config::AttachMode::Tc, 4);
-    m.set_attached_interfaces(flowd::config::AttachMode::Xdp, 1);
+    m.set_attached_interfaces(flowd::options::interfaces::AttachMode::Tc, 4);
+    m.set_attached_interfaces(flowd::options::interfaces::AttachMode::Xdp, 1);
     m.set_flow_map(1234, 65536);
     m.add_l7_pairing_evictions("http", "timeout", 2);
     m.refresh_process_metrics();

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowd::metrics::server::{bind, serve};
-use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{Metrics, MetricsOptions};
+use flowd::options::metrics::MetricsSpec;
 use flowd_proto::flow::TrafficDirection;
 use metrics_support::prometheus::{api_get, prometheus_binary, url_encode, wait_for};
 use metrics_support::*;

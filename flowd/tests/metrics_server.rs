@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowd::metrics::server::{ServerError, bind, serve};
-use flowd::metrics::spec::MetricsSpec;
 use flowd::metrics::{Metrics, MetricsOptions, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+use flowd::options::metrics::MetricsSpec;
 use flowd_proto::flow::TrafficDirection;
 use metrics_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -22,9 +22,10 @@ use aya::{
 };
 
 use super::{
-    AttachMode, Error, InterfaceSpec, ProgramSet,
+    Error, ProgramSet,
     loader::{load_for_mode, program_names},
 };
+use crate::options::interfaces::{AttachMode, InterfaceSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AttachedInterface {

@@ -7,7 +7,8 @@ use aya::{
 };
 use flowd_common::{Config, names};
 
-use super::{AttachMode, DatapathConfig, EBPF_OBJECT, Error, Maps, ProgramSet};
+use super::{DatapathConfig, EBPF_OBJECT, Error, Maps, ProgramSet};
+use crate::options::interfaces::AttachMode;
 
 pub(super) struct Loaded {
     pub ebpf: Ebpf,

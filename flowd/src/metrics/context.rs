@@ -4,7 +4,7 @@
 
 use flowd_proto::flow::{Endpoint, Flow, TrafficDirection};
 
-use super::spec::{CONTEXT_LABELS, ContextId, ContextOptions};
+use crate::options::metrics::{CONTEXT_LABELS, ContextId, ContextOptions};
 
 /// A series' labels: names are static, values come from flows.
 pub type LabelSet = Vec<(&'static str, String)>;

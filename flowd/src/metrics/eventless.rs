@@ -13,7 +13,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::spec::{HandlerKind, HandlerSpec, MetricsSpec};
+use crate::options::metrics::{HandlerKind, HandlerSpec, MetricsSpec};
 
 /// Exposed names of `policy`'s families and the labels Hubble gives them
 /// before the context labels.

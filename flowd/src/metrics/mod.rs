@@ -1,7 +1,7 @@
 //! Prometheus metrics with Hubble's catalogue, names and labels.
 //!
 //! [`Metrics::new`] builds the handlers enabled by `hubble-metrics`
-//! ([`spec`]); [`Metrics::process`] is the per-flow entry on the hot path;
+//! ([`crate::options::metrics`]); [`Metrics::process`] is the per-flow entry on the hot path;
 //! the daemon reports its own state through the `set_*` / `add_*` methods;
 //! [`server`] serves `/metrics` (Prometheus text or OpenMetrics).
 //!
@@ -23,7 +23,6 @@ pub mod eventless;
 mod ring;
 pub mod series;
 pub mod server;
-pub mod spec;
 mod world;
 
 use std::time::{Duration, Instant};
@@ -39,11 +38,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::config::{AttachMode, Config};
+use crate::config::Config;
+use crate::options::interfaces::AttachMode;
+use crate::options::metrics::{HandlerKind, HandlerSpec, MetricsSpec};
 use context::{LabelSet, push_labels};
 use counting::Reporter;
 use series::Series;
-use spec::{HandlerKind, HandlerSpec, MetricsSpec};
 
 /// Default cap of series per metric (`flowd-metrics-max-series`).
 pub const DEFAULT_MAX_SERIES: usize = 10_000;

@@ -21,9 +21,9 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::context::{LabelSet, push_labels};
 use super::series::Series;
-use super::spec::HandlerSpec;
 use super::{flow_protocol, verdict_name};
 use crate::endpoints::model::RESERVED_WORLD;
+use crate::options::metrics::HandlerSpec;
 
 /// Counts `flow` in `series` if it goes to the world. `once`: the counting
 /// rule's verdict for this record.

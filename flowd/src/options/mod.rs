@@ -1,0 +1,5 @@
+//! Option types shared by the configuration and the parts it configures:
+//! `config` parses them from the ConfigMap and the flags, the datapath and
+//! the metrics use them. Leaves: they import nothing else of flowd.
+pub mod interfaces;
+pub mod metrics;
