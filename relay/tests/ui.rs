@@ -2,6 +2,8 @@
 //! over in-test nodes, and the relay's TLS on the UI's address too. The
 //! browser tests of the UI are in tests/lab/tests/ui.rs (the lab cluster).
 //! HTTP through `curl` (scripts/setup.sh installs it).
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use std::path::PathBuf;

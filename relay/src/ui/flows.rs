@@ -38,7 +38,7 @@ pub fn argv(query: &str) -> Result<Vec<String>, String> {
     let mut argv = vec!["observe".to_string()];
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         let id = k.replace('-', "_");
-        if !observe_cli::filters::FILTER_IDS.contains(&id.as_str())
+        if !observe_cli::request::FILTER_IDS.contains(&id.as_str())
             && !SELECTION.contains(&id.as_str())
         {
             return Err(format!(
@@ -72,7 +72,7 @@ pub fn request(query: &str, now: SystemTime) -> Result<GetFlowsRequest, String> 
             .unwrap_or(&first)
             .replace("--", "")
     })?;
-    observe_cli::filters::build_request(&m, now).map_err(|e| e.to_string())
+    observe_cli::request::build_request(&m, now).map_err(|e| e.to_string())
 }
 
 /// Answers `GET /api/flows`.
