@@ -25,10 +25,11 @@ use crate::{
         names::{NameCache, NameCacheConfig},
     },
     export::{ExportError, ExportStats, Exporters},
-    metrics::{DatapathTotals, Metrics, MetricsOptions},
-    observer::{FlowWriter, Observer, ObserverConfig},
+    metrics::{DatapathTotals, Metrics},
+    observer::{FlowWriter, Observer},
     options::interfaces::AttachMode,
     parser::{HttpConfig, PairingLimits, Parser, ParserConfig, RedactConfig},
+    wiring,
 };
 
 /// What the daemon writes besides its API, metrics and exports (the
@@ -691,7 +692,7 @@ pub async fn run_with(
     outputs: Outputs,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
-    let (observer, writer) = Observer::new(ObserverConfig::from_config(&config))?;
+    let (observer, writer) = Observer::new(wiring::observer(&config))?;
     // NOT_SERVING until the datapath is attached and the first pod list is
     // in, and again from the moment shutdown begins.
     let (health, health_service) = HealthStatus::new().await;
@@ -707,20 +708,17 @@ pub async fn run_with(
                 "hubble-metrics handlers with no events in flowd: their metrics exist and stay at zero"
             );
         }
-        let mut m = Metrics::new(&MetricsOptions::from_config(&config));
+        let mut m = Metrics::new(&wiring::metrics(&config));
         export_stats.register(m.registry_mut());
         Arc::new(m)
     });
-    let exporters = Exporters::from_config(&config, export_stats)?;
+    let exporters = wiring::exporters(&config, export_stats)?;
     let parser = Parser::new(parser_config(&config)?);
     // Servers stop gracefully on `shutdown`; background tasks are aborted.
     let mut tasks = Vec::new();
     let mut background = Vec::new();
     let endpoints = start_endpoints(&config, &mut background)?;
-    let peers = crate::peer::PeerService::new(
-        endpoints.clone(),
-        crate::peer::PeerConfig::from_config(&config),
-    );
+    let peers = crate::peer::PeerService::new(endpoints.clone(), wiring::peer(&config));
     let follow_store = endpoints.clone();
     let mut pipeline = Pipeline::new(parser, writer, metrics.clone(), Some(endpoints))
         .with_exporters(exporters)
@@ -746,7 +744,7 @@ pub async fn run_with(
     if config.enable_hubble
         && let Some(addr) = config.hubble_listen_address
     {
-        let tls = crate::observer::tls_config(&config)?;
+        let tls = wiring::observer_tls(&config)?;
         if tls.is_none() && !config.hubble_tls_client_ca_files.is_empty() {
             warn!("hubble-tls-client-ca-files is ignored: hubble-disable-tls is true");
         }
@@ -946,6 +944,7 @@ mod tests {
     use super::*;
     use crate::datapath::L7Record;
     use crate::metrics::MetricsOptions;
+    use crate::observer::ObserverConfig;
     use flowd_common::{FAMILY_IPV4, FlowKey, L7_HTTP_REQUEST, PROTO_TCP};
 
     #[test]

@@ -24,9 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tracing::info;
 
-use crate::config::Config;
 use crate::filters::{FilterError, FlowMatcher};
 
 /// Why an exporter cannot start. flowd refuses the configuration.
@@ -261,23 +259,6 @@ impl Exporters {
             stats,
             workers: Vec::new(),
         }
-    }
-
-    /// Starts the sinks the configuration enables. Must run inside a tokio
-    /// runtime when OTLP export is enabled.
-    pub fn from_config(c: &Config, stats: ExportStats) -> Result<Self, ExportError> {
-        let mut ex = Self::none(stats);
-        if let Some(path) = &c.hubble_export_file_path {
-            let opts = file::FileOptions::from_config(c, path)?;
-            info!(path = %path, max_bytes = opts.max_bytes, "exporting flows to a file");
-            ex.add_file(opts)?;
-        }
-        if let Some(endpoint) = &c.export_otlp_endpoint {
-            let opts = otlp::OtlpOptions::from_config(c, endpoint);
-            info!(%endpoint, "exporting flows to an OTLP collector");
-            ex.add_otlp(opts)?;
-        }
-        Ok(ex)
     }
 
     /// Adds a file sink (its own thread: file I/O blocks).

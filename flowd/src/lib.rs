@@ -20,3 +20,4 @@ pub mod parser;
 pub mod peer;
 pub mod print_mode;
 pub mod shutdown;
+pub mod wiring;

@@ -71,53 +71,6 @@ impl Default for ObserverConfig {
     }
 }
 
-impl ObserverConfig {
-    /// Settings from the daemon's configuration.
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Self {
-            capacity: c.hubble_event_buffer_capacity as usize,
-            max_streams: c.max_streams as usize,
-            stream_queue: (c.stream_queue_size as usize).max(1),
-            node_name: c.absolute_node_name(),
-            address: c
-                .hubble_listen_address
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            version: default_version(),
-        }
-    }
-}
-
-/// The Observer API's TLS from the `hubble-disable-tls` / `hubble-tls-*`
-/// keys: None when TLS is disabled; with `hubble-tls-client-ca-files`,
-/// clients must present a certificate issued by one of those CAs (mTLS).
-/// The files are re-read when they change (see `flowd_tls`). Fails when a
-/// file cannot be read, is not PEM, or the key does not match.
-pub fn tls_config(
-    c: &crate::config::Config,
-) -> Result<Option<flowd_tls::ServerTls>, flowd_tls::TlsError> {
-    if c.hubble_disable_tls {
-        return Ok(None);
-    }
-    let missing = |what| flowd_tls::TlsError {
-        what,
-        path: String::new(),
-        reason: "not set (required when hubble-disable-tls is false)".into(),
-    };
-    flowd_tls::ServerTls::load(flowd_tls::ServerFiles {
-        cert_file: c
-            .hubble_tls_cert_file
-            .clone()
-            .ok_or_else(|| missing("hubble-tls-cert-file"))?,
-        key_file: c
-            .hubble_tls_key_file
-            .clone()
-            .ok_or_else(|| missing("hubble-tls-key-file"))?,
-        client_ca_files: c.hubble_tls_client_ca_files.clone(),
-    })
-    .map(Some)
-}
-
 /// `flowd v<crate version>`, the form Hubble clients print.
 pub fn default_version() -> String {
     format!("flowd v{}", env!("CARGO_PKG_VERSION"))

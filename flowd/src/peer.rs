@@ -52,17 +52,6 @@ impl Default for PeerConfig {
     }
 }
 
-impl PeerConfig {
-    /// Settings from the daemon's configuration.
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Self {
-            port: c.hubble_listen_address.map_or(DEFAULT_PORT, |a| a.port()),
-            tls: !c.hubble_disable_tls,
-            cluster_name: c.cluster_name.clone(),
-        }
-    }
-}
-
 /// One announced node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {

@@ -25,7 +25,6 @@ use tracing::{error, info, warn};
 
 use super::queue::{Msg, Receiver};
 use super::{ExportError, ExportEvent, ExportStats, Selection, reason};
-use crate::config::Config;
 
 /// The `sink` label of this exporter's metrics.
 pub const SINK: &str = "file";
@@ -58,30 +57,6 @@ pub struct FileOptions {
 }
 
 impl FileOptions {
-    pub fn from_config(c: &Config, path: &str) -> Result<Self, ExportError> {
-        let max_bytes = if c.export_file_max_size_bytes > 0 {
-            c.export_file_max_size_bytes
-        } else {
-            u64::from(c.hubble_export_file_max_size_mb) << 20
-        };
-        Ok(Self {
-            // flowd extension: `{node}` names the node, for nodes that share
-            // a filesystem (one host running several flowds, tests).
-            path: path.replace("{node}", &c.node_name),
-            max_bytes,
-            max_backups: c.hubble_export_file_max_backups,
-            compress: c.hubble_export_file_compress,
-            selection: Selection::new(
-                &c.hubble_export_allowlist,
-                &c.hubble_export_denylist,
-                &c.hubble_export_fieldmask,
-            )?,
-            queue_size: c.export_file_queue_size as usize,
-            node_name: c.absolute_node_name(),
-            reopen_after: REOPEN_AFTER,
-        })
-    }
-
     /// Options for `path` with Hubble's defaults (10 MiB, 5 backups).
     pub fn new(path: impl Into<String>) -> Self {
         Self {

@@ -41,7 +41,6 @@ use tracing::{info, warn};
 
 use super::queue::{Msg, Receiver};
 use super::{ExportError, ExportEvent, ExportStats, reason};
-use crate::config::Config;
 
 /// The `sink` label of this exporter's metrics.
 pub const SINK: &str = "otlp";
@@ -86,16 +85,6 @@ impl OtlpOptions {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
-        }
-    }
-
-    pub fn from_config(c: &Config, endpoint: &str) -> Self {
-        Self {
-            queue_size: c.export_otlp_queue_size as usize,
-            l7_spans: c.export_otlp_l7_spans,
-            node_name: c.node_name.clone(),
-            cluster_name: c.cluster_name.clone(),
-            ..Self::new(endpoint)
         }
     }
 }

@@ -38,7 +38,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::config::Config;
 use crate::options::interfaces::AttachMode;
 use crate::options::metrics::{HandlerKind, HandlerSpec, MetricsSpec};
 use context::{LabelSet, push_labels};
@@ -88,18 +87,6 @@ pub struct MetricsOptions {
     /// Apply the counting rule of [`counting`] (`flowd-metrics-count-once`);
     /// false counts every record at every observation point, as Hubble does.
     pub count_once: bool,
-}
-
-impl MetricsOptions {
-    pub fn from_config(c: &Config) -> Self {
-        MetricsOptions {
-            spec: c.hubble_metrics.clone(),
-            max_series: c.metrics_max_series as usize,
-            series_ttl: c.metrics_series_ttl,
-            open_metrics: c.enable_hubble_open_metrics,
-            count_once: c.metrics_count_once,
-        }
-    }
 }
 
 impl Default for MetricsOptions {

@@ -1,0 +1,129 @@
+//! Each part's options, built from the configuration: the parts take their
+//! own option types and never read [`Config`]; this is the one place that
+//! knows which ConfigMap key feeds which option.
+use flowd_tls::{ServerFiles, ServerTls, TlsError};
+use tracing::info;
+
+use crate::config::Config;
+use crate::export::{
+    ExportError, ExportStats, Exporters, Selection, file::FileOptions, otlp::OtlpOptions,
+};
+use crate::metrics::MetricsOptions;
+use crate::observer::{ObserverConfig, default_version};
+use crate::peer::{DEFAULT_PORT, PeerConfig};
+
+/// The Observer's buffer, streams and identity.
+pub fn observer(c: &Config) -> ObserverConfig {
+    ObserverConfig {
+        capacity: c.hubble_event_buffer_capacity as usize,
+        max_streams: c.max_streams as usize,
+        stream_queue: (c.stream_queue_size as usize).max(1),
+        node_name: c.absolute_node_name(),
+        address: c
+            .hubble_listen_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        version: default_version(),
+    }
+}
+
+/// The Observer API's TLS from the `hubble-disable-tls` / `hubble-tls-*`
+/// keys: None when TLS is disabled; with `hubble-tls-client-ca-files`,
+/// clients must present a certificate issued by one of those CAs (mTLS).
+/// The files are re-read when they change (see `flowd_tls`). Fails when a
+/// file cannot be read, is not PEM, or the key does not match.
+pub fn observer_tls(c: &Config) -> Result<Option<ServerTls>, TlsError> {
+    if c.hubble_disable_tls {
+        return Ok(None);
+    }
+    let missing = |what| TlsError {
+        what,
+        path: String::new(),
+        reason: "not set (required when hubble-disable-tls is false)".into(),
+    };
+    ServerTls::load(ServerFiles {
+        cert_file: c
+            .hubble_tls_cert_file
+            .clone()
+            .ok_or_else(|| missing("hubble-tls-cert-file"))?,
+        key_file: c
+            .hubble_tls_key_file
+            .clone()
+            .ok_or_else(|| missing("hubble-tls-key-file"))?,
+        client_ca_files: c.hubble_tls_client_ca_files.clone(),
+    })
+    .map(Some)
+}
+
+/// What the peer service announces about this node.
+pub fn peer(c: &Config) -> PeerConfig {
+    PeerConfig {
+        port: c.hubble_listen_address.map_or(DEFAULT_PORT, |a| a.port()),
+        tls: !c.hubble_disable_tls,
+        cluster_name: c.cluster_name.clone(),
+    }
+}
+
+/// The metrics handlers and their limits.
+pub fn metrics(c: &Config) -> MetricsOptions {
+    MetricsOptions {
+        spec: c.hubble_metrics.clone(),
+        max_series: c.metrics_max_series as usize,
+        series_ttl: c.metrics_series_ttl,
+        open_metrics: c.enable_hubble_open_metrics,
+        count_once: c.metrics_count_once,
+    }
+}
+
+/// The export file's rotation, selection and queue.
+pub fn export_file(c: &Config, path: &str) -> Result<FileOptions, ExportError> {
+    let max_bytes = if c.export_file_max_size_bytes > 0 {
+        c.export_file_max_size_bytes
+    } else {
+        u64::from(c.hubble_export_file_max_size_mb) << 20
+    };
+    Ok(FileOptions {
+        // flowd extension: `{node}` names the node, for nodes that share
+        // a filesystem (one host running several flowds, tests).
+        path: path.replace("{node}", &c.node_name),
+        max_bytes,
+        max_backups: c.hubble_export_file_max_backups,
+        compress: c.hubble_export_file_compress,
+        selection: Selection::new(
+            &c.hubble_export_allowlist,
+            &c.hubble_export_denylist,
+            &c.hubble_export_fieldmask,
+        )?,
+        queue_size: c.export_file_queue_size as usize,
+        node_name: c.absolute_node_name(),
+        ..FileOptions::new(path)
+    })
+}
+
+/// The OTLP exporter's queue and spans.
+pub fn export_otlp(c: &Config, endpoint: &str) -> OtlpOptions {
+    OtlpOptions {
+        queue_size: c.export_otlp_queue_size as usize,
+        l7_spans: c.export_otlp_l7_spans,
+        node_name: c.node_name.clone(),
+        cluster_name: c.cluster_name.clone(),
+        ..OtlpOptions::new(endpoint)
+    }
+}
+
+/// Starts the export sinks the configuration enables. Must run inside a
+/// tokio runtime when OTLP export is enabled.
+pub fn exporters(c: &Config, stats: ExportStats) -> Result<Exporters, ExportError> {
+    let mut ex = Exporters::none(stats);
+    if let Some(path) = &c.hubble_export_file_path {
+        let opts = export_file(c, path)?;
+        info!(path = %path, max_bytes = opts.max_bytes, "exporting flows to a file");
+        ex.add_file(opts)?;
+    }
+    if let Some(endpoint) = &c.export_otlp_endpoint {
+        let opts = export_otlp(c, endpoint);
+        info!(%endpoint, "exporting flows to an OTLP collector");
+        ex.add_otlp(opts)?;
+    }
+    Ok(ex)
+}
