@@ -436,20 +436,7 @@ fn verdict_color(f: &Flow) -> &'static str {
 }
 
 fn tcp_flags(fl: &flow::TcpFlags) -> String {
-    let all = [
-        (fl.syn, "SYN"),
-        (fl.ack, "ACK"),
-        (fl.fin, "FIN"),
-        (fl.rst, "RST"),
-        (fl.psh, "PSH"),
-        (fl.urg, "URG"),
-        (fl.ece, "ECE"),
-        (fl.cwr, "CWR"),
-        (fl.ns, "NS"),
-    ];
-    all.iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
+    flowd_proto::names::tcp_flags(fl)
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -17,6 +17,7 @@ pub use pbjson_types;
 pub mod fieldmask;
 pub mod health;
 pub mod monitor;
+pub mod names;
 mod responses;
 mod timestamp;
 pub mod tls;
