@@ -230,23 +230,21 @@ pub mod fmt_key {
         if d == DIR_EGRESS { "egress" } else { "ingress" }
     }
 
-    /// TCP flag names in wire order, e.g. ["SYN", "ACK"].
+    /// TCP flag names of kernel flag bits, in Hubble's order (flowd_proto::names).
     pub fn tcp_flags(f: u16) -> Vec<&'static str> {
-        [
-            (TCP_FIN, "FIN"),
-            (TCP_SYN, "SYN"),
-            (TCP_RST, "RST"),
-            (TCP_PSH, "PSH"),
-            (TCP_ACK, "ACK"),
-            (TCP_URG, "URG"),
-            (TCP_ECE, "ECE"),
-            (TCP_CWR, "CWR"),
-            (TCP_NS, "NS"),
-        ]
-        .iter()
-        .filter(|(bit, _)| f & bit != 0)
-        .map(|(_, n)| *n)
-        .collect()
+        let on = |bit: u16| f & bit != 0;
+        let flags = flowd_proto::flow::TcpFlags {
+            fin: on(TCP_FIN),
+            syn: on(TCP_SYN),
+            rst: on(TCP_RST),
+            psh: on(TCP_PSH),
+            ack: on(TCP_ACK),
+            urg: on(TCP_URG),
+            ece: on(TCP_ECE),
+            cwr: on(TCP_CWR),
+            ns: on(TCP_NS),
+        };
+        flowd_proto::names::tcp_flags(&flags).collect()
     }
 }
 

@@ -97,7 +97,7 @@ fn hubble_rcode(mnemonic: &str) -> Result<String> {
             flowd_lab::dns::rcode_name(<hickory_proto::op::ResponseCode as From<u16>>::from(*c))
                 == mnemonic
         })
-        .map(|c| flowd::metrics::rcode_name(u32::from(c)))
+        .map(|c| flowd_proto::names::dns_rcode_metric(u32::from(c)).to_string())
         .with_context(|| format!("unknown rcode {mnemonic}"))
 }
 

@@ -457,21 +457,9 @@ pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
         if let L4::Tcp(t) = l4
             && let Some(f) = &t.flags
         {
-            let names: Vec<String> = [
-                (f.syn, "SYN"),
-                (f.ack, "ACK"),
-                (f.fin, "FIN"),
-                (f.rst, "RST"),
-                (f.psh, "PSH"),
-                (f.urg, "URG"),
-                (f.ece, "ECE"),
-                (f.cwr, "CWR"),
-                (f.ns, "NS"),
-            ]
-            .iter()
-            .filter(|(set, _)| *set)
-            .map(|(_, n)| (*n).to_string())
-            .collect();
+            let names: Vec<String> = flowd_proto::names::tcp_flags(f)
+                .map(str::to_string)
+                .collect();
             if !names.is_empty() {
                 a.push(strs("flowd.tcp.flags", &names));
             }
@@ -568,7 +556,10 @@ pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
                     a.push(strs("dns.answers", &d.ips));
                 }
                 if l7.r#type == L7FlowType::Response as i32 {
-                    a.push(s("flowd.dns.rcode", &crate::metrics::rcode_name(d.rcode)));
+                    a.push(s(
+                        "flowd.dns.rcode",
+                        flowd_proto::names::dns_rcode_metric(d.rcode),
+                    ));
                 }
                 if !d.qtypes.is_empty() {
                     a.push(strs("flowd.dns.qtypes", &d.qtypes));

@@ -31,6 +31,7 @@ use flowd_proto::flow::{
     DropReason, Flow, FlowType, IpVersion, L7FlowType, LostEventSource, TraceReason, Verdict,
     layer4::Protocol, layer7::Record,
 };
+use flowd_proto::names;
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
@@ -811,9 +812,14 @@ impl Handler {
                     return;
                 }
                 let (family, typ) = match flow.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
-                    Some(Protocol::IcmPv4(i)) => ("IPv4", icmp::v4_name(i.r#type, i.code)),
+                    // gopacket takes uint8(type), uint8(code): Go truncates.
+                    Some(Protocol::IcmPv4(i)) => {
+                        ("IPv4", names::icmpv4(i.r#type as u8, i.code as u8))
+                    }
                     // Hubble labels ICMPv6 with family "IPv4" (a bug); flowd says IPv6.
-                    Some(Protocol::IcmPv6(i)) => ("IPv6", icmp::v6_name(i.r#type, i.code)),
+                    Some(Protocol::IcmPv6(i)) => {
+                        ("IPv6", names::icmpv6(i.r#type as u8, i.code as u8))
+                    }
                     _ => return,
                 };
                 l.push(("family", family.to_string()));
@@ -874,7 +880,7 @@ impl Handler {
                 let rcode = if dropped {
                     "Policy denied".to_string()
                 } else if is_reply {
-                    rcode_name(dns.rcode)
+                    names::dns_rcode_metric(dns.rcode).to_string()
                 } else {
                     String::new()
                 };
@@ -1128,152 +1134,6 @@ fn trace_point_name(sub: i32) -> &'static str {
         12 => "from-crypto",
         13 => "to-crypto",
         _ => "",
-    }
-}
-
-/// DNS rcode names as Hubble's dns handler writes them.
-pub fn rcode_name(rcode: u32) -> String {
-    match rcode {
-        0 => "No Error",
-        1 => "Format Error",
-        2 => "Server Failure",
-        3 => "Non-Existent Domain",
-        4 => "Not Implemented",
-        5 => "Query Refused",
-        6 => "Name Exists when it should not",
-        7 => "RR Set Exists when it should not",
-        8 => "RR Set that should exist does not",
-        9 => "Not Authorized",
-        10 => "Name not contained in zone",
-        11 => "DSO-TYPE Not Implemented",
-        16 => "Bad OPT Version",
-        17 => "Key not recognized",
-        18 => "Signature out of time window",
-        19 => "Bad TKEY Mode",
-        20 => "Duplicate key name",
-        21 => "Algorithm not supported",
-        22 => "Bad Truncation",
-        23 => "Bad/missing Server Cookie",
-        _ => "",
-    }
-    .to_string()
-}
-
-/// ICMP type/code names as Hubble prints them (gopacket's TypeCode.String()).
-pub mod icmp {
-    fn fmt(type_name: Option<&str>, code_name: Option<Option<&str>>, t: u32, c: u32) -> String {
-        match (type_name, code_name) {
-            (None, _) => format!("{t}({c})"),
-            // The type has no code names.
-            (Some(n), None) if c == 0 => n.to_string(),
-            (Some(n), None) => format!("{n}(Code: {c})"),
-            (Some(n), Some(Some(cn))) => format!("{n}({cn})"),
-            (Some(n), Some(None)) => format!("{n}(Code: {c})"),
-        }
-    }
-
-    pub fn v4_name(t: u32, c: u32) -> String {
-        let type_name = match t {
-            0 => Some("EchoReply"),
-            3 => Some("DestinationUnreachable"),
-            4 => Some("SourceQuench"),
-            5 => Some("Redirect"),
-            8 => Some("EchoRequest"),
-            9 => Some("RouterAdvertisement"),
-            10 => Some("RouterSolicitation"),
-            11 => Some("TimeExceeded"),
-            12 => Some("ParameterProblem"),
-            13 => Some("TimestampRequest"),
-            14 => Some("TimestampReply"),
-            15 => Some("InfoRequest"),
-            16 => Some("InfoReply"),
-            17 => Some("AddressMaskRequest"),
-            18 => Some("AddressMaskReply"),
-            _ => None,
-        };
-        let code_name = match t {
-            3 => Some(match c {
-                0 => Some("Net"),
-                1 => Some("Host"),
-                2 => Some("Protocol"),
-                3 => Some("Port"),
-                4 => Some("FragmentationNeeded"),
-                5 => Some("SourceRoutingFailed"),
-                6 => Some("NetUnknown"),
-                7 => Some("HostUnknown"),
-                8 => Some("SourceIsolated"),
-                9 => Some("NetAdminProhibited"),
-                10 => Some("HostAdminProhibited"),
-                11 => Some("NetTOS"),
-                12 => Some("HostTOS"),
-                13 => Some("CommAdminProhibited"),
-                14 => Some("HostPrecedence"),
-                15 => Some("PrecedenceCutoff"),
-                _ => None,
-            }),
-            5 => Some(match c {
-                0 => Some("Network"),
-                1 => Some("Host"),
-                2 => Some("TOS+Network"),
-                3 => Some("TOS+Host"),
-                _ => None,
-            }),
-            11 => Some(match c {
-                0 => Some("TTLExceeded"),
-                1 => Some("FragmentReassemblyTimeExceeded"),
-                _ => None,
-            }),
-            12 => Some(match c {
-                0 => Some("PointerIndicatesError"),
-                1 => Some("MissingOption"),
-                2 => Some("BadLength"),
-                _ => None,
-            }),
-            _ => None,
-        };
-        fmt(type_name, code_name, t, c)
-    }
-
-    pub fn v6_name(t: u32, c: u32) -> String {
-        let type_name = match t {
-            1 => Some("DestinationUnreachable"),
-            2 => Some("PacketTooBig"),
-            3 => Some("TimeExceeded"),
-            4 => Some("ParameterProblem"),
-            128 => Some("EchoRequest"),
-            129 => Some("EchoReply"),
-            133 => Some("RouterSolicitation"),
-            134 => Some("RouterAdvertisement"),
-            135 => Some("NeighborSolicitation"),
-            136 => Some("NeighborAdvertisement"),
-            137 => Some("Redirect"),
-            _ => None,
-        };
-        let code_name = match t {
-            1 => Some(match c {
-                0 => Some("NoRouteToDst"),
-                1 => Some("AdminProhibited"),
-                2 => Some("BeyondScopeOfSrc"),
-                3 => Some("AddressUnreachable"),
-                4 => Some("PortUnreachable"),
-                5 => Some("SrcAddressFailedPolicy"),
-                6 => Some("RejectRouteToDst"),
-                _ => None,
-            }),
-            3 => Some(match c {
-                0 => Some("HopLimitExceeded"),
-                1 => Some("FragmentReassemblyTimeExceeded"),
-                _ => None,
-            }),
-            4 => Some(match c {
-                0 => Some("ErroneousHeaderField"),
-                1 => Some("UnrecognizedNextHeader"),
-                2 => Some("UnrecognizedIPv6Option"),
-                _ => None,
-            }),
-            _ => None,
-        };
-        fmt(type_name, code_name, t, c)
     }
 }
 

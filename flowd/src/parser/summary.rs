@@ -26,6 +26,7 @@ use flowd_common::{
     PROTO_TCP, PROTO_UDP,
 };
 use flowd_proto::flow::{Dns, Http, TcpFlags};
+use flowd_proto::names;
 
 /// The summary of an L3/L4 flow of `key`; `flags` are the TCP flags of the
 /// packet the event is for (None: not known, as for kernel drops).
@@ -51,8 +52,8 @@ pub fn l34(key: &FlowKey, flags: Option<&TcpFlags>) -> String {
         },
         PROTO_UDP => "UDP".to_string(),
         PROTO_SCTP => "SCTP".to_string(),
-        PROTO_ICMP if key.family == FAMILY_IPV4 => icmp("ICMPv4 ", icmpv4_names(t, c), t, c),
-        PROTO_ICMPV6 if key.family == FAMILY_IPV6 => icmp("ICMPv6 ", icmpv6_names(t, c), t, c),
+        PROTO_ICMP if key.family == FAMILY_IPV4 => format!("ICMPv4 {}", names::icmpv4(t, c)),
+        PROTO_ICMPV6 if key.family == FAMILY_IPV6 => format!("ICMPv6 {}", names::icmpv6(t, c)),
         _ => ip.to_string(),
     }
 }
@@ -60,155 +61,15 @@ pub fn l34(key: &FlowKey, flags: Option<&TcpFlags>) -> String {
 /// `TCP Flags: SYN, ACK`: the set flags in Hubble's order (SYN ACK RST FIN
 /// PSH URG ECE CWR NS).
 pub fn tcp(f: &TcpFlags) -> String {
-    let names = [
-        (f.syn, "SYN"),
-        (f.ack, "ACK"),
-        (f.rst, "RST"),
-        (f.fin, "FIN"),
-        (f.psh, "PSH"),
-        (f.urg, "URG"),
-        (f.ece, "ECE"),
-        (f.cwr, "CWR"),
-        (f.ns, "NS"),
-    ];
     let mut s = String::with_capacity(32);
     s.push_str("TCP Flags: ");
-    let mut first = true;
-    for (_, name) in names.iter().filter(|(set, _)| *set) {
-        if !first {
+    for (i, name) in names::tcp_flags(f).enumerate() {
+        if i > 0 {
             s.push_str(", ");
         }
         s.push_str(name);
-        first = false;
     }
     s
-}
-
-/// gopacket's `TypeCode.String()`: `Name`, `Name(CodeName)`,
-/// `Name(Code: 7)` for a code it has no name for, `9(0)` for an unknown type.
-enum IcmpNames {
-    UnknownType,
-    /// A type that uses no code.
-    NoCode(&'static str),
-    /// A type with named codes; None when this code has no name.
-    Code(&'static str, Option<&'static str>),
-}
-
-fn icmp(prefix: &str, names: IcmpNames, t: u8, c: u8) -> String {
-    let mut s = String::with_capacity(48);
-    s.push_str(prefix);
-    // Writing to a String cannot fail.
-    let _ = match names {
-        IcmpNames::UnknownType => write!(s, "{t}({c})"),
-        IcmpNames::NoCode(name) if c == 0 => write!(s, "{name}"),
-        IcmpNames::NoCode(name) | IcmpNames::Code(name, None) => write!(s, "{name}(Code: {c})"),
-        IcmpNames::Code(name, Some(code)) => write!(s, "{name}({code})"),
-    };
-    s
-}
-
-fn icmpv4_names(t: u8, c: u8) -> IcmpNames {
-    use IcmpNames::{Code, NoCode, UnknownType};
-    match t {
-        0 => NoCode("EchoReply"),
-        3 => Code(
-            "DestinationUnreachable",
-            [
-                "Net",
-                "Host",
-                "Protocol",
-                "Port",
-                "FragmentationNeeded",
-                "SourceRoutingFailed",
-                "NetUnknown",
-                "HostUnknown",
-                "SourceIsolated",
-                "NetAdminProhibited",
-                "HostAdminProhibited",
-                "NetTOS",
-                "HostTOS",
-                "CommAdminProhibited",
-                "HostPrecedence",
-                "PrecedenceCutoff",
-            ]
-            .get(usize::from(c))
-            .copied(),
-        ),
-        4 => NoCode("SourceQuench"),
-        5 => Code(
-            "Redirect",
-            ["Net", "Host", "TOS+Net", "TOS+Host"]
-                .get(usize::from(c))
-                .copied(),
-        ),
-        8 => NoCode("EchoRequest"),
-        9 => NoCode("RouterAdvertisement"),
-        10 => NoCode("RouterSolicitation"),
-        11 => Code(
-            "TimeExceeded",
-            ["TTLExceeded", "FragmentReassemblyTimeExceeded"]
-                .get(usize::from(c))
-                .copied(),
-        ),
-        12 => Code(
-            "ParameterProblem",
-            ["PointerIndicatesError", "MissingOption", "BadLength"]
-                .get(usize::from(c))
-                .copied(),
-        ),
-        13 => NoCode("TimestampRequest"),
-        14 => NoCode("TimestampReply"),
-        15 => NoCode("InfoRequest"),
-        16 => NoCode("InfoReply"),
-        17 => NoCode("AddressMaskRequest"),
-        18 => NoCode("AddressMaskReply"),
-        _ => UnknownType,
-    }
-}
-
-fn icmpv6_names(t: u8, c: u8) -> IcmpNames {
-    use IcmpNames::{Code, NoCode, UnknownType};
-    match t {
-        1 => Code(
-            "DestinationUnreachable",
-            [
-                "NoRouteToDst",
-                "AdminProhibited",
-                "BeyondScopeOfSrc",
-                "AddressUnreachable",
-                "PortUnreachable",
-                "SrcAddressFailedPolicy",
-                "RejectRouteToDst",
-            ]
-            .get(usize::from(c))
-            .copied(),
-        ),
-        2 => NoCode("PacketTooBig"),
-        3 => Code(
-            "TimeExceeded",
-            ["HopLimitExceeded", "FragmentReassemblyTimeExceeded"]
-                .get(usize::from(c))
-                .copied(),
-        ),
-        4 => Code(
-            "ParameterProblem",
-            [
-                "ErroneousHeaderField",
-                "UnrecognizedNextHeader",
-                "UnrecognizedIPv6Option",
-            ]
-            .get(usize::from(c))
-            .copied(),
-        ),
-        128 => NoCode("EchoRequest"),
-        129 => NoCode("EchoReply"),
-        133 => NoCode("RouterSolicitation"),
-        134 => NoCode("RouterAdvertisement"),
-        135 => NoCode("NeighborSolicitation"),
-        136 => NoCode("NeighborAdvertisement"),
-        137 => NoCode("Redirect"),
-        _ => UnknownType,
-    }
 }
 
 /// `HTTP/1.1 GET http://host/path`. A request line cut short by the
@@ -258,7 +119,7 @@ pub fn dns(d: &Dns, response: bool) -> String {
     s.push_str("DNS Answer ");
     if d.rcode != 0 {
         s.push_str("RCode: ");
-        s.push_str(rcode_name(d.rcode));
+        s.push_str(names::dns_rcode(d.rcode));
     } else {
         if !d.ips.is_empty() {
             go_quote(&mut s, &d.ips.join(","));
@@ -288,32 +149,6 @@ fn push_joined(s: &mut String, items: &[String]) {
             s.push(',');
         }
         s.push_str(t);
-    }
-}
-
-/// gopacket's `DNSResponseCode.String()` (its "Server Failure " included).
-fn rcode_name(rcode: u32) -> &'static str {
-    match rcode {
-        0 => "No Error",
-        1 => "Format Error",
-        2 => "Server Failure ",
-        3 => "Non-Existent Domain",
-        4 => "Not Implemented",
-        5 => "Query Refused",
-        6 => "Name Exists when it should not",
-        7 => "RR Set Exists when it should not",
-        8 => "RR Set that should exist does not",
-        9 => "Server Not Authoritative for zone",
-        10 => "Name not contained in zone",
-        16 => "Bad OPT Version",
-        17 => "Key not recognized",
-        18 => "Signature out of time window",
-        19 => "Bad TKEY Mode",
-        20 => "Duplicate key name",
-        21 => "Algorithm not supported",
-        22 => "Bad Truncation",
-        23 => "Bad Cookie",
-        _ => "Unknown",
     }
 }
 
