@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::options::cluster::{absolute_node_name, valid_cluster_name};
 use crate::options::interfaces::InterfaceSpec;
 use crate::options::metrics::MetricsSpec;
 
@@ -304,26 +305,9 @@ fn p_list(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// What [`valid_cluster_name`] accepts, in words.
-pub const CLUSTER_NAME_RULE: &str =
-    "at most 32 lower-case letters, digits and '-', starting and ending with a letter or digit";
-
-/// Cilium's rule for `cluster-name` (also `flowd certgen --cluster-name`:
-/// the name is part of the nodes' TLS server names).
-pub fn valid_cluster_name(v: &str) -> bool {
-    p_cluster_name(v).is_ok()
-}
-
 /// Cilium's rule for `cluster-name`.
 fn p_cluster_name(v: &str) -> Result<String, String> {
-    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let b = v.as_bytes();
-    let valid = !b.is_empty()
-        && b.len() <= 32
-        && b.iter().all(|&c| ok_char(c) || c == b'-')
-        && ok_char(b[0])
-        && ok_char(b[b.len() - 1]);
-    if valid {
+    if valid_cluster_name(v) {
         Ok(v.to_string())
     } else {
         Err(String::new())
@@ -930,18 +914,6 @@ impl Config {
         absolute_node_name(&self.cluster_name, &self.node_name)
     }
 }
-
-/// `<cluster>/<node>`, or `node` when the cluster is `default` or unnamed.
-pub fn absolute_node_name(cluster: &str, node: &str) -> String {
-    if cluster.is_empty() || cluster == DEFAULT_CLUSTER_NAME {
-        node.to_string()
-    } else {
-        format!("{cluster}/{node}")
-    }
-}
-
-/// Cilium's default `cluster-name`.
-pub const DEFAULT_CLUSTER_NAME: &str = "default";
 
 #[derive(serde::Deserialize)]
 struct ConfigMapDoc {

@@ -88,7 +88,7 @@ pub fn peers_of(snapshot: &Snapshot, cfg: &PeerConfig) -> BTreeMap<String, PeerI
             IpAddr::V4(v4) => format!("{v4}:{}", cfg.port),
             IpAddr::V6(v6) => format!("[{v6}]:{}", cfg.port),
         };
-        let name = crate::config::absolute_node_name(&cfg.cluster_name, &n.name);
+        let name = crate::options::cluster::absolute_node_name(&cfg.cluster_name, &n.name);
         let tls_server_name = cfg.tls.then(|| {
             format!(
                 "{}.{}.hubble-grpc.cilium.io",

@@ -8,6 +8,8 @@
 //! Topology: namespace `a` (client, flowd on veth-a, API and metrics on its
 //! loopback) ↔ `b` (servers), IPv4 only; static neighbours unless the test
 //! is about ARP, so each test knows every packet on the link. Root.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod daemon_netns;
 mod metrics_support;
 

@@ -5,6 +5,8 @@
 //! stream that does not read, a `--all` reader lapped by the writer) against
 //! what the streams announced, export queue drops, and a deleted pod's
 //! series. Root, like flowd.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod daemon_netns;
 mod metrics_support;
 

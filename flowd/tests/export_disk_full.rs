@@ -8,6 +8,8 @@
 //! gets at most one ERROR per 30 s (a lasting failure: two lines a minute),
 //! a file that opens again on a full disk is no recovery, and the recovery
 //! (a write that succeeds, once space is freed) is logged exactly once.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod daemon_netns;
 mod metrics_support;
 

@@ -26,7 +26,7 @@ const FLOWD_RULES: &[(&str, &[&str])] = &[
     // Leaves.
     ("options", &[]),
     ("shutdown", &[]),
-    ("certgen", &[]),
+    ("certgen", &["options"]),
     // The configuration parses keys into option types; it knows no part.
     ("config", &["options"]),
     // The event path, in the order events take.
@@ -37,7 +37,7 @@ const FLOWD_RULES: &[(&str, &[&str])] = &[
     ("metrics", &["endpoints", "options"]),
     ("export", &["filters"]),
     ("observer", &["filters"]),
-    ("peer", &["endpoints"]),
+    ("peer", &["endpoints", "options"]),
     // The process: command line, print mode, options from the
     // configuration, and the daemon that wires the parts together.
     ("cli", &["datapath", "options"]),

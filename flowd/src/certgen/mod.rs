@@ -60,10 +60,13 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn cluster_name(s: &str) -> Result<String, String> {
-    if crate::config::valid_cluster_name(s) {
+    if crate::options::cluster::valid_cluster_name(s) {
         Ok(s.to_string())
     } else {
-        Err(format!("expected {}", crate::config::CLUSTER_NAME_RULE))
+        Err(format!(
+            "expected {}",
+            crate::options::cluster::CLUSTER_NAME_RULE
+        ))
     }
 }
 

@@ -9,7 +9,10 @@ use flowd_proto::observer::GetFlowsRequest;
 
 #[test]
 fn cluster_with_relay_sees_flows_on_every_node() -> Result<()> {
-    anyhow::ensure!(nix::unistd::geteuid().is_root(), "cluster_smoke needs root (network namespaces, eBPF)");
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "cluster_smoke needs root (network namespaces, eBPF)"
+    );
     let c = Cluster::start(ClusterOptions {
         relay: true,
         ..Default::default()
