@@ -4,12 +4,17 @@
 use flowd_tls::{ServerFiles, ServerTls, TlsError};
 use tracing::info;
 
-use crate::config::Config;
+use std::time::Duration;
+
+use crate::config::{Config, MonitorAggregation};
+use crate::datapath::{self, DatapathConfig};
+use crate::endpoints::{StoreConfig, names::NameCacheConfig};
 use crate::export::{
     ExportError, ExportStats, Exporters, Selection, file::FileOptions, otlp::OtlpOptions,
 };
 use crate::metrics::MetricsOptions;
 use crate::observer::{ObserverConfig, default_version};
+use crate::parser::{HttpConfig, HttpConfigError, PairingLimits, ParserConfig, RedactConfig};
 use crate::peer::{DEFAULT_PORT, PeerConfig};
 
 /// The Observer's buffer, streams and identity.
@@ -126,4 +131,72 @@ pub fn exporters(c: &Config, stats: ExportStats) -> Result<Exporters, ExportErro
         ex.add_otlp(opts)?;
     }
     Ok(ex)
+}
+
+/// The datapath settings the configuration asks for.
+pub fn datapath(c: &Config) -> DatapathConfig {
+    DatapathConfig {
+        interfaces: c.interfaces.clone(),
+        ring_buffer_bytes: c.ring_buffer_bytes,
+        flow_map_entries: c.flow_map_entries,
+        aggregation_interval: aggregation_interval(c),
+        l7_max_bytes: c.l7_max_bytes,
+        drops: datapath::drops::DropsConfig {
+            enabled: c.drops_enabled,
+            ..Default::default()
+        },
+        l7_dns_ports: c.l7_dns_ports.clone(),
+        watch_links: c.watch_links,
+        // Hubble's events queue. Unlike Hubble's, it never drops: when it is
+        // full the reader waits and the kernel ring buffer absorbs the
+        // burst, or counts what it cannot take (perf_event_ring_buffer).
+        channel_capacity: c.hubble_event_queue_size as usize,
+        ..DatapathConfig::default()
+    }
+}
+
+/// `monitor-aggregation` none reports every packet; the other levels report
+/// new flows, flag changes and one update per `monitor-aggregation-interval`.
+fn aggregation_interval(c: &Config) -> Duration {
+    match c.monitor_aggregation {
+        MonitorAggregation::None => Duration::ZERO,
+        _ => c.monitor_aggregation_interval,
+    }
+}
+
+/// The parser settings the configuration asks for.
+pub fn parser(c: &Config) -> Result<ParserConfig, HttpConfigError> {
+    let redact = RedactConfig {
+        enabled: c.hubble_redact_enabled,
+        http_url_query: c.hubble_redact_http_urlquery,
+        http_userinfo: c.hubble_redact_http_userinfo,
+        http_headers_allow: c.hubble_redact_http_headers_allow.clone(),
+        http_headers_deny: c.hubble_redact_http_headers_deny.clone(),
+    };
+    Ok(ParserConfig {
+        node_name: c.absolute_node_name(),
+        http: HttpConfig::new(&c.http_headers_allow, redact)?,
+        pairing: PairingLimits {
+            max_connections: c.l7_pairing_entries as usize,
+            max_age_ns: u64::try_from(c.l7_pairing_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ..PairingLimits::default()
+        },
+    })
+}
+
+/// The endpoint store's node and cluster.
+pub fn endpoint_store(c: &Config) -> StoreConfig {
+    StoreConfig {
+        node_name: c.node_name.clone(),
+        cluster_name: c.cluster_name.clone(),
+        ..StoreConfig::default()
+    }
+}
+
+/// The DNS name cache's bound and shortest TTL.
+pub fn name_cache(c: &Config) -> NameCacheConfig {
+    NameCacheConfig {
+        max_entries: c.dns_name_cache_entries as usize,
+        min_ttl: c.tofqdns_min_ttl,
+    }
 }

@@ -44,7 +44,17 @@ const FLOWD_RULES: &[(&str, &[&str])] = &[
     ("print_mode", &["cli", "datapath", "shutdown"]),
     (
         "wiring",
-        &["config", "export", "metrics", "observer", "options", "peer"],
+        &[
+            "config",
+            "datapath",
+            "endpoints",
+            "export",
+            "metrics",
+            "observer",
+            "options",
+            "parser",
+            "peer",
+        ],
     ),
     (
         "daemon",
