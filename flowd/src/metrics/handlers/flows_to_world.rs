@@ -10,7 +10,7 @@
 //!   attempt;
 //! - `port` adds the destination port (TCP, UDP, SCTP; empty otherwise).
 //!
-//! Unlike Hubble, a record counts under the counting rule of [`super::counting`]
+//! Unlike Hubble, a record counts under the counting rule of [`crate::metrics::counting`]
 //! (the packet's first observation point) unless `flowd-metrics-count-once`
 //! is false, so a packet seen at a pod's veth and an uplink is one flow.
 
@@ -19,11 +19,20 @@ use std::time::Instant;
 use flowd_proto::flow::{DropReason, Flow, Verdict, layer4::Protocol};
 use prometheus_client::metrics::counter::Counter;
 
-use super::context::{LabelSet, push_labels};
-use super::series::Series;
-use super::{flow_protocol, verdict_name};
+use super::{Builder, flow_protocol, new_counter, verdict_name};
 use crate::endpoints::model::RESERVED_WORLD;
+use crate::metrics::context::{LabelSet, push_labels};
+use crate::metrics::series::Series;
 use crate::options::metrics::HandlerSpec;
+
+/// `hubble_flows_to_world`.
+pub(super) fn series(b: &mut Builder) -> Series<Counter> {
+    b.make(
+        "hubble_flows_to_world",
+        "Total number of flows to reserved:world",
+        new_counter,
+    )
+}
 
 /// Counts `flow` in `series` if it goes to the world. `once`: the counting
 /// rule's verdict for this record.
