@@ -1,14 +1,18 @@
 //! flowd relay: one time-ordered flow stream across all nodes.
 //!
 //! The relay learns its peers ([`peers`]), keeps a connection to each with
-//! retries ([`pool`], dialling with [`dial`]), fans GetFlows out to every connected node and merges
-//! the answers by timestamp ([`merge`]), and serves the Observer API plus gRPC
-//! health ([`server`]), optionally over TLS/mTLS ([`tls`]), and, with
-//! `--ui-listen`, a web UI ([`ui`]).
+//! retries ([`pool`], dialling with [`dial`]), and serves the Observer API
+//! plus gRPC health ([`server`]), optionally over TLS/mTLS ([`tls`]), and,
+//! with `--ui-listen`, a web UI ([`ui`]) over the same service. The service
+//! hands each GetFlows to the fan-out (`fanout`), which runs one stream per
+//! connected node (`node_stream`) and merges their answers by timestamp
+//! ([`merge`]).
 
 pub mod config;
 pub mod dial;
+mod fanout;
 pub mod merge;
+mod node_stream;
 pub mod peers;
 pub mod pool;
 pub mod server;
@@ -18,6 +22,9 @@ pub mod ui;
 pub use config::RelayConfig;
 pub use peers::{PeerRegistry, PeerSpec};
 pub use pool::Pool;
+
+/// Largest gRPC message the relay decodes, from a client or from a node.
+const MAX_MESSAGE: usize = 16 << 20;
 
 /// Errors of the relay library.
 #[derive(Debug, thiserror::Error)]
