@@ -809,3 +809,76 @@ fn dns_interval_is_how_often_peer_dns_names_are_resolved() -> Result<()> {
     drop(second);
     Ok(())
 }
+
+/// `observe --since/--until` through the relay binary: both bounds reach
+/// every node as sent, and the answer is exactly the nodes' flows inside
+/// them, merged in time order.
+#[test]
+fn since_and_until_reach_every_node_and_bound_the_merge() -> Result<()> {
+    let a = FakeNode::start(NodeData::new("a"));
+    let b = FakeNode::start(NodeData::new("b"));
+    // Whole seconds a minute ago: RFC 3339 without fractions names them exactly.
+    let base = (now_ns() / 1_000_000_000 - 60) * 1_000_000_000;
+    let (mut ua, mut ub) = (Vec::new(), Vec::new());
+    for i in 0..10u64 {
+        ua.push(a.data.emit(base + i * 1_000_000_000));
+        ub.push(b.data.emit(base + i * 1_000_000_000 + 500_000_000));
+    }
+    let relay = Relay::start(
+        "rsince",
+        &[
+            "--peer",
+            &format!("a={}", a.addr),
+            "--peer",
+            &format!("b={}", b.addr),
+        ],
+    )?;
+    wait_nodes_connected(&relay, 2)?;
+    let at = |s: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_nanos(base + s * 1_000_000_000),
+        )
+        .to_string()
+    };
+    let out = relay.observe(&[
+        "--since",
+        &at(3),
+        "--until",
+        &at(5),
+        "-o",
+        "json",
+        "--request-timeout",
+        "10s",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = json_lines(&out)
+        .iter()
+        .filter_map(|v| v["flow"]["uuid"].as_str().map(str::to_string))
+        .collect();
+    // a-3 (3.0 s), b-3 (3.5 s), a-4, b-4, a-5 (5.0 s); b-5 is at 5.5 s.
+    let want = vec![
+        ua[3].clone(),
+        ub[3].clone(),
+        ua[4].clone(),
+        ub[4].clone(),
+        ua[5].clone(),
+    ];
+    ensure!(got == want, "flows {got:?}, want {want:?}");
+    for node in [&a, &b] {
+        let req = node.data.last_request.lock().unwrap().clone();
+        let req = req.context("the node got no request")?;
+        ensure!(
+            req.since.map(|t| t.as_unix_nanos()) == Some(i128::from(base + 3_000_000_000))
+                && req.until.map(|t| t.as_unix_nanos()) == Some(i128::from(base + 5_000_000_000)),
+            "{} got since {:?} until {:?}",
+            node.data.name,
+            req.since,
+            req.until
+        );
+    }
+    Ok(())
+}
