@@ -5,6 +5,8 @@
 //! makes it fail, not overwrite), and that it uses exactly the verbs and
 //! names the Role in examples/kubernetes/certgen.yaml grants.
 #![cfg(feature = "kube")]
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

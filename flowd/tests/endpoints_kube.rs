@@ -3,6 +3,8 @@
 //! resourceVersion) that forces a relist, and a watch that stays open. The
 //! store must converge to exactly what the server last said.
 #![cfg(feature = "kube")]
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
