@@ -29,6 +29,10 @@ const DOCS: [&str; 4] = [
 
 const CLUSTER_METRICS: &str =
     "flowd/tests/metrics_cluster.rs::metrics_on_real_traffic_match_the_report";
+const DNS_NAMES_ENTRIES: &str =
+    "flowd/tests/daemon_dns_names.rs::entries_count_each_local_pod_address_and_name";
+const DNS_NAMES_BOUND: &str =
+    "flowd/tests/daemon_dns_names.rs::a_full_cache_keeps_its_bound_and_counts_evictions";
 const DISK_FULL: &str = "flowd/tests/export_disk_full.rs::full_disk_logs_at_most_twice_a_minute";
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
@@ -133,6 +137,11 @@ const METRICS: &[(&str, &[&str])] = &[
         &["flowd/tests/daemon_metrics.rs::handlers_on_real_traffic"],
     ),
     (
+        "flowd_dns_name_cache_entries",
+        &[DNS_NAMES_ENTRIES, DNS_NAMES_BOUND],
+    ),
+    ("flowd_dns_name_cache_evictions_total", &[DNS_NAMES_BOUND]),
+    (
         "flowd_flows_processed_total",
         &["flowd/tests/daemon_metrics.rs::export_queue_drops_are_counted"],
     ),
@@ -202,10 +211,7 @@ const METRICS: &[(&str, &[&str])] = &[
 
 /// Documented metrics no test checks on a running flowd yet (the policy and
 /// kafka families are only checked to be served: flowd has no such events).
-const UNTESTED_METRICS: &[&str] = &[
-    "flowd_dns_name_cache_entries",
-    "flowd_dns_name_cache_evictions_total",
-];
+const UNTESTED_METRICS: &[&str] = &[];
 
 const DASHBOARDS: &str =
     "flowd/tests/metrics_dashboards.rs::cilium_and_flowd_dashboards_show_the_lab_traffic";
