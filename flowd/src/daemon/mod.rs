@@ -333,6 +333,8 @@ pub async fn run_with(
     };
 
     if let (Some(dp), Some(m)) = (dp.as_ref(), metrics.clone()) {
+        let queue = dp.event_queue_fill();
+        m.watch_event_queue(move || queue.get());
         background.push(tokio::spawn(sample_flow_map(dp.flow_map_fill(), m)));
     }
     let mut pods_listed = Some(follow_pods(

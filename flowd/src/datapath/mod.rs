@@ -289,6 +289,22 @@ pub struct Datapath {
     tasks: Vec<JoinHandle<()>>,
     drops: Option<Arc<Mutex<drops::DropMaps>>>,
     flow_map_capacity: u32,
+    /// The queue to the consumer, without keeping it open.
+    queue: mpsc::WeakSender<DatapathEvent>,
+}
+
+/// Reads how full the queue between the ring reader and the consumer of
+/// [`Datapath::start`]'s receiver is, from any thread.
+#[derive(Clone)]
+pub struct EventQueueFill(mpsc::WeakSender<DatapathEvent>);
+
+impl EventQueueFill {
+    /// (events waiting now, the queue's size); `None` once the datapath
+    /// has stopped sending.
+    pub fn get(&self) -> Option<(usize, usize)> {
+        let tx = self.0.upgrade()?;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+    }
 }
 
 /// Reads how full the kernel flow table is, from any thread.
@@ -342,6 +358,7 @@ impl Datapath {
             }
         };
         let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+        let queue = tx.downgrade();
         let clock = Arc::new(KernelClock::new());
         let reader_stats = Arc::new(ReaderStats::default());
         let attacher = Arc::new(Mutex::new(Attacher::new(
@@ -394,6 +411,7 @@ impl Datapath {
                 tasks,
                 drops: drop_maps,
                 flow_map_capacity: cfg.flow_map_entries,
+                queue,
             },
             rx,
         ))
@@ -424,6 +442,11 @@ impl Datapath {
     /// Interfaces with programs attached now.
     pub fn attached(&self) -> Vec<AttachedInterface> {
         lock(&self.attacher).attached()
+    }
+
+    /// A handle that tells how many events wait for the consumer.
+    pub fn event_queue_fill(&self) -> EventQueueFill {
+        EventQueueFill(self.queue.clone())
     }
 
     /// A handle that measures the kernel flow table's fill.

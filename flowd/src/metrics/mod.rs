@@ -21,6 +21,7 @@ pub mod context;
 pub mod counting;
 mod handlers;
 mod own;
+mod queue;
 mod ring;
 pub mod series;
 pub mod server;
@@ -106,6 +107,7 @@ pub struct Metrics {
     handlers: Vec<Handler>,
     own: Own,
     ring: ring::RingGauges,
+    queue: queue::QueueGauges,
     ttl: Option<Duration>,
     open_metrics: bool,
     count_once: bool,
@@ -125,6 +127,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let own = Own::register(&mut registry);
         let ring = ring::RingGauges::register(&mut registry);
+        let queue = queue::QueueGauges::register(&mut registry);
         // The loss sources flowd has are present from the start (at 0), so
         // that rate() and alerts work before the first loss. flowd never
         // drops between its event reader and the pipeline (the reader waits
@@ -163,6 +166,7 @@ impl Metrics {
             handlers,
             own,
             ring,
+            queue,
             ttl: opts.series_ttl,
             open_metrics: opts.open_metrics,
             count_once: opts.count_once,

@@ -77,6 +77,7 @@ pub fn respond<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> 
     }
     metrics.expire_idle();
     metrics.refresh_process_metrics();
+    metrics.refresh_event_queue();
     let om = metrics.open_metrics_enabled() && wants_openmetrics(req.headers().get(ACCEPT));
     let (body, ctype) = if om {
         (metrics.encode_openmetrics(), OPENMETRICS_TEXT)

@@ -33,6 +33,7 @@ const DNS_NAMES_ENTRIES: &str =
     "flowd/tests/daemon_dns_names.rs::entries_count_each_local_pod_address_and_name";
 const DNS_NAMES_BOUND: &str =
     "flowd/tests/daemon_dns_names.rs::a_full_cache_keeps_its_bound_and_counts_evictions";
+const EVENT_QUEUE_STALL: &str = "flowd/tests/daemon_event_queue.rs::a_stalled_pipeline_fills_exactly_the_configured_queue_and_loses_nothing";
 const DISK_FULL: &str = "flowd/tests/export_disk_full.rs::full_disk_logs_at_most_twice_a_minute";
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
@@ -203,6 +204,14 @@ const METRICS: &[(&str, &[&str])] = &[
     ("hubble_kafka_request_duration_seconds", &[CATALOGUE]),
     ("flowd_ring_buffer_used_bytes", &[DASHBOARDS]),
     ("flowd_ring_buffer_capacity_bytes", &[DASHBOARDS]),
+    ("flowd_event_queue_used_events", &[EVENT_QUEUE_STALL]),
+    (
+        "flowd_event_queue_capacity_events",
+        &[
+            EVENT_QUEUE_STALL,
+            "flowd/tests/daemon_event_queue.rs::default_size_follows_the_cpus",
+        ],
+    ),
     (
         "process_cpu_seconds_total",
         &["flowd/tests/daemon_metrics.rs::process_metrics_describe_the_daemon"],
