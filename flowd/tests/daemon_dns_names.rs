@@ -108,7 +108,9 @@ fn respond(q: &[u8], table: &[(&str, Answer)]) -> Result<Vec<u8>> {
         a.cnames.len() + a.addrs.len()
     };
     let mut m = q[..2].to_vec();
-    m.extend_from_slice(&[0x81, 0x80 | u8::from(a.nxdomain) * 3, 0, 1]);
+    // QR, RD; RA, rcode 3 (NXDOMAIN) or 0.
+    let rcode = if a.nxdomain { 3 } else { 0 };
+    m.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1]);
     m.extend_from_slice(&(records as u16).to_be_bytes());
     m.extend_from_slice(&[0, 0, 0, 0]);
     m.extend_from_slice(question);
