@@ -5,6 +5,8 @@
 //! the unexpired ones a full cache evicted. A DNS responder in the peer
 //! namespace answers from a table the test writes, so every number is known
 //! in advance. Root, like flowd.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod daemon_netns;
 mod metrics_support;
 

@@ -3,6 +3,8 @@
 //! (`flowd_event_queue_capacity_events`, `flowd_event_queue_used_events`),
 //! and when the pipeline stalls the rest waits in the kernel ring buffer:
 //! nothing is lost. Root, like flowd.
+// Tests and benches: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod daemon_netns;
 mod metrics_support;
 
