@@ -653,12 +653,14 @@ fn process_metrics_describe_the_daemon() -> Result<()> {
         0.05,
     )?;
     // While the scrape runs, its connection and the listing of /proc/self/fd
-    // are two more descriptors (the Go client's count has the same two).
+    // are two more descriptors (the Go client's count has the same two),
+    // and one of the daemon's periodic tasks may hold a transient one (a
+    // /proc read, a map sample) at that instant.
     within(
         "process_open_fds",
         m("process_open_fds"),
         before.3,
-        after.3 + 2.0,
+        after.3 + 3.0,
         0.0,
     )?;
     within(
