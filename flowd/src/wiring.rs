@@ -1,10 +1,10 @@
 //! Each part's options, built from the configuration: the parts take their
 //! own option types and never read [`Config`]; this is the one place that
 //! knows which ConfigMap key feeds which option.
+use std::time::Duration;
+
 use flowd_tls::{ServerFiles, ServerTls, TlsError};
 use tracing::info;
-
-use std::time::Duration;
 
 use crate::config::{Config, MonitorAggregation};
 use crate::datapath::{self, DatapathConfig};
