@@ -38,6 +38,9 @@ command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+# cargo xtask bench-l7-load: an HTTP server and load generator between two pods.
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 # The lab's cluster DNS (kube-system) is dnsmasq, as kube-dns used to be.
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
@@ -56,6 +59,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
     systemctl disable prometheus.service >/dev/null 2>&1 || true
     systemctl stop prometheus.service >/dev/null 2>&1 || true
+  fi
+  # Likewise nginx's own service: the benchmark runs nginx in a pod namespace.
+  if [[ " ${need_pkgs[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable nginx.service >/dev/null 2>&1 || true
+    systemctl stop nginx.service >/dev/null 2>&1 || true
   fi
 fi
 [ "$BUILD_ONLY" = 1 ] || ip netns list >/dev/null 2>&1 || die "network namespaces are not available (ip netns list failed)"

@@ -8,6 +8,9 @@
 //!   packets (BPF_PROG_TEST_RUN).
 //! * `bench-l7` ([`l7`]), `bench-drops` ([`drops`]), `bench-observer`
 //!   ([`observer_bench`]).
+//! * `bench-l7-load` ([`l7_load`]) and `bench-pipeline` ([`pipeline_bench`]):
+//!   flowd's user space under an HTTP load and an event flood, on a node
+//!   with two pods ([`node`]).
 //! * `profile` ([`datapath_bench::profile`]): cost attribution of eBPF variants.
 //!
 //! Shared: [`measure`] (what the kernel and /proc report), [`stats`]
@@ -24,8 +27,11 @@ use clap::{Parser, Subcommand};
 mod datapath_bench;
 mod drops;
 mod l7;
+mod l7_load;
 mod measure;
+mod node;
 mod observer_bench;
+mod pipeline_bench;
 mod programs;
 mod report;
 mod stats;
@@ -74,6 +80,41 @@ enum Cmd {
         /// HTTP requests per run.
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
+    /// HTTP visibility on a node: nginx serving a keep-alive wrk load between
+    /// two pods, the flowd daemon on both pod veths vs. nothing attached:
+    /// requests/s ratio, flowd CPU per 10k requests, eBPF ns per request, and
+    /// the HTTP records flowd counted against nginx's count.
+    BenchL7Load {
+        /// flowd/nothing pairs (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
+    /// Event pipeline: µs of flowd CPU per L3/L4 event and events/s per core
+    /// without losses, under a UDP flood with monitor-aggregation none.
+    BenchPipeline {
+        /// Offered datagrams/s, each run (two events per datagram).
+        #[arg(long, value_delimiter = ',', default_values_t = [25_000u64, 50_000, 100_000, 200_000])]
+        rates: Vec<u64>,
+        /// Rounds over the rates (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per flood.
+        #[arg(long, default_value_t = 4)]
+        seconds: u32,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         /// Use this flowd binary instead of building the release one.
@@ -178,6 +219,23 @@ fn main() -> Result<()> {
             out,
             flowd,
         } => bench_l7(pairs, requests, &out, flowd),
+        Cmd::BenchL7Load {
+            pairs,
+            seconds,
+            out,
+            flowd,
+        } => run_section(&out, flowd, "l7-load", |bin| {
+            l7_load::bench(bin, pairs, seconds)
+        }),
+        Cmd::BenchPipeline {
+            rates,
+            rounds,
+            seconds,
+            out,
+            flowd,
+        } => run_section(&out, flowd, "pipeline", |bin| {
+            pipeline_bench::bench(bin, &rates, rounds, seconds)
+        }),
         Cmd::BenchDrops {
             pairs,
             rounds,
