@@ -399,7 +399,7 @@ fn sweep(
 /// nothing.
 #[derive(Debug, Default)]
 pub struct DropCounter {
-    seen: HashMap<DropKey, (u64, u64, SystemTime)>,
+    seen: HashMap<DropKey, (u64, u64, SystemTime), ahash::RandomState>,
 }
 
 impl DropCounter {

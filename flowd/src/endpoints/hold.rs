@@ -38,7 +38,7 @@ struct Held {
 pub struct Holding {
     queue: VecDeque<Held>,
     /// Interfaces that stayed unknown for a whole hold.
-    unclassified: HashSet<u32>,
+    unclassified: HashSet<u32, ahash::RandomState>,
     /// Snapshot version the queue was last checked against.
     checked: u64,
 }

@@ -68,7 +68,7 @@ type EntryRef = (Arc<str>, IpAddr, Arc<str>);
 pub struct NameCache {
     cfg: NameCacheConfig,
     /// Pod key (UID) → address → names.
-    pods: HashMap<Arc<str>, HashMap<IpAddr, Names>>,
+    pods: HashMap<Arc<str>, HashMap<IpAddr, Names, ahash::RandomState>, ahash::RandomState>,
     /// Every entry by (expiry, insertion number): eviction and expiry order.
     by_expiry: BTreeMap<(i128, u64), EntryRef>,
     next_seq: u64,

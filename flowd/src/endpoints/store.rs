@@ -61,10 +61,10 @@ pub struct Snapshot {
     pub cluster_name: String,
     /// This node's labels as flows carry them (`key=value`, sorted).
     pub node_labels: Vec<String>,
-    by_ip: HashMap<IpAddr, Arc<Endpoint>>,
-    services: HashMap<IpAddr, Arc<ObjectKey>>,
+    by_ip: HashMap<IpAddr, Arc<Endpoint>, ahash::RandomState>,
+    services: HashMap<IpAddr, Arc<ObjectKey>, ahash::RandomState>,
     cluster_cidrs: Vec<IpNetwork>,
-    interfaces: HashMap<u32, Arc<Interface>>,
+    interfaces: HashMap<u32, Arc<Interface>, ahash::RandomState>,
     local_pods: Vec<Arc<Pod>>,
     nodes: Vec<Arc<Node>>,
     /// A source has listed every pod (its first full replace): an empty
@@ -134,7 +134,7 @@ struct Objects {
     pods: HashMap<ObjectKey, Arc<Pod>>,
     services: HashMap<ObjectKey, Arc<Service>>,
     nodes: HashMap<ObjectKey, Arc<Node>>,
-    interfaces: HashMap<u32, Arc<Interface>>,
+    interfaces: HashMap<u32, Arc<Interface>, ahash::RandomState>,
     errors: Vec<SourceError>,
     pods_listed: bool,
     version: u64,
@@ -308,7 +308,7 @@ impl EndpointStore {
     fn publish(&self, o: &mut Objects) {
         let cfg = &self.cfg;
         let version = o.version + 1;
-        let mut by_ip: HashMap<IpAddr, Arc<Endpoint>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Arc<Endpoint>, ahash::RandomState> = HashMap::default();
         let mut cluster_cidrs = cfg.cluster_cidrs.clone();
 
         // Nodes first; pods override (a host-network pod keeps the node's).
@@ -363,7 +363,7 @@ impl EndpointStore {
             }
         }
         local_pods.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut services = HashMap::new();
+        let mut services = HashMap::default();
         for s in o.services.values() {
             let key = Arc::new(s.key.clone());
             for ip in &s.cluster_ips {

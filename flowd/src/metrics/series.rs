@@ -18,7 +18,7 @@ use super::context::LabelSet;
 pub struct Series<M, C = fn() -> M> {
     pub(crate) name: &'static str,
     pub(crate) family: Family<LabelSet, M, C>,
-    index: Mutex<HashMap<LabelSet, Instant>>,
+    index: Mutex<HashMap<LabelSet, Instant, ahash::RandomState>>,
     max: usize,
     refused: Counter,
     expired: Counter,
@@ -35,7 +35,7 @@ impl<M, C: MetricConstructor<M>> Series<M, C> {
         Series {
             name,
             family,
-            index: Mutex::new(HashMap::new()),
+            index: Mutex::new(HashMap::default()),
             max,
             refused,
             expired,

@@ -137,10 +137,10 @@ struct DnsPending {
 /// The pairing tables of one parser (one per event-reading task).
 pub struct Pairing {
     limits: PairingLimits,
-    conns: HashMap<ConnKey, Conn>,
+    conns: HashMap<ConnKey, Conn, ahash::RandomState>,
     /// Connections by last use (tick): the first entry is the least recently used.
     conn_lru: BTreeMap<u64, ConnKey>,
-    dns: HashMap<DnsKey, DnsPending>,
+    dns: HashMap<DnsKey, DnsPending, ahash::RandomState>,
     dns_order: BTreeMap<u64, DnsKey>,
     tick: u64,
     pending_http: u64,
@@ -157,9 +157,9 @@ impl Pairing {
         };
         Self {
             limits,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             conn_lru: BTreeMap::new(),
-            dns: HashMap::new(),
+            dns: HashMap::default(),
             dns_order: BTreeMap::new(),
             tick: 0,
             pending_http: 0,
