@@ -200,6 +200,10 @@ async fn sample_flow_map(fill: datapath::FlowMapFill, metrics: Arc<Metrics>) {
 /// processes events anyway (a Kubernetes API that does not answer).
 const PODS_LISTED_WAIT: Duration = Duration::from_secs(10);
 
+/// Most events the pipeline takes from the channel per wake-up: one ring
+/// drain (the reader's batch).
+const PIPELINE_BATCH: usize = 1024;
+
 /// Runs the whole daemon until `shutdown` flips to true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     run_with(config, Outputs::default(), shutdown).await
@@ -325,11 +329,16 @@ pub async fn run_with(
         p.ready(&dp.as_ref().map(Datapath::attached).unwrap_or_default());
         p
     });
-    let on_event = |pipeline: &mut Pipeline, ev: DatapathEvent| {
+    // The reader hands over a ring drain at a time; the pipeline takes all
+    // that is queued per wake-up and handles it as one batch.
+    let mut batch: Vec<DatapathEvent> = Vec::with_capacity(PIPELINE_BATCH);
+    let on_batch = |pipeline: &mut Pipeline, batch: &mut Vec<DatapathEvent>| {
         if let Some(p) = &printer {
-            p.event(&ev);
+            for ev in batch.iter() {
+                p.event(ev);
+            }
         }
-        pipeline.on_event(ev);
+        pipeline.on_events(batch.drain(..));
     };
 
     if let (Some(dp), Some(m)) = (dp.as_ref(), metrics.clone()) {
@@ -371,10 +380,10 @@ pub async fn run_with(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            ev = events.recv() => match ev {
-                Some(ev) => on_event(&mut pipeline, ev),
-                None if dp.is_some() => break,
-                None => {}
+            n = events.recv_many(&mut batch, PIPELINE_BATCH) => match n {
+                0 if dp.is_some() => break,
+                0 => {}
+                _ => on_batch(&mut pipeline, &mut batch),
             },
             _ = tick.tick() => pipeline.tick(dp.as_ref()),
             () = wait_listed(&mut pods_listed), if pods_listed.is_some() => {
@@ -390,6 +399,7 @@ pub async fn run_with(
     // events meanwhile: nothing observed is lost at shutdown.
     if let Some(dp) = dp.as_mut() {
         let mut done = std::pin::pin!(tokio::time::timeout_at(deadline, dp.shutdown()));
+        let mut open = true;
         loop {
             tokio::select! {
                 r = &mut done => {
@@ -398,13 +408,23 @@ pub async fn run_with(
                     }
                     break;
                 }
-                Some(ev) = events.recv() => on_event(&mut pipeline, ev),
+                n = events.recv_many(&mut batch, PIPELINE_BATCH), if open => {
+                    if n == 0 {
+                        open = false;
+                    } else {
+                        on_batch(&mut pipeline, &mut batch);
+                    }
+                }
             }
         }
     }
     while let Ok(ev) = events.try_recv() {
-        on_event(&mut pipeline, ev);
+        batch.push(ev);
+        if batch.len() >= PIPELINE_BATCH {
+            on_batch(&mut pipeline, &mut batch);
+        }
     }
+    on_batch(&mut pipeline, &mut batch);
     pipeline.release_held(true);
     pipeline.tick(dp.as_ref());
     // Every observed flow is in the buffer: follow streams can end.

@@ -6,7 +6,7 @@
 //! metrics, pairing and name-cache expiry, the drop program's pod addresses.
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use flowd_proto::flow::{Flow, LostEventSource, TrafficDirection};
@@ -61,6 +61,23 @@ pub struct Pipeline {
     /// a pod that leaves the store has its series removed.
     pods: std::collections::BTreeSet<(String, String)>,
     pods_version: Option<u64>,
+}
+
+/// When a batch of events is handled: the clocks are read once per batch
+/// (the ring reader hands over up to 1,024 records at a time), not per flow.
+#[derive(Clone, Copy)]
+struct Now {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Now {
+    fn read() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
 }
 
 /// How far behind now flows may arrive (held flows wait up to 5 s): name
@@ -121,22 +138,37 @@ impl Pipeline {
         std::mem::replace(&mut self.exporters, Exporters::none(stats))
     }
 
-    /// Handles one datapath event. Never fails: input that gives no flow is
-    /// counted by the parser and skipped, so one bad record loses nothing else.
+    /// Handles one datapath event (see [`Pipeline::on_events`]).
     pub fn on_event(&mut self, ev: DatapathEvent) {
-        self.release_held(false);
+        self.on_events(std::iter::once(ev));
+    }
+
+    /// Handles a batch of datapath events, in order, as one unit: one clock
+    /// read, and the follow streams woken once when all of its flows are in
+    /// the buffer. Never fails: input that gives no flow is counted by the
+    /// parser and skipped, so one bad record loses nothing else.
+    pub fn on_events(&mut self, events: impl IntoIterator<Item = DatapathEvent>) {
+        let now = Now::read();
+        self.release_held_at(false, now);
+        for ev in events {
+            self.handle(ev, now);
+        }
+        self.writer.wake_readers();
+    }
+
+    fn handle(&mut self, ev: DatapathEvent, now: Now) {
         match ev {
             DatapathEvent::Flow(r) => {
                 if let Some(flow) = self.parser.l34_flow(&r.event, unix_ns(r.time)) {
-                    self.emit(flow, r.event.key.direction);
+                    self.emit(flow, r.event.key.direction, now);
                 }
             }
             DatapathEvent::L7(e) => {
                 if let Ok(flow) = self.parser.l7_flow(&e.record, unix_ns(e.time)) {
-                    self.emit(flow, e.record.key.direction);
+                    self.emit(flow, e.record.key.direction, now);
                 }
             }
-            DatapathEvent::Drop(r) => self.on_drop(&r),
+            DatapathEvent::Drop(r) => self.on_drop(&r, now),
             DatapathEvent::Attached(a) => {
                 // XDP runs on the node's uplinks (docs/architecture.md): their
                 // flows are FROM_NETWORK, not waiting for a pod.
@@ -157,7 +189,7 @@ impl Pipeline {
     }
 
     /// A kernel drop report → one DROPPED flow for the drops it adds.
-    fn on_drop(&mut self, r: &datapath::DropRecord) {
+    fn on_drop(&mut self, r: &datapath::DropRecord, now: Now) {
         let count = self.drops.delta(r);
         if count == 0 {
             return;
@@ -171,7 +203,7 @@ impl Pipeline {
             self.names.observe_and_fill(&snap, &mut flow);
         }
         // Drops are flows like any other, for the exporters too (Hubble exports them).
-        self.publish(flow);
+        self.publish(flow, now);
     }
 
     /// Gives the drop program the addresses of this node's pods when they change.
@@ -192,44 +224,51 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, mut flow: Flow, direction: u8) {
+    fn emit(&mut self, mut flow: Flow, direction: u8, now: Now) {
         let hook = Hook::from_kernel(direction);
         if let Some(e) = &self.endpoints {
             let snap = e.snapshot();
-            match self.held.offer(&snap, flow, hook, std::time::Instant::now) {
+            match self.held.offer(&snap, flow, hook, || now.instant) {
                 Some(f) => flow = f,
                 None => return,
             }
             enrich_with(&snap, &mut flow, hook);
             self.names.observe_and_fill(&snap, &mut flow);
         }
-        self.publish(flow);
+        self.publish(flow, now);
     }
 
     /// Sends the held flows that may go (`all`: every one, at shutdown).
     pub fn release_held(&mut self, all: bool) {
+        self.release_held_at(all, Now::read());
+        self.writer.wake_readers();
+    }
+
+    /// [`Pipeline::release_held`] without waking the streams (the caller does).
+    fn release_held_at(&mut self, all: bool, now: Now) {
         if self.held.is_empty() {
             return;
         }
         let Some(e) = &self.endpoints else { return };
         let snap = e.snapshot();
-        let mut ready = self.held.release(&snap, std::time::Instant::now(), all);
+        let mut ready = self.held.release(&snap, now.instant, all);
         for (flow, hook) in &mut ready {
             enrich_with(&snap, flow, *hook);
             self.names.observe_and_fill(&snap, flow);
         }
         drop(snap);
         for (flow, _) in ready {
-            self.publish(flow);
+            self.publish(flow, now);
         }
     }
 
     /// An enriched flow to the metrics, the flow buffer and the exporters.
-    fn publish(&mut self, flow: Flow) {
+    /// The streams are woken by the caller, once per batch.
+    fn publish(&mut self, flow: Flow, now: Now) {
         if let Some(m) = &self.metrics {
-            m.process(&flow);
+            m.process_at(&flow, now.instant);
         }
-        self.writer.push(&flow);
+        self.writer.append(&flow, now.instant, now.wall);
         self.exporters.push_flow(flow);
     }
 

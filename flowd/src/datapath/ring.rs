@@ -85,10 +85,8 @@ pub(super) fn spawn(
                 _ = &mut stop => (drain(fd.get_mut(), &mut batch, &clock, &stats), true),
             };
             loop {
-                for ev in batch.drain(..) {
-                    if tx.send(ev).await.is_err() {
-                        return; // receiver gone: the daemon is shutting down
-                    }
+                if !hand_over(&tx, &mut batch).await {
+                    return; // receiver gone: the daemon is shutting down
                 }
                 if drained {
                     break;
@@ -104,6 +102,25 @@ pub(super) fn spawn(
         }
     });
     Ok((task, positions))
+}
+
+/// Hands `batch` to the pipeline as one unit: permits for the whole batch
+/// (or as many as the channel holds) are taken at once, so the pipeline,
+/// which takes everything queued per wake-up, is woken once per batch rather
+/// than once per record. Waits while the channel is full (the ring keeps
+/// filling meanwhile and counts what it cannot hold). False when the
+/// receiver is gone.
+async fn hand_over(tx: &mpsc::Sender<DatapathEvent>, batch: &mut Vec<DatapathEvent>) -> bool {
+    while !batch.is_empty() {
+        let n = batch.len().min(tx.max_capacity());
+        let Ok(permits) = tx.reserve_many(n).await else {
+            return false;
+        };
+        for (permit, ev) in permits.zip(batch.drain(..n)) {
+            permit.send(ev);
+        }
+    }
+    true
 }
 
 /// The ring buffer's consumer and producer positions, mapped read-only:

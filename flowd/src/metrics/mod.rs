@@ -175,11 +175,16 @@ impl Metrics {
 
     /// Updates the enabled handlers with one flow. Called for every flow.
     pub fn process(&self, flow: &Flow) {
+        self.process_at(flow, Instant::now());
+    }
+
+    /// [`Metrics::process`] with the time the series are marked updated (for
+    /// idle expiry): the pipeline reads the clock once per batch of flows.
+    pub fn process_at(&self, flow: &Flow, now: Instant) {
         self.own.flows_processed.inc();
         if self.handlers.is_empty() {
             return;
         }
-        let now = Instant::now();
         let mut labels = LabelSet::with_capacity(12);
         let rule = if self.count_once {
             Counting {

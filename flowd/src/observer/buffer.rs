@@ -138,22 +138,35 @@ impl Ring {
         self.write_seq() == 0
     }
 
-    /// Appends an event. Only one thread may call this at a time (enforced by
-    /// `FlowWriter` taking `&mut self`).
+    /// Appends an event and wakes the readers waiting for it. Only one
+    /// thread may call this at a time (enforced by `FlowWriter` taking
+    /// `&mut self`).
     pub(crate) fn push(&self, event: Event) {
+        self.append(event);
+        self.wake();
+    }
+
+    /// Appends an event without waking waiting readers: the writer appends a
+    /// batch, then calls [`Ring::wake`] once. Same single-writer rule as
+    /// [`Ring::push`].
+    pub(crate) fn append(&self, event: Event) {
         let seq = self.write_seq.load(Ordering::Relaxed);
         let old = {
             let mut slot = self.slots[(seq & self.mask) as usize].write();
             slot.replace(Entry { seq, event })
         };
+        self.write_seq.store(seq + 1, Ordering::SeqCst);
+        // Freeing the overwritten flow happens outside the slot lock.
+        drop(old);
+    }
+
+    /// Wakes the readers waiting in [`Ring::wait_for`] (after appends).
+    pub(crate) fn wake(&self) {
         // SeqCst pairs with `wait_for`: either the writer sees the reader's
         // `waiting` increment, or the reader sees the new `write_seq`.
-        self.write_seq.store(seq + 1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.notify.notify_waiters();
         }
-        // Freeing the overwritten flow happens outside the slot lock.
-        drop(old);
     }
 
     pub fn read(&self, seq: u64) -> Read {
@@ -260,6 +273,28 @@ mod tests {
         tokio::task::yield_now().await;
         ring.push(flow(42));
         assert_eq!(waiter.await.unwrap(), 42);
+    }
+
+    /// A batch is appended quietly and its readers are woken once, by
+    /// `wake`, with every flow of the batch readable.
+    #[tokio::test]
+    async fn append_waits_for_wake() {
+        let ring = Arc::new(Ring::new(7));
+        let r = ring.clone();
+        let waiter = tokio::spawn(async move {
+            r.wait_for(0).await;
+            (0..3).map(|s| time_of(r.read(s))).collect::<Vec<_>>()
+        });
+        tokio::task::yield_now().await;
+        for t in [1, 2, 3] {
+            ring.append(flow(t));
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "woken before the batch's wake");
+        ring.wake();
+        assert_eq!(waiter.await.unwrap(), vec![1, 2, 3]);
     }
 
     #[tokio::test]

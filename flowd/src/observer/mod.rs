@@ -344,11 +344,25 @@ impl FlowWriter {
     /// Appends a flow (stored encoded, see [`buffer::Event`]). Never blocks
     /// on readers.
     pub fn push(&mut self, flow: &Flow) {
+        self.append(flow, Instant::now(), SystemTime::now());
+        self.wake_readers();
+    }
+
+    /// Appends a flow received at `now` (`wall` on the wall clock) without
+    /// waking the follow streams:
+    /// the pipeline appends a batch, then calls [`FlowWriter::wake_readers`]
+    /// once, so streams are woken once per batch, not per flow.
+    pub fn append(&mut self, flow: &Flow, now: Instant, wall: SystemTime) {
         let s = &self.shared;
-        self.namespaces.note(flow, &s.namespaces);
+        self.namespaces.note(flow, &s.namespaces, now);
         s.stats.add_flow();
-        s.rate.add(SystemTime::now());
-        s.ring.push(Event::flow(flow));
+        s.rate.add(wall);
+        s.ring.append(Event::flow(flow));
+    }
+
+    /// Wakes the streams waiting for flows appended since the last wake.
+    pub fn wake_readers(&mut self) {
+        self.shared.ring.wake();
     }
 
     /// Reports `n` events lost before they became flows (BPF RingBuf reserve

@@ -119,7 +119,8 @@ pub(crate) struct NamespaceCache {
 }
 
 impl NamespaceCache {
-    pub(crate) fn note(&mut self, flow: &Flow, shared: &Namespaces) {
+    /// `now`: when the flow was received (one clock read per batch).
+    pub(crate) fn note(&mut self, flow: &Flow, shared: &Namespaces, now: Instant) {
         for ep in [flow.source.as_ref(), flow.destination.as_ref()]
             .into_iter()
             .flatten()
@@ -131,11 +132,10 @@ impl NamespaceCache {
                 .published
                 .get(&ep.cluster_name)
                 .and_then(|m| m.get(&ep.namespace))
-                .is_some_and(|t| t.elapsed() < REFRESH);
+                .is_some_and(|t| now.saturating_duration_since(*t) < REFRESH);
             if fresh {
                 continue;
             }
-            let now = Instant::now();
             self.published
                 .entry(ep.cluster_name.clone())
                 .or_default()
