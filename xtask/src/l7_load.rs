@@ -34,22 +34,49 @@ const STATUS: &str = "127.0.0.1:8080";
 /// The statistics flowd keeps in this benchmark.
 pub(crate) const METRICS_SETS: &str = "hubble-metrics=flow http";
 
-/// nginx in the server pod, stopped on drop.
+/// nginx in the server pod, stopped on drop (SIGTERM: the master stops its
+/// worker; a SIGKILL would leave the worker running).
 pub(crate) struct Nginx {
-    _child: ChildGuard,
+    child: ChildGuard,
     _dir: TempDir,
 }
 
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Err(e) = self
+            .child
+            .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        {
+            eprintln!("stopping nginx: {e:#}");
+        }
+    }
+}
+
 impl Nginx {
-    pub(crate) fn start(node: &Node) -> Result<Self> {
+    /// `rate`: requests/s nginx serves at most (excess requests wait, none
+    /// is refused: `limit_req` with an unbounded burst), or unlimited.
+    pub(crate) fn start(node: &Node, rate: Option<u32>) -> Result<Self> {
         let dir = TempDir::new("nginx")?;
         let d = dir.0.display();
+        // limit_req acts after the rewrite phase, where `return` answers:
+        // the paced load answers from a file instead (same body).
+        let body = r#"{"items":[1,2,3]}"#;
+        std::fs::write(dir.0.join("items.json"), body)?;
+        let (zone, content) = match rate {
+            Some(r) => (
+                format!("  limit_req_zone $host zone=paced:1m rate={r}r/s;\n"),
+                format!(
+                    "limit_req zone=paced burst=1000000; root {d}; try_files /items.json =404;"
+                ),
+            ),
+            None => (String::new(), format!("return 200 '{body}';")),
+        };
         let conf = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n  keepalive_requests 1000000000;\n  keepalive_timeout 120s;\n\
-               server {{ listen {ip}:80; location / {{ default_type application/json; return 200 '{{\"items\":[1,2,3]}}'; }} }}\n\
+               fastcgi_temp_path {d}/fastcgi;\n  keepalive_requests 1000000000;\n  keepalive_timeout 120s;\n{zone}\
+               server {{ listen {ip}:80; location / {{ default_type application/json; {content} }} }}\n\
                server {{ listen {STATUS}; location / {{ stub_status; }} }}\n}}\n",
             ip = node.b_ip,
         );
@@ -69,10 +96,7 @@ impl Nginx {
             }
             Ok(served(node).ok())
         })?;
-        Ok(Self {
-            _child: child,
-            _dir: dir,
-        })
+        Ok(Self { child, _dir: dir })
     }
 }
 
@@ -251,10 +275,10 @@ struct Pair {
     load: f64,
 }
 
-pub(crate) fn bench(bin: &Path, pairs: usize, seconds: u32) -> Result<String> {
+pub(crate) fn bench(bin: &Path, pairs: usize, seconds: u32, rate: Option<u32>) -> Result<String> {
     ensure!(pairs >= 1, "--pairs must be at least 1");
     let node = Node::create("l7ld")?;
-    let _nginx = Nginx::start(&node)?;
+    let _nginx = Nginx::start(&node, rate)?;
     // Warm-up (page cache, nginx worker, connection set-up): not measured.
     wrk(&node, 1)?;
     let mut out = Vec::new();
@@ -291,7 +315,7 @@ pub(crate) fn bench(bin: &Path, pairs: usize, seconds: u32) -> Result<String> {
             load,
         });
     }
-    render(&out, seconds)
+    render(&out, seconds, rate)
 }
 
 /// The 1-minute load average (/proc/loadavg).
@@ -302,7 +326,7 @@ pub(crate) fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn render(pairs: &[Pair], seconds: u32) -> Result<String> {
+fn render(pairs: &[Pair], seconds: u32, rate: Option<u32>) -> Result<String> {
     let mut s = String::new();
     let n = pairs.len();
     let col = |f: &dyn Fn(&Pair) -> f64| -> Vec<f64> { pairs.iter().map(f).collect() };
@@ -316,20 +340,32 @@ fn render(pairs: &[Pair], seconds: u32) -> Result<String> {
         let (lo, hi) = median_ci(v);
         format!("{:.d$} [{lo:.d$}–{hi:.d$}]", median(v.to_vec()))
     };
+    let (title, paced) = match rate {
+        Some(r) => (
+            format!(" at {r} requests/s — `cargo xtask bench-l7-load --rate {r}`"),
+            format!(
+                " nginx serves at most {r} requests/s (`limit_req`, excess requests wait, none refused)."
+            ),
+        ),
+        None => (" — `cargo xtask bench-l7-load`".to_owned(), String::new()),
+    };
     writeln!(
         s,
-        "### HTTP load on a node — `cargo xtask bench-l7-load`\n\n\
+        "### HTTP load on a node{title}\n\n\
          nginx (1 worker, keep-alive, a 17-byte JSON answer) in one pod, `wrk -t1 -c{CONNECTIONS} -d{seconds}s`\n\
          in another pod of the same node (routed: node namespace, a veth per pod, host routes), the\n\
          release flowd daemon in the node namespace observing both pod veths with the default L7\n\
          settings and `{METRICS_SETS}`, vs. nothing attached; {n} alternating pairs in one run,\n\
-         BPF run-time statistics on. Medians over the pairs [90 % bootstrap interval], then every pair.\n"
+         BPF run-time statistics on.{paced} Medians over the pairs [90 % bootstrap interval], then every pair.\n"
     )?;
     writeln!(s, "| figure | median [90 % CI] | per pair |\n|---|---|---|")?;
     let ratio = col(&|p| p.with.wrk.rps / p.without.rps);
     let rps_with = col(&|p| p.with.wrk.rps);
     let rps_without = col(&|p| p.without.rps);
     let cpu10k = col(&|p| p.with.cpu_ns as f64 / p.with.served as f64 * 1e4 / 1e6);
+    // Each request flowd recorded is four L7 flows (request and response at two veths).
+    let cpu10k_recorded =
+        col(&|p| p.with.cpu_ns as f64 / (p.with.l7_flows as f64 / 4.0).max(1.0) * 1e4 / 1e6);
     let tc_req = col(&|p| p.with.tc_ns as f64 / p.with.served as f64);
     let drop_req = col(&|p| p.with.drop_ns as f64 / p.with.served as f64);
     let us_event = col(&|p| p.with.cpu_ns as f64 / p.with.events.max(1) as f64 / 1e3);
@@ -341,6 +377,11 @@ fn render(pairs: &[Pair], seconds: u32) -> Result<String> {
         (
             "flowd process CPU per 10k requests (ms; = mCPU at 10k req/s)",
             &cpu10k,
+            1,
+        ),
+        (
+            "flowd process CPU per 10k requests it recorded (ms; differs from the above by the records lost)",
+            &cpu10k_recorded,
             1,
         ),
         (

@@ -97,6 +97,10 @@ enum Cmd {
         /// Seconds per wrk run.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// Requests/s nginx serves at most (excess requests wait): a paced
+        /// load flowd can keep up with; its own section of the report.
+        #[arg(long)]
+        rate: Option<u32>,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         /// Use this flowd binary instead of building the release one.
@@ -222,11 +226,19 @@ fn main() -> Result<()> {
         Cmd::BenchL7Load {
             pairs,
             seconds,
+            rate,
             out,
             flowd,
-        } => run_section(&out, flowd, "l7-load", |bin| {
-            l7_load::bench(bin, pairs, seconds)
-        }),
+        } => {
+            let section = if rate.is_some() {
+                "l7-load-paced"
+            } else {
+                "l7-load"
+            };
+            run_section(&out, flowd, section, |bin| {
+                l7_load::bench(bin, pairs, seconds, rate)
+            })
+        }
         Cmd::BenchPipeline {
             rates,
             rounds,
