@@ -232,19 +232,7 @@ pub mod fmt_key {
 
     /// TCP flag names of kernel flag bits, in Hubble's order (flowd_proto::names).
     pub fn tcp_flags(f: u16) -> Vec<&'static str> {
-        let on = |bit: u16| f & bit != 0;
-        let flags = flowd_proto::flow::TcpFlags {
-            fin: on(TCP_FIN),
-            syn: on(TCP_SYN),
-            rst: on(TCP_RST),
-            psh: on(TCP_PSH),
-            ack: on(TCP_ACK),
-            urg: on(TCP_URG),
-            ece: on(TCP_ECE),
-            cwr: on(TCP_CWR),
-            ns: on(TCP_NS),
-        };
-        flowd_proto::names::tcp_flags(&flags).collect()
+        flowd_proto::names::tcp_flags(&crate::parser::l34::tcp_flags(f)).collect()
     }
 }
 

@@ -41,7 +41,7 @@ const FLOWD_RULES: &[(&str, &[&str])] = &[
     // The process: command line, print mode, options from the
     // configuration, and the daemon that wires the parts together.
     ("cli", &["datapath", "options"]),
-    ("print_mode", &["cli", "datapath", "shutdown"]),
+    ("print_mode", &["cli", "datapath", "parser", "shutdown"]),
     (
         "wiring",
         &[
