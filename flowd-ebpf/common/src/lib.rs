@@ -275,6 +275,67 @@ pub struct L7Event {
 }
 const _: () = assert!(core::mem::size_of::<L7Event>() == 16 + 48 + 16 + L7_MAX_PAYLOAD);
 
+/// Frames of an HTTP/2 connection, one direction, as the kernel's frame
+/// walker found them in one packet (EV_H2): [`H2Event`].
+pub const EV_H2: u8 = 6;
+/// Pieces and bytes one [`H2Event`] holds; a packet with more is sent as
+/// several events, in stream order.
+pub const H2_MAX_PIECES: usize = 8;
+pub const H2_MAX_BYTES: usize = 512;
+/// Most bytes of a GOAWAY payload the walker copies: the last stream id and
+/// the error code (the debug data after them is skipped).
+pub const H2_GOAWAY_COPY: u32 = 8;
+
+/// [`H2Event::flags`]: the walk of this direction starts at `piece[0]`, a
+/// frame header (after the client's preface, at the server's first SETTINGS,
+/// or where the walker resynchronised in the middle of a connection).
+/// Whatever user space knew of this direction before is void.
+pub const H2_F_START: u8 = 0x1;
+/// The walker lost bytes it needed before this event (a sequence gap, a
+/// failed ring reservation, its state evicted, a packet with more frames than
+/// it walks): the HPACK state of this direction is unknown from here on.
+/// Set together with H2_F_START when it found its place again.
+pub const H2_F_LOST: u8 = 0x2;
+/// The client connection preface (`PRI * HTTP/2.0…`) preceded `piece[0]`:
+/// this direction is the client's.
+pub const H2_F_PREFACE: u8 = 0x4;
+
+/// One piece of an HTTP/2 frame stream: `len` bytes starting at TCP
+/// sequence number `seq`, stored in [`H2Event::bytes`] right after the
+/// previous piece's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct H2Piece {
+    pub seq: u32,
+    pub len: u16,
+    pub _pad: u16,
+}
+
+/// What the HTTP/2 frame walker hands user space (EV_H2). It sends the
+/// 9-byte header of every frame, and the payload of HEADERS, CONTINUATION,
+/// PUSH_PROMISE and RST_STREAM frames and the first [`H2_GOAWAY_COPY`] bytes
+/// of GOAWAY payloads; every other payload (DATA, SETTINGS, PING, …) is
+/// skipped, never copied. Because every frame header is sent, user space
+/// follows the walk itself and checks each piece's sequence number against
+/// it: a piece the kernel did not send where user space expects one is a
+/// loss it detects, even without H2_F_LOST.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2Event {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    /// `H2_F_*` bits.
+    pub flags: u8,
+    /// Pieces of `piece` that are valid (≤ H2_MAX_PIECES).
+    pub pieces: u8,
+    /// Bytes of `bytes` that are valid: the sum of the pieces' lengths.
+    pub bytes_len: u16,
+    pub _pad: u32,
+    pub piece: [H2Piece; H2_MAX_PIECES],
+    pub bytes: [u8; H2_MAX_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<H2Event>() == 16 + 48 + 8 + 8 * 8 + H2_MAX_BYTES);
+
 /// A packet the kernel dropped (EV_DROP): the running total of one
 /// [`DropKey`] (flow and reason), sent on its first drop and then at most once
 /// per aggregation interval; user space also sweeps the `DROPS` map to report

@@ -168,6 +168,12 @@ impl Pipeline {
                     self.emit(flow, e.record.key.direction, now);
                 }
             }
+            DatapathEvent::H2(e) => {
+                let direction = e.record.key.direction;
+                for flow in self.parser.h2_flows(&e.record, unix_ns(e.time)) {
+                    self.emit(flow, direction, now);
+                }
+            }
             DatapathEvent::Drop(r) => self.on_drop(&r, now),
             DatapathEvent::Attached(a) => {
                 // XDP runs on the node's uplinks (docs/architecture.md): their

@@ -5,8 +5,8 @@
 use std::mem::{offset_of, size_of};
 
 use flowd_common::{
-    DropEvent, EV_DROP, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FlowEvent,
-    L7_MAX_PAYLOAD, L7Event,
+    DropEvent, EV_DROP, EV_H2, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader, FlowEvent,
+    H2_MAX_BYTES, H2_MAX_PIECES, H2Event, H2Piece, L7_MAX_PAYLOAD, L7Event,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +79,29 @@ impl L7Record {
     }
 }
 
+/// One piece of an HTTP/2 frame stream (see [`H2Event`]), owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2Chunk {
+    /// TCP sequence number of `bytes[0]`.
+    pub seq: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// An HTTP/2 frame-walker record (EV_H2), owned: the pieces in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2Record {
+    pub header: EventHeader,
+    pub key: flowd_common::FlowKey,
+    /// `H2_F_*` bits.
+    pub flags: u8,
+    pub chunks: Vec<H2Chunk>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Flow(FlowEventKind, FlowEvent),
     L7(L7Record),
+    H2(H2Record),
     Drop(DropEvent),
 }
 
@@ -114,6 +133,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     }
     match header.kind {
         EV_L7 => decode_l7(buf),
+        EV_H2 => decode_h2(buf),
         EV_DROP => Ok(Record::Drop(read(buf, "drop event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -147,6 +167,51 @@ fn decode_l7(buf: &[u8]) -> Result<Record, DecodeError> {
         l4_payload_len: u32_at(offset_of!(L7Event, l4_payload_len)),
         tcp_seq: u32_at(offset_of!(L7Event, tcp_seq)),
         payload: buf[fixed..fixed + n].to_vec(),
+    }))
+}
+
+/// H2 records may be cut after their valid bytes too. Pieces claiming more
+/// bytes than the record holds are an error: their stream positions would lie.
+fn decode_h2(buf: &[u8]) -> Result<Record, DecodeError> {
+    let fixed = offset_of!(H2Event, bytes);
+    if buf.len() < fixed {
+        return Err(DecodeError::Short {
+            what: "HTTP/2 event",
+            len: buf.len(),
+            need: fixed,
+        });
+    }
+    let header: EventHeader = read(buf, "event header")?;
+    let key = read(&buf[offset_of!(H2Event, key)..], "flow key")?;
+    let flags = buf[offset_of!(H2Event, flags)];
+    let pieces = usize::from(buf[offset_of!(H2Event, pieces)]).min(H2_MAX_PIECES);
+    let data = &buf[fixed..buf.len().min(fixed + H2_MAX_BYTES)];
+    let mut chunks = Vec::with_capacity(pieces);
+    let mut at = 0usize;
+    for i in 0..pieces {
+        let p: H2Piece = read(
+            &buf[offset_of!(H2Event, piece) + i * size_of::<H2Piece>()..],
+            "HTTP/2 piece",
+        )?;
+        let end = at + usize::from(p.len);
+        let Some(bytes) = data.get(at..end) else {
+            return Err(DecodeError::Short {
+                what: "HTTP/2 event's pieces",
+                len: buf.len(),
+                need: fixed + end,
+            });
+        };
+        chunks.push(H2Chunk {
+            seq: p.seq,
+            bytes: bytes.to_vec(),
+        });
+        at = end;
+    }
+    Ok(Record::H2(H2Record {
+        header,
+        key,
+        flags,
+        chunks,
     }))
 }
 
@@ -199,6 +264,64 @@ mod tests {
         };
         ev.payload[..r.payload.len()].copy_from_slice(&r.payload);
         assert_eq!(decode(&bytes_of(&ev)), Ok(Record::L7(r)));
+    }
+
+    #[test]
+    fn h2_pieces_are_split_in_order_and_bounded_by_the_record() {
+        let mut ev = H2Event {
+            header: EventHeader {
+                kind: EV_H2,
+                ..Default::default()
+            },
+            key: FlowKey::default(),
+            flags: flowd_common::H2_F_START,
+            pieces: 2,
+            bytes_len: 12,
+            _pad: 0,
+            piece: [H2Piece::default(); H2_MAX_PIECES],
+            bytes: [0; H2_MAX_BYTES],
+        };
+        ev.piece[0] = H2Piece {
+            seq: 100,
+            len: 9,
+            _pad: 0,
+        };
+        ev.piece[1] = H2Piece {
+            seq: 200,
+            len: 3,
+            _pad: 0,
+        };
+        ev.bytes[..12].copy_from_slice(b"123456789abc");
+        let b = bytes_of(&ev);
+        let Ok(Record::H2(r)) = decode(&b) else {
+            panic!("not decoded")
+        };
+        assert_eq!(r.flags, flowd_common::H2_F_START);
+        assert_eq!(
+            r.chunks,
+            vec![
+                H2Chunk {
+                    seq: 100,
+                    bytes: b"123456789".to_vec()
+                },
+                H2Chunk {
+                    seq: 200,
+                    bytes: b"abc".to_vec()
+                },
+            ]
+        );
+        let fixed = offset_of!(H2Event, bytes);
+        // Cut inside the second piece: an error, not a shorter piece.
+        assert!(decode(&b[..fixed + 10]).is_err());
+        assert!(decode(&b[..fixed - 1]).is_err());
+        // More pieces than the array holds are clamped, lengths still checked.
+        ev.pieces = 200;
+        ev.piece = [H2Piece {
+            seq: 1,
+            len: 100,
+            _pad: 0,
+        }; H2_MAX_PIECES];
+        assert!(decode(&bytes_of(&ev)).is_err());
     }
 
     #[test]

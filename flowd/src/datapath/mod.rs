@@ -35,7 +35,7 @@ use flowd_common::{CacheSlot, FlowKey, FlowStats};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use attach::{AttachedInterface, Attacher};
-pub use decode::{DecodeError, FlowEventKind, L7Record};
+pub use decode::{DecodeError, FlowEventKind, H2Chunk, H2Record, L7Record};
 
 use crate::options::interfaces::{AttachMode, InterfaceSpec};
 
@@ -146,6 +146,7 @@ pub enum Error {
 pub enum DatapathEvent {
     Flow(FlowRecord),
     L7(L7Event),
+    H2(H2Event),
     Drop(DropRecord),
     /// Programs were attached to an interface (at start or when it appeared).
     Attached(AttachedInterface),
@@ -169,6 +170,13 @@ pub struct FlowRecord {
 pub struct L7Event {
     pub time: SystemTime,
     pub record: L7Record,
+}
+
+#[derive(Debug, Clone)]
+pub struct H2Event {
+    /// Wall-clock time of `record.header.ts_ns`.
+    pub time: SystemTime,
+    pub record: H2Record,
 }
 
 /// A kernel drop report: the running total of one flow and reason

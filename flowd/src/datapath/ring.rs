@@ -227,6 +227,10 @@ fn to_event(r: Record, clock: &KernelClock) -> DatapathEvent {
             time: clock.to_system_time(record.header.ts_ns),
             record,
         }),
+        Record::H2(record) => DatapathEvent::H2(super::H2Event {
+            time: clock.to_system_time(record.header.ts_ns),
+            record,
+        }),
         Record::Drop(ev) => DatapathEvent::Drop(super::drops::record(&ev, clock)),
     }
 }
