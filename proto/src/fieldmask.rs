@@ -336,6 +336,7 @@ mod tests {
                     },
                 ],
                 url_truncated: false,
+                ..Default::default()
             })),
             exchange_id: 9,
             unpaired: false,

@@ -27,12 +27,17 @@ const FLOWD_EXTENSIONS: &[(&str, &str, u32, &str)] = &[
     ("flow.Layer7", "exchange_id", 1000, "uint64"),
     ("flow.Layer7", "unpaired", 1001, "bool"),
     ("flow.HTTP", "url_truncated", 1000, "bool"),
+    ("flow.HTTP", "grpc", 1001, "flow.GRPC"),
+    ("flow.HTTP", "partial", 1002, "bool"),
     (
         "flow.FlowFilter",
         "kernel_drop_reason",
         1000,
         "repeated string",
     ),
+    ("flow.FlowFilter", "grpc_status", 1001, "repeated string"),
+    ("flow.FlowFilter", "grpc_service", 1002, "repeated string"),
+    ("flow.FlowFilter", "grpc_method", 1003, "repeated string"),
     (
         "observer.ServerStatusResponse",
         "lost_kernel_events",
@@ -42,7 +47,16 @@ const FLOWD_EXTENSIONS: &[(&str, &str, u32, &str)] = &[
 ];
 
 /// flowd's own messages, used only by FLOWD_EXTENSIONS fields.
-const FLOWD_MESSAGES: &[&str] = &["flow.FlowStats"];
+const FLOWD_MESSAGES: &[&str] = &["flow.FlowStats", "flow.GRPC"];
+
+/// flowd's own enums (inside flowd's own messages), with their values.
+const FLOWD_ENUMS: &[(&str, &str, i32)] = &[
+    ("flow.GRPC.Type", "TYPE_UNKNOWN", 0),
+    ("flow.GRPC.Type", "UNARY", 1),
+    ("flow.GRPC.Type", "CLIENT_STREAMING", 2),
+    ("flow.GRPC.Type", "SERVER_STREAMING", 3),
+    ("flow.GRPC.Type", "BIDI_STREAMING", 4),
+];
 
 fn pool() -> DescriptorPool {
     DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("our descriptor set decodes")
@@ -109,8 +123,15 @@ fn every_hubble_message_and_enum_exists_and_nothing_else() {
         messages, expected,
         "messages differ from Hubble's (+ flowd's own)"
     );
-    let expected: BTreeSet<String> = hubble_api::ENUMS.iter().map(|r| r.0.to_string()).collect();
-    assert_eq!(enums, expected, "enums differ from Hubble's");
+    let expected: BTreeSet<String> = hubble_api::ENUMS
+        .iter()
+        .chain(FLOWD_ENUMS)
+        .map(|r| r.0.to_string())
+        .collect();
+    assert_eq!(
+        enums, expected,
+        "enums differ from Hubble's (+ flowd's own)"
+    );
 }
 
 #[test]
@@ -169,11 +190,12 @@ fn enums_have_hubbles_values_exactly() {
     let pool = pool();
     let expected: BTreeSet<(String, String, i32)> = hubble_api::ENUMS
         .iter()
+        .chain(FLOWD_ENUMS)
         .map(|(e, v, n)| (e.to_string(), v.to_string(), *n))
         .collect();
     assert_eq!(
         expected.len(),
-        hubble_api::ENUMS.len(),
+        hubble_api::ENUMS.len() + FLOWD_ENUMS.len(),
         "duplicate table rows"
     );
     let (_, enums) = our_types(&pool);
@@ -387,6 +409,7 @@ fn expected_flow() -> flow::Flow {
                 protocol: "HTTP/1.1".into(),
                 headers: vec![],
                 url_truncated: false,
+                ..Default::default()
             })),
             ..Default::default()
         }),

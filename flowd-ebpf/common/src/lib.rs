@@ -285,6 +285,10 @@ pub const H2_MAX_BYTES: usize = 512;
 /// Most bytes of a GOAWAY payload the walker copies: the last stream id and
 /// the error code (the debug data after them is skipped).
 pub const H2_GOAWAY_COPY: u32 = 8;
+/// Most bytes of a DATA payload the walker copies: the pad length (PADDED
+/// frames) and the 5-byte gRPC message prefix (compressed flag, length),
+/// from which user space counts gRPC messages of frames that hold whole ones.
+pub const H2_DATA_COPY: u32 = 6;
 
 /// [`H2Event::flags`]: the walk of this direction starts at `piece[0]`, a
 /// frame header (after the client's preface, at the server's first SETTINGS,
@@ -312,10 +316,11 @@ pub struct H2Piece {
 }
 
 /// What the HTTP/2 frame walker hands user space (EV_H2). It sends the
-/// 9-byte header of every frame, and the payload of HEADERS, CONTINUATION,
-/// PUSH_PROMISE and RST_STREAM frames and the first [`H2_GOAWAY_COPY`] bytes
-/// of GOAWAY payloads; every other payload (DATA, SETTINGS, PING, …) is
-/// skipped, never copied. Because every frame header is sent, user space
+/// 9-byte header of every frame, the payload of HEADERS, CONTINUATION,
+/// PUSH_PROMISE and RST_STREAM frames, the first [`H2_GOAWAY_COPY`] bytes of
+/// GOAWAY payloads and the first [`H2_DATA_COPY`] bytes of DATA payloads;
+/// the rest of DATA and every other payload (SETTINGS, PING, …) is skipped,
+/// never copied. Because every frame header is sent, user space
 /// follows the walk itself and checks each piece's sequence number against
 /// it: a piece the kernel did not send where user space expects one is a
 /// loss it detects, even without H2_F_LOST.

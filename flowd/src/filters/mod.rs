@@ -537,6 +537,19 @@ fn refuse_unsupported(ff: &FlowFilter) -> Result<(), FilterError> {
             "flowd cannot know SNAT addresses (it observes pod veths, before any source NAT)",
         ));
     }
+    for (field, values) in [
+        ("grpc_status", &ff.grpc_status),
+        ("grpc_service", &ff.grpc_service),
+        ("grpc_method", &ff.grpc_method),
+    ] {
+        if !values.is_empty() {
+            return Err(FilterError::new(
+                field,
+                values.join(","),
+                "this flowd does not evaluate gRPC filters",
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -102,6 +102,7 @@ fn http_flow(code: u32, method: &str, url: &str) -> Flow {
             protocol: "HTTP/1.1".into(),
             headers: vec![],
             url_truncated: false,
+            ..Default::default()
         })),
         ..Default::default()
     });

@@ -211,6 +211,7 @@ impl Parser {
                         protocol: r.protocol.to_string(),
                         headers: headers(r.headers),
                         url_truncated: false,
+                        ..Http::default()
                     },
                     // A URL longer than the capture: reported as far as it
                     // was seen, flagged (the version was not seen either).
@@ -260,6 +261,7 @@ impl Parser {
                     protocol: r.protocol.to_string(),
                     headers: headers(r.headers),
                     url_truncated: req.as_ref().is_some_and(|q| q.url_truncated),
+                    ..Http::default()
                 };
                 let summary = summary::http_response(&http, latency_ns, req.is_some());
                 (

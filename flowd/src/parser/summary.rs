@@ -265,6 +265,7 @@ mod tests {
             protocol: "HTTP/1.1".into(),
             headers: vec![],
             url_truncated: false,
+            ..Default::default()
         }
     }
 

@@ -181,6 +181,7 @@ pub fn http_flow(i: u64, code: u32) -> Flow {
             protocol: "HTTP/1.1".into(),
             headers: Vec::new(),
             url_truncated: false,
+            ..Default::default()
         })),
         ..Default::default()
     });

@@ -96,6 +96,7 @@ pub fn responses() -> Vec<GetFlowsResponse> {
             protocol: "HTTP/1.1".into(),
             headers: vec![],
             url_truncated: false,
+            ..Default::default()
         })),
         ..Default::default()
     };

@@ -135,6 +135,7 @@ fn exchange(seq: u64, node: &str) -> [Flow; 2] {
                 protocol: "HTTP/1.1".into(),
                 headers: Vec::new(),
                 url_truncated: false,
+                ..Default::default()
             })),
             ..Default::default()
         }),

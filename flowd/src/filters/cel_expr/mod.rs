@@ -416,6 +416,8 @@ impl VariableResolver for Vars<'_> {
 enum Field<'a> {
     Str(&'a str),
     Uint(u64),
+    /// A proto3 `optional` integer: present when set, even to 0.
+    OptUint(Option<u64>),
     Int(i64),
     Bool(bool),
     Strs(&'a [String]),
@@ -431,6 +433,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => !s.is_empty(),
             Field::Uint(v) => *v != 0,
+            Field::OptUint(v) => v.is_some(),
             Field::Int(v) => *v != 0,
             Field::Bool(v) => *v,
             Field::Strs(v) => !v.is_empty(),
@@ -443,6 +446,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => Box::new(CelString::from(s)),
             Field::Uint(v) => Box::new(CelUInt::from(v)),
+            Field::OptUint(v) => Box::new(CelUInt::from(v.unwrap_or(0))),
             Field::Int(v) => Box::new(CelInt::from(v)),
             Field::Bool(v) => Box::new(CelBool::from(v)),
             Field::Strs(v) => Box::new(CelList::from(
@@ -803,6 +807,23 @@ message!(flow::Http, "flow.HTTP", |m| {
     "protocol" => s(&m.protocol),
     "headers" => msgs(&m.headers),
     "url_truncated" => Field::Bool(m.url_truncated),
+    "grpc" => msg(m.grpc.as_ref()),
+    "partial" => Field::Bool(m.partial),
+});
+
+message!(flow::Grpc, "flow.GRPC", |m| {
+    "service" => s(&m.service),
+    "method" => s(&m.method),
+    "status_code" => Field::OptUint(m.status_code.map(u64::from)),
+    "status_name" => s(&m.status_name),
+    "message" => s(&m.message),
+    "type" => i(m.r#type),
+    "request_messages" => u(m.request_messages),
+    "response_messages" => u(m.response_messages),
+    "messages_exact" => Field::Bool(m.messages_exact),
+    "request_bytes" => u(m.request_bytes),
+    "response_bytes" => u(m.response_bytes),
+    "reset" => s(&m.reset),
 });
 
 message!(flow::Kafka, "flow.Kafka", |m| {
