@@ -19,6 +19,7 @@ pub mod app;
 pub mod browser;
 pub mod cluster;
 pub mod dns;
+pub mod grpc;
 pub mod lab;
 pub mod manifests;
 pub mod netns;
