@@ -8,9 +8,9 @@
 //!   packets (BPF_PROG_TEST_RUN).
 //! * `bench-l7` ([`l7`]), `bench-drops` ([`drops`]), `bench-observer`
 //!   ([`observer_bench`]).
-//! * `bench-l7-load` ([`l7_load`]) and `bench-pipeline` ([`pipeline_bench`]):
-//!   flowd's user space under an HTTP load and an event flood, on a node
-//!   with two pods ([`node`]).
+//! * `bench-l7-load` ([`l7_load`]), `bench-grpc-load` ([`grpc_load`]) and
+//!   `bench-pipeline` ([`pipeline_bench`]): flowd's user space under an HTTP
+//!   load, a gRPC load and an event flood, on a node with two pods ([`node`]).
 //! * `profile` ([`datapath_bench::profile`]): cost attribution of eBPF variants.
 //!
 //! Shared: [`measure`] (what the kernel and /proc report), [`stats`]
@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 
 mod datapath_bench;
 mod drops;
+mod grpc_load;
 mod l7;
 mod l7_load;
 mod measure;
@@ -104,6 +105,24 @@ enum Cmd {
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         /// Use this flowd binary instead of building the release one.
+        #[arg(long)]
+        flowd: Option<PathBuf>,
+    },
+    /// gRPC visibility on a node: the lab's tonic service and load generator
+    /// in two pods, flowd on both pod veths with L7 on, with L7 off, and
+    /// nothing attached: calls/s ratios, flowd CPU per 10k calls, eBPF ns per
+    /// packet and per call, and the gRPC records flowd made against the calls.
+    BenchGrpcLoad {
+        /// Rounds of the three configurations (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Seconds per load.
+        #[arg(long, default_value_t = 4)]
+        seconds: u32,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Use this flowd binary (and the lab-grpc next to it) instead of
+        /// building the release ones.
         #[arg(long)]
         flowd: Option<PathBuf>,
     },
@@ -239,6 +258,23 @@ fn main() -> Result<()> {
                 l7_load::bench(bin, pairs, seconds, rate)
             })
         }
+        Cmd::BenchGrpcLoad {
+            pairs,
+            seconds,
+            out,
+            flowd,
+        } => {
+            let flowd = match flowd {
+                Some(p) => p,
+                None => {
+                    build_release_bin("flowd-lab", "lab-grpc")?;
+                    build_release()?
+                }
+            };
+            run_section(&out, Some(flowd), "grpc-load", |bin| {
+                grpc_load::bench(bin, pairs, seconds)
+            })
+        }
         Cmd::BenchPipeline {
             rates,
             rounds,
@@ -289,18 +325,26 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 fn build_release() -> Result<PathBuf> {
-    let root = workspace_root()?;
     eprintln!("==> building flowd (release, with eBPF)");
+    build_release_bin("flowd", "flowd")
+}
+
+/// Builds `bin` of package `pkg` in release mode; its path.
+fn build_release_bin(pkg: &str, bin: &str) -> Result<PathBuf> {
+    let root = workspace_root()?;
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "flowd", "--bin", "flowd"])
+        .args(["build", "--release", "-p", pkg, "--bin", bin])
         .current_dir(&root)
         .status()
         .context("running cargo build")?;
-    ensure!(st.success(), "cargo build --release -p flowd failed");
+    ensure!(
+        st.success(),
+        "cargo build --release -p {pkg} --bin {bin} failed"
+    );
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release").join("flowd"))
+    Ok(target.join("release").join(bin))
 }
 
 /// `cargo xtask bench-drops`, see drops.rs.
