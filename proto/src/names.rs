@@ -217,6 +217,52 @@ pub fn dns_rcode_metric(rcode: u32) -> &'static str {
     }
 }
 
+/// The gRPC status codes (grpc/doc/statuscodes.md): the code, its
+/// canonical name (`grpc-status` documentation, `flow.GRPC.status_name`)
+/// and Go's `codes.Code.String()`, the `grpc_code` label value of
+/// go-grpc-prometheus (and of flowd's `grpc` metrics).
+pub const GRPC_STATUS: [(u32, &str, &str); 17] = [
+    (0, "OK", "OK"),
+    (1, "CANCELLED", "Canceled"),
+    (2, "UNKNOWN", "Unknown"),
+    (3, "INVALID_ARGUMENT", "InvalidArgument"),
+    (4, "DEADLINE_EXCEEDED", "DeadlineExceeded"),
+    (5, "NOT_FOUND", "NotFound"),
+    (6, "ALREADY_EXISTS", "AlreadyExists"),
+    (7, "PERMISSION_DENIED", "PermissionDenied"),
+    (8, "RESOURCE_EXHAUSTED", "ResourceExhausted"),
+    (9, "FAILED_PRECONDITION", "FailedPrecondition"),
+    (10, "ABORTED", "Aborted"),
+    (11, "OUT_OF_RANGE", "OutOfRange"),
+    (12, "UNIMPLEMENTED", "Unimplemented"),
+    (13, "INTERNAL", "Internal"),
+    (14, "UNAVAILABLE", "Unavailable"),
+    (15, "DATA_LOSS", "DataLoss"),
+    (16, "UNAUTHENTICATED", "Unauthenticated"),
+];
+
+/// The canonical name of a gRPC status code (`NOT_FOUND`); `None` above 16.
+pub fn grpc_status_name(code: u32) -> Option<&'static str> {
+    GRPC_STATUS.get(code as usize).map(|(_, name, _)| *name)
+}
+
+/// A gRPC status code as go-grpc-prometheus labels it (`NotFound`); `None`
+/// above 16.
+pub fn grpc_status_metric(code: u32) -> Option<&'static str> {
+    GRPC_STATUS.get(code as usize).map(|(_, _, go)| *go)
+}
+
+/// The code of a status name, in either spelling of [`GRPC_STATUS`] and in
+/// any case (`NOT_FOUND`, `not_found`, `NotFound`).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS
+        .iter()
+        .find(|(_, canonical, go)| {
+            name.eq_ignore_ascii_case(canonical) || name.eq_ignore_ascii_case(go)
+        })
+        .map(|(code, _, _)| *code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +301,24 @@ mod tests {
         assert_eq!(dns_rcode_metric(2), "Server Failure");
         assert_eq!(dns_rcode(99), "Unknown");
         assert_eq!(dns_rcode_metric(99), "");
+    }
+
+    #[test]
+    fn grpc_status_spellings() {
+        for (i, (code, _, _)) in GRPC_STATUS.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+        }
+        assert_eq!(grpc_status_name(5), Some("NOT_FOUND"));
+        assert_eq!(grpc_status_metric(5), Some("NotFound"));
+        assert_eq!(grpc_status_name(17), None);
+        assert_eq!(grpc_status_metric(99), None);
+        for name in ["NOT_FOUND", "not_found", "NotFound", "notfound"] {
+            assert_eq!(grpc_status_code(name), Some(5), "{name}");
+        }
+        assert_eq!(grpc_status_code("CANCELLED"), Some(1));
+        assert_eq!(grpc_status_code("Canceled"), Some(1));
+        assert_eq!(grpc_status_code("ok"), Some(0));
+        assert_eq!(grpc_status_code("NOT FOUND"), None);
+        assert_eq!(grpc_status_code("5"), None);
     }
 }

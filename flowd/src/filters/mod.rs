@@ -11,7 +11,11 @@
 //! naming the field and the bad value (the API maps it to InvalidArgument).
 //!
 //! Field semantics follow Cilium's pkg/hubble/filters; flowd extensions:
-//! `http_status_code` also accepts ranges (`400-599`); `kernel_drop_reason`.
+//! `http_status_code` also accepts ranges (`400-599`); `kernel_drop_reason`;
+//! `grpc_status` / `grpc_service` / `grpc_method` on the `flow.GRPC` of
+//! HTTP/2 records; `protocol` also takes `grpc` (records with a gRPC call)
+//! and `http2` (HTTP records of `protocol` "HTTP/2"), both also `http` as
+//! Hubble's `http` is every HTTP record.
 //! Deviations: `http_header` compares header names case-insensitively (HTTP
 //! names are; flowd keeps them as they were on the wire, Cilium in Go's
 //! canonical form). `source_ip_xlated` is refused: flowd sees packets on pod
@@ -30,6 +34,7 @@ use flowd_proto::flow::{
     TrafficDirection, Verdict, layer4::Protocol as L4, layer7::Record as L7,
 };
 use flowd_proto::monitor::{MESSAGE_TYPE_ACCESS_LOG, MESSAGE_TYPE_TRACE};
+use flowd_proto::names;
 use ipnetwork::IpNetwork;
 use regex::{Regex, RegexSet};
 
@@ -68,9 +73,15 @@ struct NamespacedName {
     prefix: String,
 }
 
-/// Inclusive HTTP status range.
+/// Inclusive status range (HTTP or gRPC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StatusRange(u32, u32);
+
+impl StatusRange {
+    fn contains(self, code: u32) -> bool {
+        (self.0..=self.1).contains(&code)
+    }
+}
 
 // Protocol bits for the `protocol` field.
 const P_TCP: u16 = 1;
@@ -83,6 +94,25 @@ const P_HTTP: u16 = 1 << 6;
 const P_KAFKA: u16 = 1 << 7;
 const P_VRRP: u16 = 1 << 8;
 const P_IGMP: u16 = 1 << 9;
+const P_GRPC: u16 = 1 << 10;
+const P_HTTP2: u16 = 1 << 11;
+
+/// `protocol` values and their bits; error messages list the names.
+const PROTOCOLS: [(&str, u16); 13] = [
+    ("tcp", P_TCP),
+    ("udp", P_UDP),
+    ("icmp", P_ICMP4 | P_ICMP6),
+    ("icmpv4", P_ICMP4),
+    ("icmpv6", P_ICMP6),
+    ("sctp", P_SCTP),
+    ("vrrp", P_VRRP),
+    ("igmp", P_IGMP),
+    ("dns", P_DNS),
+    ("http", P_HTTP),
+    ("kafka", P_KAFKA),
+    ("grpc", P_GRPC),
+    ("http2", P_HTTP2),
+];
 
 // TCP flag bits for the `tcp_flags` field.
 fn tcp_flag_bits(f: &flow::TcpFlags) -> u16 {
@@ -119,6 +149,9 @@ enum Check {
     NodeName(NodeNameMatcher),
     HttpStatus(Vec<StatusRange>),
     HttpMethod(Vec<String>),
+    GrpcStatus(Vec<StatusRange>),
+    GrpcService(Vec<String>),
+    GrpcMethod(Vec<String>),
     HttpPath(RegexSet),
     DnsQuery(RegexSet),
     TraceId(Vec<String>),
@@ -149,13 +182,16 @@ impl Check {
             | Check::TcpFlags(_)
             | Check::IpTraceId(_)
             | Check::Encrypted(_)
-            | Check::HttpStatus(_) => 0,
+            | Check::HttpStatus(_)
+            | Check::GrpcStatus(_) => 0,
             Check::Uuid(_)
             | Check::KernelDropReason(_)
             | Check::Pod(..)
             | Check::Service(..)
             | Check::Workload(..)
             | Check::HttpMethod(_)
+            | Check::GrpcService(_)
+            | Check::GrpcMethod(_)
             | Check::TraceId(_)
             | Check::Interface(_)
             | Check::HttpHeader(_)
@@ -270,12 +306,26 @@ impl Check {
                 names.iter().any(|n| re.is_match(n))
             }
             Check::NodeName(m) => m.matches(&f.node_name),
-            Check::HttpStatus(ranges) => http(f).is_some_and(|h| {
-                h.code != 0 && ranges.iter().any(|r| (r.0..=r.1).contains(&h.code))
-            }),
+            Check::HttpStatus(ranges) => {
+                http(f).is_some_and(|h| h.code != 0 && ranges.iter().any(|r| r.contains(h.code)))
+            }
             Check::HttpMethod(methods) => http(f).is_some_and(|h| {
                 !h.method.is_empty() && methods.iter().any(|m| m.eq_ignore_ascii_case(&h.method))
             }),
+            // Only records that carry a grpc-status: RESPONSE records of
+            // calls that ended with one (never requests, resets, or calls
+            // whose connection closed first).
+            Check::GrpcStatus(ranges) => grpc(f)
+                .and_then(|g| g.status_code)
+                .is_some_and(|c| ranges.iter().any(|r| r.contains(c))),
+            // A partial record whose path was not decoded has an empty
+            // service and method: it matches no name.
+            Check::GrpcService(names) => {
+                grpc(f).is_some_and(|g| !g.service.is_empty() && names.contains(&g.service))
+            }
+            Check::GrpcMethod(names) => {
+                grpc(f).is_some_and(|g| !g.method.is_empty() && names.contains(&g.method))
+            }
             Check::HttpPath(set) => http(f)
                 .and_then(|h| url_path(&h.url))
                 .is_some_and(|p| set.is_match(p)),
@@ -364,7 +414,16 @@ fn protocol_bits(f: &Flow) -> u16 {
     };
     let l7 = match f.l7.as_ref().and_then(|l| l.record.as_ref()) {
         Some(L7::Dns(_)) => P_DNS,
-        Some(L7::Http(_)) => P_HTTP,
+        Some(L7::Http(h)) => {
+            let mut bits = P_HTTP;
+            if h.protocol == "HTTP/2" {
+                bits |= P_HTTP2;
+            }
+            if h.grpc.is_some() {
+                bits |= P_GRPC;
+            }
+            bits
+        }
         Some(L7::Kafka(_)) => P_KAFKA,
         None => 0,
     };
@@ -376,6 +435,10 @@ fn http(f: &Flow) -> Option<&flow::Http> {
         L7::Http(h) => Some(h),
         _ => None,
     }
+}
+
+fn grpc(f: &Flow) -> Option<&flow::Grpc> {
+    http(f)?.grpc.as_ref()
 }
 
 fn dns(f: &Flow) -> Option<&flow::Dns> {
@@ -482,6 +545,56 @@ fn parse_status(s: &str) -> Result<StatusRange, FilterError> {
     ))
 }
 
+/// A gRPC status: a code (`5`), a name in either spelling of
+/// [`names::GRPC_STATUS`] (`NOT_FOUND`, `NotFound`, any case) or a range of
+/// codes (`1-16`). Codes above 16 are valid on the wire (a server may send
+/// them), so any number is accepted.
+fn parse_grpc_status(s: &str) -> Result<StatusRange, FilterError> {
+    const FIELD: &str = "grpc_status";
+    let code = |t: &str| -> Option<u32> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    if let Some(c) = code(s) {
+        return Ok(StatusRange(c, c));
+    }
+    if let Some((lo, hi)) = s.split_once('-') {
+        return match (code(lo), code(hi)) {
+            (Some(lo), Some(hi)) if lo <= hi => Ok(StatusRange(lo, hi)),
+            (Some(_), Some(_)) => Err(FilterError::new(FIELD, s, "range start is above its end")),
+            _ => Err(FilterError::new(
+                FIELD,
+                s,
+                "a range is two status codes, e.g. 1-16",
+            )),
+        };
+    }
+    if let Some(c) = names::grpc_status_code(s) {
+        return Ok(StatusRange(c, c));
+    }
+    Err(FilterError::new(
+        FIELD,
+        s,
+        "expected a status code (5), a status name (NOT_FOUND; OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED) or a range of codes (1-16)",
+    ))
+}
+
+/// A gRPC service (`shop.inventory.v1.Inventory`) or method (`Reserve`)
+/// name: compared exactly, so a value that can never be one is refused
+/// rather than matching nothing.
+fn check_grpc_name(field: &str, s: &str) -> Result<(), FilterError> {
+    let expected = if field == "grpc_service" {
+        "expected a fully qualified service name such as shop.inventory.v1.Inventory (the method goes in grpc_method)"
+    } else {
+        "expected a method name such as Reserve (the service goes in grpc_service)"
+    };
+    if s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace) {
+        return Err(FilterError::new(field, s, expected));
+    }
+    Ok(())
+}
+
 fn parse_port(field: &str, s: &str) -> Result<u16, FilterError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FilterError::new(field, s, "expected a port number 0-65535"));
@@ -536,19 +649,6 @@ fn refuse_unsupported(ff: &FlowFilter) -> Result<(), FilterError> {
             ff.source_ip_xlated.join(","),
             "flowd cannot know SNAT addresses (it observes pod veths, before any source NAT)",
         ));
-    }
-    for (field, values) in [
-        ("grpc_status", &ff.grpc_status),
-        ("grpc_service", &ff.grpc_service),
-        ("grpc_method", &ff.grpc_method),
-    ] {
-        if !values.is_empty() {
-            return Err(FilterError::new(
-                field,
-                values.join(","),
-                "this flowd does not evaluate gRPC filters",
-            ));
-        }
     }
     Ok(())
 }
@@ -609,26 +709,16 @@ impl CompiledFilter {
         if !ff.protocol.is_empty() {
             let mut bits = 0;
             for p in &ff.protocol {
-                bits |= match p.to_ascii_lowercase().as_str() {
-                    "tcp" => P_TCP,
-                    "udp" => P_UDP,
-                    "icmp" => P_ICMP4 | P_ICMP6,
-                    "icmpv4" => P_ICMP4,
-                    "icmpv6" => P_ICMP6,
-                    "sctp" => P_SCTP,
-                    "vrrp" => P_VRRP,
-                    "igmp" => P_IGMP,
-                    "dns" => P_DNS,
-                    "http" => P_HTTP,
-                    "kafka" => P_KAFKA,
-                    _ => {
-                        return Err(FilterError::new(
-                            "protocol",
-                            p,
-                            "unknown protocol (expected tcp, udp, icmp, icmpv4, icmpv6, sctp, vrrp, igmp, dns, http or kafka)",
-                        ));
-                    }
+                let lower = p.to_ascii_lowercase();
+                let Some((_, b)) = PROTOCOLS.iter().find(|(n, _)| *n == lower) else {
+                    let names: Vec<&str> = PROTOCOLS.iter().map(|(n, _)| *n).collect();
+                    return Err(FilterError::new(
+                        "protocol",
+                        p,
+                        format!("unknown protocol (expected one of {})", names.join(", ")),
+                    ));
                 };
+                bits |= b;
             }
             c.push(Check::Protocol(bits));
         }
@@ -721,7 +811,8 @@ impl CompiledFilter {
             }
         }
         // Hubble refuses HTTP filters combined with an event-type filter
-        // that excludes L7 events: they could never match.
+        // that excludes L7 events: they could never match. The gRPC
+        // filters read the same records.
         let l7_allowed = ff.event_type.is_empty()
             || ff
                 .event_type
@@ -738,6 +829,9 @@ impl CompiledFilter {
             ("http_path", &ff.http_path),
             ("http_url", &ff.http_url),
             ("http_header", &headers),
+            ("grpc_status", &ff.grpc_status),
+            ("grpc_service", &ff.grpc_service),
+            ("grpc_method", &ff.grpc_method),
         ] {
             if !list.is_empty() && !l7_allowed {
                 return Err(FilterError::new(
@@ -769,6 +863,30 @@ impl CompiledFilter {
         }
         if !ff.http_path.is_empty() {
             c.push(Check::HttpPath(regex_set("http_path", &ff.http_path)?));
+        }
+        if !ff.grpc_status.is_empty() {
+            let ranges = ff
+                .grpc_status
+                .iter()
+                .map(|s| parse_grpc_status(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            c.push(Check::GrpcStatus(ranges));
+        }
+        for (field, list, is_service) in [
+            ("grpc_service", &ff.grpc_service, true),
+            ("grpc_method", &ff.grpc_method, false),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            for v in list {
+                check_grpc_name(field, v)?;
+            }
+            c.push(if is_service {
+                Check::GrpcService(list.clone())
+            } else {
+                Check::GrpcMethod(list.clone())
+            });
         }
         if !ff.dns_query.is_empty() {
             c.push(Check::DnsQuery(regex_set("dns_query", &ff.dns_query)?));

@@ -1154,3 +1154,394 @@ fn node_labels_cluster_names_trace_ids_encryption() {
     }
     assert!(enc(true, &traced) && !enc(false, &traced));
 }
+
+const GRPC_URL: &str = "http://inventory.shop:50051/shop.inventory.v1.Inventory/Reserve";
+
+/// An HTTP/2 record of a gRPC call to shop.inventory.v1.Inventory/Reserve:
+/// a REQUEST (no status) or a RESPONSE with `status` (None: the stream
+/// ended without a grpc-status).
+fn grpc_flow(response: bool, status: Option<u32>) -> Flow {
+    let mut f = http_flow(if response { 200 } else { 0 }, "POST", GRPC_URL);
+    if let Some(L7::Http(h)) = f.l7.as_mut().and_then(|l| l.record.as_mut()) {
+        h.protocol = "HTTP/2".into();
+        h.grpc = Some(flow::Grpc {
+            service: "shop.inventory.v1.Inventory".into(),
+            method: "Reserve".into(),
+            status_code: status,
+            status_name: status
+                .and_then(names::grpc_status_name)
+                .unwrap_or_default()
+                .into(),
+            ..Default::default()
+        });
+    }
+    f
+}
+
+/// A plain HTTP/2 request/response (no gRPC).
+fn h2_flow(code: u32) -> Flow {
+    let mut f = http_flow(code, "GET", "http://web.shop/index.html");
+    if let Some(L7::Http(h)) = f.l7.as_mut().and_then(|l| l.record.as_mut()) {
+        h.protocol = "HTTP/2".into();
+    }
+    f
+}
+
+fn grpc_status_matches(values: &[&str], f: &Flow) -> bool {
+    compile(FlowFilter {
+        grpc_status: s(values),
+        ..Default::default()
+    })
+    .matches(f)
+}
+
+#[test]
+fn grpc_status_codes_names_and_ranges() {
+    let resp = |c: u32| grpc_flow(true, Some(c));
+    let m = grpc_status_matches;
+    assert!(m(&["5"], &resp(5)));
+    assert!(!m(&["5"], &resp(4)));
+    assert!(m(&["NOT_FOUND"], &resp(5)));
+    assert!(!m(&["NOT_FOUND"], &resp(0)));
+    // Names in any case, and go-grpc-prometheus' spelling (its grpc_code
+    // label values), so a label copied from a dashboard works.
+    assert!(m(&["not_found"], &resp(5)));
+    assert!(m(&["NotFound"], &resp(5)));
+    assert!(m(&["Canceled"], &resp(1)));
+    assert!(m(&["CANCELLED"], &resp(1)));
+    assert!(m(&["0"], &resp(0)));
+    assert!(m(&["OK"], &resp(0)));
+    // Every failure: 1-16, both ends included; OK is not in it.
+    assert!(m(&["1-16"], &resp(1)));
+    assert!(m(&["1-16"], &resp(16)));
+    assert!(!m(&["1-16"], &resp(0)));
+    assert!(!m(&["1-16"], &resp(17)));
+    assert!(m(&["5-5"], &resp(5)));
+    // Values OR.
+    assert!(m(&["NOT_FOUND", "14"], &resp(14)));
+    assert!(!m(&["NOT_FOUND", "14"], &resp(13)));
+    // Codes above 16 (sent by some servers) are codes like the others.
+    assert!(m(&["42"], &resp(42)));
+    assert!(m(&["17-100"], &resp(42)));
+    // A REQUEST record has no status: it is not status 0.
+    assert!(!m(&["0-4294967295"], &grpc_flow(false, None)));
+    assert!(!m(&["OK"], &grpc_flow(false, None)));
+    // Neither has a call that ended without a grpc-status (reset).
+    let mut reset = grpc_flow(true, None);
+    if let Some(L7::Http(h)) = reset.l7.as_mut().and_then(|l| l.record.as_mut())
+        && let Some(g) = h.grpc.as_mut()
+    {
+        g.reset = "CANCEL".into();
+    }
+    assert!(!m(&["0-4294967295"], &reset));
+    // Flows without a gRPC call never match, whatever their HTTP status.
+    assert!(!m(&["0-4294967295"], &http_flow(200, "GET", "/")));
+    assert!(!m(&["0-4294967295"], &h2_flow(200)));
+    assert!(!m(&["0-4294967295"], &tcp_flow()));
+}
+
+#[test]
+fn grpc_status_name_and_code_select_the_same_records() {
+    let by_code = compile(FlowFilter {
+        grpc_status: s(&["5"]),
+        ..Default::default()
+    });
+    let by_name = compile(FlowFilter {
+        grpc_status: s(&["NOT_FOUND"]),
+        ..Default::default()
+    });
+    let mut flows: Vec<Flow> = (0..=20).map(|c| grpc_flow(true, Some(c))).collect();
+    flows.push(grpc_flow(false, None));
+    flows.push(grpc_flow(true, None));
+    let sel = |c: &CompiledFilter| -> Vec<usize> {
+        flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| c.matches(f))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    assert_eq!(sel(&by_code), vec![5]);
+    assert_eq!(sel(&by_name), vec![5]);
+}
+
+#[test]
+fn invalid_grpc_status_values_are_refused_naming_them() {
+    for bad in [
+        "",
+        "NOTFOUND2",
+        "NOT FOUND",
+        "-1",
+        "+5",
+        "5-",
+        "-5",
+        "1.5",
+        " 5",
+        "4294967296",
+        "NOT_FOUND-INTERNAL",
+        "1-2-3",
+        "5xx",
+    ] {
+        let e = err(FlowFilter {
+            grpc_status: s(&["OK", bad]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("grpc_status", bad),
+            "{bad}"
+        );
+    }
+    let e = err(FlowFilter {
+        grpc_status: s(&["16-1"]),
+        ..Default::default()
+    });
+    assert_eq!(e.reason, "range start is above its end");
+    let e = err(FlowFilter {
+        grpc_status: s(&["NOT_FOUND-INTERNAL"]),
+        ..Default::default()
+    });
+    assert_eq!(e.reason, "a range is two status codes, e.g. 1-16");
+    let e = FlowMatcher::new(
+        &[FlowFilter {
+            grpc_status: s(&["NOTFOUND2"]),
+            ..Default::default()
+        }],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid whitelist[0].grpc_status filter \"NOTFOUND2\": expected a status code (5), a status name (NOT_FOUND; OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED) or a range of codes (1-16)"
+    );
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn grpc_service_and_method_exact() {
+    let m = |service: &[&str], method: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            grpc_service: s(service),
+            grpc_method: s(method),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    let req = grpc_flow(false, None);
+    let resp = grpc_flow(true, Some(5));
+    for f in [&req, &resp] {
+        assert!(m(&["shop.inventory.v1.Inventory"], &[], f));
+        assert!(m(&[], &["Reserve"], f));
+        assert!(m(&["shop.inventory.v1.Inventory"], &["Reserve"], f));
+        assert!(m(&["other.Svc", "shop.inventory.v1.Inventory"], &[], f));
+        assert!(m(&[], &["Release", "Reserve"], f));
+        // Exact and case-sensitive (protobuf names are): no prefix, no regex.
+        assert!(!m(&["shop.inventory.v1"], &[], f));
+        assert!(!m(&["Inventory"], &[], f));
+        assert!(!m(&["shop.inventory.v1.inventory"], &[], f));
+        assert!(!m(&[], &["reserve"], f));
+        assert!(!m(&[], &["Res.*"], f));
+        // AND across the two fields.
+        assert!(!m(&["shop.inventory.v1.Inventory"], &["Release"], f));
+    }
+    // A partial record whose path flowd could not decode matches no name.
+    let mut partial = grpc_flow(true, Some(0));
+    if let Some(L7::Http(h)) = partial.l7.as_mut().and_then(|l| l.record.as_mut()) {
+        h.partial = true;
+        h.url.clear();
+        let g = h.grpc.as_mut().unwrap();
+        g.service.clear();
+        g.method.clear();
+    }
+    assert!(!m(&["shop.inventory.v1.Inventory"], &[], &partial));
+    assert!(!m(&[], &["Reserve"], &partial));
+    // No gRPC call, no match: not even a URL with the same path.
+    let plain = http_flow(200, "POST", GRPC_URL);
+    assert!(!m(&["shop.inventory.v1.Inventory"], &[], &plain));
+    assert!(!m(&[], &["Reserve"], &h2_flow(200)));
+    assert!(!m(&[], &["Reserve"], &tcp_flow()));
+}
+
+#[test]
+fn invalid_grpc_names_are_refused() {
+    for bad in [
+        "",
+        "/shop.inventory.v1.Inventory",
+        "shop.inventory.v1.Inventory/Reserve",
+        "shop inventory",
+    ] {
+        let e = err(FlowFilter {
+            grpc_service: s(&[bad]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("grpc_service", bad),
+            "{bad}"
+        );
+        assert!(e.reason.contains("shop.inventory.v1.Inventory"), "{e}");
+    }
+    for bad in ["", "/Reserve", "Inventory/Reserve", "Re serve"] {
+        let e = err(FlowFilter {
+            grpc_method: s(&["Reserve", bad]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("grpc_method", bad),
+            "{bad}"
+        );
+        assert!(e.reason.contains("such as Reserve"), "{e}");
+    }
+}
+
+#[test]
+fn protocols_grpc_and_http2() {
+    let p = |names: &[&str], f: &Flow| {
+        compile(FlowFilter {
+            protocol: s(names),
+            ..Default::default()
+        })
+        .matches(f)
+    };
+    let grpc_req = grpc_flow(false, None);
+    let grpc_resp = grpc_flow(true, Some(14));
+    let h2 = h2_flow(200);
+    let h1 = http_flow(200, "GET", "/");
+    for f in [&grpc_req, &grpc_resp] {
+        assert!(p(&["grpc"], f));
+        assert!(p(&["GRPC"], f));
+        assert!(p(&["http2"], f));
+        // Hubble's `http` is every HTTP record, HTTP/2 and gRPC included.
+        assert!(p(&["http"], f));
+        assert!(p(&["tcp"], f));
+        assert!(!p(&["dns"], f));
+    }
+    assert!(!p(&["grpc"], &h2));
+    assert!(p(&["http2"], &h2));
+    assert!(p(&["HTTP2"], &h2));
+    assert!(p(&["http"], &h2));
+    assert!(!p(&["grpc"], &h1));
+    assert!(!p(&["http2"], &h1));
+    assert!(p(&["grpc", "http"], &h1));
+    assert!(!p(&["grpc", "http2"], &tcp_flow()));
+    assert!(!p(&["grpc", "http2"], &dns_flow("a.")));
+    let e = err(FlowFilter {
+        protocol: s(&["grpc", "h2"]),
+        ..Default::default()
+    });
+    assert_eq!((e.field.as_str(), e.value.as_str()), ("protocol", "h2"));
+    assert_eq!(
+        e.reason,
+        "unknown protocol (expected one of tcp, udp, icmp, icmpv4, icmpv6, sctp, vrrp, igmp, dns, http, kafka, grpc, http2)"
+    );
+}
+
+#[test]
+fn http_path_and_url_match_the_grpc_path() {
+    let m = |ff: FlowFilter, f: &Flow| compile(ff).matches(f);
+    for f in [grpc_flow(false, None), grpc_flow(true, Some(0))] {
+        assert!(m(
+            FlowFilter {
+                http_path: s(&[r"^/shop\.inventory\.v1\.Inventory/Reserve$"]),
+                ..Default::default()
+            },
+            &f
+        ));
+        assert!(m(
+            FlowFilter {
+                http_path: s(&["/Reserve$"]),
+                ..Default::default()
+            },
+            &f
+        ));
+        // The authority is not part of the path.
+        assert!(!m(
+            FlowFilter {
+                http_path: s(&["inventory\\.shop"]),
+                ..Default::default()
+            },
+            &f
+        ));
+        assert!(m(
+            FlowFilter {
+                http_url: s(&[r"^http://inventory\.shop:50051/shop\.inventory\.v1\.Inventory/"]),
+                ..Default::default()
+            },
+            &f
+        ));
+        assert!(m(
+            FlowFilter {
+                http_method: s(&["POST"]),
+                ..Default::default()
+            },
+            &f
+        ));
+    }
+    // The path of a gRPC URL whose authority was not decoded.
+    assert_eq!(
+        url_path("http:///shop.inventory.v1.Inventory/Reserve"),
+        Some("/shop.inventory.v1.Inventory/Reserve")
+    );
+}
+
+#[test]
+fn grpc_filters_require_l7_event_type_and_combine() {
+    for ff in [
+        FlowFilter {
+            grpc_status: s(&["5"]),
+            ..Default::default()
+        },
+        FlowFilter {
+            grpc_service: s(&["a.B"]),
+            ..Default::default()
+        },
+        FlowFilter {
+            grpc_method: s(&["C"]),
+            ..Default::default()
+        },
+    ] {
+        let e = err(FlowFilter {
+            event_type: vec![EventTypeFilter {
+                r#type: 4,
+                ..Default::default()
+            }],
+            ..ff.clone()
+        });
+        assert!(e.field.starts_with("grpc_"), "{e}");
+        assert!(e.reason.contains("L7 events"), "{e}");
+        compile(FlowFilter {
+            event_type: vec![EventTypeFilter {
+                r#type: 129,
+                ..Default::default()
+            }],
+            ..ff
+        });
+    }
+    // `--protocol grpc --not --grpc-status OK`: the failing calls and the
+    // requests (which have no status yet).
+    let wl = [FlowFilter {
+        protocol: s(&["grpc"]),
+        ..Default::default()
+    }];
+    let bl = [FlowFilter {
+        grpc_status: s(&["OK"]),
+        ..Default::default()
+    }];
+    let matcher = FlowMatcher::new(&wl, &bl).unwrap();
+    let flows = [
+        grpc_flow(false, None),
+        grpc_flow(true, Some(0)),
+        grpc_flow(true, Some(5)),
+        grpc_flow(true, None),
+        h2_flow(200),
+        tcp_flow(),
+    ];
+    let selected: Vec<usize> = flows
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matcher.matches(f))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(selected, vec![0, 2, 3]);
+}
