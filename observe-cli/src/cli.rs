@@ -232,7 +232,8 @@ pub struct FilterArgs {
     /// Destination port (0-65535).
     #[arg(long, value_name = "PORT", value_parser = p::port)]
     pub to_port: Vec<String>,
-    /// L4 or L7 protocol: tcp, udp, icmp, icmpv4, icmpv6, sctp, http, dns, kafka.
+    /// L4 or L7 protocol: tcp, udp, icmp, icmpv4, icmpv6, sctp, http, dns, kafka;
+    /// grpc (gRPC calls), http2 (HTTP/2 requests, gRPC included).
     #[arg(long, value_name = "PROTO", value_parser = p::protocol)]
     pub protocol: Vec<String>,
     /// IP version: 4 or 6.
@@ -287,6 +288,16 @@ pub struct FilterArgs {
     /// flowd-http-headers-allow).
     #[arg(long, value_name = "NAME:VALUE", value_parser = p::http_header)]
     pub http_header: Vec<String>,
+    /// gRPC status of the call's response: a code (5), a name (NOT_FOUND) or a
+    /// range of codes (1-16: every failure).
+    #[arg(long, value_name = "CODE|NAME|RANGE", value_parser = p::grpc_status)]
+    pub grpc_status: Vec<String>,
+    /// gRPC service, fully qualified (e.g. shop.inventory.v1.Inventory).
+    #[arg(long, value_name = "SERVICE", value_parser = p::grpc_service)]
+    pub grpc_service: Vec<String>,
+    /// gRPC method (e.g. Reserve).
+    #[arg(long, value_name = "METHOD", value_parser = p::grpc_method)]
+    pub grpc_method: Vec<String>,
     /// IP trace ID (IP option tracing; a number above 0).
     #[arg(long, value_name = "ID", value_parser = p::ip_trace_id)]
     pub ip_trace_id: Vec<String>,

@@ -9,6 +9,7 @@ use flowd_proto::flow::{
     self, DropReason, Endpoint, Flow, FlowType, L7FlowType, LostEvent, LostEventSource, Verdict,
     layer4::Protocol, layer7::Record,
 };
+use flowd_proto::names;
 use flowd_proto::observer::{
     GetFlowsResponse, GetNamespacesResponse, GetNodesResponse, ServerStatusResponse,
     get_flows_response::ResponseTypes,
@@ -516,6 +517,7 @@ fn summary(f: &Flow) -> String {
         String::new()
     };
     match &l7.record {
+        Some(Record::Http(h)) if h.grpc.is_some() => grpc_summary(h, response, &lat),
         Some(Record::Http(h)) => {
             let proto = if h.protocol.is_empty() {
                 "HTTP"
@@ -535,6 +537,9 @@ fn summary(f: &Flow) -> String {
             }
             if response {
                 s.push_str(&format!(" => {}{lat}", h.code));
+            }
+            if h.partial {
+                s.push_str(PARTIAL);
             }
             s
         }
@@ -579,6 +584,39 @@ fn summary(f: &Flow) -> String {
         }
         None => l4_summary(f),
     }
+}
+
+/// Marks an HTTP/2 record some of whose header fields flowd could not
+/// decode (`HTTP.partial`): what is shown is what it decoded.
+const PARTIAL: &str = " [partial]";
+
+/// `gRPC /pkg.Svc/Method` on requests; on responses `=> NOT_FOUND (12ms)`:
+/// the status name (the code above 16), `RST_STREAM CANCEL` for a call reset
+/// without a grpc-status, else the HTTP status it ended with.
+fn grpc_summary(h: &flow::Http, response: bool, lat: &str) -> String {
+    let Some(g) = h.grpc.as_ref() else {
+        return String::new();
+    };
+    let mut s = if g.service.is_empty() || g.method.is_empty() {
+        // A partial record whose path was not decoded: never guessed.
+        "gRPC (unknown method)".to_string()
+    } else {
+        format!("gRPC /{}/{}", g.service, g.method)
+    };
+    if response {
+        let status = match g.status_code {
+            Some(_) if !g.status_name.is_empty() => g.status_name.clone(),
+            Some(c) => names::grpc_status_name(c).map_or_else(|| c.to_string(), str::to_string),
+            None if !g.reset.is_empty() => format!("RST_STREAM {}", g.reset),
+            None if h.code != 0 => format!("HTTP {} without grpc-status", h.code),
+            None => "no grpc-status".to_string(),
+        };
+        s.push_str(&format!(" => {status}{lat}"));
+    }
+    if h.partial {
+        s.push_str(PARTIAL);
+    }
+    s
 }
 
 /// The kind of event, as in hubble's TYPE column: `http-request`,
@@ -883,6 +921,103 @@ mod tests {
         // Values this client does not know are printed as numbers.
         f.verdict = 42;
         assert_eq!(verdict_text(&f), "42");
+    }
+
+    #[test]
+    fn grpc_and_http2_summaries() {
+        let rec = |kind: L7FlowType, h: flow::Http| Flow {
+            l7: Some(Layer7 {
+                r#type: kind as i32,
+                latency_ns: 12_000_000,
+                record: Some(Record::Http(h)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let call = |code: u32, g: flow::Grpc| flow::Http {
+            code,
+            method: "POST".into(),
+            url: "http://inv:50051/shop.Inv/Get".into(),
+            protocol: "HTTP/2".into(),
+            grpc: Some(flow::Grpc {
+                service: "shop.Inv".into(),
+                method: "Get".into(),
+                ..g
+            }),
+            ..Default::default()
+        };
+        let resp = |code: u32, g: flow::Grpc| summary(&rec(L7FlowType::Response, call(code, g)));
+        assert_eq!(
+            summary(&rec(L7FlowType::Request, call(0, Default::default()))),
+            "gRPC /shop.Inv/Get"
+        );
+        assert_eq!(
+            resp(
+                200,
+                flow::Grpc {
+                    status_code: Some(0),
+                    status_name: "OK".into(),
+                    ..Default::default()
+                }
+            ),
+            "gRPC /shop.Inv/Get => OK (12ms)"
+        );
+        // The name from the code when the record has none; a code above 16
+        // as its number.
+        assert_eq!(
+            resp(
+                200,
+                flow::Grpc {
+                    status_code: Some(14),
+                    ..Default::default()
+                }
+            ),
+            "gRPC /shop.Inv/Get => UNAVAILABLE (12ms)"
+        );
+        assert_eq!(
+            resp(
+                200,
+                flow::Grpc {
+                    status_code: Some(42),
+                    ..Default::default()
+                }
+            ),
+            "gRPC /shop.Inv/Get => 42 (12ms)"
+        );
+        // No grpc-status: the reset, else the HTTP status.
+        assert_eq!(
+            resp(
+                200,
+                flow::Grpc {
+                    reset: "REFUSED_STREAM".into(),
+                    ..Default::default()
+                }
+            ),
+            "gRPC /shop.Inv/Get => RST_STREAM REFUSED_STREAM (12ms)"
+        );
+        assert_eq!(
+            resp(503, Default::default()),
+            "gRPC /shop.Inv/Get => HTTP 503 without grpc-status (12ms)"
+        );
+        assert_eq!(
+            resp(0, Default::default()),
+            "gRPC /shop.Inv/Get => no grpc-status (12ms)"
+        );
+        // Plain HTTP/2 prints like HTTP/1, with its protocol; partial marked.
+        let h2 = flow::Http {
+            code: 404,
+            method: "GET".into(),
+            url: "http://web/x".into(),
+            protocol: "HTTP/2".into(),
+            partial: true,
+            ..Default::default()
+        };
+        let f = rec(L7FlowType::Response, h2);
+        assert_eq!(
+            summary(&f),
+            "HTTP/2 GET http://web/x => 404 (12ms) [partial]"
+        );
+        assert_eq!(type_label(&f), "http-response");
     }
 
     #[test]

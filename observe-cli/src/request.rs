@@ -75,6 +75,9 @@ pub const FILTER_IDS: &[&str] = &[
     "interface",
     "http_url",
     "http_header",
+    "grpc_status",
+    "grpc_service",
+    "grpc_method",
     "ip_trace_id",
     "encrypted",
     "unencrypted",
@@ -372,6 +375,9 @@ impl Tracker {
                 };
                 self.both(|f| f.http_header.push(h.clone()))
             }
+            "grpc_status" => self.both(|f| f.grpc_status.push(s())),
+            "grpc_service" => self.both(|f| f.grpc_service.push(s())),
+            "grpc_method" => self.both(|f| f.grpc_method.push(s())),
             "ip_trace_id" => {
                 let id = values::to_ip_trace_id(v).map_err(Error::Usage)?;
                 self.both(|f| f.ip_trace_id.push(id))
@@ -965,6 +971,128 @@ mod tests {
         }
         for ok in ["404", "5+", "40+", "400-599", "200-200"] {
             assert!(req(&["--http-status", ok]).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn grpc_filters() {
+        // Repeating a flag ORs its values; the gRPC flags AND with the
+        // others and go into both either-side filters.
+        assert_eq!(
+            white(&[
+                "-n",
+                "shop",
+                "--protocol",
+                "GRPC",
+                "--grpc-status",
+                "NOT_FOUND",
+                "--grpc-status",
+                "1-16",
+                "--grpc-status",
+                "14",
+                "--grpc-service",
+                "shop.inventory.v1.Inventory",
+                "--grpc-method",
+                "Reserve",
+                "--grpc-method",
+                "Release",
+            ]),
+            vec![
+                FlowFilter {
+                    source_pod: strs(&["shop/"]),
+                    protocol: strs(&["grpc"]),
+                    grpc_status: strs(&["NOT_FOUND", "1-16", "14"]),
+                    grpc_service: strs(&["shop.inventory.v1.Inventory"]),
+                    grpc_method: strs(&["Reserve", "Release"]),
+                    ..Default::default()
+                },
+                FlowFilter {
+                    destination_pod: strs(&["shop/"]),
+                    protocol: strs(&["grpc"]),
+                    grpc_status: strs(&["NOT_FOUND", "1-16", "14"]),
+                    grpc_service: strs(&["shop.inventory.v1.Inventory"]),
+                    grpc_method: strs(&["Reserve", "Release"]),
+                    ..Default::default()
+                },
+            ]
+        );
+        // Every failing call of a service: --not --grpc-status OK.
+        let r = req(&[
+            "--grpc-service",
+            "shop.inventory.v1.Inventory",
+            "--not",
+            "--grpc-status",
+            "OK",
+        ])
+        .unwrap();
+        assert_eq!(
+            r.whitelist,
+            vec![FlowFilter {
+                grpc_service: strs(&["shop.inventory.v1.Inventory"]),
+                ..Default::default()
+            }]
+        );
+        assert_eq!(
+            r.blacklist,
+            vec![FlowFilter {
+                grpc_status: strs(&["OK"]),
+                ..Default::default()
+            }]
+        );
+        assert_eq!(
+            white(&["--protocol", "http2"]),
+            vec![FlowFilter {
+                protocol: strs(&["http2"]),
+                ..Default::default()
+            }]
+        );
+        for ok in [
+            "0",
+            "5",
+            "NOT_FOUND",
+            "not_found",
+            "NotFound",
+            "1-16",
+            "42",
+            "5-5",
+        ] {
+            assert!(req(&["--grpc-status", ok]).is_ok(), "{ok}");
+        }
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--grpc-status", "NOTFOUND2"],
+                "invalid gRPC status \"NOTFOUND2\": expected a code (5), a name (OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED) or a range of codes (1-16)",
+            ),
+            (&["--grpc-status", "5-"], "invalid gRPC status \"5-\""),
+            (&["--grpc-status=-1"], "invalid gRPC status \"-1\""),
+            (
+                &["--grpc-status", "NOT_FOUND-INTERNAL"],
+                "or a range of codes (1-16)",
+            ),
+            (
+                &["--grpc-status", "16-1"],
+                "invalid gRPC status range \"16-1\": the first code must not exceed the second",
+            ),
+            (
+                &["--grpc-service", "shop.inventory.v1.Inventory/Reserve"],
+                "expected a fully qualified service name such as shop.inventory.v1.Inventory",
+            ),
+            (
+                &["--grpc-service", ""],
+                "expected a fully qualified service name",
+            ),
+            (
+                &["--grpc-method", "/Reserve"],
+                "expected a method name such as Reserve",
+            ),
+            (
+                &["--protocol", "h2"],
+                "expected one of: tcp, udp, icmp, icmpv4, icmpv6, sctp, http, dns, kafka, grpc, http2",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = req(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
         }
     }
 

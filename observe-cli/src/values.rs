@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{EventTypeFilter, TcpFlags, Verdict, Workload};
+use flowd_proto::names;
 
 pub fn non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
@@ -77,7 +78,7 @@ pub fn port(s: &str) -> Result<String, String> {
 }
 
 pub const PROTOCOLS: &[&str] = &[
-    "tcp", "udp", "icmp", "icmpv4", "icmpv6", "sctp", "http", "dns", "kafka",
+    "tcp", "udp", "icmp", "icmpv4", "icmpv6", "sctp", "http", "dns", "kafka", "grpc", "http2",
 ];
 
 pub fn protocol(s: &str) -> Result<String, String> {
@@ -221,6 +222,54 @@ pub fn http_status(s: &str) -> Result<String, String> {
         };
     }
     code(s).map(|_| s.to_string()).ok_or_else(bad)
+}
+
+/// A gRPC status as flowd's `grpc_status` filter takes it: a code (`5`), a
+/// name (`NOT_FOUND`, any case, or go-grpc-prometheus' `NotFound`) or a
+/// range of codes (`1-16`).
+pub fn grpc_status(s: &str) -> Result<String, String> {
+    let code = |t: &str| -> Option<u32> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    if code(s).is_some() || names::grpc_status_code(s).is_some() {
+        return Ok(s.to_string());
+    }
+    if let Some((a, b)) = s.split_once('-')
+        && let (Some(a), Some(b)) = (code(a), code(b))
+    {
+        return if a <= b {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "invalid gRPC status range {s:?}: the first code must not exceed the second"
+            ))
+        };
+    }
+    let names: Vec<&str> = names::GRPC_STATUS.iter().map(|(_, n, _)| *n).collect();
+    Err(format!(
+        "invalid gRPC status {s:?}: expected a code (5), a name ({}) or a range of codes (1-16)",
+        names.join(", ")
+    ))
+}
+
+/// A fully qualified gRPC service name (`shop.inventory.v1.Inventory`).
+pub fn grpc_service(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace) {
+        Err("expected a fully qualified service name such as shop.inventory.v1.Inventory (the method goes in --grpc-method)".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A gRPC method name (`Reserve`).
+pub fn grpc_method(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace) {
+        Err("expected a method name such as Reserve (the service goes in --grpc-service)".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 pub fn http_method(s: &str) -> Result<String, String> {

@@ -720,6 +720,20 @@ async fn every_filter_and_selection_flag_reaches_the_request() {
         (vec!["--from-port", "40000"], one("source_port", s("40000"))),
         (vec!["--to-port", "53"], one("destination_port", s("53"))),
         (vec!["--protocol", "dns"], one("protocol", s("dns"))),
+        (vec!["--protocol", "gRPC"], one("protocol", s("grpc"))),
+        (vec!["--protocol", "http2"], one("protocol", s("http2"))),
+        (
+            vec!["--grpc-status", "NOT_FOUND", "--grpc-status", "1-16"],
+            one("grpc_status", serde_json::json!(["NOT_FOUND", "1-16"])),
+        ),
+        (
+            vec!["--grpc-service", "shop.inventory.v1.Inventory"],
+            one("grpc_service", s("shop.inventory.v1.Inventory")),
+        ),
+        (
+            vec!["--grpc-method", "Reserve"],
+            one("grpc_method", s("Reserve")),
+        ),
         (vec!["--ip-version", "6"], one("ip_version", s("IPv6"))),
         (vec!["--verdict", "DROPPED"], one("verdict", s("DROPPED"))),
         (
@@ -839,6 +853,83 @@ async fn every_filter_and_selection_flag_reaches_the_request() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The gRPC flags through the binary: the request the server gets, the
+/// compact lines of gRPC and HTTP/2 records (`gRPC /pkg.Svc/Method =>
+/// NOT_FOUND (12ms)`), and a bad status refused before connecting.
+#[tokio::test]
+async fn grpc_filters_and_compact_output() {
+    let (addr, obs) = start().await;
+    let r = observe(&[
+        "--server",
+        &addr,
+        "--protocol",
+        "grpc",
+        "--grpc-service",
+        "shop.inventory.v1.Inventory",
+        "--grpc-status",
+        "NOT_FOUND",
+        "--grpc-status",
+        "13-16",
+        "--not",
+        "--grpc-method",
+        "Watch",
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The test server sends every fixture flow whatever the filters: the
+    // output is the golden file's, gRPC and HTTP/2 lines included.
+    let (out, err) = golden("compact");
+    assert_eq!(r.stdout, out);
+    assert_eq!(r.stderr, err);
+    for line in [
+        "ecommerce/frontend-7d9f:40400 -> ecommerce/inventory-6f7d:50051 gRPC /shop.inventory.v1.Inventory/Reserve FORWARDED",
+        "ecommerce/frontend-7d9f:40400 <- ecommerce/inventory-6f7d:50051 gRPC /shop.inventory.v1.Inventory/Reserve => NOT_FOUND (12ms) FORWARDED",
+        "ecommerce/frontend-7d9f:40500 <- ecommerce/web-0:8080 HTTP/2 GET http://web.ecommerce/index.html => 200 (3ms) FORWARDED",
+    ] {
+        assert!(r.stdout.contains(line), "{line}\n{}", r.stdout);
+    }
+    assert_eq!(
+        *obs.requests.lock().unwrap(),
+        vec![GetFlowsRequest {
+            number: 20,
+            whitelist: vec![FlowFilter {
+                protocol: vec!["grpc".into()],
+                grpc_service: vec!["shop.inventory.v1.Inventory".into()],
+                grpc_status: vec!["NOT_FOUND".into(), "13-16".into()],
+                ..Default::default()
+            }],
+            blacklist: vec![FlowFilter {
+                grpc_method: vec!["Watch".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    );
+    obs.requests.lock().unwrap().clear();
+    for (args, want) in [
+        (
+            &["--grpc-status", "MISSING"][..],
+            "invalid value 'MISSING' for '--grpc-status <CODE|NAME|RANGE>': invalid gRPC status \"MISSING\": expected a code (5), a name (OK, CANCELLED,",
+        ),
+        (
+            &["--grpc-status", "16-1"][..],
+            "the first code must not exceed the second",
+        ),
+        (
+            &["--grpc-service", "shop.inventory.v1.Inventory/Reserve"][..],
+            "expected a fully qualified service name such as shop.inventory.v1.Inventory (the method goes in --grpc-method)",
+        ),
+    ] {
+        let mut full = vec!["--server", addr.as_str()];
+        full.extend(args);
+        let r = observe(&full).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stdout, "");
+    }
+    assert!(obs.requests.lock().unwrap().is_empty());
 }
 
 /// Output flags through the binary: `-o dict`, and `--print-node-name

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{FakeNode, NodeData, now_ns};
-use flowd_proto::flow::LostEventSource;
+use flowd_proto::flow::{Flow, LostEventSource};
 use flowd_proto::observer::get_flows_response::ResponseTypes;
 use flowd_proto::observer::observer_client::ObserverClient;
 use flowd_proto::observer::{GetFlowsRequest, GetFlowsResponse, ServerStatusResponse};
@@ -880,5 +880,157 @@ fn since_and_until_reach_every_node_and_bound_the_merge() -> Result<()> {
             req.until
         );
     }
+    Ok(())
+}
+
+/// A gRPC record of `shop.inventory.v1.Inventory/<method>` at `time_ns`:
+/// the request, or the response with `status`.
+fn grpc_record(uuid: &str, time_ns: u64, method: &str, status: Option<u32>) -> Flow {
+    use flowd_proto::flow::{Grpc, Http, L7FlowType, Layer7, layer7::Record};
+    let response = status.is_some();
+    Flow {
+        uuid: uuid.into(),
+        time: Some(common::ts(time_ns)),
+        verdict: flowd_proto::flow::Verdict::Forwarded as i32,
+        l7: Some(Layer7 {
+            r#type: if response {
+                L7FlowType::Response
+            } else {
+                L7FlowType::Request
+            } as i32,
+            latency_ns: if response { 12_000_000 } else { 0 },
+            record: Some(Record::Http(Http {
+                code: if response { 200 } else { 0 },
+                method: "POST".into(),
+                url: format!("http://inventory:50051/shop.inventory.v1.Inventory/{method}"),
+                protocol: "HTTP/2".into(),
+                grpc: Some(Grpc {
+                    service: "shop.inventory.v1.Inventory".into(),
+                    method: method.into(),
+                    status_code: status,
+                    status_name: status
+                        .and_then(flowd_proto::names::grpc_status_name)
+                        .unwrap_or_default()
+                        .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `observe --protocol grpc --grpc-status … --grpc-service … --not
+/// --grpc-method …` through the relay binary: the gRPC fields (FlowFilter
+/// 1001-1003) reach every node unchanged, in the whitelist and the
+/// blacklist, and the nodes' gRPC records come back whole. A node that
+/// refuses them (an older flowd: "does not evaluate gRPC filters") while
+/// another accepts is a NODE_ERROR notice naming it, as for any filter.
+#[test]
+fn grpc_filters_reach_every_node_and_grpc_records_come_back() -> Result<()> {
+    use flowd_proto::flow::FlowFilter;
+    let a = FakeNode::start(NodeData::new("a"));
+    let b = FakeNode::start(NodeData::new("b"));
+    let base = (now_ns() / 1_000_000_000 - 60) * 1_000_000_000;
+    a.data
+        .emit_flow(grpc_record("a-req", base, "Reserve", None));
+    a.data
+        .emit_flow(grpc_record("a-resp", base + 12_000_000, "Reserve", Some(5)));
+    b.data.emit_flow(grpc_record(
+        "b-resp",
+        base + 20_000_000,
+        "Reserve",
+        Some(14),
+    ));
+    let relay = Relay::start(
+        "rgrpc",
+        &[
+            "--peer",
+            &format!("a={}", a.addr),
+            "--peer",
+            &format!("b={}", b.addr),
+        ],
+    )?;
+    wait_nodes_connected(&relay, 2)?;
+    let args = [
+        "--protocol",
+        "grpc",
+        "--grpc-status",
+        "NOT_FOUND",
+        "--grpc-status",
+        "14",
+        "--grpc-service",
+        "shop.inventory.v1.Inventory",
+        "--not",
+        "--grpc-method",
+        "Watch",
+        "--request-timeout",
+        "10s",
+    ];
+    let out = relay.observe(&args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    // The fake nodes answer with everything they have: three records, in
+    // time order, as observe prints gRPC calls.
+    let summaries: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest))
+        .collect();
+    ensure!(
+        summaries
+            == [
+                "N/A -> N/A gRPC /shop.inventory.v1.Inventory/Reserve FORWARDED",
+                "N/A -> N/A gRPC /shop.inventory.v1.Inventory/Reserve => NOT_FOUND (12ms) FORWARDED",
+                "N/A -> N/A gRPC /shop.inventory.v1.Inventory/Reserve => UNAVAILABLE (12ms) FORWARDED",
+            ],
+        "{stdout}"
+    );
+    let want_white = vec![FlowFilter {
+        protocol: vec!["grpc".into()],
+        grpc_status: vec!["NOT_FOUND".into(), "14".into()],
+        grpc_service: vec!["shop.inventory.v1.Inventory".into()],
+        ..Default::default()
+    }];
+    let want_black = vec![FlowFilter {
+        grpc_method: vec!["Watch".into()],
+        ..Default::default()
+    }];
+    for node in [&a, &b] {
+        let req = node.data.last_request.lock().unwrap().clone();
+        let req = req.context("the node got no request")?;
+        ensure!(
+            req.whitelist == want_white && req.blacklist == want_black,
+            "{} got {:?} / {:?}",
+            node.data.name,
+            req.whitelist,
+            req.blacklist
+        );
+    }
+
+    // Node b runs a flowd that refuses the gRPC fields: a's records, and a
+    // notice naming b with its reason; the call succeeds.
+    let reason = "invalid whitelist[0].grpc_status filter \"NOT_FOUND,14\": this flowd does not evaluate gRPC filters";
+    *b.data.refuse.lock().unwrap() = Some((tonic::Code::InvalidArgument, reason.to_string()));
+    let out = relay.observe(&args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(stdout.lines().count() == 2, "{stdout}");
+    ensure!(
+        stderr.contains(&format!("NODE_ERROR: b (InvalidArgument: {reason})")),
+        "{stderr}"
+    );
+    // Every node refuses: the call fails with their reason (exit 1).
+    *a.data.refuse.lock().unwrap() = Some((tonic::Code::InvalidArgument, reason.to_string()));
+    let out = relay.observe(&args)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.contains(reason),
+        "{:?} {stderr}",
+        out.status
+    );
     Ok(())
 }

@@ -3,8 +3,9 @@
 
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{
-    self, Dns, Endpoint, Flow, FlowType, Http, IcmPv6, Ip, IpVersion, L7FlowType, Layer4, Layer7,
-    LostEvent, LostEventSource, Tcp, TcpFlags, Udp, Verdict, layer4::Protocol, layer7::Record,
+    self, Dns, Endpoint, Flow, FlowType, Grpc, Http, IcmPv6, Ip, IpVersion, L7FlowType, Layer4,
+    Layer7, LostEvent, LostEventSource, Tcp, TcpFlags, Udp, Verdict, grpc::Type as GrpcType,
+    layer4::Protocol, layer7::Record,
 };
 use flowd_proto::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
 use flowd_proto::relay::{NodeState, NodeStatusEvent};
@@ -77,10 +78,14 @@ fn flow_resp(ms: i32, f: Flow) -> GetFlowsResponse {
 const FRONTEND: &str = "10.244.1.10";
 const CART: &str = "10.244.2.20";
 const DNS_IP: &str = "10.96.0.10";
+const INVENTORY: &str = "10.244.2.40";
+const WEB: &str = "10.244.2.50";
 
 /// L3/L4 TCP (SYN and the SYN-ACK reply), UDP, ICMPv6, HTTP request and
-/// response, DNS query and NXDOMAIN answer, a dropped flow, lost events
-/// and a node status notice.
+/// response, DNS query and NXDOMAIN answer, gRPC calls (a request, a
+/// NOT_FOUND response, a reset stream, a partial response), a plain HTTP/2
+/// request and response, a dropped flow, lost events and a node status
+/// notice.
 pub fn responses() -> Vec<GetFlowsResponse> {
     let syn = TcpFlags {
         syn: true,
@@ -111,7 +116,102 @@ pub fn responses() -> Vec<GetFlowsResponse> {
         })),
         ..Default::default()
     };
-    vec![
+    let grpc_call = |kind: L7FlowType, latency_ns: u64, g: Grpc| Layer7 {
+        r#type: kind as i32,
+        latency_ns,
+        record: Some(Record::Http(Http {
+            code: if kind == L7FlowType::Response { 200 } else { 0 },
+            method: "POST".into(),
+            url: format!(
+                "http://inventory.ecommerce:50051/{}/{}",
+                g.service, g.method
+            ),
+            protocol: "HTTP/2".into(),
+            grpc: Some(g),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let reserve = Grpc {
+        service: "shop.inventory.v1.Inventory".into(),
+        method: "Reserve".into(),
+        ..Default::default()
+    };
+    let watch = Grpc {
+        method: "Watch".into(),
+        ..reserve.clone()
+    };
+    let h2 = |kind: L7FlowType, code: u32, latency_ns: u64| Layer7 {
+        r#type: kind as i32,
+        latency_ns,
+        record: Some(Record::Http(Http {
+            code,
+            method: "GET".into(),
+            url: "http://web.ecommerce/index.html".into(),
+            protocol: "HTTP/2".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let to_inventory = |ms: i32, l7: Layer7| {
+        flow_resp(
+            ms,
+            Flow {
+                verdict: Verdict::Forwarded as i32,
+                ip: ip4(FRONTEND, INVENTORY),
+                l4: tcp(40400, 50051, TcpFlags::default()),
+                source: pod("ecommerce", "frontend-7d9f"),
+                destination: pod("ecommerce", "inventory-6f7d"),
+                r#type: FlowType::L7 as i32,
+                node_name: "node-1".into(),
+                l7: Some(l7),
+                is_reply: Some(false.into()),
+                ..Default::default()
+            },
+        )
+    };
+    let from_inventory = |ms: i32, l7: Layer7| {
+        flow_resp(
+            ms,
+            Flow {
+                verdict: Verdict::Forwarded as i32,
+                ip: ip4(INVENTORY, FRONTEND),
+                l4: tcp(50051, 40400, TcpFlags::default()),
+                source: pod("ecommerce", "inventory-6f7d"),
+                destination: pod("ecommerce", "frontend-7d9f"),
+                r#type: FlowType::L7 as i32,
+                node_name: "node-1".into(),
+                l7: Some(l7),
+                is_reply: Some(true.into()),
+                ..Default::default()
+            },
+        )
+    };
+    let web = |ms: i32, reply: bool, l7: Layer7| {
+        let (src, dst, sp, dp) = if reply {
+            (WEB, FRONTEND, 8080, 40500)
+        } else {
+            (FRONTEND, WEB, 40500, 8080)
+        };
+        let (a, b) = (pod("ecommerce", "frontend-7d9f"), pod("ecommerce", "web-0"));
+        let (source, destination) = if reply { (b, a) } else { (a, b) };
+        flow_resp(
+            ms,
+            Flow {
+                verdict: Verdict::Forwarded as i32,
+                ip: ip4(src, dst),
+                l4: tcp(sp, dp, TcpFlags::default()),
+                source,
+                destination,
+                r#type: FlowType::L7 as i32,
+                node_name: "node-2".into(),
+                l7: Some(l7),
+                is_reply: Some(reply.into()),
+                ..Default::default()
+            },
+        )
+    };
+    let mut out = vec![
         flow_resp(
             1,
             Flow {
@@ -241,6 +341,65 @@ pub fn responses() -> Vec<GetFlowsResponse> {
                 ..Default::default()
             },
         ),
+        to_inventory(33, grpc_call(L7FlowType::Request, 0, reserve.clone())),
+        from_inventory(
+            35,
+            grpc_call(
+                L7FlowType::Response,
+                12_000_000,
+                Grpc {
+                    status_code: Some(5),
+                    status_name: "NOT_FOUND".into(),
+                    message: "item 7 not found".into(),
+                    r#type: GrpcType::Unary as i32,
+                    request_messages: 1,
+                    response_messages: 0,
+                    messages_exact: true,
+                    request_bytes: 14,
+                    ..reserve.clone()
+                },
+            ),
+        ),
+        // A server-streaming call the client cancelled: no grpc-status.
+        from_inventory(
+            36,
+            grpc_call(
+                L7FlowType::Response,
+                2_500_000_000,
+                Grpc {
+                    reset: "CANCEL".into(),
+                    r#type: GrpcType::ServerStreaming as i32,
+                    request_messages: 1,
+                    response_messages: 3,
+                    messages_exact: true,
+                    request_bytes: 9,
+                    response_bytes: 120,
+                    ..watch
+                },
+            ),
+        ),
+        web(37, false, h2(L7FlowType::Request, 0, 0)),
+        web(38, true, h2(L7FlowType::Response, 200, 3_000_000)),
+    ];
+    // A response on a connection flowd saw from its middle: the path was a
+    // dynamic-table entry it never saw; the status was a literal.
+    let mut partial = grpc_call(
+        L7FlowType::Response,
+        0,
+        Grpc {
+            status_code: Some(0),
+            status_name: "OK".into(),
+            ..Default::default()
+        },
+    );
+    partial.unpaired = true;
+    if let Some(Record::Http(h)) = partial.record.as_mut() {
+        h.method.clear();
+        h.url.clear();
+        h.partial = true;
+    }
+    out.push(from_inventory(39, partial));
+    out.extend([
         flow_resp(
             40,
             Flow {
@@ -274,5 +433,6 @@ pub fn responses() -> Vec<GetFlowsResponse> {
                 message: "connection refused".into(),
             }),
         ),
-    ]
+    ]);
+    out
 }

@@ -146,6 +146,24 @@ mod tests {
     }
 
     #[test]
+    fn grpc_flags_are_observe_flags() {
+        let r = request(
+            "protocol=grpc&grpc-status=NOT_FOUND&grpc-status=13-16&grpc-service=shop.inventory.v1.Inventory&not&grpc-method=Watch",
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(r.whitelist.len(), 1);
+        let w = &r.whitelist[0];
+        assert_eq!(w.protocol, ["grpc"]);
+        assert_eq!(w.grpc_status, ["NOT_FOUND", "13-16"]);
+        assert_eq!(w.grpc_service, ["shop.inventory.v1.Inventory"]);
+        assert_eq!(r.blacklist.len(), 1);
+        assert_eq!(r.blacklist[0].grpc_method, ["Watch"]);
+        let e = request("grpc-status=MISSING", SystemTime::now()).unwrap_err();
+        assert!(e.contains("invalid gRPC status \"MISSING\""), "{e}");
+    }
+
+    #[test]
     fn unknown_and_bad_flags_are_refused() {
         let e = request("server=evil:1", SystemTime::now()).unwrap_err();
         assert!(e.contains("unknown filter \"server\""), "{e}");

@@ -234,6 +234,7 @@ const NOT_METRICS: &[&str] = &["hubble_ring_buffer", "hubble_compat", "hubble_fi
 const FILTERS: &str =
     "observe-cli/tests/e2e.rs::every_filter_and_selection_flag_reaches_the_request";
 const OUTPUT: &str = "observe-cli/tests/e2e.rs::output_flags_through_the_binary";
+const GRPC_CLI: &str = "observe-cli/tests/e2e.rs::grpc_filters_and_compact_output";
 const RELAY_TLS: &str = "relay/tests/flags.rs::tls_flags_on_both_sides";
 const RELAY_MERGE: &str = "tests/lab/tests/relay_e2e.rs::relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors";
 const RELAY_PEERS: &str =
@@ -562,7 +563,7 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
     ("observe", "--port", &[FILTERS]),
     ("observe", "--from-port", &[FILTERS]),
     ("observe", "--to-port", &[FILTERS]),
-    ("observe", "--protocol", &[FILTERS]),
+    ("observe", "--protocol", &[FILTERS, GRPC_CLI]),
     ("observe", "--ip-version", &[FILTERS]),
     (
         "observe",
@@ -581,6 +582,9 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
             RELAY_MERGE,
         ],
     ),
+    ("observe", "--grpc-status", &[FILTERS, GRPC_CLI]),
+    ("observe", "--grpc-service", &[FILTERS, GRPC_CLI]),
+    ("observe", "--grpc-method", &[FILTERS, GRPC_CLI]),
     ("observe", "--http-method", &[FILTERS]),
     ("observe", "--http-path", &[FILTERS]),
     ("observe", "--dns-query", &[FILTERS]),
