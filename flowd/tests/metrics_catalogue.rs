@@ -212,7 +212,84 @@ fn a_handler_outside_hubbles_catalogue_is_a_one_line_error() -> Result<()> {
     ensure!(
         lines[0].contains("hubble-metrics")
             && lines[0].contains(
-                "unknown metrics handler \"nld\" (valid: flow, drop, tcp, icmp, port-distribution, dns, http, httpV2, flows-to-world, policy, kafka)"
+                "unknown metrics handler \"nld\" (valid: flow, drop, tcp, icmp, port-distribution, dns, http, httpV2, grpc, flows-to-world, policy, kafka)"
+            ),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// flowd's `grpc` handler with Hubble's context options and exemplars,
+/// next to `httpV2`: flowd starts and configures both of its metrics (the
+/// series cap counter names each, at 0; their values on real gRPC traffic
+/// are checked end to end); an option the handler does not take stops flowd
+/// with one line naming the valid ones.
+#[test]
+fn grpc_handler_takes_hubbles_options_and_refuses_others() -> Result<()> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "needs root (a network namespace of its own for flowd's ports)"
+    );
+    let ns = Netns::new("grpcmet")?;
+    let dir = TempDir::new("grpcmet")?;
+    let log = dir.0.join("flowd.log");
+    let mut cmd = ns.command(BIN);
+    cmd.args([
+        "--set",
+        "hubble-listen-address=127.0.0.1:4244",
+        "--set",
+        "hubble-metrics-server=127.0.0.1:9965",
+        "--set",
+        "hubble-metrics=grpc:sourceContext=workload-name|pod;destinationContext=workload-name|pod;labelsContext=source_namespace,destination_namespace;exemplars=true httpV2",
+        "--set",
+        "flowd-interfaces=",
+    ])
+    .env("NO_COLOR", "1")
+    .stderr(std::fs::File::create(&log)?);
+    let mut flowd = ChildGuard::spawn("flowd", &mut cmd)?;
+    let addr: SocketAddr = "127.0.0.1:9965".parse()?;
+    let text = wait_until("flowd's /metrics", Duration::from_secs(30), || {
+        if let Some(st) = flowd.try_wait()? {
+            bail!(
+                "flowd exited with {st}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(ns.run(move || scrape(addr))?.ok())
+    })?;
+    for name in [
+        "hubble_grpc_requests_total",
+        "hubble_grpc_request_duration_seconds",
+        "hubble_http_requests_total",
+    ] {
+        ensure!(
+            text.contains(&format!(
+                "flowd_metrics_series_refused_total{{metric=\"{name}\"}} 0"
+            )),
+            "{name} is not configured:\n{text}"
+        );
+    }
+    let st = flowd.stop(Signal::SIGTERM, Duration::from_secs(20))?;
+    ensure!(st.success(), "flowd exited with {st}");
+
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--set",
+            "hubble-metrics=httpV2 grpc:query",
+            "--set",
+            "flowd-interfaces=",
+        ])
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    ensure!(!out.status.success(), "flowd started: {:?}", out.status);
+    let stderr = String::from_utf8(out.stderr)?;
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(
+        lines.len() == 1
+            && lines[0].contains(
+                "metrics handler \"grpc\": unknown option \"query\" (valid: sourceContext, destinationContext, sourceEgressContext, sourceIngressContext, destinationEgressContext, destinationIngressContext, labelsContext, exemplars)"
             ),
         "{stderr}"
     );

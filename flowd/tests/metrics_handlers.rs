@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use flowd::metrics::{DatapathTotals, Metrics, MetricsOptions};
 use flowd::options::metrics::MetricsSpec;
 use flowd_proto::flow::{
-    DropReason, Endpoint, LostEventSource, TraceObservationPoint, TrafficDirection, Verdict,
+    DropReason, Endpoint, Flow, Grpc, LostEventSource, TraceObservationPoint, TrafficDirection,
+    Verdict, grpc::Type as GrpcType, layer7::Record,
 };
 use metrics_support::*;
 
@@ -915,4 +916,291 @@ fn eventless_handlers_export_empty_families() {
         get(&parse(&text), "flowd_flows_processed_total", &[]),
         Some(4.0)
     );
+}
+
+/// One gRPC call of shop.inventory.v1.Inventory/`method` as the records of
+/// an HTTP/2 stream, seen at the interface of `dir`'s pod: the REQUEST and
+/// the RESPONSE with `status` and `typ`.
+fn grpc_call(
+    client: (&Endpoint, &str),
+    server: (&Endpoint, &str),
+    method: &str,
+    status: Option<u32>,
+    typ: GrpcType,
+    latency_ms: u64,
+    dir: TrafficDirection,
+) -> [Flow; 2] {
+    let mut records = http_exchange(
+        client,
+        server,
+        "POST",
+        200,
+        latency_ms * 1_000_000,
+        dir,
+        Some("0af7651916cd43dd8448eb211c80319c"),
+    );
+    for (i, f) in records.iter_mut().enumerate() {
+        let response = i == 1;
+        if let Some(Record::Http(h)) = f.l7.as_mut().and_then(|l| l.record.as_mut()) {
+            h.protocol = "HTTP/2".into();
+            h.url = format!("http://inventory:50051/shop.inventory.v1.Inventory/{method}");
+            h.grpc = Some(Grpc {
+                service: "shop.inventory.v1.Inventory".into(),
+                method: method.into(),
+                status_code: status.filter(|_| response),
+                r#type: if response { typ as i32 } else { 0 },
+                ..Default::default()
+            });
+        }
+    }
+    records
+}
+
+/// The `grpc` handler with every option, next to `httpV2`, over calls seen
+/// at both pods: each call counts once per reporter with
+/// go-grpc-prometheus' labels (Go's code names, `unary`/`server_stream`,
+/// `none` without a grpc-status, the number above 16), the duration per
+/// service, method and type; an unpaired partial response is counted with
+/// `unknown` names and not observed. httpV2 counts the same streams as
+/// HTTP/2 requests with `protocol="HTTP/2"`.
+#[test]
+fn grpc_counts_each_call_once_per_reporter_with_go_grpc_prometheus_labels() {
+    let m = metrics(
+        "grpc:sourceContext=workload-name;destinationContext=workload-name;labelsContext=source_namespace,destination_namespace;exemplars=true httpV2",
+    );
+    let client = pod("ecommerce", "order-5d8f-abcde", "order", "order");
+    let server = pod("ecommerce", "inventory-7c4b-xyz", "inventory", "inventory");
+    let (cip, sip) = ("10.244.2.7", "10.244.1.5");
+    // (method, status, type, latency ms)
+    let calls = [
+        ("Reserve", Some(0), GrpcType::Unary, 4),
+        ("Reserve", Some(0), GrpcType::Unary, 30),
+        ("Reserve", Some(0), GrpcType::Unary, 700),
+        ("Reserve", Some(5), GrpcType::Unary, 2),
+        ("Reserve", Some(5), GrpcType::Unary, 3),
+        // A server-streaming call reset by the client: no grpc-status.
+        ("Watch", None, GrpcType::ServerStreaming, 2_500),
+        // A status code above 16, with message counts that were not exact.
+        ("Release", Some(42), GrpcType::Unknown, 8),
+    ];
+    for (method, status, typ, ms) in calls {
+        for dir in [Egress, Ingress] {
+            for f in grpc_call((&client, cip), (&server, sip), method, status, typ, ms, dir) {
+                m.process(&f);
+            }
+        }
+    }
+    // A response on a connection flowd saw from its middle: its path and
+    // method were not decoded, its request never seen.
+    let [_, mut partial] = grpc_call(
+        (&client, cip),
+        (&server, sip),
+        "Reserve",
+        Some(0),
+        GrpcType::Unary,
+        0,
+        Ingress,
+    );
+    if let Some(l7) = partial.l7.as_mut() {
+        l7.unpaired = true;
+        if let Some(Record::Http(h)) = l7.record.as_mut() {
+            h.partial = true;
+            h.method.clear();
+            h.url.clear();
+            let g = h.grpc.as_mut().unwrap();
+            g.service.clear();
+            g.method.clear();
+        }
+    }
+    m.process(&partial);
+
+    let s = scrape(&m);
+    let ctx = |reporter: &'static str| {
+        vec![
+            ("source_namespace", "ecommerce"),
+            ("destination_namespace", "ecommerce"),
+            ("source", "order"),
+            ("destination", "inventory"),
+            ("reporter", reporter),
+        ]
+    };
+    let req = |reporter, service, method, code, typ| {
+        let mut l = ctx(reporter);
+        l.extend([
+            ("grpc_service", service),
+            ("grpc_method", method),
+            ("grpc_code", code),
+            ("grpc_type", typ),
+        ]);
+        get(&s, "hubble_grpc_requests_total", &l)
+    };
+    const SVC: &str = "shop.inventory.v1.Inventory";
+    for reporter in ["client", "server"] {
+        assert_eq!(req(reporter, SVC, "Reserve", "OK", "unary"), Some(3.0));
+        assert_eq!(
+            req(reporter, SVC, "Reserve", "NotFound", "unary"),
+            Some(2.0)
+        );
+        assert_eq!(
+            req(reporter, SVC, "Watch", "none", "server_stream"),
+            Some(1.0)
+        );
+        assert_eq!(req(reporter, SVC, "Release", "42", "unknown"), Some(1.0));
+    }
+    assert_eq!(
+        req("server", "unknown", "unknown", "OK", "unary"),
+        Some(1.0)
+    );
+    assert_eq!(count(&s, "hubble_grpc_requests_total"), 9);
+    assert_eq!(sum(&s, "hubble_grpc_requests_total"), 15.0);
+
+    let dur = |reporter, method, typ, what: &str, le: Option<&'static str>| {
+        let mut l = ctx(reporter);
+        l.extend([
+            ("grpc_service", SVC),
+            ("grpc_method", method),
+            ("grpc_type", typ),
+        ]);
+        if let Some(le) = le {
+            l.push(("le", le));
+        }
+        get(
+            &s,
+            &format!("hubble_grpc_request_duration_seconds_{what}"),
+            &l,
+        )
+    };
+    for reporter in ["client", "server"] {
+        // The five unary Reserve calls, whatever their status.
+        assert_eq!(dur(reporter, "Reserve", "unary", "count", None), Some(5.0));
+        let total = dur(reporter, "Reserve", "unary", "sum", None).unwrap();
+        assert!((total - 0.739).abs() < 1e-9, "{total}");
+        // Hubble's http buckets.
+        for (le, n) in [
+            ("0.005", 3.0),
+            ("0.01", 3.0),
+            ("0.05", 4.0),
+            ("0.5", 4.0),
+            ("1", 5.0),
+            ("+Inf", 5.0),
+        ] {
+            assert_eq!(
+                dur(reporter, "Reserve", "unary", "bucket", Some(le)),
+                Some(n),
+                "{reporter} le={le}"
+            );
+        }
+        assert_eq!(
+            dur(reporter, "Watch", "server_stream", "bucket", Some("2.5")),
+            Some(1.0)
+        );
+        assert_eq!(
+            dur(reporter, "Watch", "server_stream", "bucket", Some("1")),
+            Some(0.0)
+        );
+    }
+    // Every call observed once per reporter; the unpaired one not at all.
+    assert_eq!(sum(&s, "hubble_grpc_request_duration_seconds_count"), 14.0);
+    assert_eq!(count(&s, "hubble_grpc_request_duration_seconds_count"), 6);
+
+    // httpV2: the same streams are HTTP/2 requests, status 200.
+    for reporter in ["client", "server"] {
+        assert_eq!(
+            get(
+                &s,
+                "hubble_http_requests_total",
+                &[
+                    ("method", "POST"),
+                    ("protocol", "HTTP/2"),
+                    ("status", "200"),
+                    ("reporter", reporter),
+                ]
+            ),
+            Some(7.0),
+            "{reporter}"
+        );
+    }
+    assert_eq!(
+        get(
+            &s,
+            "hubble_http_requests_total",
+            &[
+                ("method", "unknown"),
+                ("protocol", "HTTP/2"),
+                ("status", "200"),
+                ("reporter", "server"),
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sum(&s, "hubble_http_requests_total"), 15.0);
+
+    // Trace-ID exemplars in OpenMetrics, on the gRPC counter too.
+    let om = m.encode_openmetrics();
+    assert!(
+        om.lines()
+            .any(|l| l.starts_with("hubble_grpc_requests_total{")
+                && l.contains("# {traceID=\"0af7651916cd43dd8448eb211c80319c\"}")),
+        "{om}"
+    );
+}
+
+/// Requests, other protocols and records outside the counting rule are
+/// not gRPC calls to count; bad options are refused naming them.
+#[test]
+fn grpc_counts_only_responses_of_grpc_calls() {
+    let m = metrics("grpc");
+    let client = pod("ecommerce", "order-1", "order", "order");
+    let server = pod("ecommerce", "inventory-1", "inventory", "inventory");
+    let [request, response] = grpc_call(
+        (&client, "10.0.0.1"),
+        (&server, "10.0.0.2"),
+        "Reserve",
+        Some(14),
+        GrpcType::Unary,
+        5,
+        Egress,
+    );
+    m.process(&request);
+    // Plain HTTP/1.1 and HTTP/2 exchanges carry no call.
+    for f in http_exchange(
+        (&client, "10.0.0.1"),
+        (&server, "10.0.0.2"),
+        "GET",
+        503,
+        5_000_000,
+        Egress,
+        None,
+    ) {
+        m.process(&f);
+    }
+    let s = scrape(&m);
+    assert_eq!(count(&s, "hubble_grpc_requests_total"), 0);
+    m.process(&response);
+    // An uplink sighting between two pods is counted by the pods' veths.
+    let mut uplink = response.clone();
+    uplink.trace_observation_point = TraceObservationPoint::FromNetwork as i32;
+    m.process(&uplink);
+    let s = scrape(&m);
+    assert_eq!(
+        get(
+            &s,
+            "hubble_grpc_requests_total",
+            &[
+                ("grpc_service", "shop.inventory.v1.Inventory"),
+                ("grpc_method", "Reserve"),
+                ("grpc_code", "Unavailable"),
+                ("grpc_type", "unary"),
+                ("reporter", "client"),
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sum(&s, "hubble_grpc_requests_total"), 1.0);
+    assert_eq!(
+        MetricsSpec::parse("grpc:query").unwrap_err().to_string(),
+        "metrics handler \"grpc\": unknown option \"query\" (valid: sourceContext, destinationContext, sourceEgressContext, sourceIngressContext, destinationEgressContext, destinationIngressContext, labelsContext, exemplars)"
+    );
+    assert!(MetricsSpec::parse("grpc httpV2 http").is_err());
+    assert!(MetricsSpec::parse("grpc httpV2").is_ok());
 }

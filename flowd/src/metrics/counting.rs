@@ -9,7 +9,7 @@
 //! a record (as in Hubble); the rule picks, cluster-wide:
 //!
 //! **Each event is counted once per reporter.**
-//! * Metrics with a `reporter` label (`http`, `httpV2`) have two reporters,
+//! * Metrics with a `reporter` label (`http`, `httpV2`, `grpc`) have two reporters,
 //!   the exchange's two pods. Each counts the records observed at its own
 //!   interface: `client` where `traffic_direction` is EGRESS, `server` where
 //!   it is INGRESS (for L7 records that is the direction of the exchange
@@ -42,7 +42,7 @@
 
 use flowd_proto::flow::{Endpoint, Flow, TraceObservationPoint, TrafficDirection};
 
-/// The `reporter` label of the http metrics.
+/// The `reporter` label of the http and grpc metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reporter {
     Client,
@@ -118,7 +118,7 @@ pub fn counts_once(flow: &Flow) -> bool {
     }
 }
 
-/// The rule for metrics with a reporter label (http, httpV2): the reporter
+/// The rule for metrics with a reporter label (http, httpV2, grpc): the reporter
 /// this record counts for, or `None` when it is not counted.
 pub fn counting_reporter(flow: &Flow) -> Option<Reporter> {
     match point(flow) {

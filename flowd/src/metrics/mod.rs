@@ -13,7 +13,7 @@
 //! Double counting: a packet between two pods is seen at several
 //! observation points, possibly on two nodes. [`counting`] holds the one rule
 //! every handler follows (`flowd-metrics-count-once`): each event is counted
-//! once per reporter — http/httpV2 once with `reporter="client"` and once with
+//! once per reporter — http/httpV2/grpc once with `reporter="client"` and once with
 //! `reporter="server"`, the other per-flow metrics once at the packet's first
 //! observation point, `flow` and `drop` every record.
 

@@ -7,7 +7,8 @@
 //! `pkg/hubble/metrics`). `policy` and `kafka` count events flowd never
 //! produces (policy verdicts, Kafka records): they are accepted, so values
 //! copied from Cilium work, and their families exist but stay empty
-//! ([`HandlerKind::has_events`]).
+//! ([`HandlerKind::has_events`]). `grpc` is flowd's own (Hubble has no gRPC
+//! metrics without a proxy that parses it).
 
 use std::fmt;
 
@@ -24,6 +25,9 @@ pub enum HandlerKind {
     Http,
     /// `httpV2`: requests (with status) and duration, counted on responses.
     HttpV2,
+    /// `grpc` (flowd): gRPC calls by service, method, status and type, and
+    /// their duration, counted on responses.
+    Grpc,
     /// `flows-to-world`: flows whose destination is `reserved:world`.
     FlowsToWorld,
     /// `policy`: network policy verdicts (none in flowd: it enforces no policy).
@@ -33,7 +37,7 @@ pub enum HandlerKind {
 }
 
 impl HandlerKind {
-    pub const ALL: [HandlerKind; 11] = [
+    pub const ALL: [HandlerKind; 12] = [
         HandlerKind::Flow,
         HandlerKind::Drop,
         HandlerKind::Tcp,
@@ -42,6 +46,7 @@ impl HandlerKind {
         HandlerKind::Dns,
         HandlerKind::Http,
         HandlerKind::HttpV2,
+        HandlerKind::Grpc,
         HandlerKind::FlowsToWorld,
         HandlerKind::Policy,
         HandlerKind::Kafka,
@@ -57,6 +62,7 @@ impl HandlerKind {
             HandlerKind::Dns => "dns",
             HandlerKind::Http => "http",
             HandlerKind::HttpV2 => "httpV2",
+            HandlerKind::Grpc => "grpc",
             HandlerKind::FlowsToWorld => "flows-to-world",
             HandlerKind::Policy => "policy",
             HandlerKind::Kafka => "kafka",
@@ -180,7 +186,7 @@ pub struct HandlerSpec {
     pub dns_query: bool,
     /// dns: skip flows whose only query type is AAAA.
     pub dns_ignore_aaaa: bool,
-    /// http/httpV2: attach the flow's trace ID as an exemplar (OpenMetrics only).
+    /// http/httpV2/grpc: attach the flow's trace ID as an exemplar (OpenMetrics only).
     pub exemplars: bool,
     /// flows-to-world `any-drop`: count dropped flows whatever the reason
     /// (otherwise only POLICY_DENIED drops).
@@ -270,7 +276,7 @@ fn parse_handler(kind: HandlerKind, opts: &str) -> Result<HandlerSpec, SpecError
     };
     let extra: &[&str] = match kind {
         HandlerKind::Dns => &["query", "ignoreaaaa"],
-        HandlerKind::Http | HandlerKind::HttpV2 => &["exemplars"],
+        HandlerKind::Http | HandlerKind::HttpV2 | HandlerKind::Grpc => &["exemplars"],
         HandlerKind::FlowsToWorld => &["any-drop", "port", "syn-only"],
         _ => &[],
     };
@@ -346,7 +352,9 @@ fn parse_handler(kind: HandlerKind, opts: &str) -> Result<HandlerSpec, SpecError
                 ];
                 match kind {
                     HandlerKind::Dns => valid.extend(["query", "ignoreAAAA"]),
-                    HandlerKind::Http | HandlerKind::HttpV2 => valid.push("exemplars"),
+                    HandlerKind::Http | HandlerKind::HttpV2 | HandlerKind::Grpc => {
+                        valid.push("exemplars")
+                    }
                     HandlerKind::FlowsToWorld => valid.extend(["any-drop", "port", "syn-only"]),
                     _ => {}
                 }
@@ -423,6 +431,26 @@ mod tests {
         );
         assert_eq!(h.context.destination, vec![ContextId::Pod]);
         assert_eq!(h.context.label_names(), vec!["source", "destination"]);
+    }
+
+    #[test]
+    fn grpc_takes_the_context_options_and_exemplars() {
+        let s = MetricsSpec::parse(
+            "grpc:sourceContext=workload-name|pod;destinationContext=app;labelsContext=source_namespace;exemplars=true httpV2",
+        )
+        .unwrap();
+        let g = s.get(HandlerKind::Grpc).unwrap();
+        assert!(g.exemplars && g.kind.has_events());
+        assert_eq!(
+            g.context.label_names(),
+            vec!["source_namespace", "source", "destination"]
+        );
+        assert_eq!(
+            MetricsSpec::parse("grpc grpc").unwrap_err(),
+            SpecError::Duplicate {
+                handler: "grpc".into()
+            }
+        );
     }
 
     #[test]

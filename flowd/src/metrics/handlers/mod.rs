@@ -8,6 +8,7 @@ mod drop;
 pub mod eventless;
 mod flow;
 mod flows_to_world;
+mod grpc;
 mod http;
 mod icmp;
 mod port_distribution;
@@ -38,6 +39,7 @@ pub(super) enum Handler {
     PortDistribution(HandlerSpec, CounterSeries),
     Dns(HandlerSpec, dns::DnsSeries),
     Http(HandlerSpec, http::HttpSeries),
+    Grpc(HandlerSpec, grpc::GrpcSeries),
     FlowsToWorld(HandlerSpec, CounterSeries),
     /// `policy` / `kafka`: families without samples ([`eventless`]).
     Eventless,
@@ -58,6 +60,7 @@ impl Handler {
             HandlerKind::Dns => Handler::Dns(s, dns::series(b)),
             HandlerKind::Http => Handler::Http(s, http::series(b, false)),
             HandlerKind::HttpV2 => Handler::Http(s, http::series(b, true)),
+            HandlerKind::Grpc => Handler::Grpc(s, grpc::series(b)),
             HandlerKind::FlowsToWorld => Handler::FlowsToWorld(s, flows_to_world::series(b)),
             HandlerKind::Policy | HandlerKind::Kafka => {
                 eventless::register(b.registry, spec);
@@ -78,6 +81,7 @@ impl Handler {
             }
             Handler::Dns(spec, s) => dns::process(spec, s, flow, now, rule, l),
             Handler::Http(spec, s) => http::process(spec, s, flow, now, rule, l),
+            Handler::Grpc(spec, s) => grpc::process(spec, s, flow, now, rule, l),
             Handler::FlowsToWorld(spec, s) => {
                 flows_to_world::count(spec, s, flow, now, rule.once, l)
             }
@@ -98,6 +102,7 @@ impl Handler {
             Handler::Http(_, h) => {
                 f(&h.requests) + h.responses.as_ref().map_or(0, |r| f(r)) + f(&h.duration)
             }
+            Handler::Grpc(_, g) => f(&g.requests) + f(&g.duration),
             Handler::Eventless => 0,
         }
     }
@@ -196,7 +201,7 @@ pub(super) fn new_histogram() -> HistogramWithExemplars<Ex> {
 pub(super) struct Counting {
     /// Metrics without a reporter label count it.
     pub(super) once: bool,
-    /// The reporter http/httpV2 count it for, if any.
+    /// The reporter http/httpV2/grpc count it for, if any.
     pub(super) reporter: Option<Reporter>,
 }
 
