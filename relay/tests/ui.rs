@@ -462,3 +462,58 @@ fn a_bad_ui_listen_address_is_one_line() -> Result<()> {
     );
     Ok(())
 }
+
+/// gRPC calls on the map: the edge web -> inventory is labelled gRPC, and
+/// its errors are the calls that did not end OK — NOT_FOUND and a reset
+/// without a grpc-status — although every one is HTTP 200.
+#[test]
+fn ui_map_counts_failed_grpc_calls_as_errors() -> Result<()> {
+    use flowd_proto::flow::Grpc;
+    let node = FakeNode::start(NodeData::new("node-1"));
+    let relay = Relay::start(
+        "relay-ui-grpc",
+        &["--peer", &format!("node-1={}", node.addr)],
+    )?;
+    let base = format!("http://{}", relay.ui);
+    for (i, status) in [Some(0), Some(0), Some(5), None].into_iter().enumerate() {
+        let mut f = response(&format!("g{i}"), 200, 3);
+        f.source = Some(endpoint("shop", "inventory"));
+        if let Some(Protocol::Tcp(t)) = f.l4.as_mut().and_then(|l| l.protocol.as_mut()) {
+            t.source_port = 50051;
+        }
+        if let Some(Record::Http(h)) = f.l7.as_mut().and_then(|l| l.record.as_mut()) {
+            h.protocol = "HTTP/2".into();
+            h.method = "POST".into();
+            h.url = "http://inventory:50051/shop.inventory.v1.Inventory/Reserve".into();
+            h.grpc = Some(Grpc {
+                service: "shop.inventory.v1.Inventory".into(),
+                method: "Reserve".into(),
+                status_code: status,
+                reset: if status.is_none() {
+                    "CANCEL".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            });
+        }
+        node.data.emit_flow(f);
+    }
+    let map = wait_until("the gRPC edge on the map", Duration::from_secs(20), || {
+        let (st, _, body) = get(&format!("{base}/api/map?window=5m"))?;
+        ensure!(st == 200, "map: {st} {body}");
+        let v: Value = serde_json::from_str(&body)?;
+        Ok((v["edges"][0]["stats"]["requests"] == 4).then_some(v))
+    })?;
+    let e = &map["edges"][0];
+    ensure!(
+        map["edges"].as_array().map(Vec::len) == Some(1)
+            && e["source"] == "shop/web"
+            && e["target"] == "shop/inventory"
+            && e["protocol"] == "gRPC"
+            && e["port"] == 50051
+            && e["stats"]["errors"] == 2,
+        "map: {map}"
+    );
+    Ok(())
+}

@@ -7,14 +7,16 @@
 //! (`source_names`/`destination_names`), a reserved identity (`world`,
 //! `host`, …) or the address itself. Edges go from client to server, keyed by
 //! the server's port and the transport protocol; their label is the L7
-//! protocol once one was seen (HTTP, DNS), else the transport.
+//! protocol once one was seen (HTTP, gRPC, DNS), else the transport.
 //!
 //! Counting. flowd observes an exchange at every pod veth it crosses (the
 //! client's and the server's), so each L7 response is counted once: at the
 //! server's veth (`FROM_ENDPOINT`) when the server is a pod, else at the
 //! client's (`TO_ENDPOINT`). Requests and latency come from the responses
-//! (HTTP responses, DNS answers); errors are HTTP 4xx/5xx and DNS
-//! NXDOMAIN/SERVFAIL answers; drops count as errors of their edge. Other
+//! (HTTP responses, DNS answers); errors are HTTP 4xx/5xx, gRPC calls that
+//! did not end with status OK (a failed call is HTTP 200; one reset without
+//! a grpc-status failed too) and DNS NXDOMAIN/SERVFAIL answers; drops count
+//! as errors of their edge. Other
 //! flows only make the edge exist and count as flows; frames without an IP
 //! header (ARP) are left out of the map.
 //!
@@ -420,6 +422,7 @@ impl ServiceMap {
         let edge = agg.edges.entry(key).or_default();
         if let Some(l) = l7 {
             edge.l7 = match &l.record {
+                Some(Record::Http(h)) if h.grpc.is_some() => Some("gRPC"),
                 Some(Record::Http(_)) => Some("HTTP"),
                 Some(Record::Dns(_)) => Some("DNS"),
                 _ => edge.l7,
@@ -433,7 +436,10 @@ impl ServiceMap {
         if counted_response && let Some(l) = l7 {
             b.requests += 1;
             let failed = match &l.record {
-                Some(Record::Http(h)) => h.code >= 400,
+                Some(Record::Http(h)) => match &h.grpc {
+                    Some(call) => call.status_code != Some(0),
+                    None => h.code >= 400,
+                },
                 // NXDOMAIN (3), SERVFAIL (2).
                 Some(Record::Dns(d)) => d.rcode == 3 || d.rcode == 2,
                 _ => false,

@@ -37,14 +37,27 @@ function endpoint(f: Flow, side: "source" | "destination"): string {
 
 function protocol(f: Flow): string {
   const l7 = f.l7;
+  if (l7?.http?.grpc) return "gRPC";
   if (l7?.http) return "HTTP";
   if (l7?.dns) return "DNS";
   const l4 = f.l4 ?? {};
   return Object.keys(l4)[0] ?? "";
 }
 
+/** A gRPC call's outcome: its status name (the code above 16), the reset, or none. */
+function grpcStatus(g: FlowResponse): string {
+  if (g.status_code !== undefined) return g.status_name || String(g.status_code);
+  return g.reset ? `RST_STREAM ${g.reset}` : "no grpc-status";
+}
+
 function summary(f: Flow): string {
   const l7 = f.l7;
+  if (l7?.http?.grpc) {
+    const g = l7.http.grpc;
+    const lat = l7.latency_ns ? ` (${(Number(l7.latency_ns) / 1e6).toFixed(2)} ms)` : "";
+    const call = g.service && g.method ? `/${g.service}/${g.method}` : "(unknown method)";
+    return l7.type === "RESPONSE" ? `gRPC ${call} → ${grpcStatus(g)}${lat}` : `gRPC ${call}`;
+  }
   if (l7?.http) {
     const h = l7.http;
     const lat = l7.latency_ns ? ` (${(Number(l7.latency_ns) / 1e6).toFixed(2)} ms)` : "";
@@ -64,6 +77,9 @@ function summary(f: Flow): string {
 
 function isError(f: Flow): boolean {
   const l7 = f.l7;
+  // A failed gRPC call is HTTP 200: its status tells (status_code is
+  // optional: present, 0 included, when the call ended with one).
+  if (l7?.http?.grpc && l7.type === "RESPONSE") return l7.http.grpc.status_code !== 0;
   if (l7?.http && (l7.http.code ?? 0) >= 400) return true;
   if (l7?.dns && (l7.dns.rcode === 2 || l7.dns.rcode === 3)) return true;
   return f.verdict === "DROPPED" || f.verdict === "ERROR";

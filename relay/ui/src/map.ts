@@ -71,6 +71,14 @@ export function edgeLinks(e: MapEdge, nodes: Map<string, MapNode>): { label: str
   if (e.stats.errors > 0 && e.protocol === "HTTP") {
     out.push({ id: "link-errors", label: "Error responses (HTTP 4xx/5xx)", href: q([...resp, ["http-status", "400-599"]]) });
   }
+  if (e.stats.errors > 0 && e.protocol === "gRPC") {
+    // Every gRPC response but the OK ones: failures, resets without a status.
+    out.push({
+      id: "link-errors",
+      label: "Failed calls (gRPC status not OK)",
+      href: q([...resp, ["protocol", "grpc"], ["not", ""], ["grpc-status", "OK"]]),
+    });
+  }
   if (e.stats.drops > 0) {
     out.push({ id: "link-drops", label: "Dropped flows", href: q([...req.filter(([k]) => k !== "to-port"), ["verdict", "DROPPED"]]) });
   }
