@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use flowd_proto::flow::{
-    Dns, Flow, FlowType, Http, L7FlowType, layer4::Protocol, layer7::Record as L7Rec,
+    Dns, Flow, FlowFilter, FlowType, Http, L7FlowType, layer4::Protocol, layer7::Record as L7Rec,
 };
 use flowd_proto::observer::{
     GetFlowsRequest, get_flows_response::ResponseTypes, observer_client::ObserverClient,
@@ -67,7 +67,8 @@ impl Lab {
     /// brings the links up.
     pub fn attach(pair: Pair, extra: &[&str]) -> Result<Self> {
         let mut cmd = pair.a.command(BIN);
-        cmd.args(extra).args([
+        // `extra` last: a later `--set` of a key wins (metrics on, …).
+        cmd.args([
             "-i",
             "veth-a",
             "--set",
@@ -76,7 +77,8 @@ impl Lab {
             "hubble-metrics-server=",
             "--set",
             "flowd-node-name=l7-e2e",
-        ]);
+        ])
+        .args(extra);
         let mut daemon = ChildGuard::spawn("flowd daemon", &mut cmd)?;
         wait_until("flowd attached to veth-a", Duration::from_secs(30), || {
             if let Some(st) = daemon.try_wait()? {
@@ -125,6 +127,30 @@ impl Lab {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        })
+    }
+}
+
+impl Lab {
+    /// The flows in the daemon's buffer that match `whitelist` (the server filters).
+    pub fn flows_matching(&self, whitelist: Vec<FlowFilter>) -> Result<Vec<Flow>> {
+        block_on_in(&self.pair.a, move || async move {
+            let mut c = ObserverClient::connect(API).await?;
+            let mut s = c
+                .get_flows(GetFlowsRequest {
+                    number: 65_535,
+                    whitelist,
+                    ..GetFlowsRequest::default()
+                })
+                .await?
+                .into_inner();
+            let mut v = Vec::new();
+            while let Some(r) = s.message().await? {
+                if let Some(ResponseTypes::Flow(f)) = r.response_types {
+                    v.push(f);
+                }
+            }
+            Ok(v)
         })
     }
 }
