@@ -14,7 +14,9 @@ use crate::export::{
 };
 use crate::metrics::MetricsOptions;
 use crate::observer::{ObserverConfig, default_version};
-use crate::parser::{HttpConfig, HttpConfigError, PairingLimits, ParserConfig, RedactConfig};
+use crate::parser::{
+    H2Limits, HttpConfig, HttpConfigError, PairingLimits, ParserConfig, RedactConfig,
+};
 use crate::peer::{DEFAULT_PORT, PeerConfig};
 
 /// The Observer's buffer, streams and identity.
@@ -180,6 +182,12 @@ pub fn parser(c: &Config) -> Result<ParserConfig, HttpConfigError> {
             max_connections: c.l7_pairing_entries as usize,
             max_age_ns: u64::try_from(c.l7_pairing_timeout.as_nanos()).unwrap_or(u64::MAX),
             ..PairingLimits::default()
+        },
+        http2: H2Limits {
+            max_connections: c.l7_http2_connections as usize,
+            max_streams: c.l7_http2_streams as usize,
+            max_header_block: c.l7_http2_header_bytes as usize,
+            max_age_ns: u64::try_from(c.l7_pairing_timeout.as_nanos()).unwrap_or(u64::MAX),
         },
     })
 }

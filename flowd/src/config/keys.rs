@@ -330,6 +330,27 @@ pub static KEYS: &[KeyDef] = &[
         |c, v| c.l7_pairing_timeout = p_duration(v)?
     ),
     key!(
+        "flowd-l7-http2-connections",
+        "8192",
+        "an integer from 16 to 1048576",
+        "HTTP/2 connections whose header compression state and open streams are tracked (the least recently used is evicted; evictions are counted).",
+        |c, v| c.l7_http2_connections = p_u32(v, 16, 1 << 20)?
+    ),
+    key!(
+        "flowd-l7-http2-streams",
+        "256",
+        "an integer from 1 to 65536",
+        "Open streams tracked per HTTP/2 connection (the oldest is evicted and its response not reported; evictions are counted).",
+        |c, v| c.l7_http2_streams = p_u32(v, 1, 1 << 16)?
+    ),
+    key!(
+        "flowd-l7-http2-header-bytes",
+        "65536",
+        "an integer from 1024 to 16777216",
+        "Longest HTTP/2 header block (HEADERS and CONTINUATION frames) decoded; a longer one is counted and makes the messages after it on that direction partial until the decoder is in step again.",
+        |c, v| c.l7_http2_header_bytes = p_u32(v, 1024, 1 << 24)?
+    ),
+    key!(
         "flowd-http-headers-allow",
         "",
         "header names separated by commas or spaces",
@@ -532,6 +553,9 @@ impl Default for Config {
             l7_dns_ports: Vec::new(),
             l7_pairing_entries: 0,
             l7_pairing_timeout: Duration::ZERO,
+            l7_http2_connections: 0,
+            l7_http2_streams: 0,
+            l7_http2_header_bytes: 0,
             http_headers_allow: Vec::new(),
             dns_name_cache_entries: 0,
             drops_enabled: false,

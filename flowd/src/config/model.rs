@@ -164,6 +164,12 @@ pub struct Config {
     pub l7_pairing_entries: u32,
     /// `flowd-l7-pairing-timeout`: age after which an unanswered request is evicted.
     pub l7_pairing_timeout: Duration,
+    /// `flowd-l7-http2-connections`: HTTP/2 connections tracked.
+    pub l7_http2_connections: u32,
+    /// `flowd-l7-http2-streams`: open streams tracked per HTTP/2 connection.
+    pub l7_http2_streams: u32,
+    /// `flowd-l7-http2-header-bytes`: longest HTTP/2 header block decoded.
+    pub l7_http2_header_bytes: u32,
     /// `flowd-http-headers-allow`: header names whose values appear in flows.
     pub http_headers_allow: Vec<String>,
     /// `flowd-dns-name-cache-entries`: bound of the per-pod IP → name cache.

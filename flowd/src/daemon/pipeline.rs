@@ -169,8 +169,7 @@ impl Pipeline {
                 }
             }
             DatapathEvent::H2(e) => {
-                let direction = e.record.key.direction;
-                for flow in self.parser.h2_flows(&e.record, unix_ns(e.time)) {
+                for (flow, direction) in self.parser.h2_flows(&e.record, unix_ns(e.time)) {
                     self.emit(flow, direction, now);
                 }
             }

@@ -111,7 +111,14 @@ impl HttpConfig {
         &self.redact
     }
 
-    fn header_value(&self, lname: &str, value: &[u8]) -> String {
+    /// Whether a header (lower-case name) is on the capture allow-list.
+    pub(crate) fn captures(&self, lname: &str) -> bool {
+        self.capture_headers.iter().any(|c| c == lname)
+    }
+
+    /// A header's value as flows show it: redacted when the redaction
+    /// options say so.
+    pub(crate) fn header_value(&self, lname: &str, value: &[u8]) -> String {
         let r = &self.redact;
         let hidden = r.enabled
             && ((!r.http_headers_allow.is_empty()
@@ -292,6 +299,37 @@ pub fn cut_url(target: &str, redact: &RedactConfig) -> String {
         return target[..i + 3].to_string();
     }
     build_url(target, None, redact)
+}
+
+/// The URL of an HTTP/2 request as Cilium's proxy reports it,
+/// `<:scheme>://<:authority><:path>` (`http` unless `:scheme` is `https`),
+/// the query redacted as for HTTP/1, userinfo (forbidden in `:authority`,
+/// but possible) too. Without the authority (not decoded): the path.
+pub(crate) fn h2_url(
+    scheme: Option<&str>,
+    authority: Option<&str>,
+    path: &str,
+    redact: &RedactConfig,
+) -> String {
+    let path = if redact.enabled && redact.http_url_query {
+        &path[..path.find(['?', '#']).unwrap_or(path.len())]
+    } else {
+        path
+    };
+    let Some(authority) = authority else {
+        return path.to_string();
+    };
+    let authority = match authority.rfind('@') {
+        Some(at) if redact.enabled && redact.http_userinfo => &authority[at + 1..],
+        _ => authority,
+    };
+    let scheme = if scheme == Some("https") {
+        "https"
+    } else {
+        "http"
+    };
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    format!("{scheme}://{authority}{slash}{path}")
 }
 
 /// Builds Hubble's URL string from a request target, redacting as configured.

@@ -13,6 +13,7 @@
 pub mod dns;
 pub mod drop;
 pub mod http;
+pub mod http2;
 pub mod l34;
 pub mod pairing;
 pub mod summary;
@@ -29,6 +30,7 @@ use flowd_proto::flow::{
 pub use crate::datapath::L7Record;
 pub use dns::{DnsFraming, DnsMessage};
 pub use http::{HttpConfig, HttpConfigError, HttpRequest, HttpResponse, RedactConfig, RequestHead};
+pub use http2::{H2Limits, H2Stats};
 pub use l34::FlowMeta;
 pub use pairing::{PairingLimits, PairingStats};
 
@@ -103,6 +105,7 @@ pub struct ParserConfig {
     pub node_name: String,
     pub http: HttpConfig,
     pub pairing: PairingLimits,
+    pub http2: H2Limits,
 }
 
 /// Counters of the L7 path (for metrics), pairing included.
@@ -120,6 +123,7 @@ pub struct ParserStats {
     /// accounts them in its flow table, but they make no flow.
     pub non_ip: u64,
     pub pairing: PairingStats,
+    pub http2: H2Stats,
 }
 
 /// The L7 parser with its pairing state. One per event-reading task: it is
@@ -127,6 +131,7 @@ pub struct ParserStats {
 pub struct Parser {
     cfg: ParserConfig,
     pairing: Pairing,
+    http2: http2::Tracker,
     next_exchange: u64,
     stats: ParserStats,
 }
@@ -135,6 +140,7 @@ impl Parser {
     pub fn new(cfg: ParserConfig) -> Self {
         Self {
             pairing: Pairing::new(cfg.pairing),
+            http2: http2::Tracker::new(cfg.http2),
             cfg,
             next_exchange: 0,
             stats: ParserStats::default(),
@@ -188,10 +194,43 @@ impl Parser {
         r
     }
 
-    /// The HTTP/2 flows an HTTP/2 frame-walker record completes (none yet:
-    /// the HTTP/2 parser is not written).
-    pub fn h2_flows(&mut self, _ev: &crate::datapath::H2Record, _time_unix_ns: u64) -> Vec<Flow> {
-        Vec::new()
+    /// The HTTP/2 flows an HTTP/2 frame-walker record completes (see
+    /// [`http2`]), each with the hook direction of the packets it describes
+    /// (a response ended by the client's RST_STREAM is still a flow of the
+    /// server's direction). `time_unix_ns` is the wall-clock time of
+    /// `ev.header.ts_ns`.
+    pub fn h2_flows(
+        &mut self,
+        ev: &crate::datapath::H2Record,
+        time_unix_ns: u64,
+    ) -> Vec<(Flow, u8)> {
+        let mut msgs = Vec::new();
+        self.http2
+            .record(ev, &self.cfg.http, &mut self.next_exchange, &mut msgs);
+        msgs.into_iter()
+            .map(|m| {
+                let direction = m.key.direction;
+                let summary = if m.response {
+                    summary::http_response(&m.http, m.latency_ns, !m.unpaired)
+                } else {
+                    summary::http_request(&m.http)
+                };
+                let typ = if m.response {
+                    L7FlowType::Response
+                } else {
+                    L7FlowType::Request
+                };
+                let l7 = Layer7 {
+                    r#type: typ as i32,
+                    latency_ns: m.latency_ns,
+                    exchange_id: m.exchange_id,
+                    unpaired: m.unpaired,
+                    record: Some(Record::Http(m.http)),
+                };
+                let flow = self.l7_record_flow(&m.key, time_unix_ns, l7, m.response, summary);
+                (flow, direction)
+            })
+            .collect()
     }
 
     fn exchange(&mut self) -> u64 {
@@ -313,10 +352,21 @@ impl Parser {
                 )
             }
         };
-        let k = &ev.key;
+        Ok(self.l7_record_flow(&ev.key, time_unix_ns, l7, reply, summary))
+    }
+
+    /// An L7 flow of the packets of `k` carrying `l7`.
+    fn l7_record_flow(
+        &self,
+        k: &flowd_common::FlowKey,
+        time_unix_ns: u64,
+        l7: Layer7,
+        reply: bool,
+        summary: String,
+    ) -> Flow {
         #[allow(deprecated)]
         // `reply` and `Summary` are deprecated by Hubble; its clients read them.
-        let flow = Flow {
+        Flow {
             time: Some(Timestamp::from_unix_nanos(time_unix_ns)),
             uuid: new_uuid(),
             verdict: Verdict::Forwarded as i32,
@@ -337,19 +387,20 @@ impl Parser {
             }),
             summary,
             ..Flow::default()
-        };
-        Ok(flow)
+        }
     }
 
     /// Drops pairing state idle for longer than the age limit; call about
     /// once a second with the current kernel time (CLOCK_MONOTONIC ns).
     pub fn expire(&mut self, now_ktime_ns: u64) {
         self.pairing.expire(now_ktime_ns);
+        self.http2.expire(now_ktime_ns);
     }
 
     pub fn stats(&self) -> ParserStats {
         ParserStats {
             pairing: self.pairing.stats(),
+            http2: self.http2.stats(),
             ..self.stats
         }
     }
