@@ -224,7 +224,7 @@ impl Decoder {
 
     /// Name and value of table index `index` (1-based, static then
     /// dynamic); None past the entries flowd holds.
-    fn lookup(&self, index: u32) -> Option<(Option<&[u8]>, Option<&[u8]>)> {
+    fn lookup(&self, index: u32) -> Option<Parts<'_>> {
         let i = index as usize;
         if let Some(&(n, v)) = STATIC_TABLE.get(i.wrapping_sub(1)) {
             return Some((Some(n.as_bytes()), Some(v.as_bytes())));
@@ -261,6 +261,9 @@ impl Decoder {
         }
     }
 }
+
+/// Name and value of a table entry, each None when not known.
+type Parts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 enum NameRef<'a> {
     Literal(Str<'a>),

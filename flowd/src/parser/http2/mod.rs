@@ -29,6 +29,8 @@ pub mod hpack;
 pub mod stream_walk;
 pub mod streams;
 pub mod testkit;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -677,7 +679,7 @@ impl Ctx<'_> {
     }
 
     fn client_block(&mut self, id: u32, head: Head, end_stream: bool) {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             self.stats.blocks_malformed += 1;
             return;
         }
@@ -726,7 +728,7 @@ impl Ctx<'_> {
 
     fn server_block(&mut self, id: u32, head: Head, end_stream: bool) {
         if !self.shared.streams.contains_key(&id) {
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 return; // a pushed stream's response
             }
             self.insert_stream(id, Stream::new(None));

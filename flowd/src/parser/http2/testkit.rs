@@ -548,7 +548,7 @@ fn counts_exact(messages: &[Vec<u8>], f: &Framing) -> bool {
     let step = f.max_data_frame.max(1);
     let mut off = 0usize;
     messages.iter().all(|m| {
-        let ok = off % step == 0;
+        let ok = off.is_multiple_of(step);
         off += m.len();
         ok
     })
@@ -565,6 +565,16 @@ struct Pending {
 impl Conversation {
     /// Frames `calls` on one connection (streams 1, 3, 5, …).
     pub fn new(calls: &[Call], f: &Framing, rng: &mut Rng) -> Self {
+        Self::new_with(calls, f, rng, |_| {})
+    }
+
+    /// [`Conversation::new`] with both HPACK encoders adjusted by `tune`.
+    pub fn new_with(
+        calls: &[Call],
+        f: &Framing,
+        rng: &mut Rng,
+        tune: impl Fn(&mut Encoder),
+    ) -> Self {
         let mut wire = Wire::default();
         let mut enc = [
             Encoder {
@@ -576,9 +586,11 @@ impl Conversation {
                 ..Encoder::default()
             },
         ];
-        if let Some(size) = f.table_size {
-            enc[0].set_max_size(size);
-            enc[1].set_max_size(size);
+        for e in &mut enc {
+            tune(e);
+            if let Some(size) = f.table_size {
+                e.set_max_size(size);
+            }
         }
         let mut preface = PREFACE.to_vec();
         preface.extend(settings());
@@ -665,11 +677,17 @@ impl Conversation {
         loop {
             // Calls with something to send now: the server answers after
             // the request's head was sent.
+            // Streams open in id order (RFC 9113 §5.1.1).
+            let next_open = pending
+                .iter()
+                .position(|p| p.request_send.is_none())
+                .unwrap_or(usize::MAX);
             let ready: Vec<(usize, Side)> = pending
                 .iter()
                 .enumerate()
                 .flat_map(|(i, p)| {
-                    let c = (!p.client.is_empty()).then_some((i, Side::Client));
+                    let c = (!p.client.is_empty() && (p.request_send.is_some() || i == next_open))
+                        .then_some((i, Side::Client));
                     let s = (!p.server.is_empty() && p.request_send.is_some())
                         .then_some((i, Side::Server));
                     [c, s].into_iter().flatten()

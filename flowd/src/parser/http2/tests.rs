@@ -1,0 +1,744 @@
+//! HTTP/2 byte streams, cut into TCP segments and turned into the kernel
+//! walker's records by the testkit's model, through the parser.
+
+#![allow(deprecated)] // Flow.summary: Hubble deprecated it; its clients read it.
+
+use flowd_proto::flow::{Flow, Http, L7FlowType, grpc::Type as GrpcType, layer7::Record};
+
+use super::testkit::{
+    Call, Conversation, Framing, KernelModel, Rng, Segmenting, Side, keys, records, send_ts,
+};
+use crate::datapath::{H2Chunk, H2Record};
+use crate::parser::{HttpConfig, Parser, ParserConfig, RedactConfig};
+
+fn parser(capture: &[&str]) -> Parser {
+    let h: Vec<String> = capture.iter().map(|s| s.to_string()).collect();
+    Parser::new(ParserConfig {
+        http: HttpConfig::new(&h, RedactConfig::default()).unwrap(),
+        ..ParserConfig::default()
+    })
+}
+
+/// One flow as the tests look at it.
+#[derive(Clone, Debug)]
+struct Got {
+    response: bool,
+    http: Http,
+    exchange_id: u64,
+    latency_ns: u64,
+    unpaired: bool,
+    flow: Flow,
+}
+
+fn got(flows: Vec<(Flow, u8)>) -> Vec<Got> {
+    flows
+        .into_iter()
+        .map(|(flow, dir)| {
+            let l7 = flow.l7.clone().unwrap();
+            let Some(Record::Http(http)) = l7.record.clone() else {
+                panic!("not HTTP: {flow:?}")
+            };
+            let response = l7.r#type == L7FlowType::Response as i32;
+            let key_dir = if response { 0 } else { 1 };
+            // Requests come from the client key (ingress in `keys`), responses
+            // from the server's.
+            assert_eq!(dir, 1 - key_dir, "hook direction of {http:?}");
+            Got {
+                response,
+                http,
+                exchange_id: l7.exchange_id,
+                latency_ns: l7.latency_ns,
+                unpaired: l7.unpaired,
+                flow,
+            }
+        })
+        .collect()
+}
+
+fn run_records(p: &mut Parser, recs: &[(usize, H2Record)]) -> Vec<Got> {
+    let mut out = Vec::new();
+    for (_, r) in recs {
+        out.extend(p.h2_flows(r, 1_700_000_000_000_000_000 + r.header.ts_ns));
+    }
+    got(out)
+}
+
+fn run(conv: &Conversation, seg: &Segmenting, seed: u64) -> (Vec<Got>, Parser) {
+    let mut p = parser(&["x-request-id", "x-big-0", "x-big-1", "x-big-2"]);
+    let (c, s) = keys(7, 40_000);
+    let recs = records(&conv.wire, c, s, seg, &mut Rng::new(seed));
+    let flows = run_records(&mut p, &recs);
+    (flows, p)
+}
+
+fn url(c: &Call) -> String {
+    format!("http://{}{}", c.authority, c.path)
+}
+
+/// Every call gave exactly its REQUEST and RESPONSE records, complete and right.
+fn check_complete(conv: &Conversation, flows: &[Got]) {
+    assert_eq!(flows.len(), 2 * conv.expected.len(), "{flows:#?}");
+    for e in &conv.expected {
+        let c = &e.call;
+        let req: Vec<&Got> = flows
+            .iter()
+            .filter(|g| !g.response && g.http.url == url(c))
+            .collect();
+        assert_eq!(req.len(), 1, "request of {}", c.path);
+        let req = req[0];
+        assert_eq!(req.http.method, c.method);
+        assert_eq!(req.http.protocol, "HTTP/2");
+        assert!(!req.http.partial);
+        assert_eq!(req.flow.summary, format!("HTTP/2 {} {}", c.method, url(c)));
+        let resp: Vec<&Got> = flows
+            .iter()
+            .filter(|g| g.response && g.exchange_id == req.exchange_id)
+            .collect();
+        assert_eq!(resp.len(), 1, "response of {}", c.path);
+        let resp = resp[0];
+        assert!(!resp.unpaired && !resp.http.partial);
+        let latency = send_ts(e.response_send) - send_ts(e.request_send);
+        assert_eq!(resp.latency_ns, latency, "{}", c.path);
+        assert_eq!(resp.http.url, url(c));
+        assert_eq!(resp.http.method, c.method);
+        let code = u32::from(c.status);
+        assert_eq!(resp.http.code, code, "{}", c.path);
+        assert_eq!(
+            resp.flow.summary,
+            format!(
+                "HTTP/2 {} {}ms ({} {})",
+                code,
+                latency / 1_000_000,
+                c.method,
+                url(c)
+            )
+        );
+        if !c.grpc {
+            assert_eq!(req.http.grpc, None);
+            assert_eq!(resp.http.grpc, None);
+            continue;
+        }
+        let (service, method) = c.path[1..].rsplit_once('/').unwrap();
+        let rg = req.http.grpc.as_ref().unwrap();
+        assert_eq!((rg.service.as_str(), rg.method.as_str()), (service, method));
+        assert_eq!(rg.status_code, None);
+        let g = resp.http.grpc.as_ref().unwrap();
+        assert_eq!((g.service.as_str(), g.method.as_str()), (service, method));
+        if let Some(code) = c.reset {
+            assert_eq!(g.status_code, None);
+            assert_eq!(g.reset, super::flow::error_code_name(code));
+            assert!(!g.messages_exact);
+            continue;
+        }
+        assert_eq!(g.status_code, c.grpc_status, "{}", c.path);
+        assert_eq!(
+            g.status_name,
+            super::flow::grpc_status_name(c.grpc_status.unwrap())
+        );
+        assert_eq!(
+            Some(g.message.clone()),
+            c.grpc_message.clone().or(Some(String::new()))
+        );
+        let wire_status = resp
+            .http
+            .headers
+            .iter()
+            .find(|h| h.key == "grpc-status")
+            .map(|h| h.value.clone());
+        assert_eq!(wire_status, c.grpc_status.map(|s| s.to_string()));
+        let req_bytes: usize = c.request_messages.iter().map(|n| n + 5).sum();
+        let resp_bytes: usize = c.response_messages.iter().map(|n| n + 5).sum();
+        assert_eq!(
+            (g.request_bytes, g.response_bytes),
+            (req_bytes as u64, resp_bytes as u64)
+        );
+        assert_eq!(g.messages_exact, e.messages_exact, "{}", c.path);
+        if e.messages_exact {
+            let (q, r) = (c.request_messages.len(), c.response_messages.len());
+            assert_eq!(
+                (g.request_messages as usize, g.response_messages as usize),
+                (q, r)
+            );
+            let t = match (q > 1, r > 1) {
+                (true, true) => GrpcType::BidiStreaming,
+                (true, false) => GrpcType::ClientStreaming,
+                (false, true) => GrpcType::ServerStreaming,
+                (false, false) => GrpcType::Unary,
+            };
+            assert_eq!(g.r#type, t as i32, "{}", c.path);
+        } else {
+            assert_eq!(
+                (g.request_messages, g.response_messages, g.r#type),
+                (0, 0, 0)
+            );
+        }
+    }
+}
+
+fn unary_calls(n: usize, status: impl Fn(usize) -> u32) -> Vec<Call> {
+    (0..n)
+        .map(|i| {
+            Call::unary(
+                &format!("/shop.inventory.v1.Inventory/Reserve{i}"),
+                status(i),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unary_grpc_with_every_status() {
+    // Non-zero statuses as trailers-only responses, and the same after a
+    // response message (trailers after DATA).
+    let mut calls = unary_calls(17, |i| i as u32);
+    for i in 1..17u32 {
+        let mut c = Call::unary(&format!("/shop.Orders/Place{i}"), i);
+        c.trailers_only = false;
+        c.response_messages = vec![3];
+        calls.push(c);
+    }
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(1));
+    let (flows, p) = run(&conv, &Segmenting::default(), 1);
+    check_complete(&conv, &flows);
+    let s = p.stats().http2;
+    assert_eq!((s.requests, s.responses, s.partial_messages), (33, 33, 0));
+    assert_eq!((s.losses_kernel, s.losses_parser), (0, 0));
+    let nf = flows
+        .iter()
+        .find(|g| g.response && g.http.url.ends_with("/Reserve5"))
+        .unwrap();
+    let g = nf.http.grpc.as_ref().unwrap();
+    assert_eq!(
+        (g.status_code, g.status_name.as_str()),
+        (Some(5), "NOT_FOUND")
+    );
+    assert_eq!(g.message, "item not found");
+    assert_eq!(g.r#type, GrpcType::Unary as i32);
+}
+
+#[test]
+fn streaming_kinds_have_exact_counts() {
+    let mk = |path: &str, q: Vec<usize>, r: Vec<usize>| Call {
+        request_messages: q,
+        response_messages: r,
+        grpc_message: None,
+        ..Call::unary(path, 0)
+    };
+    let calls = vec![
+        mk("/s.S/Unary", vec![10], vec![20]),
+        mk("/s.S/ServerStream", vec![10], vec![100; 7]),
+        mk("/s.S/ClientStream", vec![40_000; 5], vec![8]),
+        mk("/s.S/Bidi", vec![3, 70_000, 5], vec![1, 2, 3, 4]),
+        mk("/s.S/Empty", vec![0], vec![0]),
+        mk("/s.S/NoReply", vec![1], vec![]),
+    ];
+    // Messages larger than a frame span several frames: still exact.
+    let f = Framing {
+        max_data_frame: 16_384,
+        ..Framing::default()
+    };
+    let conv = Conversation::new(&calls, &f, &mut Rng::new(2));
+    let (flows, _) = run(&conv, &Segmenting::default(), 2);
+    check_complete(&conv, &flows);
+
+    // Several messages in one frame: the second's prefix is not seen.
+    let packed = Framing {
+        pack_messages: true,
+        max_data_frame: 1000,
+        ..Framing::default()
+    };
+    let conv = Conversation::new(&calls, &packed, &mut Rng::new(3));
+    assert!(conv.expected.iter().any(|e| !e.messages_exact));
+    let (flows, _) = run(&conv, &Segmenting::default(), 3);
+    check_complete(&conv, &flows);
+}
+
+#[test]
+fn many_interleaved_streams_in_small_segments() {
+    let mut calls = unary_calls(120, |i| [0, 5, 14, 0, 3][i % 5]);
+    for (i, c) in calls.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            c.request_messages = vec![700; 1 + i % 4];
+            c.response_messages = vec![900; 1 + i % 3];
+            c.trailers_only = false;
+        }
+    }
+    for seed in 0..6 {
+        let f = Framing {
+            interleave: true,
+            control_frames: true,
+            max_data_frame: 512,
+            pad: if seed % 2 == 0 { 0 } else { 7 },
+            huffman: seed % 3 != 0,
+            ..Framing::default()
+        };
+        let conv = Conversation::new(&calls, &f, &mut Rng::new(seed));
+        let seg = Segmenting {
+            mss: 1 + seed as usize * 97,
+            split_pieces: true,
+            duplicate_percent: 10,
+        };
+        let (flows, p) = run(&conv, &seg, seed);
+        check_complete(&conv, &flows);
+        let s = p.stats().http2;
+        assert_eq!((s.losses_parser, s.partial_messages), (0, 0), "seed {seed}");
+        assert!(s.duplicate_pieces > 0);
+        assert_eq!((s.connections, s.streams), (1, 0));
+    }
+}
+
+#[test]
+fn continuation_frames_and_big_headers() {
+    let mut calls = unary_calls(5, |_| 0);
+    for (i, c) in calls.iter_mut().enumerate() {
+        c.request_headers = vec![("x-big-0".into(), "v".repeat(3000 + i))];
+        c.response_headers = vec![("x-big-1".into(), "w".repeat(5000 + i))];
+    }
+    let f = Framing {
+        max_header_fragment: 100,
+        ..Framing::default()
+    };
+    let conv = Conversation::new(&calls, &f, &mut Rng::new(4));
+    assert!(
+        conv.wire
+            .client
+            .windows(4)
+            .any(|w| w[3] == 0x9 && w[0] == 0)
+    );
+    let (flows, _) = run(&conv, &Segmenting::default(), 4);
+    check_complete(&conv, &flows);
+    let r = flows.iter().find(|g| !g.response).unwrap();
+    assert_eq!(r.http.headers[0].key, "x-big-0");
+    assert_eq!(r.http.headers[0].value.len(), 3000);
+}
+
+#[test]
+fn dynamic_table_evictions_from_large_custom_headers() {
+    // Distinct ~1.3 KB values each call: every block evicts older entries
+    // from the 4 KiB tables, and later calls reuse what is still there.
+    let mut calls = unary_calls(40, |i| (i % 3) as u32);
+    for (i, c) in calls.iter_mut().enumerate() {
+        let v = |k: usize| format!("{k}-{}", "z".repeat(1300));
+        c.request_headers = vec![
+            ("x-big-0".into(), v(i % 5)),
+            ("x-big-2".into(), v(i)),
+            ("x-request-id".into(), format!("req-{}", i % 4)),
+        ];
+        c.response_headers = vec![("x-big-1".into(), v(i % 6))];
+    }
+    for (seed, table_size) in [(5, None), (6, Some(2048)), (7, Some(0))] {
+        let f = Framing {
+            table_size,
+            interleave: true,
+            ..Framing::default()
+        };
+        let conv = Conversation::new(&calls, &f, &mut Rng::new(seed));
+        let (flows, _) = run(&conv, &Segmenting::default(), seed);
+        check_complete(&conv, &flows);
+        for g in flows.iter().filter(|g| !g.response) {
+            let i: usize = g
+                .http
+                .url
+                .rsplit("Reserve")
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let hv: Vec<(&str, &str)> = g
+                .http
+                .headers
+                .iter()
+                .map(|h| (h.key.as_str(), h.value.as_str()))
+                .collect();
+            let want = &calls[i].request_headers;
+            assert_eq!(hv.len(), 3);
+            for ((k, v), (wk, wv)) in hv.iter().zip(want) {
+                assert_eq!((*k, *v), (wk.as_str(), wv.as_str()));
+            }
+        }
+    }
+}
+
+#[test]
+fn reset_and_goaway_end_responses_without_status() {
+    let mut calls = unary_calls(4, |_| 0);
+    calls[1].reset = Some(8); // CANCEL
+    calls[1].response_messages = vec![5, 5];
+    let mut conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(8));
+    let (flows, _) = run(&conv, &Segmenting::default(), 8);
+    check_complete(&conv, &flows);
+    let r = flows
+        .iter()
+        .find(|g| g.response && g.http.url.ends_with("Reserve1"))
+        .unwrap();
+    assert_eq!(r.http.grpc.as_ref().unwrap().reset, "CANCEL");
+
+    // Two more requests the server never answers, then GOAWAY(last = 9):
+    // stream 11 ends without a status, stream 9 stays open.
+    let more = unary_calls(6, |_| 0);
+    let mut c2 = Conversation::new(&more, &Framing::default(), &mut Rng::new(9));
+    // Drop the server's frames of streams 9 and 11 (the last two calls).
+    conv = trim_unanswered(&mut c2, 2);
+    conv.goaway(9);
+    let (flows, p) = run(&conv, &Segmenting::default(), 9);
+    let reqs = flows.iter().filter(|g| !g.response).count();
+    let resps: Vec<&Got> = flows.iter().filter(|g| g.response).collect();
+    assert_eq!((reqs, resps.len()), (6, 5));
+    let gone = resps
+        .iter()
+        .find(|g| g.http.url.ends_with("Reserve5"))
+        .unwrap();
+    assert_eq!(gone.http.code, 0);
+    let g = gone.http.grpc.as_ref().unwrap();
+    assert_eq!((g.status_code, g.messages_exact), (None, false));
+    assert_eq!(gone.flow.summary.split(' ').nth(1), Some("0"));
+    assert_eq!(p.stats().http2.streams, 1, "stream 9 still open");
+}
+
+/// Rebuilds `c` without the server's sends for its last `n` calls.
+fn trim_unanswered(c: &mut Conversation, n: usize) -> Conversation {
+    let calls: Vec<Call> = c.expected.iter().map(|e| e.call.clone()).collect();
+    let keep = calls.len() - n;
+    // The answered calls, then the unanswered ones as requests only: frame
+    // them separately and append the client bytes.
+    let answered = Conversation::new(&calls[..keep], &Framing::default(), &mut Rng::new(1));
+    let mut wire = answered.wire.clone();
+    let mut enc_conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(1));
+    // The full conversation's client stream has every request; its first
+    // bytes equal `answered`'s client stream (same encoders, same order).
+    let extra = enc_conv.wire.client.split_off(wire.client.len());
+    wire.client.extend_from_slice(&extra);
+    wire.sends.push((Side::Client, wire.client.len()));
+    Conversation {
+        wire,
+        expected: answered.expected,
+    }
+}
+
+#[test]
+fn plain_http2_has_no_grpc() {
+    let calls = vec![
+        Call::plain("GET", "/api/cart", 200, 1234),
+        Call::plain("GET", "/", 404, 0),
+        Call::plain("POST", "/checkout?token=secret", 503, 20),
+        Call::plain("DELETE", "/item/9", 204, 0),
+    ];
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(10));
+    let (flows, _) = run(&conv, &Segmenting::default(), 10);
+    assert_eq!(flows.len(), 8);
+    let urls: Vec<&str> = flows
+        .iter()
+        .filter(|g| !g.response)
+        .map(|g| g.http.url.as_str())
+        .collect();
+    // The query string is redacted as for HTTP/1.
+    assert_eq!(
+        urls,
+        [
+            "http://frontend:8080/api/cart",
+            "http://frontend:8080/",
+            "http://frontend:8080/checkout",
+            "http://frontend:8080/item/9"
+        ]
+    );
+    let codes: Vec<u32> = flows
+        .iter()
+        .filter(|g| g.response)
+        .map(|g| g.http.code)
+        .collect();
+    assert_eq!(codes, [200, 404, 503, 204]);
+    assert!(
+        flows
+            .iter()
+            .all(|g| g.http.grpc.is_none() && !g.http.partial)
+    );
+}
+
+/// Checks that no record says anything false: every field a record fills
+/// is the truth of the call it belongs to.
+fn check_truthful(calls: &[Call], flows: &[Got]) {
+    let mut by_exchange = std::collections::HashMap::new();
+    for g in flows.iter().filter(|g| !g.response) {
+        let cands: Vec<&Call> = calls
+            .iter()
+            .filter(|c| {
+                (g.http.url.is_empty() || g.http.url == url(c) || g.http.url == c.path)
+                    && (g.http.method.is_empty() || g.http.method == c.method)
+            })
+            .collect();
+        assert!(!cands.is_empty(), "request matches no call: {:?}", g.http);
+        if !g.http.partial {
+            assert_eq!(g.http.url, url(cands[0]));
+        }
+        if let Some(gr) = &g.http.grpc {
+            assert!(cands.iter().any(|c| c.grpc && c.path.ends_with(&gr.method)));
+        }
+        by_exchange.insert(g.exchange_id, cands);
+    }
+    for g in flows.iter().filter(|g| g.response) {
+        let cands: Vec<&Call> = match by_exchange.get(&g.exchange_id) {
+            Some(c) if !g.unpaired => c.clone(),
+            _ => calls.iter().collect(),
+        };
+        let ok = cands.iter().any(|c| {
+            (g.http.code == 0 || g.http.code == u32::from(c.status))
+                && g.http
+                    .grpc
+                    .as_ref()
+                    .is_none_or(|gr| gr.status_code.is_none() || gr.status_code == c.grpc_status)
+        });
+        assert!(ok, "response matches no call: {:?}", g.http);
+        if !g.http.partial && !g.unpaired {
+            assert_ne!(g.http.code, 0);
+        }
+    }
+}
+
+/// Records of `conv` as the kernel sends them when it joins the connection
+/// at byte `join` of each direction (flowd started then): its first record
+/// of each direction is flagged START|LOST at the next frame header.
+fn joined_records(conv: &Conversation, join_send: usize, rng: &mut Rng) -> Vec<(usize, H2Record)> {
+    let (c, s) = keys(3, 41_000);
+    let all = records(&conv.wire, c, s, &Segmenting::default(), rng);
+    let mut started = [false; 2];
+    let mut out = Vec::new();
+    for (i, mut r) in all {
+        if i < join_send {
+            continue;
+        }
+        let side = usize::from(r.key.src_port != 41_000);
+        if !started[side] {
+            // Find a frame header at a piece start: the kernel resyncs there.
+            if r.chunks.is_empty() {
+                continue;
+            }
+            r.flags = flowd_common::H2_F_START | flowd_common::H2_F_LOST;
+            started[side] = true;
+        }
+        out.push((i, r));
+    }
+    out
+}
+
+#[test]
+fn connection_joined_in_the_middle_is_partial_never_wrong() {
+    let mut calls = unary_calls(30, |i| [0, 5, 0][i % 3]);
+    for (i, c) in calls.iter_mut().enumerate() {
+        c.request_headers = vec![("x-request-id".into(), format!("r{}", i % 3))];
+    }
+    for seed in 0..20u64 {
+        let f = Framing {
+            interleave: seed % 2 == 0,
+            ..Framing::default()
+        };
+        let conv = Conversation::new(&calls, &f, &mut Rng::new(seed));
+        let mut rng = Rng::new(seed);
+        let join = 6 + rng.below(conv.wire.sends.len() / 3);
+        // Whole sends are frame-aligned: the kernel resyncs at a header.
+        let recs = joined_records(&conv, join, &mut rng);
+        let mut p = parser(&["x-request-id"]);
+        let flows = run_records(&mut p, &recs);
+        check_truthful(&calls, &flows);
+        let s = p.stats().http2;
+        // Content-type and authority were indexed before the join: the
+        // requests after it are partial (their paths are literals).
+        let reqs: Vec<&Got> = flows.iter().filter(|g| !g.response).collect();
+        assert!(!reqs.is_empty(), "seed {seed}");
+        assert!(
+            reqs.iter()
+                .all(|g| g.http.partial && g.http.url.starts_with("/shop"))
+        );
+        assert!(
+            reqs.iter()
+                .all(|g| g.http.method == "POST" && g.http.grpc.is_none())
+        );
+        assert!(s.partial_messages > 0);
+        assert_eq!(s.losses_kernel, 2);
+    }
+}
+
+#[test]
+fn joined_with_every_field_indexed_still_never_wrong() {
+    // An encoder that indexes :path too (as Go's does): after the join,
+    // requests for paths first used before it have no URL at all.
+    let calls: Vec<Call> = (0..40)
+        .map(|i| Call::unary(&format!("/shop.Svc/M{}", i % 6), (i % 4) as u32))
+        .collect();
+    for seed in 0..10u64 {
+        let conv = Conversation::new_with(&calls, &Framing::default(), &mut Rng::new(seed), |e| {
+            e.no_index.clear()
+        });
+        let mut rng = Rng::new(seed);
+        let join = 10 + rng.below(conv.wire.sends.len() - 20);
+        let recs = joined_records(&conv, join, &mut rng);
+        let mut p = parser(&[]);
+        let flows = run_records(&mut p, &recs);
+        check_truthful(&calls, &flows);
+    }
+}
+
+#[test]
+fn lost_pieces_are_detected_and_nothing_after_is_wrong() {
+    let mut calls = unary_calls(40, |i| [0, 5, 13][i % 3]);
+    for (i, c) in calls.iter_mut().enumerate() {
+        c.request_headers = vec![("x-request-id".into(), format!("r{}", i % 5))];
+    }
+    for seed in 0..30u64 {
+        let noticed = seed % 2 == 0;
+        let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(seed));
+        let (c, s) = keys(9, 42_000);
+        let mut rng = Rng::new(seed);
+        let mut models = [
+            KernelModel::new(&conv.wire.client, c, 77),
+            KernelModel::new(&conv.wire.server, s, 99),
+        ];
+        let victim = 8 + rng.below(conv.wire.sends.len() - 16);
+        let mut at = [0usize; 2];
+        let mut recs = Vec::new();
+        for (i, &(side, end)) in conv.wire.sends.iter().enumerate() {
+            let si = side as usize;
+            let stream = if si == 0 {
+                &conv.wire.client
+            } else {
+                &conv.wire.server
+            };
+            if i == victim {
+                models[si].lose(at[si], end, noticed);
+            } else {
+                for r in models[si].segment(stream, at[si], end, send_ts(i), &mut rng) {
+                    recs.push((i, r));
+                }
+            }
+            at[si] = end;
+        }
+        let mut p = parser(&["x-request-id"]);
+        let flows = run_records(&mut p, &recs);
+        check_truthful(&calls, &flows);
+        let st = p.stats().http2;
+        if noticed {
+            assert_eq!(st.losses_kernel, 1, "seed {seed}");
+        } else {
+            assert_eq!(st.losses_parser, 1, "seed {seed}");
+        }
+        // Everything before the loss was reported whole.
+        let before = conv
+            .expected
+            .iter()
+            .filter(|e| e.response_send < victim)
+            .count();
+        let complete = flows
+            .iter()
+            .filter(|g| g.response && !g.http.partial && !g.unpaired)
+            .count();
+        assert!(complete >= before, "seed {seed}: {complete} < {before}");
+    }
+}
+
+#[test]
+fn garbage_and_other_protocols_give_no_flow() {
+    let (c, _) = keys(5, 43_000);
+    let rec = |flags: u8, seq: u32, bytes: &[u8]| H2Record {
+        header: flowd_common::EventHeader::default(),
+        key: c,
+        flags,
+        chunks: vec![H2Chunk {
+            seq,
+            bytes: bytes.to_vec(),
+        }],
+    };
+    let start = flowd_common::H2_F_START | flowd_common::H2_F_PREFACE;
+    let mut p = parser(&[]);
+    let inputs: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+        vec![0; 64],
+        vec![0xff; 64],
+        b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(),
+        Vec::new(),
+    ];
+    for (i, b) in inputs.iter().enumerate() {
+        for flags in [start, flowd_common::H2_F_START, 0, flowd_common::H2_F_LOST] {
+            assert!(p.h2_flows(&rec(flags, i as u32, b), 0).is_empty());
+        }
+    }
+    // Random records, random flags: no flow, no panic.
+    let mut rng = Rng::new(11);
+    for _ in 0..20_000 {
+        let n = rng.below(40);
+        let r = rec(rng.below(8) as u8, rng.below(64) as u32, &rng.bytes(n));
+        assert!(p.h2_flows(&r, 0).is_empty());
+    }
+    // A valid conversation cut short at every byte: no panic, and only
+    // records for calls it really holds.
+    let calls = unary_calls(3, |i| i as u32);
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(12));
+    for cut in (0..conv.wire.client.len()).step_by(7) {
+        let mut w = conv.wire.clone();
+        w.client.truncate(cut);
+        w.sends
+            .retain(|&(side, end)| side == Side::Server || end <= cut);
+        w.sends.push((Side::Client, cut));
+        let (c, s) = keys(6, 44_000);
+        let recs = records(&w, c, s, &Segmenting::default(), &mut Rng::new(cut as u64));
+        let mut p = parser(&[]);
+        let flows = run_records(&mut p, &recs);
+        check_truthful(&calls, &flows);
+    }
+}
+
+#[test]
+fn limits_evict_and_count() {
+    let calls = unary_calls(10, |_| 0);
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(13));
+    let mut p = Parser::new(ParserConfig {
+        http2: super::H2Limits {
+            max_connections: 2,
+            max_streams: 1,
+            max_header_block: 1024,
+            max_age_ns: 1_000,
+        },
+        ..ParserConfig::default()
+    });
+    // Three connections: the first is evicted by the third.
+    for port in [1, 2, 3] {
+        let (c, s) = keys(1, port);
+        let recs = records(&conv.wire, c, s, &Segmenting::default(), &mut Rng::new(1));
+        // Stop before the first response: requests are open.
+        for (i, r) in &recs {
+            if *i < conv.expected[0].response_send {
+                p.h2_flows(r, 0);
+            }
+        }
+    }
+    let s = p.stats().http2;
+    assert_eq!(s.connections_evicted_capacity, 1);
+    assert_eq!(s.connections, 2);
+    p.expire(send_ts(10_000));
+    let s = p.stats().http2;
+    assert_eq!((s.connections_evicted_timeout, s.connections), (2, 0));
+
+    // One stream per connection: a second open stream evicts the first.
+    let mut interleaved = Vec::new();
+    for c in &calls[..2] {
+        interleaved.push(c.clone());
+    }
+    let f = Framing::default();
+    let conv = Conversation::new(&interleaved, &f, &mut Rng::new(14));
+    let (c, s) = keys(1, 9);
+    let recs = records(&conv.wire, c, s, &Segmenting::default(), &mut Rng::new(1));
+    let flows = run_records(&mut p, &recs);
+    assert_eq!(flows.len(), 4, "sequential calls fit one stream");
+
+    // A header block over the limit: counted, that message partial.
+    let mut big = unary_calls(2, |_| 0);
+    big[0].request_headers = vec![("x-big-0".into(), "b".repeat(3000))];
+    let conv = Conversation::new(&big, &f, &mut Rng::new(15));
+    let (c, s) = keys(1, 10);
+    let recs = records(&conv.wire, c, s, &Segmenting::default(), &mut Rng::new(1));
+    let flows = run_records(&mut p, &recs);
+    let s = p.stats().http2;
+    assert_eq!(s.blocks_oversized, 1);
+    // The oversized request gave no record; its response is unpaired.
+    assert!(flows.iter().filter(|g| !g.response).count() <= 1);
+    assert!(flows.iter().any(|g| g.response && g.unpaired));
+}
