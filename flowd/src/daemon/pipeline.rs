@@ -57,6 +57,8 @@ pub struct Pipeline {
     ring_lost_reported: u64,
     /// Parser skips (non-IP, L7 reasons) already added to the metrics.
     skipped_reported: [u64; 4],
+    /// HTTP/2 parser counters already added to the metrics.
+    http2_reported: crate::parser::H2Stats,
     /// Pods the metrics may have series of, and the snapshot they are from:
     /// a pod that leaves the store has its series removed.
     pods: std::collections::BTreeSet<(String, String)>,
@@ -108,6 +110,7 @@ impl Pipeline {
             names_pods_version: None,
             ring_lost_reported: 0,
             skipped_reported: [0; 4],
+            http2_reported: crate::parser::H2Stats::default(),
             pods: Default::default(),
             pods_version: None,
         }
@@ -285,6 +288,7 @@ impl Pipeline {
         self.report_evictions();
         self.maintain_names();
         self.report_skipped();
+        self.report_http2();
         self.report_ring_lost();
         self.forget_deleted_pods();
         // Well past the kernel's idle deletion of drop entries.
@@ -386,6 +390,15 @@ impl Pipeline {
                 *seen = *n;
             }
         }
+    }
+
+    /// The HTTP/2 parser's new partial messages, losses, skips and
+    /// evictions to `flowd_http2_*`.
+    fn report_http2(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        let now = self.parser.stats().http2;
+        m.report_http2(&now, &self.http2_reported);
+        self.http2_reported = now;
     }
 
     /// Adds what GetFlows readers lost in the flow buffer to
@@ -536,6 +549,75 @@ mod tests {
             "{text}"
         );
         assert!(line.ends_with(" 2"), "{line}");
+    }
+
+    /// A gRPC connection joined after its first call: the three calls after
+    /// it refer to compression-table entries flowd never saw (six partial
+    /// messages), and the kernel flagged the join on both directions.
+    #[test]
+    fn http2_partial_messages_and_losses_reach_the_metrics() {
+        use crate::parser::http2::testkit::{Call, Conversation, Framing, Rng, Segmenting};
+        let (_obs, writer) = Observer::new(ObserverConfig::default()).expect("observer");
+        let metrics = Arc::new(Metrics::new(&MetricsOptions::default()));
+        let mut p = Pipeline::new(
+            Parser::new(ParserConfig::default()),
+            writer,
+            Some(metrics.clone()),
+            None,
+        );
+        let calls: Vec<Call> = (0..4)
+            .map(|i| Call::unary(&format!("/shop.Inventory/Reserve{i}"), 0))
+            .collect();
+        let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(1));
+        let join = conv.expected[1].request_send;
+        let (c, s) = crate::parser::http2::testkit::keys(4, 40_000);
+        let recs = crate::parser::http2::testkit::records(
+            &conv.wire,
+            c,
+            s,
+            &Segmenting::default(),
+            &mut Rng::new(1),
+        );
+        let mut started = [false; 2];
+        for (i, mut r) in recs {
+            if i < join {
+                continue;
+            }
+            let side = usize::from(r.key.src_port != 40_000);
+            if !started[side] {
+                r.flags = flowd_common::H2_F_START | flowd_common::H2_F_LOST;
+                started[side] = true;
+            }
+            p.on_event(DatapathEvent::H2(datapath::H2Event {
+                time: SystemTime::now(),
+                record: r,
+            }));
+        }
+        p.tick(None);
+        p.tick(None); // reported once, not again
+        let text = metrics.encode_prometheus();
+        let value = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(value("flowd_http2_partial_messages_total "), "6", "{text}");
+        assert_eq!(
+            value("flowd_http2_walk_losses_total{detected_by=\"kernel\"}"),
+            "2",
+            "{text}"
+        );
+        // The records' kernel times are made up (a second after boot): the
+        // connection is idle past flowd-l7-pairing-timeout at the tick.
+        assert_eq!(value("flowd_http2_connections "), "0", "{text}");
+        assert_eq!(
+            value("flowd_http2_connections_evicted_total{reason=\"timeout\"}"),
+            "1",
+            "{text}"
+        );
+        assert_eq!(value("flowd_http2_streams_evicted_total "), "0", "{text}");
     }
 
     fn flow_record(ifindex: u32, direction: u8) -> DatapathEvent {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use flowd_proto::flow::{Flow, LostEventSource};
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::options::interfaces::AttachMode;
@@ -279,6 +280,68 @@ impl Metrics {
                 ("reason", reason.to_string()),
             ])
             .inc_by(n);
+    }
+
+    /// The HTTP/2 parser's counters: what grew from `old` to `new`, and the
+    /// connections it follows now.
+    pub fn report_http2(&self, new: &crate::parser::H2Stats, old: &crate::parser::H2Stats) {
+        let o = &self.own;
+        o.http2_connections
+            .set(i64::try_from(new.connections).unwrap_or(i64::MAX));
+        o.http2_partial_messages
+            .inc_by(new.partial_messages.saturating_sub(old.partial_messages));
+        o.http2_streams_evicted
+            .inc_by(new.streams_evicted.saturating_sub(old.streams_evicted));
+        let labelled =
+            |f: &Family<LabelSet, Counter>, label: &'static str, v: &str, n: u64, p: u64| {
+                if n > p {
+                    f.get_or_create(&vec![(label, v.to_string())]).inc_by(n - p);
+                }
+            };
+        labelled(
+            &o.http2_walk_losses,
+            "detected_by",
+            "kernel",
+            new.losses_kernel,
+            old.losses_kernel,
+        );
+        labelled(
+            &o.http2_walk_losses,
+            "detected_by",
+            "parser",
+            new.losses_parser,
+            old.losses_parser,
+        );
+        for (reason, n, p) in [
+            ("oversized", new.blocks_oversized, old.blocks_oversized),
+            (
+                "hpack_error",
+                new.blocks_hpack_error,
+                old.blocks_hpack_error,
+            ),
+            ("malformed", new.blocks_malformed, old.blocks_malformed),
+            (
+                "unclassified",
+                new.blocks_unclassified,
+                old.blocks_unclassified,
+            ),
+        ] {
+            labelled(&o.http2_header_blocks_skipped, "reason", reason, n, p);
+        }
+        for (reason, n, p) in [
+            (
+                "capacity",
+                new.connections_evicted_capacity,
+                old.connections_evicted_capacity,
+            ),
+            (
+                "timeout",
+                new.connections_evicted_timeout,
+                old.connections_evicted_timeout,
+            ),
+        ] {
+            labelled(&o.http2_connections_evicted, "reason", reason, n, p);
+        }
     }
 
     /// Removes every series that names the pod `namespace/pod` (pod labels

@@ -18,6 +18,12 @@ pub(super) struct Own {
     pub(super) flow_map_entries: Gauge,
     pub(super) flow_map_capacity: Gauge,
     pub(super) l7_pairing_evictions: Family<LabelSet, Counter>,
+    pub(super) http2_connections: Gauge,
+    pub(super) http2_partial_messages: Counter,
+    pub(super) http2_walk_losses: Family<LabelSet, Counter>,
+    pub(super) http2_header_blocks_skipped: Family<LabelSet, Counter>,
+    pub(super) http2_connections_evicted: Family<LabelSet, Counter>,
+    pub(super) http2_streams_evicted: Counter,
     pub(super) dns_name_cache_entries: Gauge,
     pub(super) dns_name_cache_evictions: Counter,
     pub(super) events_skipped: Family<LabelSet, Counter>,
@@ -86,6 +92,12 @@ impl Own {
             flow_map_entries: Gauge::default(),
             flow_map_capacity: Gauge::default(),
             l7_pairing_evictions: Family::default(),
+            http2_connections: Gauge::default(),
+            http2_partial_messages: Counter::default(),
+            http2_walk_losses: Family::default(),
+            http2_header_blocks_skipped: Family::default(),
+            http2_connections_evicted: Family::default(),
+            http2_streams_evicted: Counter::default(),
             dns_name_cache_entries: Gauge::default(),
             dns_name_cache_evictions: Counter::default(),
             events_skipped: Family::default(),
@@ -144,6 +156,43 @@ impl Own {
             "flowd_l7_pairing_evictions",
             "Unanswered L7 requests evicted from the pairing table, by protocol and reason",
             own.l7_pairing_evictions.clone(),
+        );
+        r.register(
+            "flowd_http2_connections",
+            "HTTP/2 connections whose frames the parser follows (flowd-l7-http2-connections bounds them)",
+            own.http2_connections.clone(),
+        );
+        r.register(
+            "flowd_http2_partial_messages",
+            "HTTP/2 REQUEST and RESPONSE flows flagged partial: header fields referred to \
+             compression-table entries flowd did not see (a connection joined in its middle, \
+             bytes lost) and were left empty",
+            own.http2_partial_messages.clone(),
+        );
+        r.register(
+            "flowd_http2_walk_losses",
+            "Times the HTTP/2 frame walk of a connection direction lost its place, by who \
+             noticed (kernel: the datapath flagged it; parser: a frame out of place)",
+            own.http2_walk_losses.clone(),
+        );
+        r.register(
+            "flowd_http2_header_blocks_skipped",
+            "HTTP/2 header blocks that gave no flow, by reason (oversized: longer than \
+             flowd-l7-http2-header-bytes; hpack_error: undecodable; malformed: not a valid \
+             request or response head; unclassified: nothing decodable told which it was)",
+            own.http2_header_blocks_skipped.clone(),
+        );
+        r.register(
+            "flowd_http2_connections_evicted",
+            "HTTP/2 connections forgotten, by reason (capacity: flowd-l7-http2-connections was \
+             reached; timeout: idle longer than flowd-l7-pairing-timeout)",
+            own.http2_connections_evicted.clone(),
+        );
+        r.register(
+            "flowd_http2_streams_evicted",
+            "HTTP/2 streams forgotten before their response ended (flowd-l7-http2-streams \
+             reached, or their connection forgotten): no RESPONSE flow",
+            own.http2_streams_evicted.clone(),
         );
         r.register(
             "flowd_dns_name_cache_entries",
