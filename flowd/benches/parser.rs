@@ -4,6 +4,10 @@
 //! message per iteration (criterion reports elem/s). `baseline/decode_record`
 //! (decoding one raw 592-byte L7 record into an `L7Record`, whose payload the
 //! parser then reads in place) is the reference cost measured in the same run.
+//! `pipeline/http2/grpc-unary` is the HTTP/2 parser on the kernel walker's
+//! records of a keep-alive gRPC connection (100 unary calls per iteration,
+//! 2 messages each): its elem/s over 2 is the decoder's RPCs per second per
+//! core, next to `pipeline/http/request+response` for HTTP/1.1.
 // Tests and benches: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,6 +128,30 @@ fn benches(c: &mut Criterion) {
             let fq = p.l7_flow(&q, 1).unwrap();
             let fr = p.l7_flow(&r, 2).unwrap();
             black_box((fq, fr))
+        })
+    });
+    // HTTP/2: the records the kernel walker sends for 100 unary gRPC calls
+    // on one connection (tonic's headers), replayed whole per iteration
+    // (the first record starts the connection over).
+    use flowd::parser::http2::testkit::{
+        Call, Conversation, Framing, Rng, Segmenting, keys, records,
+    };
+    const CALLS: usize = 100;
+    let calls = vec![Call::unary("/shop.inventory.v1.Inventory/Reserve", 0); CALLS];
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(1));
+    let (ck, sk) = keys(3, 40000);
+    let recs: Vec<_> = records(&conv.wire, ck, sk, &Segmenting::default(), &mut Rng::new(1))
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    g.throughput(Throughput::Elements(2 * CALLS as u64));
+    g.bench_function("http2/grpc-unary", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                n += p.h2_flows(black_box(r), 1).len();
+            }
+            assert_eq!(n, 2 * CALLS);
         })
     });
     g.finish();

@@ -12,6 +12,7 @@
 //!   `bench-pipeline` ([`pipeline_bench`]): flowd's user space under an HTTP
 //!   load, a gRPC load and an event flood, on a node with two pods ([`node`]).
 //! * `profile` ([`datapath_bench::profile`]): cost attribution of eBPF variants.
+//! * `fuzz-h2` ([`fuzz_h2`]): the HTTP/2 parser's fuzz targets in bulk.
 //!
 //! Shared: [`measure`] (what the kernel and /proc report), [`stats`]
 //! (medians and their intervals), [`report`] (sections of docs/benchmarks.md).
@@ -26,6 +27,7 @@ use clap::{Parser, Subcommand};
 
 mod datapath_bench;
 mod drops;
+mod fuzz_h2;
 mod grpc_load;
 mod l7;
 mod l7_load;
@@ -48,6 +50,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The HTTP/2 parser's fuzz targets: N cases each, deterministic seeds
+    /// (build with --release for millions of cases).
+    FuzzH2 {
+        #[arg(long, default_value_t = 10_000)]
+        cases: u64,
+        /// First seed (case i uses seed + i).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = fuzz_h2::Target::ALL)]
+        targets: Vec<fuzz_h2::Target>,
+        /// Threads.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
     /// Datapath benchmark: per-packet program cost and iperf3 throughput ratios.
     Bench {
         /// With/without pairs per attach mode (medians are reported).
@@ -219,6 +235,12 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::FuzzH2 {
+            cases,
+            seed,
+            targets,
+            jobs,
+        } => fuzz_h2::run(&targets, cases, seed, jobs),
         Cmd::Bench {
             pairs,
             seconds,

@@ -177,7 +177,10 @@ pub fn response(s: &Stream, end: End, cfg: &HttpConfig) -> Http {
                 })
                 .unwrap_or_default();
         }
-        let exact = s.client.exact && s.server.exact && end == End::Complete;
+        // The client's count is known whole only once it ended its side
+        // (END_STREAM): a lost last DATA frame is noticed only at the next
+        // piece, which may come after the response ended.
+        let exact = s.client.exact && s.server.exact && s.client_ended && end == End::Complete;
         g.messages_exact = exact;
         if exact {
             g.request_messages = s.client.messages;

@@ -3,11 +3,10 @@
 
 #![allow(deprecated)] // Flow.summary: Hubble deprecated it; its clients read it.
 
-use flowd_proto::flow::{Flow, Http, L7FlowType, grpc::Type as GrpcType, layer7::Record};
+use flowd_proto::flow::grpc::Type as GrpcType;
 
-use super::testkit::{
-    Call, Conversation, Framing, KernelModel, Rng, Segmenting, Side, keys, records, send_ts,
-};
+use super::testkit::verify::{self, Got};
+use super::testkit::{Call, Conversation, Framing, Rng, Segmenting, Side, keys, records, send_ts};
 use crate::datapath::{H2Chunk, H2Record};
 use crate::parser::{HttpConfig, Parser, ParserConfig, RedactConfig};
 
@@ -19,48 +18,8 @@ fn parser(capture: &[&str]) -> Parser {
     })
 }
 
-/// One flow as the tests look at it.
-#[derive(Clone, Debug)]
-struct Got {
-    response: bool,
-    http: Http,
-    exchange_id: u64,
-    latency_ns: u64,
-    unpaired: bool,
-    flow: Flow,
-}
-
-fn got(flows: Vec<(Flow, u8)>) -> Vec<Got> {
-    flows
-        .into_iter()
-        .map(|(flow, dir)| {
-            let l7 = flow.l7.clone().unwrap();
-            let Some(Record::Http(http)) = l7.record.clone() else {
-                panic!("not HTTP: {flow:?}")
-            };
-            let response = l7.r#type == L7FlowType::Response as i32;
-            let key_dir = if response { 0 } else { 1 };
-            // Requests come from the client key (ingress in `keys`), responses
-            // from the server's.
-            assert_eq!(dir, 1 - key_dir, "hook direction of {http:?}");
-            Got {
-                response,
-                http,
-                exchange_id: l7.exchange_id,
-                latency_ns: l7.latency_ns,
-                unpaired: l7.unpaired,
-                flow,
-            }
-        })
-        .collect()
-}
-
 fn run_records(p: &mut Parser, recs: &[(usize, H2Record)]) -> Vec<Got> {
-    let mut out = Vec::new();
-    for (_, r) in recs {
-        out.extend(p.h2_flows(r, 1_700_000_000_000_000_000 + r.header.ts_ns));
-    }
-    got(out)
+    verify::run_records(p, recs).unwrap()
 }
 
 fn run(conv: &Conversation, seg: &Segmenting, seed: u64) -> (Vec<Got>, Parser) {
@@ -71,108 +30,12 @@ fn run(conv: &Conversation, seg: &Segmenting, seed: u64) -> (Vec<Got>, Parser) {
     (flows, p)
 }
 
-fn url(c: &Call) -> String {
-    format!("http://{}{}", c.authority, c.path)
+fn check_complete(conv: &Conversation, flows: &[Got]) {
+    verify::complete(conv, flows).unwrap()
 }
 
-/// Every call gave exactly its REQUEST and RESPONSE records, complete and right.
-fn check_complete(conv: &Conversation, flows: &[Got]) {
-    assert_eq!(flows.len(), 2 * conv.expected.len(), "{flows:#?}");
-    for e in &conv.expected {
-        let c = &e.call;
-        let req: Vec<&Got> = flows
-            .iter()
-            .filter(|g| !g.response && g.http.url == url(c))
-            .collect();
-        assert_eq!(req.len(), 1, "request of {}", c.path);
-        let req = req[0];
-        assert_eq!(req.http.method, c.method);
-        assert_eq!(req.http.protocol, "HTTP/2");
-        assert!(!req.http.partial);
-        assert_eq!(req.flow.summary, format!("HTTP/2 {} {}", c.method, url(c)));
-        let resp: Vec<&Got> = flows
-            .iter()
-            .filter(|g| g.response && g.exchange_id == req.exchange_id)
-            .collect();
-        assert_eq!(resp.len(), 1, "response of {}", c.path);
-        let resp = resp[0];
-        assert!(!resp.unpaired && !resp.http.partial);
-        let latency = send_ts(e.response_send) - send_ts(e.request_send);
-        assert_eq!(resp.latency_ns, latency, "{}", c.path);
-        assert_eq!(resp.http.url, url(c));
-        assert_eq!(resp.http.method, c.method);
-        let code = u32::from(c.status);
-        assert_eq!(resp.http.code, code, "{}", c.path);
-        assert_eq!(
-            resp.flow.summary,
-            format!(
-                "HTTP/2 {} {}ms ({} {})",
-                code,
-                latency / 1_000_000,
-                c.method,
-                url(c)
-            )
-        );
-        if !c.grpc {
-            assert_eq!(req.http.grpc, None);
-            assert_eq!(resp.http.grpc, None);
-            continue;
-        }
-        let (service, method) = c.path[1..].rsplit_once('/').unwrap();
-        let rg = req.http.grpc.as_ref().unwrap();
-        assert_eq!((rg.service.as_str(), rg.method.as_str()), (service, method));
-        assert_eq!(rg.status_code, None);
-        let g = resp.http.grpc.as_ref().unwrap();
-        assert_eq!((g.service.as_str(), g.method.as_str()), (service, method));
-        if let Some(code) = c.reset {
-            assert_eq!(g.status_code, None);
-            assert_eq!(g.reset, super::flow::error_code_name(code));
-            assert!(!g.messages_exact);
-            continue;
-        }
-        assert_eq!(g.status_code, c.grpc_status, "{}", c.path);
-        assert_eq!(
-            g.status_name,
-            super::flow::grpc_status_name(c.grpc_status.unwrap())
-        );
-        assert_eq!(
-            Some(g.message.clone()),
-            c.grpc_message.clone().or(Some(String::new()))
-        );
-        let wire_status = resp
-            .http
-            .headers
-            .iter()
-            .find(|h| h.key == "grpc-status")
-            .map(|h| h.value.clone());
-        assert_eq!(wire_status, c.grpc_status.map(|s| s.to_string()));
-        let req_bytes: usize = c.request_messages.iter().map(|n| n + 5).sum();
-        let resp_bytes: usize = c.response_messages.iter().map(|n| n + 5).sum();
-        assert_eq!(
-            (g.request_bytes, g.response_bytes),
-            (req_bytes as u64, resp_bytes as u64)
-        );
-        assert_eq!(g.messages_exact, e.messages_exact, "{}", c.path);
-        if e.messages_exact {
-            let (q, r) = (c.request_messages.len(), c.response_messages.len());
-            assert_eq!(
-                (g.request_messages as usize, g.response_messages as usize),
-                (q, r)
-            );
-            let t = match (q > 1, r > 1) {
-                (true, true) => GrpcType::BidiStreaming,
-                (true, false) => GrpcType::ClientStreaming,
-                (false, true) => GrpcType::ServerStreaming,
-                (false, false) => GrpcType::Unary,
-            };
-            assert_eq!(g.r#type, t as i32, "{}", c.path);
-        } else {
-            assert_eq!(
-                (g.request_messages, g.response_messages, g.r#type),
-                (0, 0, 0)
-            );
-        }
-    }
+fn check_truthful(calls: &[Call], flows: &[Got]) {
+    verify::truthful(calls, flows).unwrap()
 }
 
 fn unary_calls(n: usize, status: impl Fn(usize) -> u32) -> Vec<Call> {
@@ -454,72 +317,6 @@ fn plain_http2_has_no_grpc() {
     );
 }
 
-/// Checks that no record says anything false: every field a record fills
-/// is the truth of the call it belongs to.
-fn check_truthful(calls: &[Call], flows: &[Got]) {
-    let mut by_exchange = std::collections::HashMap::new();
-    for g in flows.iter().filter(|g| !g.response) {
-        let cands: Vec<&Call> = calls
-            .iter()
-            .filter(|c| {
-                (g.http.url.is_empty() || g.http.url == url(c) || g.http.url == c.path)
-                    && (g.http.method.is_empty() || g.http.method == c.method)
-            })
-            .collect();
-        assert!(!cands.is_empty(), "request matches no call: {:?}", g.http);
-        if !g.http.partial {
-            assert_eq!(g.http.url, url(cands[0]));
-        }
-        if let Some(gr) = &g.http.grpc {
-            assert!(cands.iter().any(|c| c.grpc && c.path.ends_with(&gr.method)));
-        }
-        by_exchange.insert(g.exchange_id, cands);
-    }
-    for g in flows.iter().filter(|g| g.response) {
-        let cands: Vec<&Call> = match by_exchange.get(&g.exchange_id) {
-            Some(c) if !g.unpaired => c.clone(),
-            _ => calls.iter().collect(),
-        };
-        let ok = cands.iter().any(|c| {
-            (g.http.code == 0 || g.http.code == u32::from(c.status))
-                && g.http
-                    .grpc
-                    .as_ref()
-                    .is_none_or(|gr| gr.status_code.is_none() || gr.status_code == c.grpc_status)
-        });
-        assert!(ok, "response matches no call: {:?}", g.http);
-        if !g.http.partial && !g.unpaired {
-            assert_ne!(g.http.code, 0);
-        }
-    }
-}
-
-/// Records of `conv` as the kernel sends them when it joins the connection
-/// at byte `join` of each direction (flowd started then): its first record
-/// of each direction is flagged START|LOST at the next frame header.
-fn joined_records(conv: &Conversation, join_send: usize, rng: &mut Rng) -> Vec<(usize, H2Record)> {
-    let (c, s) = keys(3, 41_000);
-    let all = records(&conv.wire, c, s, &Segmenting::default(), rng);
-    let mut started = [false; 2];
-    let mut out = Vec::new();
-    for (i, mut r) in all {
-        if i < join_send {
-            continue;
-        }
-        let side = usize::from(r.key.src_port != 41_000);
-        if !started[side] {
-            // Find a frame header at a piece start: the kernel resyncs there.
-            if r.chunks.is_empty() {
-                continue;
-            }
-            r.flags = flowd_common::H2_F_START | flowd_common::H2_F_LOST;
-            started[side] = true;
-        }
-        out.push((i, r));
-    }
-    out
-}
-
 #[test]
 fn connection_joined_in_the_middle_is_partial_never_wrong() {
     let mut calls = unary_calls(30, |i| [0, 5, 0][i % 3]);
@@ -535,7 +332,7 @@ fn connection_joined_in_the_middle_is_partial_never_wrong() {
         let mut rng = Rng::new(seed);
         let join = 6 + rng.below(conv.wire.sends.len() / 3);
         // Whole sends are frame-aligned: the kernel resyncs at a header.
-        let recs = joined_records(&conv, join, &mut rng);
+        let recs = verify::joined_records(&conv, join, &Segmenting::default(), &mut rng);
         let mut p = parser(&["x-request-id"]);
         let flows = run_records(&mut p, &recs);
         check_truthful(&calls, &flows);
@@ -570,7 +367,7 @@ fn joined_with_every_field_indexed_still_never_wrong() {
         });
         let mut rng = Rng::new(seed);
         let join = 10 + rng.below(conv.wire.sends.len() - 20);
-        let recs = joined_records(&conv, join, &mut rng);
+        let recs = verify::joined_records(&conv, join, &Segmenting::default(), &mut rng);
         let mut p = parser(&[]);
         let flows = run_records(&mut p, &recs);
         check_truthful(&calls, &flows);
@@ -586,31 +383,9 @@ fn lost_pieces_are_detected_and_nothing_after_is_wrong() {
     for seed in 0..30u64 {
         let noticed = seed % 2 == 0;
         let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(seed));
-        let (c, s) = keys(9, 42_000);
         let mut rng = Rng::new(seed);
-        let mut models = [
-            KernelModel::new(&conv.wire.client, c, 77),
-            KernelModel::new(&conv.wire.server, s, 99),
-        ];
         let victim = 8 + rng.below(conv.wire.sends.len() - 16);
-        let mut at = [0usize; 2];
-        let mut recs = Vec::new();
-        for (i, &(side, end)) in conv.wire.sends.iter().enumerate() {
-            let si = side as usize;
-            let stream = if si == 0 {
-                &conv.wire.client
-            } else {
-                &conv.wire.server
-            };
-            if i == victim {
-                models[si].lose(at[si], end, noticed);
-            } else {
-                for r in models[si].segment(stream, at[si], end, send_ts(i), &mut rng) {
-                    recs.push((i, r));
-                }
-            }
-            at[si] = end;
-        }
+        let recs = verify::lossy_records(&conv, victim, noticed, &mut rng);
         let mut p = parser(&["x-request-id"]);
         let flows = run_records(&mut p, &recs);
         check_truthful(&calls, &flows);
@@ -741,4 +516,18 @@ fn limits_evict_and_count() {
     // The oversized request gave no record; its response is unpaired.
     assert!(flows.iter().filter(|g| !g.response).count() <= 1);
     assert!(flows.iter().any(|g| g.response && g.unpaired));
+}
+
+/// A few hundred cases of each fuzz target (the bulk runs through
+/// `cargo xtask fuzz-h2`).
+#[test]
+fn fuzz_targets_hold_on_a_sample() {
+    use super::testkit::fuzz;
+    for seed in 0..300 {
+        fuzz::walk_case(seed).unwrap();
+        fuzz::hpack_case(seed).unwrap();
+    }
+    for seed in 0..120 {
+        fuzz::pairing_case(seed).unwrap();
+    }
 }

@@ -28,6 +28,9 @@ use super::stream_walk::{
 };
 use crate::datapath::{H2Chunk, H2Record};
 
+pub mod fuzz;
+pub mod verify;
+
 /// The client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -862,7 +865,8 @@ impl KernelModel {
             from = first;
             flags = H2_F_START | if self.preface { H2_F_PREFACE } else { 0 };
         } else if let Some(r) = self.resync_from {
-            let Some(&h) = self.headers.iter().find(|&&h| h >= r.max(start)) else {
+            let at = self.headers.partition_point(|&h| h < r.max(start));
+            let Some(&h) = self.headers.get(at) else {
                 return Vec::new();
             };
             if h >= end {
@@ -871,9 +875,10 @@ impl KernelModel {
             from = h;
             flags = H2_F_START | H2_F_LOST;
         }
-        let mut pieces: Vec<(usize, usize)> = self
-            .regions
+        let first = self.regions.partition_point(|&(_, b)| b <= from);
+        let mut pieces: Vec<(usize, usize)> = self.regions[first..]
             .iter()
+            .take_while(|&&(a, _)| a < end)
             .filter_map(|&(a, b)| {
                 let (a, b) = (a.max(from), b.min(end));
                 (a < b).then_some((a, b))
