@@ -284,6 +284,14 @@ impl Pipeline {
     /// the streams, and expiry of the pairing tables.
     pub fn tick(&mut self, dp: Option<&Datapath>) {
         self.release_held(false);
+        let ended = self.parser.h2_ended(ktime_now_ns());
+        if !ended.is_empty() {
+            let now = Now::read();
+            for (flow, direction) in ended {
+                self.emit(flow, direction, now);
+            }
+            self.writer.wake_readers();
+        }
         self.parser.expire(ktime_now_ns());
         self.report_evictions();
         self.maintain_names();

@@ -170,6 +170,11 @@ impl Parser {
             self.stats.non_ip += 1;
             return None;
         }
+        if ev.key.protocol == PROTO_TCP
+            && ev.pkt_tcp_flags & (flowd_common::TCP_FIN | flowd_common::TCP_RST) != 0
+        {
+            self.http2.tcp_end(&ev.key, ev.header.ts_ns, time_unix_ns);
+        }
         Some(l34::flow(
             ev,
             FlowMeta {
@@ -208,29 +213,44 @@ impl Parser {
         self.http2
             .record(ev, &self.cfg.http, &mut self.next_exchange, &mut msgs);
         msgs.into_iter()
-            .map(|m| {
-                let direction = m.key.direction;
-                let summary = if m.response {
-                    summary::http_response(&m.http, m.latency_ns, !m.unpaired)
-                } else {
-                    summary::http_request(&m.http)
-                };
-                let typ = if m.response {
-                    L7FlowType::Response
-                } else {
-                    L7FlowType::Request
-                };
-                let l7 = Layer7 {
-                    r#type: typ as i32,
-                    latency_ns: m.latency_ns,
-                    exchange_id: m.exchange_id,
-                    unpaired: m.unpaired,
-                    record: Some(Record::Http(m.http)),
-                };
-                let flow = self.l7_record_flow(&m.key, time_unix_ns, l7, m.response, summary);
-                (flow, direction)
-            })
+            .map(|m| self.h2_flow(m, time_unix_ns))
             .collect()
+    }
+
+    /// RESPONSE flows of the streams still open on HTTP/2 connections that
+    /// ended (TCP FIN or RST) a while before kernel time `now_ktime_ns`:
+    /// without a status (see [`http2::Tracker::ended`]). Call about once a
+    /// second.
+    pub fn h2_ended(&mut self, now_ktime_ns: u64) -> Vec<(Flow, u8)> {
+        let mut msgs = Vec::new();
+        self.http2.ended(now_ktime_ns, &self.cfg.http, &mut msgs);
+        msgs.into_iter()
+            .map(|(m, time_unix_ns)| self.h2_flow(m, time_unix_ns))
+            .collect()
+    }
+
+    /// The flow of an HTTP/2 message, with its packets' hook direction.
+    fn h2_flow(&self, m: http2::Message, time_unix_ns: u64) -> (Flow, u8) {
+        let direction = m.key.direction;
+        let summary = if m.response {
+            summary::http_response(&m.http, m.latency_ns, !m.unpaired)
+        } else {
+            summary::http_request(&m.http)
+        };
+        let typ = if m.response {
+            L7FlowType::Response
+        } else {
+            L7FlowType::Request
+        };
+        let l7 = Layer7 {
+            r#type: typ as i32,
+            latency_ns: m.latency_ns,
+            exchange_id: m.exchange_id,
+            unpaired: m.unpaired,
+            record: Some(Record::Http(m.http)),
+        };
+        let flow = self.l7_record_flow(&m.key, time_unix_ns, l7, m.response, summary);
+        (flow, direction)
     }
 
     fn exchange(&mut self) -> u64 {

@@ -171,7 +171,15 @@ struct Conn {
     keys: [Option<FlowKey>; 2],
     last_ts_ns: u64,
     tick: u64,
+    /// Kernel and wall-clock time of the TCP FIN or RST that ends the
+    /// connection: its open streams end without a status once
+    /// [`CLOSE_GRACE_NS`] passed (records of the packets before the FIN may
+    /// still be on their way).
+    closing: Option<(u64, u64)>,
 }
+
+/// How long after its FIN or RST a connection's open streams are ended.
+pub const CLOSE_GRACE_NS: u64 = 500_000_000;
 
 impl Conn {
     fn new(limits: &H2Limits, ts_ns: u64) -> Self {
@@ -189,6 +197,7 @@ impl Conn {
             keys: [None, None],
             last_ts_ns: ts_ns,
             tick: 0,
+            closing: None,
         }
     }
 }
@@ -387,6 +396,22 @@ impl Tracker {
         if lost_here {
             side_lost(conn, side);
         }
+        self.emit(&ck, side, rec.key, done, out);
+    }
+
+    /// Turns completed records of connection `ck` into messages with the
+    /// keys of their directions (`side`/`key`: the direction being walked).
+    fn emit(
+        &mut self,
+        ck: &ConnKey,
+        side: usize,
+        key: FlowKey,
+        done: Vec<Done>,
+        out: &mut Vec<Message>,
+    ) {
+        let Some(conn) = self.conns.get(ck) else {
+            return;
+        };
         if done.is_empty() {
             return;
         }
@@ -394,7 +419,7 @@ impl Tracker {
         let server = 1 - client;
         let client_key = conn.keys[client]
             .or_else(|| conn.keys[server].as_ref().map(reversed))
-            .unwrap_or(rec.key);
+            .unwrap_or(key);
         let server_key = conn.keys[server].unwrap_or_else(|| reversed(&client_key));
         for d in done {
             if d.response {
@@ -413,6 +438,51 @@ impl Tracker {
                 latency_ns: d.latency_ns,
                 unpaired: d.unpaired,
             });
+        }
+    }
+
+    /// A TCP FIN or RST of the connection of `key` at kernel time `ts_ns`
+    /// (`time_unix_ns` on the wall clock): see [`Tracker::ended`].
+    pub fn tcp_end(&mut self, key: &FlowKey, ts_ns: u64, time_unix_ns: u64) {
+        let (ck, _) = canonical(key);
+        if let Some(c) = self.conns.get_mut(&ck) {
+            c.closing.get_or_insert((ts_ns, time_unix_ns));
+        }
+    }
+
+    /// Connections whose FIN or RST is older than [`CLOSE_GRACE_NS`] at
+    /// kernel time `now_ns` are forgotten; their open streams' responses end
+    /// without a status (appended to `out` with the wall-clock time of the
+    /// FIN or RST).
+    pub fn ended(&mut self, now_ns: u64, cfg: &HttpConfig, out: &mut Vec<(Message, u64)>) {
+        let ended: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.closing
+                    .is_some_and(|(ts, _)| ts.saturating_add(CLOSE_GRACE_NS) <= now_ns)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for ck in ended {
+            let Some(conn) = self.conns.get_mut(&ck) else {
+                continue;
+            };
+            let Some((ts, wall)) = conn.closing else {
+                continue;
+            };
+            let streams = std::mem::take(&mut conn.shared.streams);
+            let done: Vec<Done> = streams.into_values().map(|s| gone(s, ts, cfg)).collect();
+            let side = conn.shared.client.unwrap_or(0);
+            let key = conn.keys[side].or(conn.keys[1 - side]);
+            let mut msgs = Vec::new();
+            if let Some(key) = key {
+                self.emit(&ck, side, key, done, &mut msgs);
+            }
+            out.extend(msgs.into_iter().map(|m| (m, wall)));
+            if let Some(c) = self.conns.remove(&ck) {
+                self.lru.remove(&c.tick);
+            }
         }
     }
 
@@ -448,6 +518,24 @@ impl Tracker {
             }
             self.lru.remove(&tick);
         }
+    }
+}
+
+/// The RESPONSE record of a stream whose connection ended at `ts_ns`.
+fn gone(mut s: Stream, ts_ns: u64, cfg: &HttpConfig) -> Done {
+    s.client.end();
+    s.server.end();
+    let http = flow::response(&s, End::Gone, cfg);
+    let (exchange_id, latency_ns) = s
+        .request
+        .as_ref()
+        .map_or((0, 0), |r| (r.exchange_id, ts_ns.saturating_sub(r.ts_ns)));
+    Done {
+        response: true,
+        http,
+        exchange_id,
+        latency_ns,
+        unpaired: s.request.is_none(),
     }
 }
 

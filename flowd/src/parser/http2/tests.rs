@@ -531,3 +531,74 @@ fn fuzz_targets_hold_on_a_sample() {
         fuzz::pairing_case(seed).unwrap();
     }
 }
+
+#[test]
+fn connection_end_ends_open_streams_without_status() {
+    let calls = unary_calls(4, |_| 0);
+    let mut c = Conversation::new(&calls, &Framing::default(), &mut Rng::new(16));
+    let conv = trim_unanswered(&mut c, 2);
+    let mut p = parser(&[]);
+    let (ck, sk) = keys(7, 40_000);
+    let recs = records(&conv.wire, ck, sk, &Segmenting::default(), &mut Rng::new(1));
+    let flows = run_records(&mut p, &recs);
+    assert_eq!(
+        (
+            flows.iter().filter(|g| !g.response).count(),
+            flows.iter().filter(|g| g.response).count()
+        ),
+        (4, 2)
+    );
+    let last_req_ts = send_ts(conv.wire.sends.len() - 1);
+    let fin_ts = last_req_ts + 7_000_000;
+    let fin = flowd_common::FlowEvent {
+        header: flowd_common::EventHeader {
+            kind: flowd_common::EV_TCP_FLAGS,
+            ts_ns: fin_ts,
+            ..Default::default()
+        },
+        key: sk,
+        pkt_tcp_flags: flowd_common::TCP_FIN | flowd_common::TCP_ACK,
+        ..Default::default()
+    };
+    assert!(p.l34_flow(&fin, 42).is_some());
+    // Records of packets before the FIN may still come: nothing yet.
+    assert!(p.h2_ended(fin_ts + super::CLOSE_GRACE_NS - 1).is_empty());
+    let ended = p.h2_ended(fin_ts + super::CLOSE_GRACE_NS);
+    let ended: Vec<Got> = ended
+        .into_iter()
+        .map(|(flow, dir)| {
+            assert_eq!(dir, sk.direction);
+            let l7 = flow.l7.clone().unwrap();
+            let Some(flowd_proto::flow::layer7::Record::Http(http)) = l7.record.clone() else {
+                panic!()
+            };
+            assert_eq!(
+                flow.time.unwrap(),
+                flowd_proto::Timestamp::from_unix_nanos(42)
+            );
+            Got {
+                response: true,
+                http,
+                exchange_id: l7.exchange_id,
+                latency_ns: l7.latency_ns,
+                unpaired: l7.unpaired,
+                flow,
+            }
+        })
+        .collect();
+    assert_eq!(ended.len(), 2);
+    for g in &ended {
+        let req = flows
+            .iter()
+            .find(|r| !r.response && r.exchange_id == g.exchange_id)
+            .unwrap();
+        assert_eq!(g.http.url, req.http.url);
+        assert_eq!(g.http.code, 0);
+        let gr = g.http.grpc.as_ref().unwrap();
+        assert_eq!((gr.status_code, gr.messages_exact), (None, false));
+        // Both requests went out in the last send: request to FIN.
+        assert_eq!(g.latency_ns, fin_ts - last_req_ts);
+    }
+    assert_eq!(p.stats().http2.connections, 0);
+    assert!(p.h2_ended(u64::MAX).is_empty());
+}
