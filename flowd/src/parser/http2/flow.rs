@@ -10,30 +10,9 @@ use crate::parser::http::h2_url;
 /// `flow.HTTP.protocol` of HTTP/2 records (Cilium's proxy says the same).
 pub const PROTOCOL: &str = "HTTP/2";
 
-/// Canonical names of gRPC status codes 0–16.
-const GRPC_STATUS: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// The canonical name of a gRPC status code ("" above 16).
 pub fn grpc_status_name(code: u32) -> &'static str {
-    GRPC_STATUS.get(code as usize).copied().unwrap_or("")
+    flowd_proto::names::grpc_status_name(code).unwrap_or("")
 }
 
 /// RFC 9113 §7 error code names (RST_STREAM, GOAWAY).
