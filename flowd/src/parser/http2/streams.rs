@@ -63,11 +63,13 @@ impl Head {
             }
             n if n.first() == Some(&b':') => {} // :protocol (RFC 8441) and unknown pseudo-headers
             n => {
-                let lname = text(n);
+                // HTTP/2 field names are lower case (RFC 9113 §8.2.1); one
+                // that is not UTF-8 is on no allow-list.
+                let lname = std::str::from_utf8(n).unwrap_or_default();
                 let report = match n {
                     b"content-type" => {
                         self.content_type = Some(text(value));
-                        cfg.captures(&lname)
+                        cfg.captures(lname)
                     }
                     b"grpc-status" => {
                         self.grpc_status = Some(text(value));
@@ -77,11 +79,11 @@ impl Head {
                         self.grpc_message = Some(text(value));
                         true
                     }
-                    _ => cfg.captures(&lname),
+                    _ => !lname.is_empty() && cfg.captures(lname),
                 };
                 if report {
-                    let v = cfg.header_value(&lname, value);
-                    self.headers.push((lname, v));
+                    let v = cfg.header_value(lname, value);
+                    self.headers.push((text(n), v));
                 }
             }
         }

@@ -602,3 +602,31 @@ fn connection_end_ends_open_streams_without_status() {
     assert_eq!(p.stats().http2.connections, 0);
     assert!(p.h2_ended(u64::MAX).is_empty());
 }
+
+/// Tens of MB of DATA in large messages (GSO-sized segments, 16 KiB
+/// frames): the walk stays in step and the call after it is decoded.
+#[test]
+fn bulk_streaming_keeps_the_walk_in_step() {
+    let bulk = Call {
+        request_messages: vec![100],
+        response_messages: vec![3 << 20; 8],
+        grpc_message: None,
+        ..Call::unary("/shop.Catalog/Export", 0)
+    };
+    let upload = Call {
+        request_messages: vec![1 << 20; 12],
+        response_messages: vec![10],
+        grpc_message: None,
+        ..Call::unary("/shop.Catalog/Import", 0)
+    };
+    let calls = vec![bulk, upload, Call::unary("/shop.Catalog/Get", 5)];
+    let conv = Conversation::new(&calls, &Framing::default(), &mut Rng::new(17));
+    assert!(conv.wire.server.len() > 24 << 20 && conv.wire.client.len() > 12 << 20);
+    let seg = Segmenting {
+        mss: 65_000,
+        ..Segmenting::default()
+    };
+    let (flows, p) = run(&conv, &seg, 17);
+    check_complete(&conv, &flows);
+    assert_eq!(p.stats().http2.losses_parser, 0);
+}
