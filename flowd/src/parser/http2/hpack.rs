@@ -184,7 +184,7 @@ impl Decoder {
                 let name: Option<NameRef> = if index == 0 {
                     let (s, n) = string(&block[at..])?;
                     at += n;
-                    s.map(NameRef::Literal)
+                    Some(NameRef::Literal(s))
                 } else {
                     match self.lookup(index) {
                         Some((Some(_), _)) => Some(NameRef::Table(index)),
@@ -200,13 +200,13 @@ impl Decoder {
                     Some(NameRef::Literal(s)) => s.decode(huffman),
                     _ => None,
                 };
-                let value_buf = value.as_ref().and_then(|v| v.decode(huffman));
+                let value_buf = value.decode(huffman);
                 let name_bytes: Option<&[u8]> = match &name {
                     Some(NameRef::Literal(s)) => s.bytes(name_buf.as_deref()),
                     Some(NameRef::Table(i)) => self.lookup(*i).and_then(|(n, _)| n),
                     None => None,
                 };
-                let value_bytes = value.as_ref().and_then(|v| v.bytes(value_buf.as_deref()));
+                let value_bytes = value.bytes(value_buf.as_deref());
                 let field = match (name_bytes, value_bytes) {
                     (Some(name), Some(value)) => Field::Known { name, value },
                     _ => Field::Unknown,
@@ -317,9 +317,8 @@ fn integer(buf: &[u8], prefix: u8) -> Result<(u32, usize), HpackError> {
     Err(HpackError::Truncated)
 }
 
-/// A string literal (§5.2); Ok(None) never happens for a well-formed length
-/// (the Option is for symmetry with unknown names).
-fn string(buf: &[u8]) -> Result<(Option<Str<'_>>, usize), HpackError> {
+/// A string literal (§5.2) and the bytes it took.
+fn string(buf: &[u8]) -> Result<(Str<'_>, usize), HpackError> {
     let huffman = buf.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
     let (len, n) = integer(buf, 7)?;
     let end = n
@@ -327,10 +326,10 @@ fn string(buf: &[u8]) -> Result<(Option<Str<'_>>, usize), HpackError> {
         .filter(|&e| e <= buf.len())
         .ok_or(HpackError::Truncated)?;
     Ok((
-        Some(Str {
+        Str {
             huffman,
             raw: &buf[n..end],
-        }),
+        },
         end,
     ))
 }
