@@ -336,8 +336,13 @@ impl Tracker {
         conn.tick = tick;
         conn.last_ts_ns = conn.last_ts_ns.max(ts);
         self.lru.insert(tick, ck);
-        if start && preface && !lost {
-            // A new connection (possibly on the 4-tuple of an old one).
+        // The client's preface on a connection flowd already knew is a new
+        // connection on the old one's 4-tuple, unless all flowd knew was
+        // the server's first SETTINGS (servers often send it first).
+        let server_start_only = conn.keys[side].is_none()
+            && conn.shared.client.is_none()
+            && conn.shared.streams.is_empty();
+        if start && preface && !lost && !server_start_only {
             let old = std::mem::replace(conn, Conn::new(&limits, ts));
             conn.tick = tick;
             self.stats.streams_evicted += old.shared.streams.len() as u64;

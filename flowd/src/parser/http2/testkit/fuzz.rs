@@ -131,6 +131,7 @@ pub fn random_framing(rng: &mut Rng) -> Framing {
         control_frames: rng.chance(30),
         huffman: rng.chance(80),
         table_size: rng.chance(30).then(|| rng.below(8192)),
+        server_first: rng.chance(50),
     }
 }
 

@@ -436,6 +436,8 @@ pub struct Framing {
     pub huffman: bool,
     /// HPACK table size the encoders announce at the start (None: 4096).
     pub table_size: Option<usize>,
+    /// The server's SETTINGS goes out before the client's preface.
+    pub server_first: bool,
 }
 
 impl Default for Framing {
@@ -449,6 +451,7 @@ impl Default for Framing {
             control_frames: false,
             huffman: true,
             table_size: None,
+            server_first: true,
         }
     }
 }
@@ -597,11 +600,19 @@ impl Conversation {
         }
         let mut preface = PREFACE.to_vec();
         preface.extend(settings());
-        wire.push(Side::Client, &preface);
-        wire.push(
-            Side::Server,
-            &[settings(), frame(SETTINGS, 1, 0, &[])].concat(),
-        );
+        // Servers often send their SETTINGS as soon as they accept, before
+        // the client's preface arrives.
+        if f.server_first {
+            wire.push(Side::Server, &settings());
+            wire.push(Side::Client, &preface);
+            wire.push(Side::Server, &frame(SETTINGS, 1, 0, &[]));
+        } else {
+            wire.push(Side::Client, &preface);
+            wire.push(
+                Side::Server,
+                &[settings(), frame(SETTINGS, 1, 0, &[])].concat(),
+            );
+        }
         wire.push(Side::Client, &frame(SETTINGS, 1, 0, &[]));
 
         let mut pending = Vec::new();
@@ -832,6 +843,14 @@ impl KernelModel {
             resync_from: None,
             split_pieces: false,
         }
+    }
+
+    /// The kernel starts walking at byte `at` (flowd started while the
+    /// connection was open): its first record is flagged START|LOST at the
+    /// first frame header from there.
+    pub fn join(&mut self, at: usize) {
+        self.started = true;
+        self.resync_from = Some(at);
     }
 
     /// The segment `[start, end)` of `stream` was lost before the kernel
