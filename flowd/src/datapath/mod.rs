@@ -54,8 +54,9 @@ pub enum ProgramSet {
     BenchEmpty,
 }
 
-/// Size of the kernel's L7_PORTS map (extra DNS ports).
-pub const MAX_L7_DNS_PORTS: usize = 64;
+/// Size of the kernel's L7_PORTS map: distinct extra DNS ports and HTTP/2
+/// ports together.
+pub const MAX_L7_PORTS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
@@ -67,9 +68,14 @@ pub struct DatapathConfig {
     pub aggregation_interval: Duration,
     /// Most L7 payload bytes copied per event (0 disables L7 capture).
     pub l7_max_bytes: u32,
-    /// Ports whose UDP/TCP payloads are parsed as DNS besides 53 (at most
-    /// [`MAX_L7_DNS_PORTS`]).
+    /// Ports whose UDP/TCP payloads are parsed as DNS besides 53.
     pub l7_dns_ports: Vec<u16>,
+    /// TCP ports whose connections seen from the middle are walked as
+    /// HTTP/2 (with the DNS ports, at most [`MAX_L7_PORTS`] distinct ports).
+    pub l7_http2_ports: Vec<u16>,
+    /// Entries of the kernel's HTTP/2 walk table (`H2_WALK`): one per
+    /// HTTP/2 connection direction and hook.
+    pub http2_walk_entries: u32,
     pub programs: ProgramSet,
     /// Capacity of the event channel to the rest of the daemon. When it is
     /// full the reader waits and the kernel counts what it cannot submit.
@@ -89,6 +95,8 @@ impl Default for DatapathConfig {
             aggregation_interval: Duration::from_secs(5),
             l7_max_bytes: 512,
             l7_dns_ports: Vec::new(),
+            l7_http2_ports: Vec::new(),
+            http2_walk_entries: 32_768,
             programs: ProgramSet::Flowd,
             channel_capacity: 8192,
             watch_links: true,
@@ -699,11 +707,16 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
             flowd_common::L7_MAX_PAYLOAD
         )));
     }
-    if cfg.l7_dns_ports.len() > MAX_L7_DNS_PORTS {
+    let ports = l7_port_bits(cfg).len();
+    if ports > MAX_L7_PORTS {
         return Err(Error::InvalidConfig(format!(
-            "{} extra DNS ports: at most {MAX_L7_DNS_PORTS}",
-            cfg.l7_dns_ports.len()
+            "{ports} extra DNS and HTTP/2 ports: at most {MAX_L7_PORTS}"
         )));
+    }
+    if cfg.http2_walk_entries == 0 {
+        return Err(Error::InvalidConfig(
+            "HTTP/2 walk entries must be at least 1".into(),
+        ));
     }
     if u64::try_from(cfg.aggregation_interval.as_nanos()).is_err() {
         return Err(Error::InvalidConfig(format!(
@@ -712,6 +725,19 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The kernel's `L7_PORTS` entries: each configured port with its
+/// `L7_PORT_*` bits (53 is DNS without an entry).
+pub(crate) fn l7_port_bits(cfg: &DatapathConfig) -> std::collections::BTreeMap<u16, u8> {
+    let mut ports = std::collections::BTreeMap::new();
+    for &p in cfg.l7_dns_ports.iter().filter(|&&p| p != 53) {
+        *ports.entry(p).or_default() |= flowd_common::L7_PORT_DNS;
+    }
+    for &p in &cfg.l7_http2_ports {
+        *ports.entry(p).or_default() |= flowd_common::L7_PORT_H2;
+    }
+    ports
 }
 
 #[cfg(test)]
