@@ -300,6 +300,9 @@ pub const H2_GOAWAY_COPY: u32 = 8;
 /// from which user space counts gRPC messages of frames that hold whole ones.
 pub const H2_DATA_COPY: u32 = 6;
 
+/// Entries of `L7_PORTS`: extra DNS ports and HTTP/2 ports together.
+pub const L7_PORTS_MAX: u32 = 64;
+
 /// `L7_PORTS` values: bits saying what a port carries besides its defaults.
 /// DNS: UDP/TCP payloads of the port are checked for DNS (53 always is).
 pub const L7_PORT_DNS: u8 = 0x1;

@@ -56,7 +56,7 @@ pub enum ProgramSet {
 
 /// Size of the kernel's L7_PORTS map: distinct extra DNS ports and HTTP/2
 /// ports together.
-pub const MAX_L7_PORTS: usize = 64;
+pub const MAX_L7_PORTS: usize = flowd_common::L7_PORTS_MAX as usize;
 
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
@@ -222,6 +222,21 @@ pub struct Counters {
     pub full_path_missing: u64,
     /// Program runs that were not flow-cache hits (took the full path).
     pub full_path_runs: u64,
+    /// HTTP/2 walker: EV_H2 records sent.
+    pub http2_events: u64,
+    /// HTTP/2 walks started at a connection's start (client preface,
+    /// server SETTINGS) and in the middle (connections seen from the
+    /// middle on an HTTP/2 port, walks found again after a loss).
+    pub http2_starts_preface: u64,
+    pub http2_starts_settings: u64,
+    pub http2_resyncs: u64,
+    /// HTTP/2 walks lost, by cause (see flowd_common::CNT_H2_LOST_GAP).
+    pub http2_lost_gap: u64,
+    pub http2_lost_evicted: u64,
+    pub http2_lost_ring: u64,
+    pub http2_lost_limit: u64,
+    /// HTTP/2 packets left because another CPU was walking their direction.
+    pub http2_concurrent: u64,
     /// Records read from the ring buffer by user space.
     pub records_read: u64,
     /// Records that were short or of an unknown kind (skipped).
@@ -495,6 +510,15 @@ impl Datapath {
             drop_map_errors: sum(CNT_DROP_MAP_ERRORS)?,
             full_path_missing: sum(CNT_FULL_PATH_MISSING)?,
             full_path_runs: sum(CNT_FULL_PATH_RUNS)?,
+            http2_events: sum(CNT_H2_EVENTS)?,
+            http2_starts_preface: sum(CNT_H2_START_PREFACE)?,
+            http2_starts_settings: sum(CNT_H2_START_SETTINGS)?,
+            http2_resyncs: sum(CNT_H2_SYNCS)?,
+            http2_lost_gap: sum(CNT_H2_LOST_GAP)?,
+            http2_lost_evicted: sum(CNT_H2_LOST_EVICTED)?,
+            http2_lost_ring: sum(CNT_H2_LOST_RING)?,
+            http2_lost_limit: sum(CNT_H2_LOST_LIMIT)?,
+            http2_concurrent: sum(CNT_H2_BUSY)?,
             records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
             records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
         })
