@@ -17,6 +17,7 @@
 #![feature(asm_experimental_arch)]
 
 mod drops;
+mod h2;
 mod hit;
 mod l7;
 mod packet;
@@ -25,7 +26,7 @@ mod parse;
 use core::{
     intrinsics::{AtomicOrdering::Relaxed, atomic_cxchg, atomic_or, atomic_xadd},
     mem::{MaybeUninit, size_of},
-    ptr::{addr_of_mut, read_volatile, write_volatile},
+    ptr::{NonNull, addr_of_mut, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -46,11 +47,12 @@ use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FLOW_MAP_ERRORS, CNT_FULL_PATH_MISSING,
     CNT_FULL_PATH_RUNS, CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER,
     CNT_PACKETS_TRUNCATED, CacheSlot, Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW,
-    EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_CACHE_SLOTS, FLOW_L7_OFF, FLOW_L7_PROBED,
-    FLOW_ORIGIN_KNOWN, FLOW_ORIGIN_REPLY, FULL_PATH_TC_EGRESS, FULL_PATH_TC_INGRESS,
-    FULL_PATH_XDP as FULL_PATH_XDP_IDX, FlowEvent, FlowKey, FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN,
-    L7Event, PROTO_TCP, PROTO_UDP, SLOT_F_L7_OFF, SLOT_F_L7_ON, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-    TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, slot_flags,
+    EV_TCP_FLAGS, EV_UPDATE, EventHeader, FLOW_CACHE_SLOTS, FLOW_L7_H2, FLOW_L7_OFF,
+    FLOW_L7_PROBED, FLOW_ORIGIN_KNOWN, FLOW_ORIGIN_REPLY, FULL_PATH_TC_EGRESS, FULL_PATH_TC_H2,
+    FULL_PATH_TC_INGRESS, FULL_PATH_XDP as FULL_PATH_XDP_IDX, FlowEvent, FlowKey, FlowStats,
+    H2Walk, KEY_F_FRAGMENT, KEY_F_VLAN, L7_PORT_DNS, L7_PORTS_MAX, L7Event, PROTO_TCP, PROTO_UDP,
+    SLOT_F_L7_OFF, SLOT_F_L7_ON, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TRANSITION_FIN,
+    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, slot_flags,
 };
 
 use crate::{
@@ -62,7 +64,7 @@ use crate::{
 const FLOWS_MAX: u32 = 65536;
 const EVENTS_BYTES: u32 = 256 * 1024;
 
-const L7_PORTS_MAX: u32 = 64;
+const H2_WALK_MAX: u32 = 32768;
 
 const EEXIST: i32 = 17;
 
@@ -96,15 +98,24 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-/// Extra ports (besides 53) whose UDP/TCP payload is checked for DNS. The
-/// value is the L7 kind (L7_DNS); any present entry enables the port.
+/// Ports configured for an L7 protocol: `L7_PORT_*` bits (extra DNS ports
+/// besides 53; HTTP/2 ports where connections seen from the middle are walked).
 #[map]
 static L7_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(L7_PORTS_MAX, 0);
 
-/// The full-path programs (`*_full`), tail-called by the hit-path programs
-/// (one array per program type: the kernel ties a program array to one).
+/// The HTTP/2 walk of each flow direction (h2.rs); sized by the loader.
 #[map]
-static FULL_PATH_TC: ProgramArray = ProgramArray::with_max_entries(2, 0);
+static H2_WALK: LruHashMap<FlowKey, H2Walk> = LruHashMap::with_max_entries(H2_WALK_MAX, 0);
+
+/// The full path's request to the HTTP/2 walker and the walker's work area.
+#[map]
+static H2_SCRATCH: PerCpuArray<h2::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The full-path programs (`*_full`), tail-called by the hit-path programs,
+/// and the HTTP/2 walker the TC full paths tail-call (one array per program
+/// type: the kernel ties a program array to one).
+#[map]
+static FULL_PATH_TC: ProgramArray = ProgramArray::with_max_entries(3, 0);
 #[map]
 static FULL_PATH_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
@@ -134,14 +145,27 @@ pub fn flowd_tc_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn flowd_tc_ingress_full(ctx: TcContext) -> i32 {
     count(CNT_FULL_PATH_RUNS, 1);
-    tc(&ctx, DIR_INGRESS);
+    if tc(&ctx, DIR_INGRESS) {
+        full_path(&FULL_PATH_TC, &ctx, FULL_PATH_TC_H2);
+    }
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn flowd_tc_egress_full(ctx: TcContext) -> i32 {
     count(CNT_FULL_PATH_RUNS, 1);
-    tc(&ctx, DIR_EGRESS);
+    if tc(&ctx, DIR_EGRESS) {
+        full_path(&FULL_PATH_TC, &ctx, FULL_PATH_TC_H2);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// The HTTP/2 frame walker (h2.rs), tail-called by the TC full paths with
+/// the packet's request in `H2_SCRATCH`. TC only: XDP sees uplinks, where
+/// pod-to-pod HTTP/2 is usually encrypted or encapsulated.
+#[classifier]
+pub fn flowd_tc_h2(ctx: TcContext) -> i32 {
+    h2::walk(&ctx);
     TC_ACT_UNSPEC
 }
 
@@ -194,6 +218,7 @@ pub fn flowd_xdp_full(ctx: XdpContext) -> u32 {
     let key = zeroed_key(&mut slot);
     key.ifindex = ctx.ingress_ifindex() as u32;
     key.direction = DIR_INGRESS;
+    // XDP has no HTTP/2 walker (Xdp::H2 is false): nothing to tail-call.
     observe(&pkt, key);
     XDP_PASS
 }
@@ -265,8 +290,9 @@ pub fn bench_xdp_empty(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// Returns whether the packet's payload goes to the HTTP/2 walker.
 #[inline(always)]
-fn tc(ctx: &TcContext, direction: u8) {
+fn tc(ctx: &TcContext, direction: u8) -> bool {
     let skb = ctx.skb.skb;
     // SAFETY: reads of __sk_buff context fields.
     let (ifindex, vlan_present, vlan_tci, gso_segs) = unsafe {
@@ -287,7 +313,12 @@ fn tc(ctx: &TcContext, direction: u8) {
         key.vlan = (vlan_tci & 0x0fff) as u16;
         key.flags = KEY_F_VLAN;
     }
+    // What the HTTP/2 walker is to do is noted in skb->cb (see h2::Note),
+    // not returned: a value live across `observe` multiplies the states the
+    // verifier explores, and the full paths are close to its budget.
+    h2::write_cb(skb, [0; 5]);
     observe(&pkt, key);
+    h2::wanted(skb) && h2::stash_key(key)
 }
 
 /// Zeroes the key in place with six 8-byte stores; the key is then only
@@ -413,6 +444,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
                 }
             }
             if hit {
+                pkt.note_h2_flags(l4.tcp_flags);
                 (*c).pending_runs = new_runs as u16;
                 (*c).pending_packets += packets as u32;
                 (*c).pending_bytes = new_bytes as u32;
@@ -423,10 +455,11 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
                     if key.protocol == PROTO_UDP {
                         capture_l7(pkt, key, &l4, l7_max, &mut ts);
                     } else if tcp && sf & SLOT_F_L7_OFF == 0 {
-                        let flow = FLOWS.get_ptr_mut(key);
+                        let flow = flow_entry(key);
                         l7_tcp(pkt, key, &l4, l7_max, &mut ts, flow);
                         if let Some(s) = flow {
-                            (*c).flags = cached_flags(read_volatile(flags_word(s)), l7_max);
+                            (*c).flags =
+                                cached_flags(read_volatile(flags_word(s.as_ptr())), l7_max);
                         }
                     }
                 }
@@ -457,6 +490,10 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
         l4.tcp_flags,
         P::BOTH_HOOKS,
     );
+    // A SYN starts a new connection, maybe on a 4-tuple whose flow entry
+    // lives on: the HTTP/2 walker forgets what its predecessor's payloads
+    // taught (TC; a plain store, whatever the packet).
+    pkt.note_h2_flags(l4.tcp_flags);
     if l4.payload_len != 0 && l7_max != 0 {
         if key.protocol == PROTO_UDP {
             capture_l7(pkt, key, &l4, l7_max, &mut ts);
@@ -466,7 +503,7 @@ fn observe<P: Packet>(pkt: &P, key: &mut FlowKey) {
     }
     if let (Some(c), Some(s)) = (cache, flow) {
         // SAFETY: as above; `s` points to the flow's map value.
-        unsafe { cache_install(c, key, s, now, tick, interval_ns, l7_max) };
+        unsafe { cache_install(c, key, s.as_ptr(), now, tick, interval_ns, l7_max) };
     }
 }
 
@@ -613,6 +650,15 @@ fn flags_word(s: *mut FlowStats) -> *mut u64 {
 /// L7 capture on a TCP payload, skipped for flows already known to carry
 /// something else: probing costs a helper call per packet when the payload
 /// is not in the linear data (GSO buffers), which bulk transfers are made of.
+///
+/// TC also leaves the HTTP/2 walker its note (`h2::Note`): a flow known as
+/// HTTP/2 is walked and not probed; otherwise the note holds what the
+/// walker decides from (flags word, recognised or not): a started
+/// connection's first payload that is neither HTTP/1.x nor DNS is the
+/// walker's to tell (HTTP/2, or FLOW_L7_OFF), and a connection seen from
+/// the middle may be walked on an HTTP/2 port. Every decision is the
+/// walker's, in its own program: the full paths are close to the
+/// verifier's budget, so they only store.
 #[inline(always)]
 fn l7_tcp<P: Packet>(
     pkt: &P,
@@ -620,18 +666,22 @@ fn l7_tcp<P: Packet>(
     l4: &L4,
     l7_max: u32,
     ts: &mut EventTime,
-    flow: Option<*mut FlowStats>,
+    flow: Option<NonNull<FlowStats>>,
 ) {
     // Without a flow entry (map full) there is no state: probe every payload.
     let Some(s) = flow else {
         capture_l7(pkt, key, l4, l7_max, ts);
         return;
     };
-    let fw = flags_word(s);
+    let fw = flags_word(s.as_ptr());
     // SAFETY: as above.
     let w = unsafe { read_volatile(fw) };
     let state = (w >> 32) as u8;
     if state & FLOW_L7_OFF != 0 {
+        return;
+    }
+    if P::H2 && state & FLOW_L7_H2 != 0 {
+        pkt.note_h2(h2::note(h2::NOTE_WALK, l4));
         return;
     }
     let recognised = capture_l7(pkt, key, l4, l7_max, ts);
@@ -640,11 +690,29 @@ fn l7_tcp<P: Packet>(
     // A payload too short to tell (e.g. a DNS length prefix written on its
     // own) decides nothing.
     let started = (w >> 16) as u16 & (TRANSITION_SYN | TRANSITION_SYN_ACK) != 0;
-    if started && state & FLOW_L7_PROBED == 0 && (recognised || l4.payload_len >= l7::DECIDE_LEN) {
-        let bits = FLOW_L7_PROBED | if recognised { 0 } else { FLOW_L7_OFF };
+    let undecided = state & FLOW_L7_PROBED == 0;
+    if started && undecided && (recognised || l4.payload_len >= l7::DECIDE_LEN) {
+        // TC: the walker tells HTTP/2 from the rest and sets OFF or H2.
+        let bits = FLOW_L7_PROBED | if recognised || P::H2 { 0 } else { FLOW_L7_OFF };
         // SAFETY: as above.
         unsafe { atomic_or::<u64, u64, { Relaxed }>(fw, (bits as u64) << 32) };
     }
+    if P::H2 {
+        // Ingredients only (no branch here); the walker decides.
+        let bits = h2::NOTE_SEEN
+            | (recognised as u32) << h2::NOTE_RECOGNISED_SHIFT
+            | (w >> 16) as u32 & (h2::NOTE_STATE_MASK | h2::NOTE_STARTED_MASK);
+        pkt.note_h2(h2::note(bits, l4));
+    }
+}
+
+/// The flow's FLOWS entry. NonNull rather than the map's raw pointer: an
+/// `Option<*mut _>` that is None carries an undefined payload, which LLVM
+/// may copy between registers, and the verifier refuses a read of a
+/// register never written.
+#[inline(always)]
+fn flow_entry(key: &FlowKey) -> Option<NonNull<FlowStats>> {
+    FLOWS.get_ptr_mut(key).and_then(NonNull::new)
 }
 
 /// Updates (or creates) the flow and sends the event the packet calls for.
@@ -663,7 +731,7 @@ fn track_flow(
     pkt_len: u32,
     pkt_flags: u16,
     both_hooks: bool,
-) -> Option<*mut FlowStats> {
+) -> Option<NonNull<FlowStats>> {
     let mut stats = FLOWS.get_ptr_mut(key);
     if stats.is_none() {
         let origin = if both_hooks && key.protocol == PROTO_UDP && key.flags & KEY_F_FRAGMENT == 0 {
@@ -686,7 +754,7 @@ fn track_flow(
         match FLOWS.insert(key, new, BPF_NOEXIST as u64) {
             Ok(()) => {
                 emit_flow(EV_NEW_FLOW, key, &new, ts, pkt_len, pkt_flags);
-                return FLOWS.get_ptr_mut(key);
+                return flow_entry(key);
             }
             // Another CPU created it meanwhile: account on its entry.
             Err(e) if e == -EEXIST => stats = FLOWS.get_ptr_mut(key),
@@ -735,7 +803,7 @@ fn track_flow(
             emit_flow(kind, key, &snapshot, ts, pkt_len, pkt_flags);
         }
     }
-    Some(s)
+    NonNull::new(s)
 }
 
 /// `FlowStats::origin` of a new UDP entry made by a TC program: a reply when
@@ -808,8 +876,14 @@ fn emit_flow(
 /// it: the next mark or the timer covers that.
 #[inline(always)]
 pub(crate) fn wake_flags<T>() -> u64 {
+    wake_flags_len(size_of::<T>())
+}
+
+/// [`wake_flags`] for a record of `len` bytes.
+#[inline(always)]
+pub(crate) fn wake_flags_len(len: usize) -> u64 {
     // The ring's record header is 8 bytes; records are 8-byte aligned.
-    let rec = ((size_of::<T>() + 8 + 7) & !7) as u64;
+    let rec = ((len + 8 + 7) & !7) as u64;
     // Includes this record (reserved, not yet submitted).
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     // A power of two (the kernel's requirement), so a quarter is one too.
@@ -851,7 +925,10 @@ fn header(kind: u8, now: u64) -> EventHeader {
 /// callers check it last).
 #[inline(always)]
 fn extra_dns_port(port: u16) -> bool {
-    L7_PORTS.get_ptr(port).is_some()
+    // SAFETY: a map value, valid for this run.
+    L7_PORTS
+        .get_ptr(port)
+        .is_some_and(|v| unsafe { *v } & L7_PORT_DNS != 0)
 }
 
 /// Sends the first bytes of an HTTP/1.x or DNS payload as an L7Event.

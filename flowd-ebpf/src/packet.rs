@@ -36,6 +36,8 @@ pub trait Packet {
     /// Both hooks of the interface run this program type (TC ingress and
     /// egress; XDP has ingress only), so a flow's reverse is observed there.
     const BOTH_HOOKS: bool;
+    /// HTTP/2 connections are walked (h2.rs): TC only.
+    const H2: bool;
 
     /// Length of the whole packet (all fragments), from the first L2 byte.
     fn len(&self) -> usize;
@@ -52,6 +54,14 @@ pub trait Packet {
     /// Wire packets this buffer stands for (GSO/GRO aggregates are several),
     /// given where the parser found the IP header and the L4 payload.
     fn segs(&self, l3_off: usize, payload_off: usize, payload_len: usize) -> u32;
+
+    /// Leaves the HTTP/2 walker's note (`cb[0..4]` of `h2::Note`); TC only.
+    #[inline(always)]
+    fn note_h2(&self, _note: [u32; 4]) {}
+
+    /// Leaves the packet's TCP flags (`cb[4]` of `h2::Note`); TC only.
+    #[inline(always)]
+    fn note_h2_flags(&self, _flags: u16) {}
 }
 
 /// IP packets up to this long count as one wire packet without asking the
@@ -140,6 +150,7 @@ impl Skb {
 
 impl Packet for Skb {
     const BOTH_HOOKS: bool = true;
+    const H2: bool = true;
 
     #[inline(always)]
     fn len(&self) -> usize {
@@ -196,6 +207,16 @@ impl Packet for Skb {
     fn segs(&self, _l3_off: usize, _payload_off: usize, _payload_len: usize) -> u32 {
         self.gso_segs
     }
+
+    #[inline(always)]
+    fn note_h2(&self, note: [u32; 4]) {
+        crate::h2::write_cb(self.skb, note);
+    }
+
+    #[inline(always)]
+    fn note_h2_flags(&self, flags: u16) {
+        crate::h2::write_cb_flags(self.skb, flags);
+    }
 }
 
 pub struct Xdp {
@@ -222,6 +243,7 @@ impl Xdp {
 
 impl Packet for Xdp {
     const BOTH_HOOKS: bool = false;
+    const H2: bool = false;
 
     #[inline(always)]
     fn len(&self) -> usize {

@@ -148,6 +148,8 @@ pub fn datapath(c: &Config) -> DatapathConfig {
             ..Default::default()
         },
         l7_dns_ports: c.l7_dns_ports.clone(),
+        l7_http2_ports: c.l7_http2_ports.clone(),
+        http2_walk_entries: c.l7_http2_walk_entries,
         watch_links: c.watch_links,
         // Hubble's events queue. Unlike Hubble's, it never drops: when it is
         // full the reader waits and the kernel ring buffer absorbs the

@@ -387,6 +387,12 @@ fn each_bad_value_kind_is_refused() {
         "53 5353 70000",
         "\"70000\" is not a port",
     );
+    bad(
+        "flowd-l7-http2-ports",
+        "50051 grpc",
+        "\"grpc\" is not a port",
+    );
+    bad("flowd-l7-http2-walk-entries", "100", "from 1024");
     bad("flowd-kubernetes", "yes", "off, node or all");
     bad("flowd-export-otlp-endpoint", "collector:4317", "http");
     // hubble-metrics: the error names the handler and the option.
@@ -441,6 +447,25 @@ fn cross_key_rules() {
     ]))
     .unwrap_err();
     assert!(err.to_string().contains("not both"), "{err}");
+    // DNS and HTTP/2 ports share one kernel map of 64 entries (53 aside).
+    let dns: Vec<String> = (1000..1040).map(|p: u16| p.to_string()).collect();
+    let h2: Vec<String> = (1030..1065).map(|p: u16| p.to_string()).collect();
+    let (dns, h2) = (format!("53 {}", dns.join(" ")), h2.join(","));
+    let err = Config::from_map(&map(&[
+        ("flowd-l7-dns-ports", &dns),
+        ("flowd-l7-http2-ports", &h2),
+    ]))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("at most 64 ports") && err.to_string().contains("not 65"),
+        "{err}"
+    );
+    let ok = Config::from_map(&map(&[
+        ("flowd-l7-dns-ports", &dns),
+        ("flowd-l7-http2-ports", &h2[..h2.rfind(',').unwrap()]),
+    ]))
+    .unwrap();
+    assert_eq!(ok.config.l7_http2_ports.len(), 34);
 }
 
 #[test]

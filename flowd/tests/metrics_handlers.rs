@@ -603,9 +603,45 @@ fn daemon_metrics() {
         events_lost,
         program_runs,
         full_path_runs,
+        ..DatapathTotals::default()
     };
+    // Before any HTTP/2: every walk start and loss reason is there, at 0.
+    let s = scrape(&m);
+    for start in ["client_preface", "server_settings", "resync"] {
+        assert_eq!(
+            get(&s, "flowd_datapath_http2_walks_total", &[("start", start)]),
+            Some(0.0),
+            "{start}"
+        );
+    }
+    for reason in ["gap", "evicted", "ring_full", "step_limit"] {
+        assert_eq!(
+            get(
+                &s,
+                "flowd_datapath_http2_walks_lost_total",
+                &[("reason", reason)]
+            ),
+            Some(0.0),
+            "{reason}"
+        );
+    }
     m.set_datapath_totals(&totals(100, 3, 5000, 120));
-    m.set_datapath_totals(&totals(250, 3, 9000, 130));
+    m.set_datapath_totals(&DatapathTotals {
+        http2_events: 40,
+        http2_walks: flowd::metrics::Http2Walks {
+            client_preface: 2,
+            server_settings: 3,
+            resync: 4,
+        },
+        http2_lost: flowd::metrics::Http2Lost {
+            gap: 5,
+            evicted: 6,
+            ring_full: 7,
+            step_limit: 8,
+        },
+        http2_concurrent: 9,
+        ..totals(250, 3, 9000, 130)
+    });
     m.set_datapath_totals(&totals(10, 1, 20, 2)); // programs reloaded: ignored
     m.add_lost_events(LostEventSource::PerfEventRingBuffer, 3);
     m.add_lost_events(LostEventSource::HubbleRingBuffer, 7);
@@ -625,6 +661,39 @@ fn daemon_metrics() {
     assert_eq!(
         get(&s, "flowd_datapath_full_path_runs_total", &[]),
         Some(130.0)
+    );
+    assert_eq!(
+        get(&s, "flowd_datapath_http2_events_total", &[]),
+        Some(40.0)
+    );
+    for (start, n) in [
+        ("client_preface", 2.0),
+        ("server_settings", 3.0),
+        ("resync", 4.0),
+    ] {
+        assert_eq!(
+            get(&s, "flowd_datapath_http2_walks_total", &[("start", start)]),
+            Some(n)
+        );
+    }
+    for (reason, n) in [
+        ("gap", 5.0),
+        ("evicted", 6.0),
+        ("ring_full", 7.0),
+        ("step_limit", 8.0),
+    ] {
+        assert_eq!(
+            get(
+                &s,
+                "flowd_datapath_http2_walks_lost_total",
+                &[("reason", reason)]
+            ),
+            Some(n)
+        );
+    }
+    assert_eq!(
+        get(&s, "flowd_datapath_http2_concurrent_packets_total", &[]),
+        Some(9.0)
     );
     assert_eq!(
         get(

@@ -186,6 +186,16 @@ pub const fn slot_flags(tcp_flags: u16, transitions: u16) -> u16 {
 /// Flows seen from the middle are probed on every payload.
 pub const FLOW_L7_PROBED: u8 = 0x1;
 pub const FLOW_L7_OFF: u8 = 0x2;
+/// The flow is one direction of an HTTP/2 connection (TC only): every
+/// payload goes to the frame walker (`flowd_tc_h2`), none to HTTP/DNS probing.
+/// Set with FLOW_L7_PROBED when the connection's first payload was the
+/// client preface or a server SETTINGS frame, alone when the walker found
+/// its place in a connection seen from the middle (a port in `L7_PORTS`
+/// with [`L7_PORT_H2`]).
+pub const FLOW_L7_H2: u8 = 0x4;
+/// A flow seen from the middle whose ports are no HTTP/2 port: the walker
+/// is not asked about its payloads again (HTTP/DNS probing goes on).
+pub const FLOW_L7_NO_H2: u8 = 0x8;
 
 /// [`FlowStats::origin`] bits, set when a UDP entry is created by a TC
 /// program (both hooks of the interface run, so a reply meets its request
@@ -290,6 +300,56 @@ pub const H2_GOAWAY_COPY: u32 = 8;
 /// from which user space counts gRPC messages of frames that hold whole ones.
 pub const H2_DATA_COPY: u32 = 6;
 
+/// Entries of `L7_PORTS`: extra DNS ports and HTTP/2 ports together.
+pub const L7_PORTS_MAX: u32 = 64;
+
+/// `L7_PORTS` values: bits saying what a port carries besides its defaults.
+/// DNS: UDP/TCP payloads of the port are checked for DNS (53 always is).
+pub const L7_PORT_DNS: u8 = 0x1;
+/// HTTP/2 (prior-knowledge h2c): TCP connections of the port seen from the
+/// middle (opened before flowd started) are walked once the walker finds a
+/// segment whose frames it can follow. Connections seen from their start
+/// are recognised on any port by their first bytes.
+pub const L7_PORT_H2: u8 = 0x2;
+
+/// Most frame-walk steps (a frame header, a payload piece to copy or to
+/// skip) of one packet: a 64 KiB GSO buffer of the smallest frames needs
+/// about 8,200. A packet that needs more loses the walk (CNT_H2_LOST_LIMIT).
+pub const H2_MAX_STEPS: u32 = 1 << 15;
+
+/// The walk of one HTTP/2 flow direction (FlowKey), the value of the
+/// `H2_WALK` LRU map. Kernel-internal: user space only sizes the map.
+/// 8-byte aligned: the walker copies it in words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct H2Walk {
+    /// TCP sequence number of the next byte to walk.
+    pub next_seq: u32,
+    /// Payload bytes of the current frame still to copy, then to skip.
+    pub copy: u32,
+    pub skip: u32,
+    pub hdr_len: u8,
+    /// `H2W_*` bits.
+    pub state: u8,
+    /// `H2_F_*` bits for the next event.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The first `hdr_len` bytes of a frame header that a segment ended in.
+    pub hdr: [u8; 9],
+    pub _pad2: [u8; 7],
+    /// Non-zero while a program run walks this direction (a try-lock taken
+    /// with compare-and-exchange: a CPU that finds it taken leaves the
+    /// packet). 64 bits: the BPF target's atomics.
+    pub busy: u64,
+}
+const _: () = assert!(core::mem::size_of::<H2Walk>() == 40);
+
+/// [`H2Walk::state`]: the walk knows where the next frame starts.
+pub const H2W_SYNCED: u8 = 0x1;
+/// [`H2Walk::state`]: an event was lost: payload bytes are skipped until the
+/// next frame header, which starts an event with H2_F_START | H2_F_LOST.
+pub const H2W_RESTART: u8 = 0x2;
+
 /// [`H2Event::flags`]: the walk of this direction starts at `piece[0]`, a
 /// frame header (after the client's preface, at the server's first SETTINGS,
 /// or where the walker resynchronised in the middle of a connection).
@@ -320,7 +380,10 @@ pub struct H2Piece {
 /// PUSH_PROMISE and RST_STREAM frames, the first [`H2_GOAWAY_COPY`] bytes of
 /// GOAWAY payloads and the first [`H2_DATA_COPY`] bytes of DATA payloads;
 /// the rest of DATA and every other payload (SETTINGS, PING, …) is skipped,
-/// never copied. Because every frame header is sent, user space
+/// never copied. Pieces that continue each other in the stream are one
+/// piece: a piece can hold a frame header and the start of its payload, or
+/// the end of one frame and the next frames (small DATA frames whose copied
+/// prefix is their whole payload). Because every frame header is sent, user space
 /// follows the walk itself and checks each piece's sequence number against
 /// it: a piece the kernel did not send where user space expects one is a
 /// loss it detects, even without H2_F_LOST.
@@ -434,6 +497,8 @@ pub const DROP_IGNORE_BITS: u32 = 256;
 /// Indices of the `FULL_PATH_TC` / `FULL_PATH_XDP` program arrays.
 pub const FULL_PATH_TC_INGRESS: u32 = 0;
 pub const FULL_PATH_TC_EGRESS: u32 = 1;
+/// The HTTP/2 frame walker, tail-called by both TC full paths.
+pub const FULL_PATH_TC_H2: u32 = 2;
 pub const FULL_PATH_XDP: u32 = 0;
 
 /// Indices of the per-CPU `COUNTERS` array.
@@ -459,7 +524,29 @@ pub const CNT_FULL_PATH_MISSING: u32 = 9;
 /// Runs of a full-path program: packets that were not flow-cache hits
 /// (new flows, new TCP flags, reports due, L7 payloads, uncommon layouts).
 pub const CNT_FULL_PATH_RUNS: u32 = 10;
-pub const CNT_MAX: u32 = 16;
+/// EV_H2 records submitted (also counted in CNT_EVENTS_SUBMITTED).
+pub const CNT_H2_EVENTS: u32 = 11;
+/// HTTP/2 walks started at a connection's start: the client preface, the
+/// server's first SETTINGS frame.
+pub const CNT_H2_START_PREFACE: u32 = 12;
+pub const CNT_H2_START_SETTINGS: u32 = 13;
+/// HTTP/2 walks started in the middle of a connection: connections seen from
+/// the middle on a configured port, and walks found again after a loss.
+pub const CNT_H2_SYNCS: u32 = 14;
+/// Walks lost (H2_F_LOST on the next event), by cause: a sequence gap (a
+/// segment the hook did not see, or reordering), the walk state evicted
+/// from `H2_WALK` (table too small), a full ring buffer (the record is also
+/// in CNT_EVENTS_LOST), a packet with more frame steps than one run walks
+/// (`H2_MAX_STEPS`).
+pub const CNT_H2_LOST_GAP: u32 = 15;
+pub const CNT_H2_LOST_EVICTED: u32 = 16;
+pub const CNT_H2_LOST_RING: u32 = 17;
+pub const CNT_H2_LOST_LIMIT: u32 = 18;
+/// Packets of an HTTP/2 flow direction not walked because another CPU was
+/// walking the same direction at that moment (if the packet held new bytes,
+/// the next one is a gap, counted there).
+pub const CNT_H2_BUSY: u32 = 19;
+pub const CNT_MAX: u32 = 20;
 
 /// Run-time configuration, a single entry in the `CONFIG` array map.
 #[repr(C)]
@@ -489,6 +576,8 @@ mod pod {
     unsafe impl aya::Pod for super::DropStats {}
     // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid DropConfig.
     unsafe impl aya::Pod for super::DropConfig {}
+    // SAFETY: repr(C) and Copy, explicit padding, no pointers: any bytes are a valid H2Walk.
+    unsafe impl aya::Pod for super::H2Walk {}
 }
 
 /// Program and map names in the eBPF object (the loader and tests use these).
@@ -501,6 +590,8 @@ pub mod names {
     pub const PROG_TC_INGRESS_FULL: &str = "flowd_tc_ingress_full";
     pub const PROG_TC_EGRESS_FULL: &str = "flowd_tc_egress_full";
     pub const PROG_XDP_FULL: &str = "flowd_xdp_full";
+    /// The HTTP/2 frame walker, tail-called by the TC full paths.
+    pub const PROG_TC_H2: &str = "flowd_tc_h2";
     /// Empty pass-through programs, attached only by benchmarks as the baseline.
     /// One per TC hook, like flowd's: one program for both would mix the
     /// costs of both hooks' runs (in bulk TCP, ACKs after the receiver's copy
@@ -515,8 +606,10 @@ pub mod names {
     pub const MAP_CONFIG: &str = "CONFIG";
     /// Array<CacheSlot> with flow_cache_entries(possible CPUs) entries.
     pub const MAP_FLOW_CACHE: &str = "FLOW_CACHE";
-    /// HashMap<u16 port, u8 kind>: extra ports whose UDP/TCP payload is parsed as DNS.
+    /// HashMap<u16 port, u8 `L7_PORT_*` bits>: extra DNS ports, HTTP/2 ports.
     pub const MAP_L7_PORTS: &str = "L7_PORTS";
+    /// LruHashMap<FlowKey, H2Walk>: the HTTP/2 walk of each flow direction.
+    pub const MAP_H2_WALK: &str = "H2_WALK";
     /// ProgramArrays of the full-path programs, indexed by `FULL_PATH_*`
     /// (one per program type: the kernel ties a program array to one).
     pub const MAP_FULL_PATH_TC: &str = "FULL_PATH_TC";

@@ -316,6 +316,20 @@ pub static KEYS: &[KeyDef] = &[
         |c, v| c.l7_dns_ports = p_ports(v)?
     ),
     key!(
+        "flowd-l7-http2-ports",
+        "",
+        "TCP ports separated by commas or spaces (with flowd-l7-dns-ports, at most 64 besides 53)",
+        "Ports of HTTP/2 servers (prior-knowledge h2c, such as gRPC) whose connections flowd first sees in the middle (opened before it started) are walked too: the kernel starts at a segment of whole frames. Connections seen from their start are recognised on any port (the client preface, the server's SETTINGS).",
+        |c, v| c.l7_http2_ports = p_ports(v)?
+    ),
+    key!(
+        "flowd-l7-http2-walk-entries",
+        "32768",
+        "an integer from 1024 to 16777216",
+        "Entries of the kernel's HTTP/2 walk table: one per HTTP/2 connection direction at each hook that sees it (4 for a connection between two pods of the node). When full, the least recently used walk is evicted and counted (flowd_datapath_http2_walks_lost_total{reason=\"evicted\"}).",
+        |c, v| c.l7_http2_walk_entries = p_u32(v, 1024, 1 << 24)?
+    ),
+    key!(
         "flowd-l7-pairing-entries",
         "16384",
         "an integer from 16 to 4194304",
@@ -551,6 +565,8 @@ impl Default for Config {
             flow_map_entries: 0,
             l7_max_bytes: 0,
             l7_dns_ports: Vec::new(),
+            l7_http2_ports: Vec::new(),
+            l7_http2_walk_entries: 0,
             l7_pairing_entries: 0,
             l7_pairing_timeout: Duration::ZERO,
             l7_http2_connections: 0,

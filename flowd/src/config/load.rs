@@ -83,6 +83,26 @@ impl Config {
                 expected: "either hubble-redact-http-headers-allow or hubble-redact-http-headers-deny, not both".to_string(),
             });
         }
+        // One kernel map holds both lists (53 is built in).
+        let ports: std::collections::BTreeSet<u16> = (self.l7_dns_ports.iter())
+            .filter(|&&p| p != 53)
+            .chain(&self.l7_http2_ports)
+            .copied()
+            .collect();
+        if ports.len() > flowd_common::L7_PORTS_MAX as usize {
+            return Err(ConfigError::InvalidValue {
+                key: "flowd-l7-http2-ports".to_string(),
+                value: (self.l7_http2_ports.iter())
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                expected: format!(
+                    "at most {} ports in flowd-l7-dns-ports (53 aside) and flowd-l7-http2-ports together, not {}",
+                    flowd_common::L7_PORTS_MAX as usize,
+                    ports.len()
+                ),
+            });
+        }
         Ok(())
     }
 

@@ -160,6 +160,11 @@ pub struct Config {
     pub l7_max_bytes: u32,
     /// `flowd-l7-dns-ports`: UDP/TCP ports parsed as DNS.
     pub l7_dns_ports: Vec<u16>,
+    /// `flowd-l7-http2-ports`: TCP ports whose connections seen from the
+    /// middle are walked as HTTP/2.
+    pub l7_http2_ports: Vec<u16>,
+    /// `flowd-l7-http2-walk-entries`: kernel HTTP/2 walk table size.
+    pub l7_http2_walk_entries: u32,
     /// `flowd-l7-pairing-entries`: open requests kept for pairing.
     pub l7_pairing_entries: u32,
     /// `flowd-l7-pairing-timeout`: age after which an unanswered request is evicted.

@@ -21,7 +21,7 @@ use crate::{
         names::{NameCache, NameCacheConfig},
     },
     export::{ExportStats, Exporters},
-    metrics::{DatapathTotals, Metrics},
+    metrics::{DatapathTotals, Http2Lost, Http2Walks, Metrics},
     observer::FlowWriter,
     options::interfaces::AttachMode,
     parser::Parser,
@@ -332,6 +332,19 @@ impl Pipeline {
                         events_lost: c.events_lost,
                         program_runs: c.packets,
                         full_path_runs: c.full_path_runs,
+                        http2_events: c.http2_events,
+                        http2_walks: Http2Walks {
+                            client_preface: c.http2_starts_preface,
+                            server_settings: c.http2_starts_settings,
+                            resync: c.http2_resyncs,
+                        },
+                        http2_lost: Http2Lost {
+                            gap: c.http2_lost_gap,
+                            evicted: c.http2_lost_evicted,
+                            ring_full: c.http2_lost_ring,
+                            step_limit: c.http2_lost_limit,
+                        },
+                        http2_concurrent: c.http2_concurrent,
                     });
                 }
                 if c.full_path_missing > self.full_path_missing_warned {

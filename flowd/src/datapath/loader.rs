@@ -72,6 +72,7 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
         .map_max_entries(names::MAP_EVENTS, cfg.ring_buffer_bytes)
         .map_max_entries(names::MAP_FLOWS, cfg.flow_map_entries)
         .map_max_entries(names::MAP_FLOW_CACHE, flow_cache_entries()?)
+        .map_max_entries(names::MAP_H2_WALK, cfg.http2_walk_entries)
         .load(object)
         .map_err(|e| Error::Load(Box::new(e)))?;
 
@@ -90,16 +91,17 @@ pub(super) fn load(cfg: &DatapathConfig) -> Result<Loaded, Error> {
             Array::try_from(map).map_err(map_err(names::MAP_CONFIG))?;
         arr.set(0, config, 0).map_err(map_err(names::MAP_CONFIG))?;
     }
-    // Extra DNS ports (53 is built in): any entry enables the port.
-    if !cfg.l7_dns_ports.is_empty() {
+    // Extra DNS ports (53 is built in) and HTTP/2 ports.
+    let port_bits = super::l7_port_bits(cfg);
+    if !port_bits.is_empty() {
         let map = ebpf
             .map_mut(names::MAP_L7_PORTS)
             .ok_or(Error::MissingMap(names::MAP_L7_PORTS))?;
         let mut ports: BpfHashMap<&mut MapData, u16, u8> =
             BpfHashMap::try_from(map).map_err(map_err(names::MAP_L7_PORTS))?;
-        for &p in cfg.l7_dns_ports.iter().filter(|&&p| p != 53) {
+        for (p, bits) in port_bits {
             ports
-                .insert(p, flowd_common::L7_DNS, 0)
+                .insert(p, bits, 0)
                 .map_err(map_err(names::MAP_L7_PORTS))?;
         }
     }
@@ -184,7 +186,8 @@ pub(super) fn load_for_mode(
 /// A program array and its (index, program) entries.
 pub type FullPaths = (&'static str, &'static [(u32, &'static str)]);
 
-/// The full paths the TC programs tail-call.
+/// The full paths the TC programs tail-call, and the HTTP/2 walker the
+/// full paths tail-call.
 pub const FULL_PATHS_TC: FullPaths = (
     names::MAP_FULL_PATH_TC,
     &[
@@ -196,6 +199,7 @@ pub const FULL_PATHS_TC: FullPaths = (
             flowd_common::FULL_PATH_TC_EGRESS,
             names::PROG_TC_EGRESS_FULL,
         ),
+        (flowd_common::FULL_PATH_TC_H2, names::PROG_TC_H2),
     ],
 );
 /// The full path the XDP program tail-calls.

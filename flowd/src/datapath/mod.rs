@@ -54,8 +54,9 @@ pub enum ProgramSet {
     BenchEmpty,
 }
 
-/// Size of the kernel's L7_PORTS map (extra DNS ports).
-pub const MAX_L7_DNS_PORTS: usize = 64;
+/// Size of the kernel's L7_PORTS map: distinct extra DNS ports and HTTP/2
+/// ports together.
+pub const MAX_L7_PORTS: usize = flowd_common::L7_PORTS_MAX as usize;
 
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
@@ -67,9 +68,14 @@ pub struct DatapathConfig {
     pub aggregation_interval: Duration,
     /// Most L7 payload bytes copied per event (0 disables L7 capture).
     pub l7_max_bytes: u32,
-    /// Ports whose UDP/TCP payloads are parsed as DNS besides 53 (at most
-    /// [`MAX_L7_DNS_PORTS`]).
+    /// Ports whose UDP/TCP payloads are parsed as DNS besides 53.
     pub l7_dns_ports: Vec<u16>,
+    /// TCP ports whose connections seen from the middle are walked as
+    /// HTTP/2 (with the DNS ports, at most [`MAX_L7_PORTS`] distinct ports).
+    pub l7_http2_ports: Vec<u16>,
+    /// Entries of the kernel's HTTP/2 walk table (`H2_WALK`): one per
+    /// HTTP/2 connection direction and hook.
+    pub http2_walk_entries: u32,
     pub programs: ProgramSet,
     /// Capacity of the event channel to the rest of the daemon. When it is
     /// full the reader waits and the kernel counts what it cannot submit.
@@ -89,6 +95,8 @@ impl Default for DatapathConfig {
             aggregation_interval: Duration::from_secs(5),
             l7_max_bytes: 512,
             l7_dns_ports: Vec::new(),
+            l7_http2_ports: Vec::new(),
+            http2_walk_entries: 32_768,
             programs: ProgramSet::Flowd,
             channel_capacity: 8192,
             watch_links: true,
@@ -214,6 +222,21 @@ pub struct Counters {
     pub full_path_missing: u64,
     /// Program runs that were not flow-cache hits (took the full path).
     pub full_path_runs: u64,
+    /// HTTP/2 walker: EV_H2 records sent.
+    pub http2_events: u64,
+    /// HTTP/2 walks started at a connection's start (client preface,
+    /// server SETTINGS) and in the middle (connections seen from the
+    /// middle on an HTTP/2 port, walks found again after a loss).
+    pub http2_starts_preface: u64,
+    pub http2_starts_settings: u64,
+    pub http2_resyncs: u64,
+    /// HTTP/2 walks lost, by cause (see flowd_common::CNT_H2_LOST_GAP).
+    pub http2_lost_gap: u64,
+    pub http2_lost_evicted: u64,
+    pub http2_lost_ring: u64,
+    pub http2_lost_limit: u64,
+    /// HTTP/2 packets left because another CPU was walking their direction.
+    pub http2_concurrent: u64,
     /// Records read from the ring buffer by user space.
     pub records_read: u64,
     /// Records that were short or of an unknown kind (skipped).
@@ -487,6 +510,15 @@ impl Datapath {
             drop_map_errors: sum(CNT_DROP_MAP_ERRORS)?,
             full_path_missing: sum(CNT_FULL_PATH_MISSING)?,
             full_path_runs: sum(CNT_FULL_PATH_RUNS)?,
+            http2_events: sum(CNT_H2_EVENTS)?,
+            http2_starts_preface: sum(CNT_H2_START_PREFACE)?,
+            http2_starts_settings: sum(CNT_H2_START_SETTINGS)?,
+            http2_resyncs: sum(CNT_H2_SYNCS)?,
+            http2_lost_gap: sum(CNT_H2_LOST_GAP)?,
+            http2_lost_evicted: sum(CNT_H2_LOST_EVICTED)?,
+            http2_lost_ring: sum(CNT_H2_LOST_RING)?,
+            http2_lost_limit: sum(CNT_H2_LOST_LIMIT)?,
+            http2_concurrent: sum(CNT_H2_BUSY)?,
             records_read: self.reader_stats.records_read.load(Ordering::Relaxed),
             records_malformed: self.reader_stats.records_malformed.load(Ordering::Relaxed),
         })
@@ -699,11 +731,16 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
             flowd_common::L7_MAX_PAYLOAD
         )));
     }
-    if cfg.l7_dns_ports.len() > MAX_L7_DNS_PORTS {
+    let ports = l7_port_bits(cfg).len();
+    if ports > MAX_L7_PORTS {
         return Err(Error::InvalidConfig(format!(
-            "{} extra DNS ports: at most {MAX_L7_DNS_PORTS}",
-            cfg.l7_dns_ports.len()
+            "{ports} extra DNS and HTTP/2 ports: at most {MAX_L7_PORTS}"
         )));
+    }
+    if cfg.http2_walk_entries == 0 {
+        return Err(Error::InvalidConfig(
+            "HTTP/2 walk entries must be at least 1".into(),
+        ));
     }
     if u64::try_from(cfg.aggregation_interval.as_nanos()).is_err() {
         return Err(Error::InvalidConfig(format!(
@@ -712,6 +749,19 @@ fn validate(cfg: &DatapathConfig) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The kernel's `L7_PORTS` entries: each configured port with its
+/// `L7_PORT_*` bits (53 is DNS without an entry).
+pub(crate) fn l7_port_bits(cfg: &DatapathConfig) -> std::collections::BTreeMap<u16, u8> {
+    let mut ports = std::collections::BTreeMap::new();
+    for &p in cfg.l7_dns_ports.iter().filter(|&&p| p != 53) {
+        *ports.entry(p).or_default() |= flowd_common::L7_PORT_DNS;
+    }
+    for &p in &cfg.l7_http2_ports {
+        *ports.entry(p).or_default() |= flowd_common::L7_PORT_H2;
+    }
+    ports
 }
 
 #[cfg(test)]

@@ -100,7 +100,34 @@ pub struct DatapathTotals {
     pub events_lost: u64,
     pub program_runs: u64,
     pub full_path_runs: u64,
+    /// The HTTP/2 walker's counters (`datapath::Counters::http2_*`).
+    pub http2_events: u64,
+    pub http2_walks: Http2Walks,
+    pub http2_lost: Http2Lost,
+    pub http2_concurrent: u64,
 }
+
+/// HTTP/2 walks started, by where they started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Http2Walks {
+    pub client_preface: u64,
+    pub server_settings: u64,
+    pub resync: u64,
+}
+
+/// HTTP/2 walks lost, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Http2Lost {
+    pub gap: u64,
+    pub evicted: u64,
+    pub ring_full: u64,
+    pub step_limit: u64,
+}
+
+/// `start` label values of `flowd_datapath_http2_walks_total`.
+const HTTP2_WALK_STARTS: [&str; 3] = ["client_preface", "server_settings", "resync"];
+/// `reason` label values of `flowd_datapath_http2_walks_lost_total`.
+const HTTP2_LOST_REASONS: [&str; 4] = ["gap", "evicted", "ring_full", "step_limit"];
 
 /// The metrics registry and its handlers.
 pub struct Metrics {
@@ -148,6 +175,16 @@ impl Metrics {
         for reason in SKIP_REASONS {
             let _ = own
                 .events_skipped
+                .get_or_create(&vec![("reason", reason.to_string())]);
+        }
+        for start in HTTP2_WALK_STARTS {
+            let _ = own
+                .datapath_http2_walks
+                .get_or_create(&vec![("start", start.to_string())]);
+        }
+        for reason in HTTP2_LOST_REASONS {
+            let _ = own
+                .datapath_http2_lost
                 .get_or_create(&vec![("reason", reason.to_string())]);
         }
         let mut b = Builder {
@@ -242,6 +279,36 @@ impl Metrics {
         adv(&self.own.datapath_events_lost, t.events_lost);
         adv(&self.own.datapath_program_runs, t.program_runs);
         adv(&self.own.datapath_full_path_runs, t.full_path_runs);
+        adv(&self.own.datapath_http2_events, t.http2_events);
+        adv(&self.own.datapath_http2_concurrent, t.http2_concurrent);
+        let w = &t.http2_walks;
+        for (start, total) in
+            HTTP2_WALK_STARTS
+                .into_iter()
+                .zip([w.client_preface, w.server_settings, w.resync])
+        {
+            adv(
+                &self
+                    .own
+                    .datapath_http2_walks
+                    .get_or_create(&vec![("start", start.to_string())]),
+                total,
+            );
+        }
+        let l = &t.http2_lost;
+        for (reason, total) in
+            HTTP2_LOST_REASONS
+                .into_iter()
+                .zip([l.gap, l.evicted, l.ring_full, l.step_limit])
+        {
+            adv(
+                &self
+                    .own
+                    .datapath_http2_lost
+                    .get_or_create(&vec![("reason", reason.to_string())]),
+                total,
+            );
+        }
     }
 
     /// Number of interfaces attached in `mode`.

@@ -14,6 +14,10 @@ pub(super) struct Own {
     pub(super) datapath_events_lost: Counter,
     pub(super) datapath_program_runs: Counter,
     pub(super) datapath_full_path_runs: Counter,
+    pub(super) datapath_http2_events: Counter,
+    pub(super) datapath_http2_walks: Family<LabelSet, Counter>,
+    pub(super) datapath_http2_lost: Family<LabelSet, Counter>,
+    pub(super) datapath_http2_concurrent: Counter,
     pub(super) attached_interfaces: Family<LabelSet, Gauge>,
     pub(super) flow_map_entries: Gauge,
     pub(super) flow_map_capacity: Gauge,
@@ -88,6 +92,10 @@ impl Own {
             datapath_events_lost: Counter::default(),
             datapath_program_runs: Counter::default(),
             datapath_full_path_runs: Counter::default(),
+            datapath_http2_events: Counter::default(),
+            datapath_http2_walks: Family::default(),
+            datapath_http2_lost: Family::default(),
+            datapath_http2_concurrent: Counter::default(),
             attached_interfaces: Family::default(),
             flow_map_entries: Gauge::default(),
             flow_map_capacity: Gauge::default(),
@@ -136,6 +144,32 @@ impl Own {
             "Program runs the flow cache's hit path did not settle (new flows, TCP flag changes, \
              reports, L7 payloads, uncommon headers): the cache's misses",
             own.datapath_full_path_runs.clone(),
+        );
+        r.register(
+            "flowd_datapath_http2_events",
+            "HTTP/2 frame-walker records the TC programs sent (frame headers and the payloads \
+             user space decodes)",
+            own.datapath_http2_events.clone(),
+        );
+        r.register(
+            "flowd_datapath_http2_walks",
+            "HTTP/2 connection directions the kernel started to walk, by where: the client's \
+             preface, the server's first SETTINGS, or a resync (a connection seen from the middle \
+             on an HTTP/2 port, or a walk found again after a loss)",
+            own.datapath_http2_walks.clone(),
+        );
+        r.register(
+            "flowd_datapath_http2_walks_lost",
+            "HTTP/2 walks lost, by reason (gap: a segment the hook did not see; evicted: the walk \
+             table was full; ring_full: an event could not be sent; step_limit: a packet with more \
+             frames than one run walks); each marks the connection's next record lost",
+            own.datapath_http2_lost.clone(),
+        );
+        r.register(
+            "flowd_datapath_http2_concurrent_packets",
+            "HTTP/2 packets left unwalked because another CPU was walking the same connection \
+             direction at that moment (new bytes among them are then counted as a gap)",
+            own.datapath_http2_concurrent.clone(),
         );
         r.register(
             "flowd_attached_interfaces",

@@ -492,13 +492,17 @@ fn verifier_headroom() -> Result<()> {
     pub(crate) const LIMIT: u32 = 1_000_000;
     for hook in HOOKS {
         let dp = Dp::new(hook, LONG, 512)?;
-        // The attached (hit-path) program and the full path it tail-calls.
-        let full = match hook {
-            Hook::Xdp => names::PROG_XDP_FULL,
-            Hook::TcIngress => names::PROG_TC_INGRESS_FULL,
-            Hook::TcEgress => names::PROG_TC_EGRESS_FULL,
+        // The attached (hit-path) program, the full path it tail-calls and
+        // (TC) the HTTP/2 walker the full path tail-calls.
+        let (full, walker) = match hook {
+            Hook::Xdp => (names::PROG_XDP_FULL, None),
+            Hook::TcIngress => (names::PROG_TC_INGRESS_FULL, Some(names::PROG_TC_H2)),
+            Hook::TcEgress => (names::PROG_TC_EGRESS_FULL, Some(names::PROG_TC_H2)),
         };
-        for name in [hook.name(), full] {
+        for name in [Some(hook.name()), Some(full), walker]
+            .into_iter()
+            .flatten()
+        {
             let info = dp.ebpf.program(name).context("program")?.info()?;
             let n = info
                 .verified_instruction_count()

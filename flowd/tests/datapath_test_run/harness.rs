@@ -62,6 +62,8 @@ impl Hook {
 pub(crate) enum Event {
     Flow(FlowEvent),
     L7(Box<L7Event>),
+    /// Decoded by flowd's own decoder (the records have variable length).
+    H2(H2Record),
 }
 
 /// One loaded copy of the object with one program ready for test runs.
@@ -293,12 +295,21 @@ impl Dp {
     }
 
     pub(crate) fn set_dns_port(&mut self, port: u16) -> Result<()> {
+        self.add_port_bits(port, L7_PORT_DNS)
+    }
+
+    pub(crate) fn set_h2_port(&mut self, port: u16) -> Result<()> {
+        self.add_port_bits(port, L7_PORT_H2)
+    }
+
+    fn add_port_bits(&mut self, port: u16, bits: u8) -> Result<()> {
         let mut map: HashMap<_, u16, u8> = HashMap::try_from(
             self.ebpf
                 .map_mut(names::MAP_L7_PORTS)
                 .context("no L7_PORTS")?,
         )?;
-        map.insert(port, L7_DNS, 0)?;
+        let old = map.get(&port, 0).unwrap_or(0);
+        map.insert(port, old | bits, 0)?;
         Ok(())
     }
 
@@ -318,6 +329,24 @@ impl Dp {
                     // SAFETY: length checked; L7Event is plain old data.
                     let ev = unsafe { ptr::read_unaligned(bytes.as_ptr().cast::<L7Event>()) };
                     out.push(Event::L7(Box::new(ev)));
+                }
+                EV_H2 => {
+                    let fixed = std::mem::offset_of!(H2Event, bytes);
+                    ensure!(bytes.len() >= fixed, "H2 record size {}", bytes.len());
+                    let len = u16::from_ne_bytes([
+                        bytes[std::mem::offset_of!(H2Event, bytes_len)],
+                        bytes[std::mem::offset_of!(H2Event, bytes_len) + 1],
+                    ]);
+                    // Sent at its used length: the fixed part and the valid bytes.
+                    ensure!(
+                        bytes.len() == fixed + usize::from(len),
+                        "H2 record of {} bytes holds {len} bytes",
+                        bytes.len()
+                    );
+                    match decode(bytes)? {
+                        DpRecord::H2(r) => out.push(Event::H2(r)),
+                        other => bail!("EV_H2 decoded as {other:?}"),
+                    }
                 }
                 EV_NEW_FLOW | EV_TCP_FLAGS | EV_UPDATE => {
                     ensure!(
@@ -341,7 +370,7 @@ impl Dp {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Flow(f) => Some(f),
-                Event::L7(_) => None,
+                _ => None,
             })
             .collect())
     }
@@ -352,7 +381,18 @@ impl Dp {
             .into_iter()
             .filter_map(|e| match e {
                 Event::L7(l) => Some(*l),
-                Event::Flow(_) => None,
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) fn h2_events(&mut self) -> Result<Vec<H2Record>> {
+        Ok(self
+            .events()?
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::H2(r) => Some(r),
+                _ => None,
             })
             .collect())
     }

@@ -139,7 +139,14 @@ fn l7_probing_follows_the_first_payload_of_a_connection() -> Result<()> {
         ensure!(state(41001, 80)? == FLOW_L7_PROBED);
         ensure!(state(80, 41001)? == FLOW_L7_PROBED);
         ensure!(state(41003, 80)? == FLOW_L7_PROBED);
-        ensure!(state(41002, 80)? == 0);
+        // TC also asked the HTTP/2 walker once: port 80 is no HTTP/2 port,
+        // so it is not asked again (HTTP probing goes on, as seen above).
+        let mid = if dp.hook == Hook::Xdp {
+            0
+        } else {
+            flowd_common::FLOW_L7_NO_H2
+        };
+        ensure!(state(41002, 80)? == mid);
         Ok(())
     })
 }

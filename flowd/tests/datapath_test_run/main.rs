@@ -20,8 +20,8 @@
 //! [`harness`] loads the object and runs programs; [`packets`] builds the
 //! inputs; the tests are grouped by what they check: [`parsing`] (headers,
 //! truncation), [`accounting`] (counters, events, the flow cache, the ring
-//! buffer), [`l7`] (HTTP and DNS capture), [`xdp`] (multi-buffer frames and
-//! the empty programs).
+//! buffer), [`l7`] (HTTP and DNS capture), [`h2`] (the HTTP/2 frame walker),
+//! [`xdp`] (multi-buffer frames and the empty programs).
 // Tests and benches: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,17 +39,20 @@ use etherparse::{
     PacketBuilderStep, TcpHeader, VlanId,
 };
 use flowd::datapath::{
-    EBPF_OBJECT, FULL_PATHS_TC, FULL_PATHS_XDP, cache::FlowCache, install_full_paths,
+    EBPF_OBJECT, FULL_PATHS_TC, FULL_PATHS_XDP, H2Record,
+    cache::FlowCache,
+    decode::{Record as DpRecord, decode},
+    install_full_paths,
 };
 use flowd_common::{
     CNT_EVENTS_LOST, CNT_EVENTS_SUBMITTED, CNT_FULL_PATH_MISSING, CNT_FULL_PATH_RUNS,
     CNT_L7_EVENTS, CNT_MAX, CNT_PACKETS, CNT_PACKETS_OTHER, CNT_PACKETS_TRUNCATED, CacheSlot,
-    Config, DIR_EGRESS, DIR_INGRESS, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE, EventHeader,
-    FAMILY_IPV4, FAMILY_IPV6, FLOW_CACHE_SLOTS, FLOW_L7_OFF, FLOW_L7_PROBED, FlowEvent, FlowKey,
-    FlowStats, KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS, L7_HTTP_REQUEST, L7_HTTP_RESPONSE,
-    L7_MAX_PAYLOAD, L7Event, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK,
-    TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TRANSITION_FIN,
-    TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, names,
+    Config, DIR_EGRESS, DIR_INGRESS, EV_H2, EV_L7, EV_NEW_FLOW, EV_TCP_FLAGS, EV_UPDATE,
+    EventHeader, FAMILY_IPV4, FAMILY_IPV6, FLOW_CACHE_SLOTS, FLOW_L7_OFF, FLOW_L7_PROBED,
+    FlowEvent, FlowKey, FlowStats, H2Event, KEY_F_FRAGMENT, KEY_F_VLAN, L7_DNS, L7_HTTP_REQUEST,
+    L7_HTTP_RESPONSE, L7_MAX_PAYLOAD, L7_PORT_DNS, L7_PORT_H2, L7Event, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST,
+    TCP_SYN, TCP_URG, TRANSITION_FIN, TRANSITION_RST, TRANSITION_SYN, TRANSITION_SYN_ACK, names,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
@@ -60,6 +63,7 @@ mod harness;
 mod packets;
 
 mod accounting;
+mod h2;
 mod l7;
 mod parsing;
 mod xdp;

@@ -35,6 +35,9 @@ const DNS_NAMES_BOUND: &str =
     "flowd/tests/daemon_dns_names.rs::a_full_cache_keeps_its_bound_and_counts_evictions";
 const EVENT_QUEUE_STALL: &str = "flowd/tests/daemon_event_queue.rs::a_stalled_pipeline_fills_exactly_the_configured_queue_and_loses_nothing";
 const DISK_FULL: &str = "flowd/tests/export_disk_full.rs::full_disk_logs_at_most_twice_a_minute";
+const H2_WALKS: &str = "flowd/tests/http2_datapath.rs::walks_on_real_connections_are_counted";
+const H2_PORTS: &str =
+    "flowd/tests/http2_datapath.rs::http2_ports_pick_up_connections_opened_before_flowd";
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
 const METRICS: &[(&str, &[&str])] = &[
@@ -120,6 +123,13 @@ const METRICS: &[(&str, &[&str])] = &[
     (
         "flowd_datapath_full_path_runs_total",
         &["flowd/tests/drops_e2e.rs::drop_flood_costs_bounded_events"],
+    ),
+    ("flowd_datapath_http2_events_total", &[H2_WALKS, H2_PORTS]),
+    ("flowd_datapath_http2_walks_total", &[H2_WALKS, H2_PORTS]),
+    ("flowd_datapath_http2_walks_lost_total", &[H2_WALKS]),
+    (
+        "flowd_datapath_http2_concurrent_packets_total",
+        &[H2_WALKS, H2_PORTS],
     ),
     (
         "flowd_attached_interfaces",
