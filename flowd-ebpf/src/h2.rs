@@ -813,7 +813,9 @@ pub fn walk(ctx: &TcContext) {
                     return;
                 }
                 count(CNT_H2_SYNCS, 1);
-                start = Some((0, H2_F_START));
+                // Begun in the middle: what came before (the HPACK tables'
+                // contents) is as unknown as after a loss.
+                start = Some((0, H2_F_START | H2_F_LOST));
                 set_flow_bits(key, FLOW_L7_H2);
             }
             _ => {

@@ -355,7 +355,8 @@ pub const H2W_RESTART: u8 = 0x2;
 /// or where the walker resynchronised in the middle of a connection).
 /// Whatever user space knew of this direction before is void.
 pub const H2_F_START: u8 = 0x1;
-/// The walker lost bytes it needed before this event (a sequence gap, a
+/// The walk began in the middle of a connection (flowd started after it),
+/// or the walker lost bytes it needed before this event (a sequence gap, a
 /// failed ring reservation, its state evicted, a packet with more frames than
 /// it walks): the HPACK state of this direction is unknown from here on.
 /// Set together with H2_F_START when it found its place again.

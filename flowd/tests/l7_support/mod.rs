@@ -59,12 +59,14 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(tag: &str, extra: &[&str]) -> Result<Self> {
-        Self::attach(Pair::create(tag)?, extra)
+        let lab = Self::attach(Pair::create(tag)?, extra)?;
+        lab.pair.up()?;
+        Ok(lab)
     }
 
-    /// Starts flowd on `pair`'s veth-a (whose links may be up already: then
-    /// connections opened before flowd are seen from their middle) and
-    /// brings the links up.
+    /// Starts flowd on `pair`'s veth-a and waits until it is attached. When
+    /// the links are up already, connections opened before flowd are seen
+    /// from their middle; otherwise the caller brings them up.
     pub fn attach(pair: Pair, extra: &[&str]) -> Result<Self> {
         let mut cmd = pair.a.command(BIN);
         // `extra` last: a later `--set` of a key wins (metrics on, …).
@@ -86,7 +88,6 @@ impl Lab {
             }
             Ok((tcx_programs(&pair.a, "veth-a")? == (1, 1)).then_some(()))
         })?;
-        pair.up()?;
         Ok(Self { pair, daemon })
     }
 
