@@ -258,7 +258,9 @@ async fn tonic_grpc_calls_of_every_kind_and_status() {
             assert!(statuses.iter().any(|s| *s as u32 == code));
         }
     }
-    assert_eq!(p.stats().http2.losses_kernel, 2);
+    // The kernel's sync on a connection seen from the middle is no loss.
+    let s = p.stats().http2;
+    assert_eq!((s.losses_kernel, s.losses_parser), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

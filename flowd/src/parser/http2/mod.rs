@@ -358,8 +358,13 @@ impl Tracker {
             }
             let dir = &mut conn.dirs[side];
             dir.block = None;
-            dir.hpack = Decoder::new(!lost);
-            dir.awaiting_settings = !lost;
+            // After the client's preface comes its SETTINGS (RFC 9113
+            // §3.4). Other starts are the server's first SETTINGS (the
+            // kernel checked it) or a place the kernel proved is a frame
+            // header in the middle of a connection (no H2_F_LOST: flowd
+            // started after the connection did), whose table is unknown.
+            dir.hpack = Decoder::new(preface && !lost);
+            dir.awaiting_settings = preface && !lost;
             if preface {
                 conn.shared.client = Some(side);
             }

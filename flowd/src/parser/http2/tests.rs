@@ -9,6 +9,7 @@ use super::testkit::verify::{self, Got};
 use super::testkit::{Call, Conversation, Framing, Rng, Segmenting, Side, keys, records, send_ts};
 use crate::datapath::{H2Chunk, H2Record};
 use crate::parser::{HttpConfig, Parser, ParserConfig, RedactConfig};
+use flowd_common::{H2_F_LOST, H2_F_START};
 
 fn parser(capture: &[&str]) -> Parser {
     let h: Vec<String> = capture.iter().map(|s| s.to_string()).collect();
@@ -331,8 +332,12 @@ fn connection_joined_in_the_middle_is_partial_never_wrong() {
         let conv = Conversation::new(&calls, &f, &mut Rng::new(seed));
         let mut rng = Rng::new(seed);
         let join = 6 + rng.below(conv.wire.sends.len() / 3);
-        // Whole sends are frame-aligned: the kernel resyncs at a header.
-        let recs = verify::joined_records(&conv, join, &Segmenting::default(), &mut rng);
+        // Whole sends are frame-aligned: the kernel syncs at a header; as
+        // for a connection open before flowd started (H2_F_START), or
+        // after a loss it noticed (H2_F_START|H2_F_LOST).
+        let lost = seed % 2 == 1;
+        let flags = H2_F_START | if lost { H2_F_LOST } else { 0 };
+        let recs = verify::joined_records(&conv, join, flags, &Segmenting::default(), &mut rng);
         let mut p = parser(&["x-request-id"]);
         let flows = run_records(&mut p, &recs);
         check_truthful(&calls, &flows);
@@ -350,7 +355,8 @@ fn connection_joined_in_the_middle_is_partial_never_wrong() {
                 .all(|g| g.http.method == "POST" && g.http.grpc.is_none())
         );
         assert!(s.partial_messages > 0);
-        assert_eq!(s.losses_kernel, 2);
+        assert_eq!(s.losses_kernel, if lost { 2 } else { 0 });
+        assert_eq!(s.losses_parser, 0);
     }
 }
 
@@ -367,7 +373,8 @@ fn joined_with_every_field_indexed_still_never_wrong() {
         });
         let mut rng = Rng::new(seed);
         let join = 10 + rng.below(conv.wire.sends.len() - 20);
-        let recs = verify::joined_records(&conv, join, &Segmenting::default(), &mut rng);
+        let recs =
+            verify::joined_records(&conv, join, H2_F_START, &Segmenting::default(), &mut rng);
         let mut p = parser(&[]);
         let flows = run_records(&mut p, &recs);
         check_truthful(&calls, &flows);

@@ -183,7 +183,12 @@ pub fn pairing_case(seed: u64) -> Result<(), String> {
         }
         1 | 3 => {
             let join = 3 + rng.below(sends.saturating_sub(3).max(1));
-            verify::joined_records(&conv, join, &seg, &mut rng)
+            let flags = if rng.chance(50) {
+                flowd_common::H2_F_START
+            } else {
+                flowd_common::H2_F_START | flowd_common::H2_F_LOST
+            };
+            verify::joined_records(&conv, join, flags, &seg, &mut rng)
         }
         _ => {
             let victim = 3 + rng.below(sends.saturating_sub(3).max(1));

@@ -795,9 +795,11 @@ pub struct KernelModel {
     headers: Vec<usize>,
     preface: bool,
     started: bool,
-    /// After a loss the kernel noticed: the next record is flagged LOST and
-    /// starts at the first frame header at or after this offset.
+    /// After a loss the kernel noticed, or when it joins a connection in
+    /// its middle: the next record starts at the first frame header at or
+    /// after this offset, with `resync_flags`.
     resync_from: Option<usize>,
+    resync_flags: u8,
     /// Split pieces at random points (the kernel may cut them anywhere).
     pub split_pieces: bool,
 }
@@ -841,16 +843,19 @@ impl KernelModel {
             preface,
             started: false,
             resync_from: None,
+            resync_flags: 0,
             split_pieces: false,
         }
     }
 
     /// The kernel starts walking at byte `at` (flowd started while the
-    /// connection was open): its first record is flagged START|LOST at the
-    /// first frame header from there.
+    /// connection was open, a configured HTTP/2 port): its first record is
+    /// flagged H2_F_START at the first frame header from there, as the
+    /// kernel's synchronisation on a connection seen from the middle does.
     pub fn join(&mut self, at: usize) {
         self.started = true;
         self.resync_from = Some(at);
+        self.resync_flags = H2_F_START;
     }
 
     /// The segment `[start, end)` of `stream` was lost before the kernel
@@ -859,6 +864,7 @@ impl KernelModel {
     pub fn lose(&mut self, _start: usize, end: usize, noticed: bool) {
         if noticed && self.started {
             self.resync_from = Some(end);
+            self.resync_flags = H2_F_START | H2_F_LOST;
         }
     }
 
@@ -892,7 +898,7 @@ impl KernelModel {
                 return Vec::new();
             }
             from = h;
-            flags = H2_F_START | H2_F_LOST;
+            flags = self.resync_flags;
         }
         let first = self.regions.partition_point(|&(_, b)| b <= from);
         let mut pieces: Vec<(usize, usize)> = self.regions[first..]

@@ -261,12 +261,15 @@ pub fn truthful(calls: &[Call], flows: &[Got]) -> Result<(), String> {
     Ok(())
 }
 
-/// A conversation's records when the kernel joins it at send `join`
-/// (flowd started then): the first record of each direction after it is
-/// flagged START|LOST (sends are frame-aligned: it starts at a header).
+/// A conversation's records when the kernel joins it at send `join`: the
+/// first record of each direction after it is flagged `flags` (sends are
+/// frame-aligned: it starts at a header). H2_F_START alone is the kernel's
+/// synchronisation on a connection open before flowd started;
+/// H2_F_START|H2_F_LOST its resynchronisation after a loss.
 pub fn joined_records(
     conv: &Conversation,
     join: usize,
+    flags: u8,
     seg: &Segmenting,
     rng: &mut Rng,
 ) -> Vec<(usize, H2Record)> {
@@ -282,7 +285,7 @@ pub fn joined_records(
             if r.flags != 0 || r.chunks.is_empty() {
                 continue; // a duplicate of a record before the join
             }
-            r.flags = flowd_common::H2_F_START | flowd_common::H2_F_LOST;
+            r.flags = flags;
             started[side] = true;
         }
         out.push((i, r));
