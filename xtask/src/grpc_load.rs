@@ -25,7 +25,7 @@ use flowd_tests::ChildGuard;
 use crate::l7_load::load_average;
 use crate::measure::{cpu_times, program_stats};
 use crate::node::{Node, sum};
-use crate::stats::{median, median_ci};
+use crate::stats::{ci, fmt_all};
 
 /// Connections of the load generator, one call in flight on each.
 const CONNECTIONS: u32 = 8;
@@ -195,16 +195,6 @@ fn render(pairs: &[Pair], seconds: u32) -> Result<String> {
     let mut s = String::new();
     let n = pairs.len();
     let col = |f: &dyn Fn(&Pair) -> f64| -> Vec<f64> { pairs.iter().map(f).collect() };
-    let fmt_all = |v: &[f64], d: usize| {
-        v.iter()
-            .map(|x| format!("{x:.d$}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let ci = |v: &[f64], d: usize| {
-        let (lo, hi) = median_ci(v);
-        format!("{:.d$} [{lo:.d$}–{hi:.d$}]", median(v.to_vec()))
-    };
     writeln!(
         s,
         "### gRPC load on a node — `cargo xtask bench-grpc-load`\n\n\

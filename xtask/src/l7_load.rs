@@ -25,7 +25,7 @@ use flowd_tests::{ChildGuard, flowd::TempDir};
 
 use crate::measure::{cpu_times, program_stats};
 use crate::node::{Node, sum};
-use crate::stats::{median, median_ci};
+use crate::stats::{ci, fmt_all};
 
 /// wrk's connections (one thread): keep-alive, one request in flight each.
 pub(crate) const CONNECTIONS: u32 = 8;
@@ -330,16 +330,6 @@ fn render(pairs: &[Pair], seconds: u32, rate: Option<u32>) -> Result<String> {
     let mut s = String::new();
     let n = pairs.len();
     let col = |f: &dyn Fn(&Pair) -> f64| -> Vec<f64> { pairs.iter().map(f).collect() };
-    let fmt_all = |v: &[f64], d: usize| {
-        v.iter()
-            .map(|x| format!("{x:.d$}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let ci = |v: &[f64], d: usize| {
-        let (lo, hi) = median_ci(v);
-        format!("{:.d$} [{lo:.d$}–{hi:.d$}]", median(v.to_vec()))
-    };
     let (title, paced) = match rate {
         Some(r) => (
             format!(" at {r} requests/s — `cargo xtask bench-l7-load --rate {r}`"),

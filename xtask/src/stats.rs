@@ -41,6 +41,20 @@ pub(crate) fn with_ci(v: &[f64], decimals: usize) -> String {
     )
 }
 
+/// Every value with `d` decimals, comma-separated (a report's "per pair" column).
+pub(crate) fn fmt_all(v: &[f64], d: usize) -> String {
+    v.iter()
+        .map(|x| format!("{x:.d$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "median [low–high]" of `v` (90 % bootstrap interval) with `d` decimals.
+pub(crate) fn ci(v: &[f64], d: usize) -> String {
+    let (lo, hi) = median_ci(v);
+    format!("{:.d$} [{lo:.d$}–{hi:.d$}]", median(v.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
