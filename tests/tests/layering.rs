@@ -34,7 +34,8 @@ const FLOWD_RULES: &[(&str, &[&str])] = &[
     ("parser", &["datapath"]),
     ("endpoints", &[]),
     ("filters", &[]),
-    ("metrics", &["endpoints", "options"]),
+    // metrics reads the parser's counters (HTTP/2 stats), downstream of it.
+    ("metrics", &["endpoints", "options", "parser"]),
     ("export", &["filters"]),
     ("observer", &["filters"]),
     ("peer", &["endpoints", "options"]),
