@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use flowd_lab::cluster::bins;
 use flowd_lab::traffic::TrafficReport;
 
@@ -52,6 +52,11 @@ fn parse_line(line: &str) -> Result<Exchange> {
         .to_string();
     let status: u16 = t[7].parse().context("status")?;
     Ok((endpoint(t[0]), endpoint(t[2]), path, status))
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn expected(report: &TrafficReport) -> BTreeSet<Exchange> {
@@ -110,21 +115,62 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running scripts/demo.sh")?;
-    // The demo ends by itself; a hung demo is killed (its trap tears the lab down).
+    // Its output (hundreds of KB of flows) is read while it runs: a full
+    // pipe would stop the demo.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    // The demo ends by itself; a hung demo is stopped with SIGTERM, so that
+    // its trap tears the lab down (SIGKILL only if that hangs too).
     let deadline = started + Duration::from_secs(240);
+    let mut stopping: Option<Instant> = None;
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break s;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("the demo did not end within 240 s");
+        match stopping {
+            None if Instant::now() > deadline => {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                stopping = Some(Instant::now());
+            }
+            Some(t) if t.elapsed() > Duration::from_secs(30) => {
+                let _ = child.kill();
+                break child.wait()?;
+            }
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let output = child.wait_with_output()?;
-    let out = String::from_utf8_lossy(&output.stdout);
-    let err = String::from_utf8_lossy(&output.stderr);
+    let out = stdout
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the demo's output"))?;
+    let err = stderr
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the demo's errors"))?;
+    ensure!(
+        stopping.is_none(),
+        "the demo did not end within 240 s:\n{}\n{err}",
+        tail(&out, 60)
+    );
     ensure!(
         status.success(),
         "the demo failed ({status}):\n{out}\n{err}"
