@@ -62,9 +62,9 @@ impl Drop for TempDir {
     }
 }
 
-/// (HTTP, DNS) L7 flows the report implies on `node`: per exchange, a
-/// request and a response flow on the node of each pod taking part (the
-/// outside world is no pod and reports nothing).
+/// (HTTP, DNS) L7 flows the report implies on `node`: per exchange (gRPC
+/// calls are HTTP/2 exchanges), a request and a response flow on the node
+/// of each pod taking part (the outside world is no pod and reports nothing).
 fn l7_expected(state: &LabState, report: &TrafficReport, node: &str) -> (u64, u64) {
     let sides = |client: Ipv4Addr, server: Ipv4Addr| -> u64 {
         [client, server]
@@ -76,7 +76,15 @@ fn l7_expected(state: &LabState, report: &TrafficReport, node: &str) -> (u64, u6
         .expected
         .http
         .iter()
-        .map(|h| 2 * sides(h.source_ip, h.backend_ip) * u64::from(h.count))
+        .map(|h| (h.source_ip, h.backend_ip, h.count))
+        .chain(
+            report
+                .expected
+                .grpc
+                .iter()
+                .map(|g| (g.source_ip, g.backend_ip, g.count)),
+        )
+        .map(|(client, server, n)| 2 * sides(client, server) * u64::from(n))
         .sum();
     let dns = report
         .expected

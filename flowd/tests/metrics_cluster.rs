@@ -3,9 +3,10 @@
 //! scraped from the router namespace. Every expected value is derived from
 //! the generator's TrafficReport (`expected`: every exchange the mix causes)
 //! and the lab state — nothing is hard-coded:
-//! - hubble_http_requests_total by reporter, method, status, source and
-//!   destination (namespace, workload, IP, direction), summed over the nodes:
-//!   each exchange between pods once as client and once as server;
+//! - hubble_http_requests_total by reporter, method, protocol, status,
+//!   source and destination (namespace, workload, IP, direction), summed
+//!   over the nodes: each exchange between pods (gRPC calls as HTTP/2) once
+//!   as client and once as server;
 //! - the duration histogram's count equals the number of responses;
 //! - hubble_dns_queries_total / responses by query, qtype, rcode and the
 //!   number of addresses returned;
@@ -37,9 +38,10 @@ type Counts = BTreeMap<Vec<(String, String)>, f64>;
 
 /// The labels of the example ConfigMap's httpV2 handler (labelsContext) plus
 /// the handler's own; the key of an HTTP count.
-const HTTP_LABELS: [&str; 10] = [
+const HTTP_LABELS: [&str; 11] = [
     "reporter",
     "method",
+    "protocol",
     "status",
     "source_namespace",
     "source_workload",
@@ -129,7 +131,10 @@ impl Expected {
         let mut http = Counts::new();
         let mut responses = 0.0;
         let mut loadgen_by_status = BTreeMap::new();
-        for h in &r.expected.http {
+        // gRPC calls count as the HTTP/2 requests they are (:status 200).
+        let http_rows = r.expected.http.iter().map(|h| ("HTTP/1.1", h.clone()));
+        let grpc_rows = r.expected.grpc.iter().map(|g| ("HTTP/2", g.as_http()));
+        for (protocol, h) in http_rows.chain(grpc_rows) {
             let n = f64::from(h.count);
             let src = pod(pods, &h.source_namespace, &h.source_pod)?;
             let dst = match (&h.destination_namespace, &h.destination_pod) {
@@ -148,6 +153,7 @@ impl Expected {
                 let k = key(&[
                     ("reporter", reporter.into()),
                     ("method", h.method.clone()),
+                    ("protocol", protocol.into()),
                     ("status", h.status.to_string()),
                     ("source_namespace", src.namespace.clone()),
                     ("source_workload", src.deployment.clone()),
@@ -194,9 +200,8 @@ impl Expected {
             *dns_responses.entry(a).or_default() += n;
         }
         // TCP: the generator's keep-alive connections, plus one connection
-        // per downstream call (each call opens its own).
-        let downstream = r.expected.http_total() - r.sent.http_total();
-        let conns = f64::from(r.connections * r.rounds + downstream);
+        // per downstream call, HTTP or gRPC (each call opens its own).
+        let conns = f64::from(r.tcp_connections());
         let mut tcp = Counts::new();
         for (flag, per_conn) in [("SYN", 1.0), ("SYN-ACK", 1.0), ("FIN", 2.0)] {
             let k = key(&[("flag", flag.into()), ("family", "IPv4".into())]);

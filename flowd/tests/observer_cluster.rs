@@ -3,8 +3,9 @@
 //! every RPC and every GetFlows filter with exact counts.
 //!
 //! Expected values come from the traffic report and the lab state, through
-//! this model of what flowd records for one L7 exchange (HTTP request/response
-//! or DNS query/answer) between a client and a server:
+//! this model of what flowd records for one L7 exchange (HTTP request/response,
+//! a gRPC call as the HTTP/2 request it is, or DNS query/answer) between a
+//! client and a server:
 //! - on the client pod's node: a REQUEST flow (client → server) and a RESPONSE
 //!   flow (server → client, reply), both with traffic direction EGRESS;
 //! - on the server pod's node: the same pair with direction INGRESS;
@@ -112,7 +113,9 @@ fn model(state: &LabState, report: &TrafficReport, node: &str) -> Vec<Expected> 
             out.push(response);
         }
     };
-    for h in &report.expected.http {
+    // gRPC calls are HTTP/2 requests: POST of the method's path, :status 200.
+    let grpc: Vec<_> = report.expected.grpc.iter().map(|g| g.as_http()).collect();
+    for h in report.expected.http.iter().chain(&grpc) {
         exchange(
             Expected {
                 kind: Kind::Http,
@@ -968,6 +971,9 @@ fn service_filters_with_cluster_ip_services() -> Result<()> {
     })?;
     let report = c.run_traffic()?;
     let state = c.lab().state();
+    // HTTP records: HTTP/1.1 exchanges and gRPC calls (HTTP/2).
+    let mut rows = report.expected.http.clone();
+    rows.extend(report.expected.grpc.iter().map(|g| g.as_http()));
     let mut nonzero = 0;
     for node in c.node_names() {
         let addr = c.flowd_addr(&node)?;
@@ -983,9 +989,7 @@ fn service_filters_with_cluster_ip_services() -> Result<()> {
             Duration::from_secs(30),
             |f| f.len() as u64 >= http_total,
         )?;
-        let services: BTreeSet<(String, String)> = report
-            .expected
-            .http
+        let services: BTreeSet<(String, String)> = rows
             .iter()
             .filter_map(|h| {
                 Some((
@@ -996,10 +1000,7 @@ fn service_filters_with_cluster_ip_services() -> Result<()> {
             .collect();
         // Exchanges through a Service address whose client runs here.
         let want = |matches: &dyn Fn(&str, &str) -> bool| -> u64 {
-            report
-                .expected
-                .http
-                .iter()
+            rows.iter()
                 .filter(|h| {
                     h.destination_namespace
                         .as_deref()

@@ -296,6 +296,7 @@ pub async fn make(client: &mut InventoryClient<Channel>, call: &Call) -> anyhow:
                 sku: "sku-1".into(),
                 behaviour: Some(b),
                 payload: body,
+                quantity: 0,
             };
             match client.reserve(request(req, call.header_bytes)).await {
                 Ok(_) => (Ok(()), 1),
@@ -365,7 +366,7 @@ async fn drain<T>(mut s: Streaming<T>) -> (Result<(), Status>, u32) {
 
 /// A status the client made up because the connection failed, not one
 /// the server sent.
-fn is_transport(s: &Status) -> bool {
+pub(crate) fn is_transport(s: &Status) -> bool {
     s.code() == Code::Unavailable && s.message().contains("transport")
 }
 

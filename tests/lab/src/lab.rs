@@ -102,6 +102,7 @@ fn app_config(state: &LabState, p: &PodState) -> AppConfig {
         pod: p.name.clone(),
         port: state.spec.app_port,
         app_port: state.spec.app_port,
+        grpc_port: state.spec.grpc_port,
         dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: state.spec.world.names.first().cloned(),
@@ -116,6 +117,7 @@ fn world_config(state: &LabState) -> AppConfig {
         pod: "world".into(),
         port: WORLD_PORT,
         app_port: state.spec.app_port,
+        grpc_port: state.spec.grpc_port,
         dns: state.dns_server,
         cluster_domain: state.spec.cluster_domain.clone(),
         world_name: None,
@@ -481,6 +483,8 @@ fn cluster_ip_rules(state: &LabState) -> String {
         let Some(vip) = p.service_ip else { continue };
         let ports: Vec<(&str, u16)> = if p.dns {
             vec![("udp", 53), ("tcp", 53)]
+        } else if p.role.serves_grpc() {
+            vec![("tcp", state.spec.app_port), ("tcp", state.spec.grpc_port)]
         } else {
             vec![("tcp", state.spec.app_port)]
         };
@@ -704,7 +708,7 @@ impl Lab {
         })?;
 
         let servers = server_list(&self.state);
-        progress(&format!("starting {} HTTP servers", servers.len()));
+        progress(&format!("starting {} servers", servers.len()));
         for (key, ns, cfg) in servers {
             match &opts.servers {
                 Servers::InProcess => {

@@ -4,14 +4,15 @@
 //! style: pod /32 behind a veth, default route via 169.254.1.1 answered by
 //! proxy ARP), nodes share an underlay bridge, a router namespace leads to an
 //! "outside world" server. dnsmasq serves the cluster names from a kube-system
-//! pod; HTTP services in the `ecommerce` pods call each other; a traffic
+//! pod; services in the `ecommerce` pods call each other over HTTP and gRPC
+//! (order-service → inventory); a traffic
 //! generator makes a fixed, known mix and reports it. The lab writes the
 //! Kubernetes manifests flowd's manifest source reads.
 //!
 //! ```no_run
 //! let lab = flowd_lab::Lab::up(flowd_lab::Spec::default_spec())?;
 //! let report = lab.run_traffic()?;
-//! assert_eq!(report.sent.http_total(), 32);
+//! assert_eq!(report.sent.http_total(), 36);
 //! # Ok::<(), flowd_lab::Error>(())
 //! ```
 
@@ -33,7 +34,7 @@ pub use app::Stats;
 pub use lab::{Lab, Options, Servers};
 pub use spec::Spec;
 pub use state::{LabState, NodeState, PodState};
-pub use traffic::{DnsCount, Exchanges, HttpCount, TrafficReport};
+pub use traffic::{DnsCount, Exchanges, GrpcCount, HttpCount, TrafficReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +54,8 @@ pub enum Error {
     Dns { name: String, reason: String },
     #[error("HTTP {target}: {reason}")]
     Http { target: String, reason: String },
+    #[error("gRPC {target}: {reason}")]
+    Grpc { target: String, reason: String },
     #[error("traffic generator: {0}")]
     Traffic(String),
     #[error("timed out after {secs}s waiting for {what}")]

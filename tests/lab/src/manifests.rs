@@ -50,8 +50,15 @@ pub fn pod(state: &LabState, p: &PodState) -> Value {
                "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                          {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]})
     } else if p.role.serves() {
+        let mut ports =
+            vec![json!({"name": "http", "containerPort": state.spec.app_port, "protocol": "TCP"})];
+        if p.role.serves_grpc() {
+            ports.push(
+                json!({"name": "grpc", "containerPort": state.spec.grpc_port, "protocol": "TCP"}),
+            );
+        }
         json!({"name": "app", "image": format!("flowd-lab/{}:dev", p.role.as_str()),
-               "ports": [{"name": "http", "containerPort": state.spec.app_port, "protocol": "TCP"}]})
+               "ports": ports})
     } else {
         json!({"name": "app", "image": format!("flowd-lab/{}:dev", p.role.as_str())})
     };
@@ -94,11 +101,18 @@ pub fn service(state: &LabState, p: &PodState) -> Option<Value> {
                    {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}]),
         )
     } else if p.role.serves() {
+        let mut ports = vec![json!({"name": "http", "port": state.spec.app_port,
+                                    "targetPort": state.spec.app_port, "protocol": "TCP"})];
+        if p.role.serves_grpc() {
+            // gRPC without TLS: HTTP/2 with prior knowledge (Kubernetes' h2c).
+            ports.push(json!({"name": "grpc", "port": state.spec.grpc_port,
+                              "targetPort": state.spec.grpc_port, "protocol": "TCP",
+                              "appProtocol": "kubernetes.io/h2c"}));
+        }
         (
             p.deployment.clone(),
             json!({"app": p.deployment}),
-            json!([{"name": "http", "port": state.spec.app_port,
-                    "targetPort": state.spec.app_port, "protocol": "TCP"}]),
+            json!(ports),
         )
     } else {
         return None;

@@ -120,6 +120,11 @@ impl Role {
         !matches!(self, Role::Loadgen | Role::Idle)
     }
 
+    /// Whether the pod also serves gRPC on the gRPC port.
+    pub fn serves_grpc(&self) -> bool {
+        matches!(self, Role::Inventory)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Frontend => "frontend",
@@ -158,6 +163,10 @@ pub struct Spec {
     pub underlay: Ipv4Net,
     #[serde(default = "default_port")]
     pub app_port: u16,
+    /// The port gRPC services (inventory's `shop.inventory.v1.Inventory`)
+    /// listen on, besides HTTP on `appPort`.
+    #[serde(default = "default_grpc_port")]
+    pub grpc_port: u16,
     /// `headless` (default): service names resolve to pod IPs. `clusterIP`: to
     /// virtual IPs from `serviceCidr`, DNATed to the pod by nftables in every
     /// node namespace, as kube-proxy does.
@@ -188,6 +197,9 @@ fn default_underlay() -> Ipv4Net {
 }
 fn default_port() -> u16 {
     8080
+}
+fn default_grpc_port() -> u16 {
+    50051
 }
 fn default_service_cidr() -> Ipv4Net {
     Ipv4Net {
@@ -413,6 +425,12 @@ impl Spec {
             })?;
         if !target.role().serves() {
             return Err(format!("traffic.target {:?} serves nothing", target.name));
+        }
+        if self.grpc_port == self.app_port {
+            return Err(format!(
+                "grpcPort {} is appPort too: each needs its own port",
+                self.grpc_port
+            ));
         }
         if self.traffic.connections == 0 {
             return Err("traffic.connections must be at least 1".into());

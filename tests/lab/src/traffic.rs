@@ -7,9 +7,9 @@
 //!
 //! The report holds what the generator sent and got (`http`, `dns`), and the
 //! exchanges the whole cluster is expected to make because of it (`expected`,
-//! downstream calls and their lookups included), derived from the mix and the
-//! rules in [`crate::app`]. Tests compare `expected` with what the servers
-//! counted and with what flowd observed.
+//! downstream calls, gRPC calls among them, and their lookups included),
+//! derived from the mix and the rules in [`crate::app::rules`]. Tests compare
+//! `expected` with what the servers counted and with what flowd observed.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,7 +21,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::app::{self, Connection, Kind};
+use crate::app::rules::{self, Reply, Request};
+use crate::app::{Connection, Kind};
 use crate::state::{LabState, PodState, WORLD_PORT};
 
 /// A count of HTTP exchanges with the same endpoints, request and status.
@@ -60,18 +61,82 @@ pub struct DnsCount {
     pub count: u32,
 }
 
+/// A count of unary gRPC calls with the same endpoints, method and status.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GrpcCount {
+    pub source_namespace: String,
+    pub source_pod: String,
+    pub source_ip: Ipv4Addr,
+    pub destination_namespace: Option<String>,
+    /// The Kubernetes service name (its DNS name is the call's authority).
+    pub destination_service: String,
+    pub destination_pod: Option<String>,
+    /// The address the client connected to: the pod's, or its Service's ClusterIP.
+    pub destination_ip: Ipv4Addr,
+    /// The address that served it (after ClusterIP DNAT): the pod's IP.
+    pub backend_ip: Ipv4Addr,
+    pub destination_port: u16,
+    /// The gRPC service, fully qualified (`shop.inventory.v1.Inventory`).
+    pub service: String,
+    pub method: String,
+    /// The status code the call ended with (0 = OK); `None` if it got none
+    /// (the connection failed).
+    pub code: Option<u32>,
+    pub count: u32,
+}
+
+impl GrpcCount {
+    /// `:path` of the call (`/shop.inventory.v1.Inventory/Reserve`).
+    pub fn path(&self) -> String {
+        format!("/{}/{}", self.service, self.method)
+    }
+
+    /// The status's canonical name (`RESOURCE_EXHAUSTED`), if it has one.
+    pub fn status_name(&self) -> Option<&'static str> {
+        self.code.and_then(flowd_proto::names::grpc_status_name)
+    }
+
+    /// The call as an HTTP/2 exchange: `POST` of its path, answered with
+    /// `:status` 200 (gRPC carries its own status in the trailers).
+    pub fn as_http(&self) -> HttpCount {
+        HttpCount {
+            source_namespace: self.source_namespace.clone(),
+            source_pod: self.source_pod.clone(),
+            source_ip: self.source_ip,
+            destination_namespace: self.destination_namespace.clone(),
+            destination_service: self.destination_service.clone(),
+            destination_pod: self.destination_pod.clone(),
+            destination_ip: self.destination_ip,
+            backend_ip: self.backend_ip,
+            destination_port: self.destination_port,
+            method: "POST".into(),
+            path: self.path(),
+            status: 200,
+            count: self.count,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchanges {
+    /// HTTP/1.1 exchanges.
     pub http: Vec<HttpCount>,
     pub dns: Vec<DnsCount>,
+    /// gRPC calls (HTTP/2, one connection each).
+    #[serde(default)]
+    pub grpc: Vec<GrpcCount>,
 }
 
 impl Exchanges {
+    /// HTTP/1.1 exchanges.
     pub fn http_total(&self) -> u32 {
         self.http.iter().map(|h| h.count).sum()
     }
     pub fn dns_total(&self) -> u32 {
         self.dns.iter().map(|d| d.count).sum()
+    }
+    pub fn grpc_total(&self) -> u32 {
+        self.grpc.iter().map(|g| g.count).sum()
     }
 
     /// Adds `other`'s counts to these (rows with equal keys are summed).
@@ -93,7 +158,16 @@ impl Exchanges {
             })
             .or_default() += d.count;
         }
-        *self = Tally { http, dns }.finish();
+        let mut grpc: BTreeMap<GrpcCount, u32> = BTreeMap::new();
+        for g in self.grpc.iter().chain(&other.grpc) {
+            *grpc
+                .entry(GrpcCount {
+                    count: 0,
+                    ..g.clone()
+                })
+                .or_default() += g.count;
+        }
+        *self = Tally { http, dns, grpc }.finish();
     }
 }
 
@@ -115,11 +189,21 @@ pub struct TrafficReport {
     pub expected: Exchanges,
 }
 
+impl TrafficReport {
+    /// TCP connections the rounds opened in the cluster: the generator's
+    /// keep-alive ones, and one per downstream call (HTTP or gRPC).
+    pub fn tcp_connections(&self) -> u32 {
+        let downstream_http = self.expected.http_total() - self.sent.http_total();
+        self.connections * self.rounds + downstream_http + self.expected.grpc_total()
+    }
+}
+
 /// Rows with `count: 0` are the keys.
 #[derive(Default)]
 struct Tally {
     http: BTreeMap<HttpCount, u32>,
     dns: BTreeMap<DnsCount, u32>,
+    grpc: BTreeMap<GrpcCount, u32>,
 }
 
 /// One side of an exchange.
@@ -170,6 +254,25 @@ impl Tally {
         *self.dns.entry(key).or_default() += n;
     }
 
+    fn grpc(&mut self, src: &PodState, dst: &Peer, method: &str, code: Option<u32>, n: u32) {
+        let key = GrpcCount {
+            source_namespace: src.namespace.clone(),
+            source_pod: src.name.clone(),
+            source_ip: src.ip,
+            destination_namespace: dst.namespace.clone(),
+            destination_service: dst.service.clone(),
+            destination_pod: dst.pod.clone(),
+            destination_ip: dst.ip,
+            backend_ip: dst.backend,
+            destination_port: dst.port,
+            service: crate::grpc::SERVICE.to_string(),
+            method: method.to_string(),
+            code,
+            count: 0,
+        };
+        *self.grpc.entry(key).or_default() += n;
+    }
+
     fn finish(self) -> Exchanges {
         Exchanges {
             http: self
@@ -181,6 +284,11 @@ impl Tally {
                 .dns
                 .into_iter()
                 .map(|(k, count)| DnsCount { count, ..k })
+                .collect(),
+            grpc: self
+                .grpc
+                .into_iter()
+                .map(|(k, count)| GrpcCount { count, ..k })
                 .collect(),
         }
     }
@@ -231,16 +339,19 @@ fn simulate(
     path: &str,
     n: u32,
 ) -> u16 {
-    let (calls, fin) = app::plan(dst.kind, method, path);
-    let mut statuses = Vec::new();
+    let (calls, fin) = rules::plan(dst.kind, method, path);
+    let mut replies = Vec::new();
     for c in &calls {
         let Some(caller) = dst_pod else { break };
+        if !rules::proceeds(fin, &replies) {
+            break;
+        }
         let next = match c.service {
             Some(svc) => service_peer(state, &caller.namespace, svc).map(|(p, pod)| (p, Some(pod))),
             None => world_peer(state).map(|p| (p, None)),
         };
-        let Some((peer, pod)) = next else {
-            statuses.push(0);
+        let Some((mut peer, pod)) = next else {
+            replies.push(Reply::Failed);
             continue;
         };
         let fqdn = match c.service {
@@ -248,17 +359,27 @@ fn simulate(
             None => peer.service.clone(),
         };
         tally.dns(caller, state.dns_server, &fqdn, "NOERROR", n);
-        statuses.push(simulate(
-            state,
-            tally,
-            caller,
-            (&peer, pod),
-            c.method,
-            &c.path,
-            n,
-        ));
+        let reply = match &c.request {
+            Request::Http { method, path } => Reply::Http(simulate(
+                state,
+                tally,
+                caller,
+                (&peer, pod),
+                method,
+                path,
+                n,
+            )),
+            Request::Grpc { method, quantity } => {
+                peer.port = state.spec.grpc_port;
+                let (code, _) =
+                    rules::answer_grpc(peer.kind, crate::grpc::SERVICE, method, *quantity);
+                tally.grpc(caller, &peer, method, Some(code as u32), n);
+                Reply::Grpc(code)
+            }
+        };
+        replies.push(reply);
     }
-    let status = app::finish(fin, &statuses);
+    let status = rules::finish(fin, &replies);
     tally.http(src, dst, method, path, status, n);
     status
 }

@@ -187,10 +187,13 @@ fn flows_carry_pods_namespaces_labels_and_workloads_on_both_sides() -> Result<()
     // client's node and enters the server pod's veth (TO_ENDPOINT, INGRESS)
     // on the server's node. A same-node exchange (frontend → order-service)
     // is one sighting per veth, both on node-a. The loadgen's requests share
-    // the report's keep-alive connections; every other call has its own.
+    // the report's keep-alive connections; every other call (HTTP or gRPC)
+    // has its own.
     let mut want: BTreeMap<String, BTreeMap<Sighting, u32>> = BTreeMap::new();
     let world = IpAddr::V4(c.lab().world_ip());
-    for h in &report.expected.http {
+    let grpc_calls: Vec<_> = report.expected.grpc.iter().map(|g| g.as_http()).collect();
+    ensure!(!grpc_calls.is_empty(), "the mix makes gRPC calls");
+    for h in report.expected.http.iter().chain(&grpc_calls) {
         let client = pod_by_name(&h.source_namespace, &h.source_pod)
             .with_context(|| format!("client {}/{}", h.source_namespace, h.source_pod))?;
         let conns = if client.key() == format!("{}/{}", report.source_namespace, report.source_pod)

@@ -34,7 +34,15 @@ fn cluster_with_relay_sees_flows_on_every_node() -> Result<()> {
     }
 
     let report = c.run_traffic()?;
-    assert_eq!(report.sent.http_total(), 32, "the default mix");
+    let mix: u32 = c
+        .options()
+        .spec
+        .traffic
+        .requests
+        .iter()
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(report.sent.http_total(), mix, "the default mix");
 
     // The mix crosses pods on both nodes (loadgen on node-b calls frontend on
     // node-a), so every node's flowd has flows naming its own node.

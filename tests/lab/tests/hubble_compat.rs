@@ -246,23 +246,39 @@ fn has_pod(e: &Option<Endpoint>) -> bool {
         .is_some_and(|e| !e.namespace.is_empty() || !e.pod_name.is_empty())
 }
 
-/// The HTTP and DNS summaries the traffic mix must give, each as many times
-/// as it is seen: at the client's veth and, inside the cluster, the
-/// server's. A response's latency is written `<ms>`.
+/// The HTTP (gRPC calls as HTTP/2) and DNS summaries the traffic mix must
+/// give, each as many times as it is seen: at the client's veth and, inside
+/// the cluster, the server's. A response's latency is written `<ms>`.
 fn expected_l7(c: &Cluster, report: &TrafficReport) -> Result<BTreeMap<String, u32>> {
     let state = c.lab().state();
     let mut want = BTreeMap::new();
-    for h in &report.expected.http {
+    // HTTP/1.1 names the host as the client's Host header does (no port);
+    // a gRPC call's :authority carries the port.
+    let http = report
+        .expected
+        .http
+        .iter()
+        .map(|h| ("HTTP/1.1", h.clone(), false));
+    let grpc = report
+        .expected
+        .grpc
+        .iter()
+        .map(|g| ("HTTP/2", g.as_http(), true));
+    for (protocol, h, with_port) in http.chain(grpc) {
         let (host, sightings) = match &h.destination_namespace {
             Some(ns) => (state.service_fqdn(&h.destination_service, ns), 2),
             None => (h.destination_service.clone(), 1),
         };
-        let url = format!("http://{host}{}", h.path);
+        let url = if with_port {
+            format!("http://{host}:{}{}", h.destination_port, h.path)
+        } else {
+            format!("http://{host}{}", h.path)
+        };
         *want
-            .entry(format!("HTTP/1.1 {} {url}", h.method))
+            .entry(format!("{protocol} {} {url}", h.method))
             .or_default() += h.count * sightings;
         *want
-            .entry(format!("HTTP/1.1 {} <ms> ({} {url})", h.status, h.method))
+            .entry(format!("{protocol} {} <ms> ({} {url})", h.status, h.method))
             .or_default() += h.count * sightings;
     }
     let records = state.dns_records();

@@ -4,7 +4,8 @@
 //! (its filters written as `hubble observe --print-raw-filters` prints
 //! them: `--not`, repeated flags and from/to variants as the CLI combines
 //! them). Expected HTTP sightings come from the generator's report (every
-//! exchange the mix causes, with the DNS name each client resolved) and the
+//! exchange the mix causes, gRPC calls as the HTTP/2 requests they are,
+//! with the DNS name each client resolved) and the
 //! pods' placement; where a filter also selects L3/L4 and DNS flows, the
 //! result is also compared with the node's whole buffer filtered here by
 //! the lab's own facts (addresses, veths, who resolved what).
@@ -50,6 +51,8 @@ struct Expected {
     name: String,
     /// The client is a pod of the observing node (its names are known there).
     client_local: bool,
+    /// A gRPC call (HTTP/2; tonic's own headers).
+    grpc: bool,
 }
 
 type Counts = BTreeMap<Sight, u32>;
@@ -67,10 +70,13 @@ fn node_of(state: &LabState, key: &str) -> Result<String> {
         .with_context(|| format!("no pod {key}"))
 }
 
-/// Every sighting of the report's expected exchanges, with its count.
+/// Every sighting of the report's expected exchanges, with its count: the
+/// HTTP/1.1 exchanges and the gRPC calls as the HTTP/2 requests they are.
 fn expected(state: &LabState, report: &TrafficReport) -> Result<Vec<(Expected, u32)>> {
     let mut out = Vec::new();
-    for h in &report.expected.http {
+    let http = report.expected.http.iter().map(|h| (h.clone(), false));
+    let grpc = report.expected.grpc.iter().map(|g| (g.as_http(), true));
+    for (h, grpc) in http.chain(grpc) {
         let client = pod_key(&h.source_namespace, &h.source_pod);
         let (server, name) = match (&h.destination_namespace, &h.destination_pod) {
             (Some(ns), Some(pod)) => (
@@ -100,6 +106,7 @@ fn expected(state: &LabState, report: &TrafficReport) -> Result<Vec<(Expected, u
                         },
                         name: name.clone(),
                         client_local: node == client_node,
+                        grpc,
                     },
                     h.count,
                 ));
@@ -428,10 +435,11 @@ fn every_flow_filter_field_on_lab_traffic_through_flowd_and_the_relay() -> Resul
             r#"{"http_header":[{"key":"Content-Type","value":"application/json"}]}"#,
         )],
         &[],
-        // JSON bodies: every answer, the generator's POSTs and every
-        // downstream call (the apps always send one).
+        // JSON bodies: every HTTP/1.1 answer, the generator's POSTs and
+        // every downstream HTTP/1.1 call (the apps always send one); gRPC
+        // is application/grpc.
         &want(&w.all, |e| {
-            e.sight.response || e.sight.method == "POST" || e.sight.client != generator
+            !e.grpc && (e.sight.response || e.sight.method == "POST" || e.sight.client != generator)
         }),
     )?;
     w.check(
@@ -440,7 +448,10 @@ fn every_flow_filter_field_on_lab_traffic_through_flowd_and_the_relay() -> Resul
             r#"{"http_method":["POST"],"http_header":[{"key":"user-agent","value":"flowd-lab/0.1"}]}"#,
         )],
         &[],
-        &want(&w.all, |e| !e.sight.response && e.sight.method == "POST"),
+        // tonic sends its own user-agent.
+        &want(&w.all, |e| {
+            !e.grpc && !e.sight.response && e.sight.method == "POST"
+        }),
     )?;
     w.check(
         "--http-header user-agent:curl",

@@ -207,6 +207,18 @@ fn pods_talk_same_node_cross_node_and_to_the_world() -> Result<()> {
 }
 
 type Key = (Ipv4Addr, Ipv4Addr, String, String, u16);
+/// (client ip, server ip, gRPC service, method, status code).
+type GrpcKey = (Ipv4Addr, Ipv4Addr, String, String, Option<u32>);
+
+/// Requests in the default mix.
+fn mix_size() -> u32 {
+    Spec::default_spec()
+        .traffic
+        .requests
+        .iter()
+        .map(|r| r.count)
+        .sum()
+}
 
 /// Expected exchanges (`expected.http`) by (source ip, destination or backend ip, method, path, status).
 fn expected_by_ips(r: &TrafficReport, backend: bool) -> BTreeMap<Key, u32> {
@@ -228,6 +240,26 @@ fn expected_by_ips(r: &TrafficReport, backend: bool) -> BTreeMap<Key, u32> {
     m
 }
 
+/// Expected gRPC calls (`expected.grpc`) by (client ip, destination or backend ip, service, method, code).
+fn expected_grpc_by_ips(r: &TrafficReport, backend: bool) -> BTreeMap<GrpcKey, u32> {
+    let mut m = BTreeMap::new();
+    for g in &r.expected.grpc {
+        *m.entry((
+            g.source_ip,
+            if backend {
+                g.backend_ip
+            } else {
+                g.destination_ip
+            },
+            g.service.clone(),
+            g.method.clone(),
+            g.code,
+        ))
+        .or_default() += g.count;
+    }
+    m
+}
+
 #[test]
 fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
     let lab = Lab::up(Spec::default_spec())?;
@@ -240,6 +272,13 @@ fn traffic_report_matches_what_servers_and_dns_saw() -> Result<()> {
             .http
             .iter()
             .all(|h| h.destination_ip == h.backend_ip)
+    );
+    assert!(
+        report
+            .expected
+            .grpc
+            .iter()
+            .all(|g| g.destination_ip == g.backend_ip)
     );
     Ok(())
 }
@@ -313,9 +352,11 @@ fn traffic_rounds_add_up() -> Result<()> {
     let one = flowd_lab::traffic::expected(lab.state())?;
     let report = lab.run_traffic_rounds(3, std::time::Duration::from_millis(10))?;
     assert_eq!(report.rounds, 3);
-    assert_eq!(report.sent.http_total(), 3 * 32);
+    assert_eq!(report.sent.http_total(), 3 * mix_size());
     assert_eq!(report.expected.http_total(), 3 * one.http_total());
     assert_eq!(report.expected.dns_total(), 3 * one.dns_total());
+    assert_eq!(report.expected.grpc_total(), 3 * one.grpc_total());
+    ensure!(one.grpc_total() > 0, "the mix makes gRPC calls");
     let mut thrice = one.clone();
     thrice.merge(&one);
     thrice.merge(&one);
@@ -323,7 +364,10 @@ fn traffic_rounds_add_up() -> Result<()> {
     let stats = lab.server_stats()?;
     let frontend = lab.pod("ecommerce/frontend").context("frontend")?.key();
     let received: u32 = stats[&frontend].inbound.iter().map(|i| i.count).sum();
-    assert_eq!(received, 3 * 32);
+    assert_eq!(received, 3 * mix_size());
+    let inventory = lab.pod("ecommerce/inventory").context("inventory")?.key();
+    let calls: u32 = stats[&inventory].grpc_inbound.iter().map(|g| g.count).sum();
+    assert_eq!(calls, report.expected.grpc_total());
     Ok(())
 }
 
@@ -397,9 +441,39 @@ fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
         *m.entry(h.status).or_default() += h.count;
         m
     });
+    // The rules on the default mix (tests/lab/README.md).
     assert_eq!(
         statuses,
-        BTreeMap::from([(200, 20), (201, 4), (402, 2), (404, 4), (503, 2)])
+        BTreeMap::from([
+            (200, 20),
+            (201, 4),
+            (400, 1),
+            (402, 2),
+            (404, 4),
+            (409, 3),
+            (503, 2)
+        ])
+    );
+    let codes: BTreeMap<&str, u32> =
+        report
+            .expected
+            .grpc
+            .iter()
+            .fold(BTreeMap::new(), |mut m, g| {
+                *m.entry(g.status_name().unwrap_or("none")).or_default() += g.count;
+                m
+            });
+    assert_eq!(
+        codes,
+        BTreeMap::from([
+            ("INVALID_ARGUMENT", 1),
+            ("OK", 8),
+            ("RESOURCE_EXHAUSTED", 3)
+        ])
+    );
+    ensure!(
+        report.sent.grpc.is_empty(),
+        "the generator itself speaks HTTP"
     );
     assert_eq!(
         report
@@ -414,6 +488,7 @@ fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
     // Every server received exactly the expected requests, from the expected sources.
     let stats = lab.server_stats()?;
     let mut seen: BTreeMap<Key, u32> = BTreeMap::new();
+    let mut seen_grpc: BTreeMap<GrpcKey, u32> = BTreeMap::new();
     for (key, s) in &stats {
         let ip = if key == "world" {
             lab.world_ip()
@@ -428,6 +503,41 @@ fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
                 .entry((source_ip, ip, i.method.clone(), i.path.clone(), i.status))
                 .or_default() += i.count;
         }
+        for g in &s.grpc_inbound {
+            let std::net::IpAddr::V4(source_ip) = g.source_ip else {
+                anyhow::bail!("{key} got a gRPC call over IPv6 from {}", g.source_ip);
+            };
+            *seen_grpc
+                .entry((
+                    source_ip,
+                    ip,
+                    g.service.clone(),
+                    g.method.clone(),
+                    Some(g.code),
+                ))
+                .or_default() += g.count;
+        }
+        let made: BTreeMap<GrpcKey, u32> = s
+            .grpc_outbound
+            .iter()
+            .map(|o| {
+                (
+                    (
+                        ip,
+                        o.destination_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                        o.service.clone(),
+                        o.method.clone(),
+                        o.code,
+                    ),
+                    o.count,
+                )
+            })
+            .collect();
+        let want_made: BTreeMap<GrpcKey, u32> = expected_grpc_by_ips(report, false)
+            .into_iter()
+            .filter(|(k, _)| k.0 == ip)
+            .collect();
+        assert_eq!(made, want_made, "gRPC calls made by {key}");
         // What each pod sent and resolved matches the expectation for that pod.
         let sent: BTreeMap<Key, u32> = s
             .outbound
@@ -465,6 +575,7 @@ fn check_report(lab: &Lab, report: &TrafficReport) -> Result<()> {
         assert_eq!(dns, want_dns, "lookups of {key}");
     }
     assert_eq!(seen, expected_by_ips(report, true));
+    assert_eq!(seen_grpc, expected_grpc_by_ips(report, true));
     assert!(
         report
             .expected
@@ -622,7 +733,7 @@ fn cli_up_traffic_exec_down() -> Result<()> {
 
     let out = lab_cli(&["traffic", "--dir", &d])?;
     let report: TrafficReport = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(report.sent.http_total(), 32);
+    assert_eq!(report.sent.http_total(), mix_size());
     assert_eq!(
         report.sent.http,
         report

@@ -9,7 +9,9 @@
 //! the server's node). Two pods of one node give two sightings on that node;
 //! a call to the outside world gives only the client's. The expected
 //! sightings are derived from the generator's report (`expected`: every
-//! exchange the mix causes in the cluster) and the pods' placement, and are
+//! exchange the mix causes in the cluster; its gRPC calls are HTTP/2
+//! requests, `POST` of the method's path answered `:status` 200) and the
+//! pods' placement, and are
 //! compared per node, observation point, request/response, method, path,
 //! status, client and server.
 
@@ -336,8 +338,12 @@ fn node_http_flows(c: &Cluster) -> Result<Vec<Flow>> {
     Ok(all)
 }
 
+/// Every HTTP record of the report's exchanges: HTTP/1.1 ones, and the
+/// gRPC calls as the HTTP/2 requests they are.
 fn expected_for(c: &Cluster, report: &TrafficReport) -> Result<Counts> {
-    expected_sightings(c.lab().state(), &report.expected.http)
+    let mut rows = report.expected.http.clone();
+    rows.extend(report.expected.grpc.iter().map(|g| g.as_http()));
+    expected_sightings(c.lab().state(), &rows)
 }
 
 #[test]

@@ -82,6 +82,21 @@ fn expected_map(state: &LabState, report: &TrafficReport) -> Result<BTreeMap<Edg
             c.errors += u64::from(h.count);
         }
     }
+    // gRPC calls: an error is a call that did not end OK.
+    for g in &report.expected.grpc {
+        let client = workload_of(state, &g.source_namespace, &g.source_pod)?;
+        let (Some(ns), Some(pod)) = (&g.destination_namespace, &g.destination_pod) else {
+            bail!("a gRPC call leaves the cluster: {g:?}");
+        };
+        let server = workload_of(state, ns, pod)?;
+        let c = out
+            .entry((client, server, "gRPC".into(), g.destination_port))
+            .or_default();
+        c.requests += u64::from(g.count);
+        if g.code != Some(0) {
+            c.errors += u64::from(g.count);
+        }
+    }
     for d in &report.expected.dns {
         let client = workload_of(state, &d.source_namespace, &d.source_pod)?;
         let dns = state
@@ -336,8 +351,9 @@ fn ui_service_map_flows_and_status_on_the_lab() -> Result<()> {
         eprintln!("  {k:?}: {v:?}");
     }
     // Every exchange has reached the nodes (and so the relay's stream):
-    // the HTTP responses of the mix, each seen at least once via the relay.
-    let http_total: u32 = report.expected.http.iter().map(|h| h.count).sum();
+    // the HTTP responses of the mix (gRPC calls' HTTP/2 ones too), each seen
+    // at least once via the relay.
+    let http_total = report.expected.http_total() + report.expected.grpc_total();
     c.wait_flows(
         c.relay_addr(),
         GetFlowsRequest {

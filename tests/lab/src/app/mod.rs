@@ -1,28 +1,17 @@
-//! The programs in the pods: HTTP/1.1 services that call each other, and the
-//! outside-world server.
+//! The programs in the pods: services that call each other (HTTP/1.1, and
+//! gRPC from order-service to inventory), and the outside-world server.
 //!
-//! The rules (also used to predict the exchanges a traffic mix causes, see
-//! [`crate::traffic`]):
-//!
-//! | server          | request                        | calls                                             | answer |
-//! |-----------------|--------------------------------|---------------------------------------------------|--------|
-//! | frontend        | `GET /`                        | –                                                 | 200 |
-//! | frontend        | `GET /products`                | inventory `GET /items`                            | 200 if it got 200, else 502 |
-//! | frontend        | `GET /cart/{id}`               | order-service `GET /carts/{id}`                   | passed through |
-//! | frontend        | `POST /checkout/{amount}`      | order-service `POST /orders/{amount}`             | passed through |
-//! | order-service   | `GET /carts/{id}`              | –                                                 | 404 if id is `404`, else 200 |
-//! | order-service   | `POST /orders/{amount}`        | inventory `POST /reserve/{amount}`, then payment-service `POST /charge/{amount}` | 201 if both OK; 402 if payment 402; else 503 |
-//! | payment-service | `POST /charge/{amount}`        | if amount % 7 == 0: none; else world `POST /v1/authorize/{amount}` | 503 if amount % 7 == 0; 200/402 as the world said; else 503 |
-//! | inventory       | `GET /items`, `POST /reserve/…` | –                                                | 200 |
-//! | world           | `GET /`                        | –                                                 | 200 |
-//! | world           | `POST /v1/authorize/{amount}`  | –                                                 | 402 if amount % 5 == 0, else 200 |
-//!
-//! Anything else answers 404. Services call each other by DNS name (one type-A
-//! query per call, like a libc resolver without a cache) over a fresh
-//! connection per call (`Connection: close`), so counts are deterministic.
-//! Each server counts what it received, sent and resolved; `GET /stats` on the
-//! loopback-only admin port returns the counts (loopback never crosses a veth,
-//! so reading them adds nothing flowd could see).
+//! What each server calls and answers is in [`rules`] (the traffic generator
+//! predicts the exchanges of a mix from the same rules). Services call each
+//! other by DNS name (one type-A query per call, like a libc resolver
+//! without a cache) over a fresh connection per call (HTTP: `Connection:
+//! close`; gRPC: one HTTP/2 connection per call), so counts are
+//! deterministic. Each server counts what it received, sent and resolved;
+//! `GET /stats` on the loopback-only admin port returns the counts (loopback
+//! never crosses a veth, so reading them adds nothing flowd could see).
+
+mod grpc;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,129 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Error;
-use crate::spec::Role;
 use crate::state::ADMIN_PORT;
 
-/// Which program a server runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    Pod(Role),
-    World,
-}
-
-/// A downstream call a server makes while handling a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Call {
-    /// Service name in the caller's namespace, or `None` for the outside world.
-    pub service: Option<&'static str>,
-    pub method: &'static str,
-    pub path: String,
-}
-
-/// How the answer follows from the downstream answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    Fixed(u16),
-    /// The last call's status (502 if it failed to connect).
-    Pass,
-    /// 200 if the call got 200, else 502.
-    Products,
-    /// 201 if all calls got 2xx; 402 if the last got 402; else 503.
-    Order,
-    /// 200 or 402 as the world said; else 503.
-    Authorize,
-}
-
-fn amount(s: &str) -> Option<u64> {
-    s.parse().ok()
-}
-
-/// The rules table above, as a function: the calls `kind` makes for a request and how it answers.
-pub fn plan(kind: Kind, method: &str, path: &str) -> (Vec<Call>, Finish) {
-    let call = |service: Option<&'static str>, method: &'static str, path: String| Call {
-        service,
-        method,
-        path,
-    };
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (kind, method, segs.as_slice()) {
-        (Kind::Pod(Role::Frontend), "GET", [""]) => (vec![], Finish::Fixed(200)),
-        (Kind::Pod(Role::Frontend), "GET", ["products"]) => (
-            vec![call(Some("inventory"), "GET", "/items".into())],
-            Finish::Products,
-        ),
-        (Kind::Pod(Role::Frontend), "GET", ["cart", id]) => (
-            vec![call(Some("order-service"), "GET", format!("/carts/{id}"))],
-            Finish::Pass,
-        ),
-        (Kind::Pod(Role::Frontend), "POST", ["checkout", a]) if amount(a).is_some() => (
-            vec![call(Some("order-service"), "POST", format!("/orders/{a}"))],
-            Finish::Pass,
-        ),
-        (Kind::Pod(Role::OrderService), "GET", ["carts", id]) => {
-            (vec![], Finish::Fixed(if *id == "404" { 404 } else { 200 }))
-        }
-        (Kind::Pod(Role::OrderService), "POST", ["orders", a]) if amount(a).is_some() => (
-            vec![
-                call(Some("inventory"), "POST", format!("/reserve/{a}")),
-                call(Some("payment-service"), "POST", format!("/charge/{a}")),
-            ],
-            Finish::Order,
-        ),
-        (Kind::Pod(Role::PaymentService), "POST", ["charge", a]) => match amount(a) {
-            Some(n) if n % 7 == 0 => (vec![], Finish::Fixed(503)),
-            Some(_) => (
-                vec![call(None, "POST", format!("/v1/authorize/{a}"))],
-                Finish::Authorize,
-            ),
-            None => (vec![], Finish::Fixed(404)),
-        },
-        (Kind::Pod(Role::Inventory), "GET", ["items"]) => (vec![], Finish::Fixed(200)),
-        (Kind::Pod(Role::Inventory), "POST", ["reserve", _]) => (vec![], Finish::Fixed(200)),
-        (Kind::World, "GET", [""]) => (vec![], Finish::Fixed(200)),
-        (Kind::World, "POST", ["v1", "authorize", a]) => match amount(a) {
-            Some(n) if n % 5 == 0 => (vec![], Finish::Fixed(402)),
-            Some(_) => (vec![], Finish::Fixed(200)),
-            None => (vec![], Finish::Fixed(404)),
-        },
-        _ => (vec![], Finish::Fixed(404)),
-    }
-}
-
-/// The answer given the downstream statuses (0 = the call failed).
-pub fn finish(f: Finish, statuses: &[u16]) -> u16 {
-    let last = statuses.last().copied().unwrap_or(0);
-    match f {
-        Finish::Fixed(s) => s,
-        Finish::Pass => {
-            if last == 0 {
-                502
-            } else {
-                last
-            }
-        }
-        Finish::Products => {
-            if last == 200 {
-                200
-            } else {
-                502
-            }
-        }
-        Finish::Order => {
-            if statuses.iter().all(|s| (200..300).contains(s)) {
-                201
-            } else if last == 402 {
-                402
-            } else {
-                503
-            }
-        }
-        Finish::Authorize => match last {
-            200 | 402 => last,
-            _ => 503,
-        },
-    }
-}
+pub use rules::{Call, Finish, Kind, Reply, finish, plan, proceeds};
 
 /// What one server counted. Keys are flattened into rows for JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +40,12 @@ pub struct Stats {
     pub inbound: Vec<InboundCount>,
     pub outbound: Vec<OutboundCount>,
     pub dns: Vec<LookupCount>,
+    /// gRPC calls served (inventory).
+    #[serde(default)]
+    pub grpc_inbound: Vec<GrpcInboundCount>,
+    /// gRPC calls made (order-service).
+    #[serde(default)]
+    pub grpc_outbound: Vec<GrpcOutboundCount>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -200,11 +75,38 @@ pub struct LookupCount {
     pub count: u32,
 }
 
+/// gRPC calls a server answered, by caller, method and status code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GrpcInboundCount {
+    pub source_ip: IpAddr,
+    /// Fully qualified (`shop.inventory.v1.Inventory`).
+    pub service: String,
+    pub method: String,
+    pub code: u32,
+    pub count: u32,
+}
+
+/// gRPC calls a server made, by callee, method and how they ended.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GrpcOutboundCount {
+    pub name: String,
+    pub destination_ip: Option<Ipv4Addr>,
+    pub service: String,
+    pub method: String,
+    /// `None`: the call got no status from the server (it failed to connect).
+    pub code: Option<u32>,
+    pub count: u32,
+}
+
+type GrpcKey = (String, String, Option<u32>);
+
 #[derive(Default)]
 struct Counters {
     inbound: BTreeMap<(IpAddr, String, String, u16), u32>,
     outbound: BTreeMap<(String, Option<Ipv4Addr>, String, String, u16), u32>,
     dns: BTreeMap<(String, String, String), u32>,
+    grpc_inbound: BTreeMap<(IpAddr, String, String, u32), u32>,
+    grpc_outbound: BTreeMap<(String, Option<Ipv4Addr>, GrpcKey), u32>,
 }
 
 impl Counters {
@@ -243,6 +145,29 @@ impl Counters {
                     count: *c,
                 })
                 .collect(),
+            grpc_inbound: self
+                .grpc_inbound
+                .iter()
+                .map(|((ip, svc, m, code), c)| GrpcInboundCount {
+                    source_ip: *ip,
+                    service: svc.clone(),
+                    method: m.clone(),
+                    code: *code,
+                    count: *c,
+                })
+                .collect(),
+            grpc_outbound: self
+                .grpc_outbound
+                .iter()
+                .map(|((n, ip, (svc, m, code)), c)| GrpcOutboundCount {
+                    name: n.clone(),
+                    destination_ip: *ip,
+                    service: svc.clone(),
+                    method: m.clone(),
+                    code: *code,
+                    count: *c,
+                })
+                .collect(),
         }
     }
 }
@@ -257,6 +182,8 @@ pub struct AppConfig {
     pub port: u16,
     /// Port other app pods serve on.
     pub app_port: u16,
+    /// Port gRPC services listen on (this pod too, if its role serves gRPC).
+    pub grpc_port: u16,
     pub dns: Ipv4Addr,
     pub cluster_domain: String,
     /// The outside world's DNS name (payment-service calls it).
@@ -264,6 +191,12 @@ pub struct AppConfig {
     /// Serve on IPv6 too (`[::]`, dual stack).
     #[serde(default)]
     pub ipv6: bool,
+}
+
+impl AppConfig {
+    fn serves_grpc(&self) -> bool {
+        matches!(self.kind, Kind::Pod(r) if r.serves_grpc())
+    }
 }
 
 struct Ctx {
@@ -274,11 +207,13 @@ struct Ctx {
 /// A server whose sockets are bound (in the calling thread's namespace) and ready to accept.
 pub struct Bound {
     app: StdListener,
+    grpc: Option<StdListener>,
     admin: StdListener,
     cfg: AppConfig,
 }
 
-/// Binds the app port on all addresses and the admin port on 127.0.0.1.
+/// Binds the app port (and the gRPC port, if the role serves gRPC) on all
+/// addresses and the admin port on 127.0.0.1.
 pub fn bind(cfg: AppConfig) -> Result<Bound, Error> {
     let bind = |addr: SocketAddr| {
         let l = StdListener::bind(addr).map_err(|e| Error::Io {
@@ -292,16 +227,26 @@ pub fn bind(cfg: AppConfig) -> Result<Bound, Error> {
         Ok::<_, Error>(l)
     };
     // `[::]` accepts IPv4 too (v4-mapped) unless net.ipv6.bindv6only is set.
-    let app = if cfg.ipv6 {
-        bind(SocketAddr::from((
-            std::net::Ipv6Addr::UNSPECIFIED,
-            cfg.port,
-        )))?
+    let any = |port: u16| {
+        if cfg.ipv6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+        }
+    };
+    let app = bind(any(cfg.port))?;
+    let grpc = if cfg.serves_grpc() {
+        Some(bind(any(cfg.grpc_port))?)
     } else {
-        bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)))?
+        None
     };
     let admin = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)))?;
-    Ok(Bound { app, admin, cfg })
+    Ok(Bound {
+        app,
+        grpc,
+        admin,
+        cfg,
+    })
 }
 
 impl Bound {
@@ -313,18 +258,29 @@ impl Bound {
         };
         let app = TcpListener::from_std(self.app).map_err(io)?;
         let admin = TcpListener::from_std(self.admin).map_err(io)?;
+        let grpc = self
+            .grpc
+            .map(TcpListener::from_std)
+            .transpose()
+            .map_err(io)?;
         let ctx = Arc::new(Ctx {
             cfg: self.cfg,
             counters: Mutex::new(Counters::default()),
         });
         let app_loop = accept_loop(app, ctx.clone(), false);
-        let admin_loop = accept_loop(admin, ctx, true);
+        let admin_loop = accept_loop(admin, ctx.clone(), true);
+        let grpc_loop = async move {
+            match grpc {
+                Some(l) => grpc::serve(l, ctx).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown => {}
-            _ = app_loop => {}
-            _ = admin_loop => {}
+            _ = shutdown => Ok(()),
+            _ = app_loop => Ok(()),
+            _ = admin_loop => Ok(()),
+            r = grpc_loop => r,
         }
-        Ok(())
     }
 }
 
@@ -367,6 +323,18 @@ fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Counters> {
     ctx.counters.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A peer's address as the server counts it (IPv4 clients of a dual-stack
+/// socket arrive v4-mapped).
+fn client_ip(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
 fn respond(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -394,21 +362,17 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
     // Bodies are tiny JSON; cap them so a bad client cannot make us buffer without bound.
     let _ = Limited::new(req.into_body(), 64 * 1024).collect().await;
     let (calls, fin) = plan(ctx.cfg.kind, &method, &path);
-    let mut statuses = Vec::with_capacity(calls.len());
+    let mut replies = Vec::with_capacity(calls.len());
     for c in &calls {
-        statuses.push(call(ctx, c).await);
+        if !proceeds(fin, &replies) {
+            break;
+        }
+        replies.push(call(ctx, c).await);
     }
-    let status = finish(fin, &statuses);
-    let source_ip = match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    let status = finish(fin, &replies);
     *lock(ctx)
         .inbound
-        .entry((source_ip, method.clone(), path.clone(), status))
+        .entry((client_ip(peer), method.clone(), path.clone(), status))
         .or_default() += 1;
     respond(
         status,
@@ -417,30 +381,20 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
     )
 }
 
-/// Makes one downstream call; returns its status, 0 if it failed.
-async fn call(ctx: &Ctx, c: &Call) -> u16 {
-    let (name, port) = match c.service {
-        Some(svc) => (
-            format!("{svc}.{}.svc.{}", ctx.cfg.namespace, ctx.cfg.cluster_domain),
-            ctx.cfg.app_port,
-        ),
-        None => match &ctx.cfg.world_name {
-            Some(n) => (n.clone(), crate::state::WORLD_PORT),
-            None => return 0,
-        },
-    };
+/// Resolves `name` (one type-A query, counted); the first address.
+async fn resolve(ctx: &Ctx, name: &str) -> Option<Ipv4Addr> {
     let answer = crate::dns::query(
         SocketAddr::from((ctx.cfg.dns, 53)),
-        &name,
+        name,
         RecordType::A,
         Duration::from_secs(3),
     )
     .await;
-    let ip = match &answer {
+    match answer {
         Ok(a) => {
             *lock(ctx)
                 .dns
-                .entry((name.clone(), "A".into(), a.rcode.clone()))
+                .entry((name.to_string(), "A".into(), a.rcode.clone()))
                 .or_default() += 1;
             a.addrs.first().copied()
         }
@@ -448,25 +402,74 @@ async fn call(ctx: &Ctx, c: &Call) -> u16 {
             tracing::warn!("{e}");
             None
         }
+    }
+}
+
+/// Makes one downstream call (a lookup, then a fresh connection) and counts it.
+async fn call(ctx: &Ctx, c: &Call) -> Reply {
+    let (name, port) = match (c.service, &c.request) {
+        (Some(svc), req) => (
+            format!("{svc}.{}.svc.{}", ctx.cfg.namespace, ctx.cfg.cluster_domain),
+            match req {
+                rules::Request::Http { .. } => ctx.cfg.app_port,
+                rules::Request::Grpc { .. } => ctx.cfg.grpc_port,
+            },
+        ),
+        (None, _) => match &ctx.cfg.world_name {
+            Some(n) => (n.clone(), crate::state::WORLD_PORT),
+            None => return Reply::Failed,
+        },
     };
-    let status = match ip {
-        Some(ip) => {
-            let body = serde_json::json!({"from": ctx.cfg.pod}).to_string();
-            match request_once(SocketAddr::from((ip, port)), &name, c.method, &c.path, body).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("{} {} {}: {e}", c.method, name, c.path);
-                    0
+    let ip = resolve(ctx, &name).await;
+    match &c.request {
+        rules::Request::Http { method, path } => {
+            let status = match ip {
+                Some(ip) => {
+                    let body = serde_json::json!({"from": ctx.cfg.pod}).to_string();
+                    let addr = SocketAddr::from((ip, port));
+                    match request_once(addr, &name, method, path, body).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("{method} {name} {path}: {e}");
+                            0
+                        }
+                    }
                 }
+                None => 0,
+            };
+            *lock(ctx)
+                .outbound
+                .entry((name, ip, method.to_string(), path.clone(), status))
+                .or_default() += 1;
+            if status == 0 {
+                Reply::Failed
+            } else {
+                Reply::Http(status)
             }
         }
-        None => 0,
-    };
-    *lock(ctx)
-        .outbound
-        .entry((name, ip, c.method.to_string(), c.path.clone(), status))
-        .or_default() += 1;
-    status
+        rules::Request::Grpc { method, quantity } => {
+            let code = match ip {
+                Some(ip) => {
+                    let addr = SocketAddr::from((ip, port));
+                    match grpc::call_once(addr, &name, method, *quantity).await {
+                        Ok(code) => Some(code),
+                        Err(e) => {
+                            tracing::warn!("gRPC {name} {method}: {e:#}");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            let key = (
+                crate::grpc::SERVICE.to_string(),
+                method.to_string(),
+                code.map(|c| c as u32),
+            );
+            *lock(ctx).grpc_outbound.entry((name, ip, key)).or_default() += 1;
+            code.map_or(Reply::Failed, Reply::Grpc)
+        }
+    }
 }
 
 /// One request over a fresh connection that is closed afterwards.

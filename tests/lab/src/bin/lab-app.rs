@@ -1,5 +1,6 @@
-//! One lab pod's program (or the outside-world server): serves HTTP per the
-//! rules in `flowd_lab::app` until SIGTERM/SIGINT. `lab up` starts one per pod
+//! One lab pod's program (or the outside-world server): serves HTTP (and
+//! gRPC, inventory) per the rules in `flowd_lab::app::rules` until
+//! SIGTERM/SIGINT. `lab up` starts one per pod
 //! inside the pod's network namespace.
 
 use anyhow::Context;
