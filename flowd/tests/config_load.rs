@@ -162,7 +162,8 @@ fn example_configmap_file() {
             HandlerKind::PortDistribution,
             HandlerKind::Icmp,
             HandlerKind::FlowsToWorld,
-            HandlerKind::HttpV2
+            HandlerKind::HttpV2,
+            HandlerKind::Grpc
         ]
     );
     let dns = c.hubble_metrics.get(HandlerKind::Dns).unwrap();
@@ -170,6 +171,10 @@ fn example_configmap_file() {
     let http = c.hubble_metrics.get(HandlerKind::HttpV2).unwrap();
     assert!(http.exemplars);
     assert_eq!(http.context.label_names().len(), 7);
+    let grpc = c.hubble_metrics.get(HandlerKind::Grpc).unwrap();
+    assert!(grpc.exemplars);
+    // source, destination, source_namespace, destination_namespace.
+    assert_eq!(grpc.context.label_names().len(), 4);
 
     // The example shows every key flowd knows.
     let text = std::fs::read_to_string(&path).unwrap();

@@ -29,6 +29,8 @@ const DOCS: [&str; 4] = [
 
 const CLUSTER_METRICS: &str =
     "flowd/tests/metrics_cluster.rs::metrics_on_real_traffic_match_the_report";
+const GRPC_CLUSTER: &str =
+    "flowd/tests/grpc_cluster.rs::grpc_calls_agree_between_the_generator_the_servers_and_flowd";
 const DNS_NAMES_ENTRIES: &str =
     "flowd/tests/daemon_dns_names.rs::entries_count_each_local_pod_address_and_name";
 const DNS_NAMES_BOUND: &str =
@@ -46,10 +48,16 @@ const H2_MIDDLE: &str =
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
 const METRICS: &[(&str, &[&str])] = &[
-    ("hubble_grpc_requests_total", &[GRPC_E2E]),
-    ("hubble_grpc_request_duration_seconds", &[GRPC_E2E]),
-    ("flowd_http2_partial_messages_total", &[H2_MIDDLE]),
-    ("flowd_http2_walk_losses_total", &[H2_MIDDLE]),
+    ("hubble_grpc_requests_total", &[GRPC_E2E, GRPC_CLUSTER]),
+    (
+        "hubble_grpc_request_duration_seconds",
+        &[GRPC_E2E, GRPC_CLUSTER],
+    ),
+    (
+        "flowd_http2_partial_messages_total",
+        &[H2_MIDDLE, GRPC_CLUSTER],
+    ),
+    ("flowd_http2_walk_losses_total", &[H2_MIDDLE, GRPC_CLUSTER]),
     (
         "hubble_flows_processed_total",
         &[
@@ -610,7 +618,11 @@ const FLAGS: &[(&str, &str, &[&str])] = &[
             RELAY_MERGE,
         ],
     ),
-    ("observe", "--grpc-status", &[FILTERS, GRPC_CLI]),
+    (
+        "observe",
+        "--grpc-status",
+        &[FILTERS, GRPC_CLI, GRPC_CLUSTER],
+    ),
     ("observe", "--grpc-service", &[FILTERS, GRPC_CLI]),
     ("observe", "--grpc-method", &[FILTERS, GRPC_CLI]),
     ("observe", "--http-method", &[FILTERS]),
