@@ -44,7 +44,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 "$LAB" down --dir "$DIR" >/dev/null 2>&1 || true
-step "starting the lab cluster (network namespaces: nodes, pods, DNS, HTTP services)"
+step "starting the lab cluster (network namespaces: nodes, pods, DNS, HTTP and gRPC services)"
 "$LAB" up --dir "$DIR"
 # "name ip" per node, from the lab's state file.
 node_list=$(python3 -c 'import json,sys; [print(n["name"], n["underlay_ip"]) for n in json.load(open(sys.argv[1]))["nodes"]]' "$DIR/lab-state.json")
@@ -140,9 +140,20 @@ dns = collections.Counter()
 for d in r["sent"]["dns"]:
     dns[d["rcode"]] += d["count"]
 errors = sum(h["count"] for h in r["expected"]["http"] if h["status"] >= 400)
+# gRPC status names (the report has the codes).
+names = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+         "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+         "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+         "UNAUTHENTICATED"]
+grpc = collections.Counter()
+for g in r["expected"].get("grpc", []):
+    code = g["code"]
+    grpc[names[code] if code is not None and code < len(names) else str(code)] += g["count"]
 print("sent: " + ", ".join(f"{n}x HTTP {s}" for s, n in sorted(http.items()))
       + "; DNS " + ", ".join(f"{n}x {c}" for c, n in sorted(dns.items())))
 print(f"HTTP exchanges with a 4xx/5xx answer in the whole cluster (downstream calls included): {errors}")
+print("gRPC calls order-service -> inventory (Reserve): "
+      + ", ".join(f"{n}x {c}" for c, n in sorted(grpc.items())))
 PY
 step "then the same mix every second, in the background"
 "$LAB" traffic --dir "$DIR" --rounds 1000000 --interval-ms 1000 >"$DIR/traffic.json" 2>>"$DIR/traffic.log" &
@@ -152,12 +163,16 @@ step "observe --namespace ecommerce --http-status 400-599   (HTTP errors, all no
 echo "(one line per observation point: a pod's veth on the client's node and on the server's node)"
 timeout 5 bash -c "$(declare -f observe); LAB=$LAB DIR=$DIR BIN=$BIN; observe --namespace ecommerce --http-status 400-599 --since $T0 --follow" || true
 
+step "observe --namespace ecommerce --protocol grpc --grpc-status 1-16   (failing gRPC calls, since the first round)"
+echo "(their HTTP status is 200: the gRPC status, from the trailers, says what failed; no proxy)"
+timeout 5 bash -c "$(declare -f observe); LAB=$LAB DIR=$DIR BIN=$BIN; observe --namespace ecommerce --protocol grpc --grpc-status 1-16 --since $T0 --follow" || true
+
 step "observe --protocol dns --last 10   (DNS, from the datapath; no proxy)"
 observe --protocol dns --last 10 || true
 
 step "a sample of the metrics (node-a, :9965)"
 metrics=$("$LAB" exec --dir "$DIR" --node "${nodes%% *}" -- curl -s 127.0.0.1:9965/metrics 2>/dev/null || true)
-for m in http_requests_total dns_responses_total drop_total flows_processed_total; do
+for m in http_requests_total grpc_requests_total dns_responses_total drop_total flows_processed_total; do
   echo "$metrics" | grep -E "^hubble_${m}\{" | head -4 || true
 done
 

@@ -1,10 +1,12 @@
 //! The README's demo command, run as a user would (non-interactively, ended
 //! by FLOWD_DEMO_SECONDS), with the workspace's built binaries: it must exit
-//! cleanly, and its `observe --namespace ecommerce --http-status 400-599`
-//! view must show exactly the kinds of 4xx/5xx exchanges the traffic
-//! generator's first round caused (client, server, path, status), every one
-//! of them, and nothing else. It runs with mTLS between the relay and the
-//! nodes, as the deployment does.
+//! cleanly; its `observe --namespace ecommerce --http-status 400-599` view
+//! must show exactly the kinds of 4xx/5xx exchanges the traffic generator's
+//! first round caused (client, server, path, status), every one of them, and
+//! nothing else; and its `observe --namespace ecommerce --protocol grpc
+//! --grpc-status 1-16` view exactly the kinds of gRPC calls that did not end
+//! OK (client, server, method path, gRPC status). It runs with mTLS between
+//! the relay and the nodes, as the deployment does.
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,15 +18,18 @@ use flowd_lab::traffic::TrafficReport;
 
 /// (client pod, server pod or address, path, status)
 type Exchange = (String, String, String, u16);
+/// (client pod, server pod, method path, gRPC status name)
+type Call = (String, String, String, String);
 
 const SECTION: &str = "observe --namespace ecommerce --http-status 400-599";
+const GRPC_SECTION: &str = "observe --namespace ecommerce --protocol grpc --grpc-status 1-16";
 
-/// The flow lines of the 4xx/5xx section of the demo's output.
-fn error_section(out: &str) -> Result<Vec<&str>> {
-    let mut lines = out.lines().skip_while(|l| !l.contains(SECTION));
+/// The flow lines of the demo's `section` step.
+fn section<'a>(out: &'a str, section: &str) -> Result<Vec<&'a str>> {
+    let mut lines = out.lines().skip_while(|l| !l.contains(section));
     lines
         .next()
-        .with_context(|| format!("the demo printed no {SECTION:?} step"))?;
+        .with_context(|| format!("the demo printed no {section:?} step"))?;
     Ok(lines
         .take_while(|l| !l.contains("==>"))
         .filter(|l| l.contains(" <- ") || l.contains(" -> "))
@@ -52,6 +57,40 @@ fn parse_line(line: &str) -> Result<Exchange> {
         .to_string();
     let status: u16 = t[7].parse().context("status")?;
     Ok((endpoint(t[0]), endpoint(t[2]), path, status))
+}
+
+/// A compact gRPC line: `TIME: CLIENT <- SERVER gRPC PATH => STATUS (LAT) VERDICT`.
+fn parse_grpc_line(line: &str) -> Result<Call> {
+    let (_, rest) = line.split_once(": ").context("no timestamp")?;
+    let t: Vec<&str> = rest.split_whitespace().collect();
+    ensure!(
+        t.len() == 9 && t[1] == "<-" && t[3] == "gRPC" && t[5] == "=>",
+        "not a gRPC response line"
+    );
+    Ok((
+        endpoint(t[0]),
+        endpoint(t[2]),
+        t[4].to_string(),
+        t[6].to_string(),
+    ))
+}
+
+fn expected_calls(report: &TrafficReport) -> BTreeSet<Call> {
+    report
+        .expected
+        .grpc
+        .iter()
+        .filter(|g| g.code != Some(0))
+        .filter(|g| g.source_namespace == "ecommerce")
+        .map(|g| {
+            (
+                g.source_pod.clone(),
+                g.destination_pod.clone().unwrap_or_default(),
+                g.path(),
+                g.status_name().unwrap_or("none").to_string(),
+            )
+        })
+        .collect()
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -82,7 +121,7 @@ fn expected(report: &TrafficReport) -> BTreeSet<Exchange> {
 }
 
 #[test]
-fn demo_shows_the_generators_http_errors() -> Result<()> {
+fn demo_shows_the_generators_http_errors_and_failing_grpc_calls() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin_dir = bins::dir()?;
     for b in ["flowd", "relay", "observe", "lab"] {
@@ -187,7 +226,7 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
         "the generator's mix has no 4xx/5xx exchange"
     );
 
-    let lines = error_section(&out)?;
+    let lines = section(&out, SECTION)?;
     let mut got = BTreeSet::new();
     for l in &lines {
         got.insert(
@@ -206,6 +245,27 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
     ensure!(
         missing.is_empty() && extra.is_empty(),
         "the demo's error view differs from the generator's report\nmissing: {missing:#?}\nunexpected: {extra:#?}\noutput:\n{out}"
+    );
+    // The failing gRPC calls, next to the HTTP errors: each kind the
+    // report predicts, and nothing else (the calls order-service makes end
+    // RESOURCE_EXHAUSTED or INVALID_ARGUMENT; their HTTP status is 200).
+    let want = expected_calls(&report);
+    ensure!(
+        !want.is_empty(),
+        "the generator's mix has no failing gRPC call"
+    );
+    let mut got = BTreeSet::new();
+    for l in section(&out, GRPC_SECTION)? {
+        got.insert(
+            parse_grpc_line(l)
+                .with_context(|| format!("unexpected line in the gRPC error view: {l}"))?,
+        );
+    }
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "the demo's failing gRPC calls differ from the generator's report\nmissing: {missing:#?}\nunexpected: {extra:#?}\noutput:\n{out}"
     );
     // Every node served the Observer API over mTLS (the relay, which
     // reached them all, presented its certificate).
@@ -235,10 +295,11 @@ fn demo_shows_the_generators_http_errors() -> Result<()> {
         out.contains("NXDOMAIN"),
         "the DNS view shows no NXDOMAIN answer"
     );
-    ensure!(
-        out.lines()
-            .any(|l| l.starts_with("hubble_http_requests_total")),
-        "the metrics sample shows no hubble_http_requests_total"
-    );
+    for m in ["hubble_http_requests_total", "hubble_grpc_requests_total"] {
+        ensure!(
+            out.lines().any(|l| l.starts_with(m)),
+            "the metrics sample shows no {m}"
+        );
+    }
     Ok(())
 }
