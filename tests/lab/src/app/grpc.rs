@@ -116,14 +116,15 @@ pub(super) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) -> Result<(), Er
 
 /// One unary call of `method` (`Reserve`) to `addr` over a connection of its
 /// own (`:authority` is `host:port`, as an HTTP client's Host); the status
-/// code the server ended it with. A call the server never answered
-/// (connection failed) is an error.
+/// code the server ended it with, and how long the call took from sending
+/// the request to reading its status (the connection already open). A call
+/// the server never answered (connection failed) is an error.
 pub(super) async fn call_once(
     addr: SocketAddr,
     host: &str,
     method: &str,
     quantity: u64,
-) -> Result<Code, Error> {
+) -> Result<(Code, Duration), Error> {
     let fail = |reason: String| Error::Grpc {
         target: format!("{host} ({addr}) {SERVICE}/{method}"),
         reason,
@@ -140,6 +141,7 @@ pub(super) async fn call_once(
         .await
         .map_err(|e| fail(format!("connect: {e}")))?;
     let mut client = InventoryClient::new(channel);
+    let start = std::time::Instant::now();
     let result = match method {
         "Reserve" => client
             .reserve(ReserveRequest {
@@ -152,9 +154,10 @@ pub(super) async fn call_once(
             .map(|_| ()),
         other => return Err(fail(format!("the lab makes no {other} calls"))),
     };
+    let took = start.elapsed();
     match result {
-        Ok(()) => Ok(Code::Ok),
+        Ok(()) => Ok((Code::Ok, took)),
         Err(s) if is_transport(&s) => Err(fail(s.to_string())),
-        Err(s) => Ok(s.code()),
+        Err(s) => Ok((s.code(), took)),
     }
 }

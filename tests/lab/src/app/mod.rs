@@ -96,6 +96,10 @@ pub struct GrpcOutboundCount {
     /// `None`: the call got no status from the server (it failed to connect).
     pub code: Option<u32>,
     pub count: u32,
+    /// The longest of these calls, from sending the request to reading its
+    /// status, as this client measured it (nanoseconds).
+    #[serde(default)]
+    pub max_latency_ns: u64,
 }
 
 type GrpcKey = (String, String, Option<u32>);
@@ -106,7 +110,7 @@ struct Counters {
     outbound: BTreeMap<(String, Option<Ipv4Addr>, String, String, u16), u32>,
     dns: BTreeMap<(String, String, String), u32>,
     grpc_inbound: BTreeMap<(IpAddr, String, String, u32), u32>,
-    grpc_outbound: BTreeMap<(String, Option<Ipv4Addr>, GrpcKey), u32>,
+    grpc_outbound: BTreeMap<(String, Option<Ipv4Addr>, GrpcKey), (u32, Duration)>,
 }
 
 impl Counters {
@@ -159,13 +163,14 @@ impl Counters {
             grpc_outbound: self
                 .grpc_outbound
                 .iter()
-                .map(|((n, ip, (svc, m, code)), c)| GrpcOutboundCount {
+                .map(|((n, ip, (svc, m, code)), (c, max))| GrpcOutboundCount {
                     name: n.clone(),
                     destination_ip: *ip,
                     service: svc.clone(),
                     method: m.clone(),
                     code: *code,
                     count: *c,
+                    max_latency_ns: u64::try_from(max.as_nanos()).unwrap_or(u64::MAX),
                 })
                 .collect(),
         }
@@ -448,11 +453,11 @@ async fn call(ctx: &Ctx, c: &Call) -> Reply {
             }
         }
         rules::Request::Grpc { method, quantity } => {
-            let code = match ip {
+            let answer = match ip {
                 Some(ip) => {
                     let addr = SocketAddr::from((ip, port));
                     match grpc::call_once(addr, &name, method, *quantity).await {
-                        Ok(code) => Some(code),
+                        Ok(a) => Some(a),
                         Err(e) => {
                             tracing::warn!("gRPC {name} {method}: {e:#}");
                             None
@@ -464,10 +469,13 @@ async fn call(ctx: &Ctx, c: &Call) -> Reply {
             let key = (
                 crate::grpc::SERVICE.to_string(),
                 method.to_string(),
-                code.map(|c| c as u32),
+                answer.map(|(c, _)| c as u32),
             );
-            *lock(ctx).grpc_outbound.entry((name, ip, key)).or_default() += 1;
-            code.map_or(Reply::Failed, Reply::Grpc)
+            let mut counters = lock(ctx);
+            let (n, max) = counters.grpc_outbound.entry((name, ip, key)).or_default();
+            *n += 1;
+            *max = (*max).max(answer.map_or(Duration::ZERO, |(_, took)| took));
+            answer.map_or(Reply::Failed, |(c, _)| Reply::Grpc(c))
         }
     }
 }
