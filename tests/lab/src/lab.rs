@@ -167,7 +167,14 @@ fn create_netns(state: &LabState, ns: &str) -> Result<(), Error> {
             ("net/ipv6/conf/default/disable_ipv6".into(), "1".into()),
         ]
     };
-    netns::sysctls(ns, v6)
+    let mut sysctls = v6;
+    // No tail loss probes: with the lab's sub-millisecond RTTs a probe fires
+    // after a few milliseconds without an ACK, so on a busy machine it
+    // resends segments that were only late, and the receiver drops the
+    // copies (TCP_OLD_DATA): drop flows that depend on timing, in counts that
+    // must be exact. Real losses are still recovered (fast retransmit, RTO).
+    sysctls.push(("net/ipv4/tcp_early_retrans".into(), "0".into()));
+    netns::sysctls(ns, sysctls)
 }
 
 /// Wires a pod (its namespace exists) to its node: veth pair, /32 (and /128)
