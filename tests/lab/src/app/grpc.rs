@@ -2,11 +2,17 @@
 //! by the rules and counts every call; order-service calls it over one
 //! HTTP/2 connection per call.
 
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Endpoint, Server, Uri};
 use tonic::{Code, Status, Streaming};
@@ -137,7 +143,7 @@ pub(super) async fn call_once(
         .origin(origin)
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
-        .connect()
+        .connect_with_connector(Dial(addr))
         .await
         .map_err(|e| fail(format!("connect: {e}")))?;
     let mut client = InventoryClient::new(channel);
@@ -159,5 +165,104 @@ pub(super) async fn call_once(
         Ok(()) => Ok((Code::Ok, took)),
         Err(s) if is_transport(&s) => Err(fail(s.to_string())),
         Err(s) => Ok((s.code(), took)),
+    }
+}
+
+/// Opens the call's TCP connection (tonic's connector).
+#[derive(Clone, Copy)]
+struct Dial(SocketAddr);
+
+impl tonic::codegen::Service<Uri> for Dial {
+    type Response = TokioIo<Lingering>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addr = self.0;
+        Box::pin(async move {
+            let s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(TokioIo::new(Lingering(Some(s))))
+        })
+    }
+}
+
+/// A client connection that closes the way an HTTP/1.1 `Connection: close`
+/// exchange does, FIN each way and nothing after it: when the HTTP/2 client
+/// lets go of it, it sends its FIN and keeps reading until the server's. A
+/// socket closed at once would answer the server's last frames (its GOAWAY)
+/// with a reset, and the kernel would drop them: flows that depend on
+/// timing, in a lab whose counts must be exact.
+struct Lingering(Option<TcpStream>);
+
+impl Lingering {
+    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        self.0
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut s) = self.0.take() else { return };
+        // Outside a runtime the socket just closes.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            // A second shutdown after hyper's is a harmless error.
+            let _ = s.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
     }
 }
