@@ -151,7 +151,7 @@ fn benches(c: &mut Criterion) {
             for r in &recs {
                 n += p.h2_flows(black_box(r), 1).len();
             }
-            assert_eq!(n, 2 * CALLS);
+            assert_eq!(n, 2 * CALLS, "records per replay");
         })
     });
     g.finish();

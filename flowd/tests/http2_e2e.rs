@@ -586,12 +586,18 @@ fn bulk_streams_keep_the_walk_in_step() -> Result<()> {
         let counted =
             flowd_tests::wait_until("the loss in the metrics", Duration::from_secs(5), || {
                 let m = scrape(&lab.pair.a)?;
-                let losses: f64 = m
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("flowd_http2_walk_losses_total"))
-                    .map(|(_, v)| v)
-                    .sum();
-                Ok((losses > 0.0).then_some(m))
+                let sum = |prefix: &str| -> f64 {
+                    m.iter()
+                        .filter(|(k, _)| k.starts_with(prefix))
+                        .map(|(_, v)| v)
+                        .sum()
+                };
+                let losses = sum("flowd_http2_walk_losses_total");
+                let flagged = sum("flowd_http2_walk_losses_total{detected_by=\"kernel\"}");
+                // The kernel's reasons reach the metrics at the daemon's next
+                // tick: wait for them when the kernel flagged the loss.
+                let reasons = sum("flowd_datapath_http2_walks_lost_total");
+                Ok((losses > 0.0 && (flagged == 0.0 || reasons > 0.0)).then_some(m))
             })?;
         let walk: Vec<String> = counted
             .into_iter()

@@ -48,8 +48,8 @@ pub fn addresses(k: &FlowKey) -> Option<(IpAddr, IpAddr)> {
 pub fn ip(k: &FlowKey) -> Option<Ip> {
     let (src, dst) = addresses(k)?;
     Some(Ip {
-        source: src.to_string(),
-        destination: dst.to_string(),
+        source: ip_string(src),
+        destination: ip_string(dst),
         ip_version: if src.is_ipv4() {
             IpVersion::IPv4
         } else {
@@ -57,6 +57,28 @@ pub fn ip(k: &FlowKey) -> Option<Ip> {
         } as i32,
         ..Ip::default()
     })
+}
+
+/// An address as Hubble writes it. IPv4 is written here: std's Display
+/// goes through the formatting machinery, a noticeable part of each flow.
+fn ip_string(a: IpAddr) -> String {
+    let IpAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
 }
 
 /// TCP flag bits (as in `flowd_common::TCP_*`) → Hubble's TCPFlags.
@@ -219,6 +241,16 @@ mod tests {
     use flowd_common::{
         EV_NEW_FLOW, EventHeader, FlowStats as KStats, TRANSITION_FIN, TRANSITION_RST,
     };
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for o in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            let a = IpAddr::V4(Ipv4Addr::new(o, 255 - o, o / 3, 7));
+            assert_eq!(ip_string(a), a.to_string());
+        }
+        let v6: IpAddr = "fd00::1:2".parse().unwrap();
+        assert_eq!(ip_string(v6), "fd00::1:2");
+    }
 
     fn ev(family: u8, proto: u8, sport: u16, dport: u16) -> FlowEvent {
         let mut key = FlowKey {

@@ -18,13 +18,33 @@
 //! decode as unknown. Either way a known index is never resolved to the
 //! wrong entry. The table's bytes are bounded by [`MAX_TABLE_BYTES`].
 //!
-//! Huffman-coded strings are decoded by loona-hpack's Huffman decoder; a
-//! string it rejects makes its field unknown without losing the structure of
-//! the block (string lengths are outside the Huffman code).
+//! Huffman-coded strings are decoded by httlib-huffman; a string it
+//! rejects makes its field unknown without losing the structure of the
+//! block (string lengths are outside the Huffman code).
 
 use std::collections::VecDeque;
 
-use loona_hpack::huffman::HuffmanDecoder;
+use httlib_huffman::DecoderSpeed;
+
+/// HPACK's Huffman code (RFC 7541 §5.2 and appendix B).
+#[derive(Debug, Default)]
+pub struct HuffmanDecoder;
+
+impl HuffmanDecoder {
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// The decoded string; None if `raw` is not a valid code (a symbol
+    /// outside the code, EOS, or padding that is not EOS's first bits).
+    pub fn decode(&mut self, raw: &[u8]) -> Option<Vec<u8>> {
+        // Four bits per table step: the largest tables that stay in cache
+        // next to the rest of the parser.
+        let mut out = Vec::with_capacity(raw.len() * 8 / 5 + 1);
+        httlib_huffman::decode(raw, &mut out, DecoderSpeed::FourBits).ok()?;
+        Some(out)
+    }
+}
 
 /// HTTP/2's initial SETTINGS_HEADER_TABLE_SIZE: the dynamic table's size
 /// limit until a size update says otherwise.
@@ -280,7 +300,7 @@ impl Str<'_> {
     /// The decoded Huffman string (None for a raw string or a bad code).
     fn decode(&self, huffman: &mut HuffmanDecoder) -> Option<Vec<u8>> {
         if self.huffman {
-            huffman.decode(self.raw).ok()
+            huffman.decode(self.raw)
         } else {
             None
         }

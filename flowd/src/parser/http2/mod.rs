@@ -38,13 +38,12 @@ use flowd_common::{
     DIR_EGRESS, DIR_INGRESS, FlowKey, H2_F_LOST, H2_F_PREFACE, H2_F_START, PROTO_TCP,
 };
 use flowd_proto::flow::Http;
-use loona_hpack::huffman::HuffmanDecoder;
 
 use crate::datapath::H2Record;
 use crate::parser::HttpConfig;
 use crate::parser::pairing::ConnKey;
 use flow::End;
-use hpack::Decoder;
+use hpack::{Decoder, HuffmanDecoder};
 use stream_walk::{
     CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY,
     Frame, FrameHeader, GOAWAY, HEADERS, PUSH_PROMISE, PieceOutcome, RST_STREAM, SETTINGS, Walk,
@@ -140,6 +139,9 @@ struct Dir {
     /// The walk started at the connection's start: its first frame must be
     /// a SETTINGS frame (the connection preface).
     awaiting_settings: bool,
+    /// Started at the server's first SETTINGS, no header block since: a
+    /// client preface seen after it opens the same connection.
+    fresh: bool,
 }
 
 impl Dir {
@@ -148,6 +150,7 @@ impl Dir {
             hpack: Decoder::new(false),
             block: None,
             awaiting_settings: false,
+            fresh: false,
         }
     }
 }
@@ -343,9 +346,17 @@ impl Tracker {
             && conn.shared.client.is_none()
             && conn.shared.streams.is_empty();
         if start && preface && !lost && !server_start_only {
-            let old = std::mem::replace(conn, Conn::new(&limits, ts));
+            let mut old = std::mem::replace(conn, Conn::new(&limits, ts));
             conn.tick = tick;
             self.stats.streams_evicted += old.shared.streams.len() as u64;
+            // The server's SETTINGS can reach the hook before the client's
+            // preface: that start is the new connection's, not the old one's.
+            let other = 1 - side;
+            if old.dirs[other].fresh {
+                std::mem::swap(&mut conn.walks[other], &mut old.walks[other]);
+                std::mem::swap(&mut conn.dirs[other], &mut old.dirs[other]);
+                conn.keys[other] = old.keys[other];
+            }
         }
         conn.keys[side] = Some(rec.key);
         if lost {
@@ -359,12 +370,13 @@ impl Tracker {
             let dir = &mut conn.dirs[side];
             dir.block = None;
             // After the client's preface comes its SETTINGS (RFC 9113
-            // §3.4). Other starts are the server's first SETTINGS (the
-            // kernel checked it) or a place the kernel proved is a frame
-            // header in the middle of a connection (no H2_F_LOST: flowd
-            // started after the connection did), whose table is unknown.
-            dir.hpack = Decoder::new(preface && !lost);
-            dir.awaiting_settings = preface && !lost;
+            // §3.4). A start without H2_F_LOST is a connection's start (the
+            // client's preface or the server's first SETTINGS, which the
+            // kernel checked); with it, a place the kernel proved is a frame
+            // header in the middle of a connection, whose table is unknown.
+            dir.hpack = Decoder::new(!lost);
+            dir.awaiting_settings = !lost;
+            dir.fresh = !lost && !preface;
             if preface {
                 conn.shared.client = Some(side);
             }
@@ -557,6 +569,7 @@ fn side_lost(conn: &mut Conn, side: usize) {
     dir.hpack.restart();
     dir.block = None;
     dir.awaiting_settings = false;
+    dir.fresh = false;
     let client = conn.shared.client;
     for s in conn.shared.streams.values_mut() {
         match client {
@@ -626,6 +639,7 @@ impl Ctx<'_> {
         }
         match h.kind {
             HEADERS | PUSH_PROMISE => {
+                self.dir.fresh = false;
                 let (buf, oversized) = if f.oversized {
                     (Vec::new(), true)
                 } else {

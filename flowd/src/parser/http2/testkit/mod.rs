@@ -850,12 +850,13 @@ impl KernelModel {
 
     /// The kernel starts walking at byte `at` (flowd started while the
     /// connection was open, a configured HTTP/2 port): its first record is
-    /// flagged H2_F_START at the first frame header from there, as the
-    /// kernel's synchronisation on a connection seen from the middle does.
+    /// flagged H2_F_START|H2_F_LOST at the first frame header from there, as
+    /// the kernel's synchronisation on a connection seen from the middle is
+    /// (what came before, the HPACK tables' contents, is unknown).
     pub fn join(&mut self, at: usize) {
         self.started = true;
         self.resync_from = Some(at);
-        self.resync_flags = H2_F_START;
+        self.resync_flags = H2_F_START | H2_F_LOST;
     }
 
     /// The segment `[start, end)` of `stream` was lost before the kernel

@@ -263,9 +263,10 @@ pub fn truthful(calls: &[Call], flows: &[Got]) -> Result<(), String> {
 
 /// A conversation's records when the kernel joins it at send `join`: the
 /// first record of each direction after it is flagged `flags` (sends are
-/// frame-aligned: it starts at a header). H2_F_START alone is the kernel's
-/// synchronisation on a connection open before flowd started;
-/// H2_F_START|H2_F_LOST its resynchronisation after a loss.
+/// frame-aligned: it starts at a header). The kernel flags both its
+/// synchronisation on a connection open before flowd started and its
+/// resynchronisation after a loss H2_F_START|H2_F_LOST; H2_F_START alone
+/// is a connection's start.
 pub fn joined_records(
     conv: &Conversation,
     join: usize,
