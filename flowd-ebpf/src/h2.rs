@@ -510,6 +510,47 @@ unsafe fn advance(sc: *mut Scratch, n: u32) {
     }
 }
 
+/// Steps a packet waits for its direction's walk (a few tens of µs at most,
+/// then the packet is left and counted, as before the wait).
+const WAIT_STEPS: u32 = 1 << 13;
+
+/// [`wait_step`]'s context, on the walker's stack.
+#[repr(C)]
+struct WaitCx {
+    st: *mut H2Walk,
+    seq: u32,
+    /// 1 once this run holds the walk.
+    held: u32,
+}
+
+/// One step of waiting for the direction's walk. TCP sends a connection's
+/// segments from several CPUs at once (the writer's, and the one that
+/// handles the ACKs), so a segment can reach the hook while another CPU
+/// walks the one before it, or just before that CPU starts to: wait until
+/// the walk is free and has reached this segment, rather than lose the
+/// walk. The last step takes a free walk even if bytes before this segment
+/// are still missing (a gap).
+unsafe extern "C" fn wait_step(i: u64, cx: *mut c_void) -> i64 {
+    // SAFETY: `cx` is the walker's WaitCx; `st` its H2_WALK entry.
+    unsafe {
+        let cx = &mut *(cx as *mut WaitCx);
+        let st = cx.st;
+        let busy = addr_of_mut!((*st).busy);
+        if read_volatile(busy) != 0 || !atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(busy, 0, 1).1
+        {
+            return 0;
+        }
+        let synced = read_volatile(addr_of!((*st).state)) & H2W_SYNCED != 0;
+        let ahead = cx.seq.wrapping_sub(read_volatile(addr_of!((*st).next_seq))) as i32 > 0;
+        if synced && ahead && i + 1 < u64::from(WAIT_STEPS) {
+            write_volatile(busy, 0);
+            return 0;
+        }
+        cx.held = 1;
+        1
+    }
+}
+
 /// One step of the walk: a frame header (with the DATA prefix after it),
 /// a payload piece to copy, or payload to skip.
 unsafe extern "C" fn walk_step(_i: u64, cx: *mut c_void) -> i64 {
@@ -836,7 +877,14 @@ pub fn walk(ctx: &TcContext) {
             return;
         };
         let busy = addr_of_mut!((*st).busy);
-        if !atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(busy, 0, 1).1 {
+        let mut wait = WaitCx { st, seq, held: 0 };
+        bpf_loop(
+            WAIT_STEPS,
+            wait_step as *const () as *mut c_void,
+            (&mut wait as *mut WaitCx).cast(),
+            0,
+        );
+        if wait.held == 0 {
             count(CNT_H2_BUSY, 1);
             return;
         }

@@ -337,9 +337,9 @@ pub struct H2Walk {
     /// The first `hdr_len` bytes of a frame header that a segment ended in.
     pub hdr: [u8; 9],
     pub _pad2: [u8; 7],
-    /// Non-zero while a program run walks this direction (a try-lock taken
-    /// with compare-and-exchange: a CPU that finds it taken leaves the
-    /// packet). 64 bits: the BPF target's atomics.
+    /// Non-zero while a program run walks this direction (a lock taken with
+    /// compare-and-exchange: a CPU that finds it taken waits a bounded
+    /// time, then leaves the packet). 64 bits: the BPF target's atomics.
     pub busy: u64,
 }
 const _: () = assert!(core::mem::size_of::<H2Walk>() == 40);

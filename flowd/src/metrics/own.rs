@@ -167,8 +167,9 @@ impl Own {
         );
         r.register(
             "flowd_datapath_http2_concurrent_packets",
-            "HTTP/2 packets left unwalked because another CPU was walking the same connection \
-             direction at that moment (new bytes among them are then counted as a gap)",
+            "HTTP/2 packets left unwalked because another CPU walked the same connection \
+             direction for longer than the walker waits (new bytes among them are then counted \
+             as a gap)",
             own.datapath_http2_concurrent.clone(),
         );
         r.register(
