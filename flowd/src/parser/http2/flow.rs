@@ -164,7 +164,13 @@ pub fn response(s: &Stream, end: End, cfg: &HttpConfig) -> Http {
         if exact {
             g.request_messages = s.client.messages;
             g.response_messages = s.server.messages;
-            g.r#type = match (s.client.messages > 1, s.server.messages > 1) {
+        }
+        // The shape needs only "one or more than one" per side: known for
+        // streams of large messages even when frames hide the counts.
+        let client_many = s.client.many(s.client_ended);
+        let server_many = s.server.many(end == End::Complete);
+        if let (Some(c), Some(s)) = (client_many, server_many) {
+            g.r#type = match (c, s) {
                 (true, true) => GrpcType::BidiStreaming,
                 (true, false) => GrpcType::ClientStreaming,
                 (false, true) => GrpcType::ServerStreaming,

@@ -111,13 +111,16 @@ impl Head {
 /// every frame either continues the current message or starts a new one and
 /// holds no other message start (`rest` is what the current message still
 /// needs). A frame where a second message would start is not seen: the
-/// count is no longer exact.
+/// count is no longer exact. Whether the side sent more than one message is
+/// still known once its bytes exceed its first message (`first`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataCount {
     pub bytes: u64,
     pub messages: u32,
     pub exact: bool,
     rest: u64,
+    /// Prefix and length of the side's first message, when it was seen.
+    first: Option<u64>,
 }
 
 impl Default for DataCount {
@@ -127,6 +130,7 @@ impl Default for DataCount {
             messages: 0,
             exact: true,
             rest: 0,
+            first: None,
         }
     }
 }
@@ -166,6 +170,9 @@ impl DataCount {
             prefix[1], prefix[2], prefix[3], prefix[4],
         ]));
         let total = GRPC_PREFIX as u64 + msg;
+        if self.messages == 0 {
+            self.first = Some(total);
+        }
         self.messages = self.messages.saturating_add(1);
         if total >= len {
             self.rest = total - len;
@@ -184,6 +191,20 @@ impl DataCount {
     /// Bytes were lost on this side.
     pub fn lose(&mut self) {
         self.exact = false;
+    }
+
+    /// Whether the side sent more than one message, if known: from the
+    /// exact count once the side `ended`, or (at any time) from bytes
+    /// beyond its first message (the bytes counted are never more than
+    /// were sent).
+    pub fn many(&self, ended: bool) -> Option<bool> {
+        if self.first.is_some_and(|f| self.bytes > f) {
+            Some(true)
+        } else if self.exact && ended {
+            Some(self.messages > 1)
+        } else {
+            None
+        }
     }
 }
 
@@ -229,5 +250,46 @@ impl Stream {
             server: counts,
             client_ended: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataCount;
+
+    fn prefix(len: u32) -> Vec<u8> {
+        let mut p = vec![0];
+        p.extend_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn one_message_or_more_is_known_where_counts_are_not() {
+        // One message over three frames: exact.
+        let mut one = DataCount::default();
+        for (n, p) in [(16_384, prefix(40_000)), (16_384, vec![]), (7_237, vec![])] {
+            one.frame(n, &p);
+        }
+        one.end();
+        assert_eq!((one.exact, one.messages, one.many(true)), (true, 1, Some(false)));
+        // Not ended yet: one so far, more may come.
+        assert_eq!(one.many(false), None);
+        // Two 10-byte messages batched in one frame (as tonic writes small
+        // streamed messages): the count is hidden, "more than one" is not.
+        let mut batched = DataCount::default();
+        batched.frame(30, &prefix(10));
+        assert!(!batched.exact);
+        assert_eq!(batched.many(false), Some(true));
+        // A stream seen from its middle: nothing is known.
+        let mut joined = DataCount::inexact();
+        joined.frame(30, &prefix(10));
+        assert_eq!(joined.many(true), None);
+        // A loss: bytes beyond the first message still prove a second one.
+        let mut lost = DataCount::default();
+        lost.frame(15, &prefix(10));
+        lost.lose();
+        assert_eq!(lost.many(true), None);
+        lost.frame(16, &prefix(11));
+        assert_eq!(lost.many(true), Some(true));
     }
 }

@@ -189,25 +189,31 @@ pub fn complete(conv: &Conversation, flows: &[Got]) -> Result<(), String> {
             "{p}: messages_exact {}",
             g.messages_exact
         );
+        let (q, r) = (c.request_messages.len(), c.response_messages.len());
+        let t = match (q > 1, r > 1) {
+            (true, true) => GrpcType::BidiStreaming,
+            (true, false) => GrpcType::ClientStreaming,
+            (false, true) => GrpcType::ServerStreaming,
+            (false, false) => GrpcType::Unary,
+        };
         if e.messages_exact {
-            let (q, r) = (c.request_messages.len(), c.response_messages.len());
             check!(
                 (g.request_messages as usize, g.response_messages as usize) == (q, r),
                 "{p}: counts {} {}",
                 g.request_messages,
                 g.response_messages
             );
-            let t = match (q > 1, r > 1) {
-                (true, true) => GrpcType::BidiStreaming,
-                (true, false) => GrpcType::ClientStreaming,
-                (false, true) => GrpcType::ServerStreaming,
-                (false, false) => GrpcType::Unary,
-            };
             check!(g.r#type == t as i32, "{p}: type {}", g.r#type);
         } else {
             check!(
-                (g.request_messages, g.response_messages, g.r#type) == (0, 0, 0),
+                (g.request_messages, g.response_messages) == (0, 0),
                 "{p}: inexact counts reported"
+            );
+            // The shape, when given, is the call's.
+            check!(
+                g.r#type == 0 || g.r#type == t as i32,
+                "{p}: type {} without exact counts",
+                g.r#type
             );
         }
     }
