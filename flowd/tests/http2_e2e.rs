@@ -1,9 +1,9 @@
 //! HTTP/2 and gRPC end to end: the flowd daemon observes a real tonic gRPC
 //! server and client (every RPC kind, many statuses, concurrent streams,
 //! new connections, HPACK dynamic-table evictions, bulk streams, a
-//! connection opened before flowd) and a real hyper h2c server and client in
-//! two network namespaces, and the test reads the flows back through the
-//! Observer API.
+//! connection opened before flowd, the parser's limits) and a real hyper h2c
+//! server and client in two network namespaces, and the test reads the flows
+//! back through the Observer API.
 //!
 //! The oracles are the clients (flowd_lab::grpc): each call's method, the
 //! status it ended with, the messages each way and the time the client
@@ -527,15 +527,20 @@ fn label(sample: &str, name: &str) -> String {
 
 /// The daemon's metrics (inside `ns`): sample (name{labels}) → value.
 fn scrape(ns: &Netns) -> Result<BTreeMap<String, f64>> {
+    ns.run(scrape_here)?
+}
+
+/// [`scrape`] from the calling thread's namespace.
+fn scrape_here() -> Result<BTreeMap<String, f64>> {
     use std::io::{Read, Write};
-    let text = ns.run(|| -> Result<String> {
+    let text = {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9965")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
+        out
+    };
     let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
     Ok(body
         .lines()
@@ -877,5 +882,147 @@ fn garbage_and_non_http2_payloads_give_no_flow() -> Result<()> {
     })?;
     // The marker's two flows and nothing else.
     assert_eq!(flows.len(), 2, "{flows:#?}");
+    lab.alive()
+}
+
+#[test]
+fn limits_are_kept_and_what_they_cost_is_counted() -> Result<()> {
+    // flowd tracks 16 connections, 4 open streams per connection and header
+    // blocks of up to 1024 bytes (each key's minimum or close to it).
+    let mut lab = Lab::start(
+        "h2l",
+        &[
+            "--set",
+            "hubble-metrics-server=127.0.0.1:9965",
+            "--set",
+            "flowd-l7-http2-connections=16",
+            "--set",
+            "flowd-l7-http2-streams=4",
+            "--set",
+            "flowd-l7-http2-header-bytes=1024",
+        ],
+    )?;
+    let _servers = Servers::start(&lab.pair.b)?;
+    let (first_calls, sync_codes) = block_on_in(&lab.pair.a, || async {
+        // 18 connections open at once, a call on each: the 17th and 18th
+        // evict the least recently used (whose calls are over).
+        let mut conns = Vec::new();
+        let mut first_calls = Vec::new();
+        for _ in 0..18 {
+            let mut c = grpc::connect(addr(GRPC_PORT)).await?;
+            first_calls.push(grpc::make(&mut c, &Call::new(Kind::Unary, Code::Ok, 1)).await?);
+            conns.push(c);
+        }
+        // The tracked connections, as the daemon's next tick reports them.
+        flowd_tests::wait_until("16 tracked connections", Duration::from_secs(5), || {
+            let m = scrape_here()?;
+            Ok((m.get("flowd_http2_connections") == Some(&16.0)).then_some(()))
+        })?;
+        let mut c = conns.pop().expect("18 connections");
+        // 6 bidi streams open at once on the last connection, each echoed
+        // once: the 5th and 6th request evict the two oldest streams.
+        let mut open = Vec::new();
+        for i in 0..6u64 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(grpc::pb::SyncMessage {
+                behaviour: None,
+                seq: i,
+                payload: vec![1; 16],
+            })
+            .await?;
+            let mut replies = c
+                .sync(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            ensure!(replies.message().await?.is_some(), "no echo");
+            open.push((tx, replies));
+        }
+        // Ended newest first: the evicted streams' ends come last.
+        let mut sync_codes = Vec::new();
+        while let Some((tx, mut replies)) = open.pop() {
+            drop(tx);
+            let end = loop {
+                match replies.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break Code::Ok,
+                    Err(s) => break s.code(),
+                }
+            };
+            sync_codes.push(end);
+        }
+        // A response head of 2,000 bytes of metadata, over the limit, on a
+        // 19th connection (it evicts a third; its server side's table is
+        // unknown after the block, so the marker stays on the 18th).
+        let mut big = Call::new(Kind::Unary, Code::Ok, 1);
+        big.behaviour.header_bytes = 2_000;
+        let mut c19 = grpc::connect(addr(GRPC_PORT)).await?;
+        grpc::make(&mut c19, &big).await?;
+        grpc::make(&mut c, &marker()).await?;
+        drop(conns);
+        anyhow::Ok((first_calls, sync_codes))
+    })?;
+    assert!(first_calls.iter().all(|o| o.code == Code::Ok));
+    assert_eq!(sync_codes, vec![Code::Ok; 6]);
+    let flows = lab.l7_flows_when("the marker's response", |f| {
+        f.iter().any(is_marker_response)
+    })?;
+    let rest = without_marker(flows);
+    // What each limit cost, exactly: the records of evicted streams lack
+    // their request (unpaired, no method), the call whose response head was
+    // over the limit is flagged partial; nothing else is missing or partial.
+    let count = |ty: L7FlowType, method: &str, pred: &dyn Fn(&Flow) -> bool| {
+        rest.iter()
+            .filter(|f| is_type(f, ty) && grpc_of(f).is_some_and(|g| g.method == method))
+            .filter(|f| pred(f))
+            .count()
+    };
+    let whole = |f: &Flow| !http_of(f).unwrap().partial && !f.l7.as_ref().unwrap().unpaired;
+    let ok = |f: &Flow| grpc_of(f).unwrap().status_code == Some(0);
+    assert_eq!(count(L7FlowType::Request, "Reserve", &whole), 19);
+    assert_eq!(
+        count(L7FlowType::Response, "Reserve", &|f| whole(f) && ok(f)),
+        18
+    );
+    let big: Vec<&Flow> = rest
+        .iter()
+        .filter(|f| is_type(f, L7FlowType::Response) && http_of(f).unwrap().partial)
+        .collect();
+    assert_eq!(big.len(), 1, "{big:#?}");
+    let g = grpc_of(big[0]).unwrap();
+    assert!(g.method == "Reserve" && g.status_code.is_none_or(|c| c == 0));
+    assert_eq!(count(L7FlowType::Request, "Sync", &whole), 6);
+    assert_eq!(
+        count(L7FlowType::Response, "Sync", &|f| whole(f) && ok(f)),
+        4
+    );
+    let orphans: Vec<&Flow> = rest
+        .iter()
+        .filter(|f| f.l7.as_ref().unwrap().unpaired)
+        .collect();
+    assert_eq!(orphans.len(), 2, "{orphans:#?}");
+    assert!(orphans.iter().all(|f| {
+        let h = http_of(f).unwrap();
+        is_type(f, L7FlowType::Response) && h.url.is_empty() && h.method.is_empty()
+    }));
+    assert_eq!(rest.len(), 2 * 19 + 6 + 4 + 2);
+    let want = [
+        (
+            "flowd_http2_connections_evicted_total{reason=\"capacity\"}",
+            3.0,
+        ),
+        ("flowd_http2_streams_evicted_total", 2.0),
+        (
+            "flowd_http2_header_blocks_skipped_total{reason=\"oversized\"}",
+            1.0,
+        ),
+        ("flowd_http2_partial_messages_total", 1.0),
+    ];
+    let m = flowd_tests::wait_until("the limits' metrics", Duration::from_secs(5), || {
+        let m = scrape(&lab.pair.a)?;
+        Ok(want.iter().all(|(k, v)| m.get(*k) >= Some(v)).then_some(m))
+    })?;
+    for (k, v) in want {
+        assert_eq!(m.get(k), Some(&v), "{k}");
+    }
     lab.alive()
 }

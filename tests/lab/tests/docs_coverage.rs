@@ -45,6 +45,8 @@ const GRPC_E2E: &str =
     "flowd/tests/http2_e2e.rs::grpc_every_kind_status_concurrency_and_evictions_exact_flows";
 const H2_MIDDLE: &str =
     "flowd/tests/http2_e2e.rs::a_connection_opened_before_flowd_is_flagged_never_mislabelled";
+const H2_LIMITS: &str =
+    "flowd/tests/http2_e2e.rs::limits_are_kept_and_what_they_cost_is_counted";
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
 const METRICS: &[(&str, &[&str])] = &[
@@ -58,6 +60,10 @@ const METRICS: &[(&str, &[&str])] = &[
         &[H2_MIDDLE, GRPC_CLUSTER],
     ),
     ("flowd_http2_walk_losses_total", &[H2_MIDDLE, GRPC_CLUSTER]),
+    ("flowd_http2_connections", &[H2_LIMITS]),
+    ("flowd_http2_header_blocks_skipped_total", &[H2_LIMITS]),
+    ("flowd_http2_connections_evicted_total", &[H2_LIMITS]),
+    ("flowd_http2_streams_evicted_total", &[H2_LIMITS]),
     (
         "hubble_flows_processed_total",
         &[
@@ -247,16 +253,7 @@ const METRICS: &[(&str, &[&str])] = &[
 
 /// Documented metrics no test checks on a running flowd yet (the policy and
 /// kafka families are only checked to be served: flowd has no such events).
-/// The HTTP/2 parser's limits (header blocks skipped, evictions) and its
-/// connections gauge are only checked by the pipeline's unit test
-/// `http2_partial_messages_and_losses_reach_the_metrics`, not yet on a
-/// running flowd.
-const UNTESTED_METRICS: &[&str] = &[
-    "flowd_http2_connections",
-    "flowd_http2_header_blocks_skipped_total",
-    "flowd_http2_connections_evicted_total",
-    "flowd_http2_streams_evicted_total",
-];
+const UNTESTED_METRICS: &[&str] = &[];
 
 const DASHBOARDS: &str =
     "flowd/tests/metrics_dashboards.rs::cilium_and_flowd_dashboards_show_the_lab_traffic";

@@ -271,7 +271,10 @@ mod tests {
             one.frame(n, &p);
         }
         one.end();
-        assert_eq!((one.exact, one.messages, one.many(true)), (true, 1, Some(false)));
+        assert_eq!(
+            (one.exact, one.messages, one.many(true)),
+            (true, 1, Some(false))
+        );
         // Not ended yet: one so far, more may come.
         assert_eq!(one.many(false), None);
         // Two 10-byte messages batched in one frame (as tonic writes small
