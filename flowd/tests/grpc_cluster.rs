@@ -66,15 +66,6 @@ fn pod_key(ns: &Option<String>, pod: &Option<String>) -> String {
     }
 }
 
-fn node_of(state: &LabState, key: &str) -> Result<String> {
-    state
-        .pods
-        .iter()
-        .find(|p| p.key() == key)
-        .map(|p| p.node.clone())
-        .with_context(|| format!("no pod {key} in the lab"))
-}
-
 /// The records the report's gRPC calls give: at the client's veth and at
 /// the server's, a REQUEST and a RESPONSE each.
 fn expected(state: &LabState, calls: &[GrpcCount]) -> Result<Counts> {
@@ -94,7 +85,7 @@ fn expected(state: &LabState, calls: &[GrpcCount]) -> Result<Counts> {
         for (veth, req_point, resp_point) in sides {
             for (response, point) in [(false, req_point), (true, resp_point)] {
                 let s = Sight {
-                    node: node_of(state, veth)?,
+                    node: state.node_of(veth)?,
                     veth: veth.clone(),
                     point,
                     response,
@@ -540,7 +531,7 @@ fn grpc_calls_agree_between_the_generator_the_servers_and_flowd() -> Result<()> 
         .as_str()
         .context("until")?
         .to_string();
-    let out = c.observe(&[
+    let args = [
         "--namespace",
         "ecommerce",
         "--protocol",
@@ -550,7 +541,8 @@ fn grpc_calls_agree_between_the_generator_the_servers_and_flowd() -> Result<()> 
         "--all",
         "--until",
         &until,
-    ])?;
+    ];
+    let out = c.observe(&args)?;
     ensure!(
         out.status.success(),
         "observe: {}",
@@ -585,19 +577,7 @@ fn grpc_calls_agree_between_the_generator_the_servers_and_flowd() -> Result<()> 
     assert_eq!(shown, want_shown, "observe --grpc-status 1-16:\n{text}");
     eprintln!("observe --grpc-status 1-16: {shown:?}");
     // The same command as JSON: the relay's flows for that filter.
-    let out = c.observe(&[
-        "--namespace",
-        "ecommerce",
-        "--protocol",
-        "grpc",
-        "--grpc-status",
-        "1-16",
-        "--all",
-        "--until",
-        &until,
-        "-o",
-        "json",
-    ])?;
+    let out = c.observe(&[&args[..], &["-o", "json"]].concat())?;
     ensure!(out.status.success(), "observe -o json");
     let mut json_uuids = BTreeSet::new();
     for line in String::from_utf8(out.stdout)?
@@ -631,7 +611,7 @@ fn grpc_calls_agree_between_the_generator_the_servers_and_flowd() -> Result<()> 
         let client = format!("{}/{}", g.source_namespace, g.source_pod);
         let server = pod_key(&g.destination_namespace, &g.destination_pod);
         for (reporter, pod) in [("client", &client), ("server", &server)] {
-            let node = node_of(&state, pod)?;
+            let node = state.node_of(pod)?;
             let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
             *want_req
                 .entry(node.clone())

@@ -147,6 +147,15 @@ fn uid(parts: &[&str]) -> String {
 }
 
 impl LabState {
+    /// The node pod `key` (`namespace/name`) runs on.
+    pub fn node_of(&self, key: &str) -> Result<String, Error> {
+        self.pods
+            .iter()
+            .find(|p| p.key() == key)
+            .map(|p| p.node.clone())
+            .ok_or_else(|| Error::Lab(format!("no pod {key} in the lab")))
+    }
+
     /// Names and addresses for `spec`; deterministic given `prefix`.
     pub fn plan(spec: &Spec, prefix: &str, dir: &Path) -> LabState {
         let nodes: Vec<NodeState> = spec

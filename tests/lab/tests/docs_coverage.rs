@@ -45,8 +45,7 @@ const GRPC_E2E: &str =
     "flowd/tests/http2_e2e.rs::grpc_every_kind_status_concurrency_and_evictions_exact_flows";
 const H2_MIDDLE: &str =
     "flowd/tests/http2_e2e.rs::a_connection_opened_before_flowd_is_flagged_never_mislabelled";
-const H2_LIMITS: &str =
-    "flowd/tests/http2_e2e.rs::limits_are_kept_and_what_they_cost_is_counted";
+const H2_LIMITS: &str = "flowd/tests/http2_e2e.rs::limits_are_kept_and_what_they_cost_is_counted";
 
 /// Metric (as exposed) → tests that check its value on a running flowd.
 const METRICS: &[(&str, &[&str])] = &[

@@ -61,15 +61,6 @@ fn pod_key(ns: &str, pod: &str) -> String {
     format!("{ns}/{pod}")
 }
 
-fn node_of(state: &LabState, key: &str) -> Result<String> {
-    state
-        .pods
-        .iter()
-        .find(|p| p.key() == key)
-        .map(|p| p.node.clone())
-        .with_context(|| format!("no pod {key}"))
-}
-
 /// Every sighting of the report's expected exchanges, with its count: the
 /// HTTP/1.1 exchanges and the gRPC calls as the HTTP/2 requests they are.
 fn expected(state: &LabState, report: &TrafficReport) -> Result<Vec<(Expected, u32)>> {
@@ -85,10 +76,10 @@ fn expected(state: &LabState, report: &TrafficReport) -> Result<Vec<(Expected, u
             ),
             _ => (String::new(), h.destination_service.clone()),
         };
-        let client_node = node_of(state, &client)?;
+        let client_node = state.node_of(&client)?;
         let mut sides = vec![(client_node.clone(), client.clone())];
         if !server.is_empty() {
-            sides.push((node_of(state, &server)?, server.clone()));
+            sides.push((state.node_of(&server)?, server.clone()));
         }
         for (node, veth) in sides {
             for (response, status) in [(false, 0), (true, u32::from(h.status))] {

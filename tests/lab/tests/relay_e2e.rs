@@ -71,15 +71,6 @@ fn pod_key(ns: &str, pod: &str) -> String {
     }
 }
 
-fn node_of(state: &LabState, key: &str) -> Result<String> {
-    state
-        .pods
-        .iter()
-        .find(|p| p.key() == key)
-        .map(|p| p.node.clone())
-        .with_context(|| format!("no pod {key} in the lab"))
-}
-
 /// The sightings the exchanges `h` give.
 fn expected_sightings(state: &LabState, rows: &[HttpCount]) -> Result<Counts> {
     let mut out = Counts::new();
@@ -89,9 +80,9 @@ fn expected_sightings(state: &LabState, rows: &[HttpCount]) -> Result<Counts> {
             (Some(ns), Some(pod)) => pod_key(ns, pod),
             _ => String::new(),
         };
-        let mut sides = vec![(node_of(state, &client)?, "FROM_ENDPOINT", "TO_ENDPOINT")];
+        let mut sides = vec![(state.node_of(&client)?, "FROM_ENDPOINT", "TO_ENDPOINT")];
         if !server.is_empty() {
-            sides.push((node_of(state, &server)?, "TO_ENDPOINT", "FROM_ENDPOINT"));
+            sides.push((state.node_of(&server)?, "TO_ENDPOINT", "FROM_ENDPOINT"));
         }
         for (node, req_point, resp_point) in sides {
             for (response, point, status) in [
