@@ -12,8 +12,8 @@ use flowd::export::otlp::{OtlpOptions, SINK};
 use flowd::export::{ExportStats, Exporters, reason};
 use flowd_proto::Timestamp;
 use flowd_proto::flow::{
-    Dns, Endpoint, Flow, Http, Ip, L7FlowType, Layer4, Layer7, TrafficDirection, Udp, Verdict,
-    layer4::Protocol, layer7::Record,
+    Dns, Endpoint, Flow, Grpc, Http, Ip, L7FlowType, Layer4, Layer7, TrafficDirection, Udp,
+    Verdict, layer4::Protocol, layer7::Record,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -203,6 +203,33 @@ fn http_response(i: u32, code: u32, latency_ns: u64) -> Flow {
     }
 }
 
+/// A gRPC call's RESPONSE record, observed at the client (EGRESS) or at the
+/// server (INGRESS).
+fn grpc_response(i: u32, status: u32, direction: TrafficDirection) -> Flow {
+    Flow {
+        traffic_direction: direction as i32,
+        l7: Some(Layer7 {
+            r#type: L7FlowType::Response as i32,
+            latency_ns: 3_000_000,
+            record: Some(Record::Http(Http {
+                code: 200,
+                method: "POST".into(),
+                url: "http://inventory:50051/shop.inventory.v1.Inventory/Reserve".into(),
+                protocol: "HTTP/2".into(),
+                grpc: Some(Grpc {
+                    service: "shop.inventory.v1.Inventory".into(),
+                    method: "Reserve".into(),
+                    status_code: Some(status),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..tcp_flow(i)
+    }
+}
+
 fn dns_response(i: u32, latency_ns: u64) -> Flow {
     Flow {
         l4: Some(Layer4 {
@@ -278,6 +305,16 @@ async fn collector_receives_exactly_the_expected_records_and_spans() {
         flows.push(dns_response(i, 250_000));
     }
     flows.push(http_response(40, 200, 0));
+    // gRPC: OK and NOT_FOUND at the client, NOT_FOUND and INTERNAL at the
+    // server (a server span fails on INTERNAL, not on NOT_FOUND).
+    for (i, status, dir) in [
+        (41, 0, TrafficDirection::Egress),
+        (42, 5, TrafficDirection::Egress),
+        (43, 5, TrafficDirection::Ingress),
+        (44, 13, TrafficDirection::Ingress),
+    ] {
+        flows.push(grpc_response(i, status, dir));
+    }
     for f in &flows {
         ex.push_flow(f.clone());
     }
@@ -312,12 +349,30 @@ async fn collector_receives_exactly_the_expected_records_and_spans() {
         assert_eq!(str_attr(a, "network.type"), "ipv4");
         assert_eq!(str_attr(a, "source.k8s.pod.name"), "frontend-1");
         assert_eq!(str_attr(a, "destination.k8s.pod.name"), "backend-1");
-        // Observed at egress: the local pod is the source.
-        assert_eq!(str_attr(a, "k8s.pod.name"), "frontend-1");
+        // The local pod: the source at egress, the destination at ingress.
+        let local = if f.traffic_direction == TrafficDirection::Egress as i32 {
+            "frontend-1"
+        } else {
+            "backend-1"
+        };
+        assert_eq!(str_attr(a, "k8s.pod.name"), local);
         assert_eq!(str_attr(a, "k8s.namespace.name"), "shop");
         assert_eq!(str_attr(a, "flowd.verdict"), "FORWARDED");
         match f.l7.as_ref().and_then(|l| l.record.as_ref()) {
+            Some(Record::Http(h)) if h.grpc.is_some() => {
+                let g = h.grpc.as_ref().unwrap();
+                assert_eq!(str_attr(a, "network.protocol.version"), "2");
+                assert_eq!(str_attr(a, "http.request.method"), "POST");
+                assert_eq!(str_attr(a, "rpc.system"), "grpc");
+                assert_eq!(str_attr(a, "rpc.service"), "shop.inventory.v1.Inventory");
+                assert_eq!(str_attr(a, "rpc.method"), "Reserve");
+                assert_eq!(
+                    int_attr(a, "rpc.grpc.status_code"),
+                    i64::from(g.status_code.unwrap())
+                );
+            }
             Some(Record::Http(h)) => {
+                assert!(attr(a, "rpc.system").is_none());
                 assert_eq!(str_attr(a, "network.transport"), "tcp");
                 assert_eq!(str_attr(a, "network.protocol.name"), "http");
                 assert_eq!(str_attr(a, "network.protocol.version"), "1.1");
@@ -361,11 +416,21 @@ async fn collector_receives_exactly_the_expected_records_and_spans() {
         assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, l7.latency_ns);
         assert_eq!(s.trace_id.len(), 16);
         assert_eq!(s.span_id.len(), 8);
-        let error = matches!(&l7.record, Some(Record::Http(h)) if h.code >= 500);
+        let grpc = match &l7.record {
+            Some(Record::Http(h)) => h.grpc.as_ref(),
+            _ => None,
+        };
+        let error = match (&l7.record, grpc) {
+            // The client's NOT_FOUND and the server's INTERNAL.
+            (_, Some(_)) => f.uuid.ends_with("042") || f.uuid.ends_with("044"),
+            (Some(Record::Http(h)), None) => h.code >= 500,
+            _ => false,
+        };
         let code = s.status.as_ref().map_or(0, |st| st.code);
         assert_eq!(code == 2, error, "span {} status", s.name);
-        match &l7.record {
-            Some(Record::Http(_)) => assert_eq!(s.name, "GET"),
+        match (&l7.record, grpc) {
+            (_, Some(_)) => assert_eq!(s.name, "shop.inventory.v1.Inventory/Reserve"),
+            (Some(Record::Http(_)), None) => assert_eq!(s.name, "GET"),
             _ => assert_eq!(s.name, "DNS A"),
         }
     }

@@ -120,6 +120,13 @@ fn with_flowd(flowd: &Path, grpc: &Path, node: &Node, seconds: u32, l7: bool) ->
         let (t0, c0) = progs0.get(n).copied().unwrap_or_default();
         tc_ns += t - t0;
         tc_runs += c - c0;
+        if c > &c0 {
+            eprintln!(
+                "    {n}: {} runs, {:.0} ns per run",
+                c - c0,
+                (t - t0) as f64 / (c - c0) as f64
+            );
+        }
     }
     Ok(FlowdRun {
         load,

@@ -427,7 +427,7 @@ fn name_of<T, E>(v: Result<T, E>, f: fn(&T) -> &'static str) -> Option<&'static 
 
 /// Attributes of a flow. Semantic-convention names where they exist
 /// (`network.*`, `source.*`, `destination.*`, `k8s.*`, `http.*`, `url.*`,
-/// `dns.*`); the rest under `flowd.*`.
+/// `rpc.*`, `dns.*`); the rest under `flowd.*`.
 pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
     let mut a = Vec::with_capacity(24);
     if let Some(ip) = &flow.ip {
@@ -546,6 +546,18 @@ pub fn flow_attributes(flow: &Flow) -> Vec<KeyValue> {
                 if !h.url.is_empty() {
                     a.push(s("url.full", &h.url));
                 }
+                if let Some(g) = &h.grpc {
+                    a.push(s("rpc.system", "grpc"));
+                    if !g.service.is_empty() {
+                        a.push(s("rpc.service", &g.service));
+                    }
+                    if !g.method.is_empty() {
+                        a.push(s("rpc.method", &g.method));
+                    }
+                    if let Some(code) = g.status_code {
+                        a.push(i("rpc.grpc.status_code", i64::from(code)));
+                    }
+                }
             }
             Some(L7::Dns(d)) => {
                 a.push(s("network.protocol.name", "dns"));
@@ -642,7 +654,23 @@ pub fn l7_span(flow: &Flow) -> Option<Span> {
     // Observed at the client (request leaving it) → CLIENT, else SERVER.
     let client = flow.traffic_direction == TrafficDirection::Egress as i32;
     let (name, error) = match &l7.record {
-        Some(L7::Http(h)) => (h.method.clone(), h.code >= 500 || (client && h.code >= 400)),
+        Some(L7::Http(h)) => match &h.grpc {
+            // OpenTelemetry's RPC conventions: `service/method`; a client
+            // fails on any status but OK, a server on the codes that say
+            // it failed (and a stream reset fails either).
+            Some(g) if !g.service.is_empty() => (
+                format!("{}/{}", g.service, g.method),
+                !g.reset.is_empty()
+                    || g.status_code.is_some_and(|c| {
+                        if client {
+                            c != 0
+                        } else {
+                            matches!(c, 2 | 4 | 12 | 13 | 14 | 15)
+                        }
+                    }),
+            ),
+            _ => (h.method.clone(), h.code >= 500 || (client && h.code >= 400)),
+        },
         Some(L7::Dns(d)) => (
             format!("DNS {}", d.qtypes.first().map_or("query", String::as_str)),
             d.rcode != 0,
