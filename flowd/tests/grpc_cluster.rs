@@ -178,21 +178,6 @@ fn total(c: &Counts) -> u32 {
     c.values().sum()
 }
 
-fn diff(want: &Counts, got: &Counts) -> String {
-    let keys: BTreeSet<&Sight> = want.keys().chain(got.keys()).collect();
-    let mut out = String::new();
-    for k in keys {
-        let (w, g) = (
-            want.get(k).copied().unwrap_or(0),
-            got.get(k).copied().unwrap_or(0),
-        );
-        if w != g {
-            out.push_str(&format!("  want {w} got {g}: {k:?}\n"));
-        }
-    }
-    out
-}
-
 fn uuids(flows: &[Flow]) -> BTreeSet<String> {
     flows.iter().map(|f| f.uuid.clone()).collect()
 }
@@ -225,7 +210,11 @@ impl View<'_> {
             let flows = self.c.get_flows(self.c.flowd_addr(n)?, req.clone())?;
             let got = count(&self.veths, &flows);
             let w = only_node(want, n);
-            ensure!(got == w, "{what} on flowd {n}:\n{}", diff(&w, &got));
+            ensure!(
+                got == w,
+                "{what} on flowd {n}:\n{}",
+                flowd_tests::count_diff(&w, &got)
+            );
             from_nodes.extend(uuids(&flows));
         }
         let merged = self.c.get_flows(self.c.relay_addr(), req)?;
@@ -233,7 +222,7 @@ impl View<'_> {
         ensure!(
             &got == want,
             "{what} through the relay:\n{}",
-            diff(want, &got)
+            flowd_tests::count_diff(want, &got)
         );
         ensure!(uuids(&merged) == from_nodes, "{what}: relay vs nodes");
         eprintln!(

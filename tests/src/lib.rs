@@ -18,6 +18,7 @@
 //! in flowd/tests/); they take this crate as a dev-dependency. Tests of the
 //! harness itself are in tests/tests/.
 pub mod bins;
+pub mod counts;
 pub mod flowd;
 pub mod hubble_cli;
 pub mod net;
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod process;
 pub mod wait;
 
+pub use counts::count_diff;
 pub use netns::{Netns, Pair, VethPair, add_addr, link_up, run_ip, wait_oper_up};
 pub use process::ChildGuard;
 pub use wait::wait_until;

@@ -189,21 +189,6 @@ fn count(veths: &BTreeMap<String, String>, flows: &[Flow]) -> Counts {
     c
 }
 
-fn diff(want: &Counts, got: &Counts) -> String {
-    let keys: BTreeSet<&Sight> = want.keys().chain(got.keys()).collect();
-    let mut out = String::new();
-    for k in keys {
-        let (w, g) = (
-            want.get(k).copied().unwrap_or(0),
-            got.get(k).copied().unwrap_or(0),
-        );
-        if w != g {
-            out.push_str(&format!("  want {w} got {g}: {k:?}\n"));
-        }
-    }
-    out
-}
-
 /// Where the compared views end: every request asks for the flows until
 /// this time, so flows reported later (a connection's late update) change
 /// no result. Set once, after the traffic settled.
@@ -257,7 +242,11 @@ impl World<'_> {
             let flows = self.c.get_flows(self.c.flowd_addr(n)?, req.clone())?;
             let got = count(&self.veths, &flows);
             let w = only_node(want, n);
-            assert!(got == w, "{what} on flowd {n}:\n{}", diff(&w, &got));
+            assert!(
+                got == w,
+                "{what} on flowd {n}:\n{}",
+                flowd_tests::count_diff(&w, &got)
+            );
             per_node.insert(n.clone(), flows);
         }
         let merged = self.c.get_flows(self.c.relay_addr(), req)?;
@@ -266,7 +255,7 @@ impl World<'_> {
             &got,
             want,
             "{what} through the relay:\n{}",
-            diff(want, &got)
+            flowd_tests::count_diff(want, &got)
         );
         let from_nodes: BTreeSet<String> = per_node.values().flat_map(|f| uuids(f)).collect();
         assert_eq!(uuids(&merged), from_nodes, "{what}: relay vs nodes");

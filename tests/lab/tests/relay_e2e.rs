@@ -170,22 +170,6 @@ fn only_node(c: &Counts, node: &str) -> Counts {
         .collect()
 }
 
-/// Both maps, side by side where they differ (for assertion messages).
-fn diff(want: &Counts, got: &Counts) -> String {
-    let keys: BTreeSet<&Sighting> = want.keys().chain(got.keys()).collect();
-    let mut out = String::new();
-    for k in keys {
-        let (w, g) = (
-            want.get(k).copied().unwrap_or(0),
-            got.get(k).copied().unwrap_or(0),
-        );
-        if w != g {
-            out.push_str(&format!("  want {w} got {g}: {k:?}\n"));
-        }
-    }
-    out
-}
-
 /// A follow stream from the relay, read on a thread in the router namespace.
 struct Follow {
     rx: mpsc::Receiver<Result<GetFlowsResponse, String>>,
@@ -367,7 +351,12 @@ fn relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors(
         ensure!(total(&only_node(&want, n)) > 0, "the mix crosses {n}");
     }
     let got = sightings_after(&mut follow, 0, total(&want), "round 1 through the relay")?;
-    assert_eq!(got, want, "follow, round 1:\n{}", diff(&want, &got));
+    assert_eq!(
+        got,
+        want,
+        "follow, round 1:\n{}",
+        flowd_tests::count_diff(&want, &got)
+    );
     // Nothing lost or duplicated: exactly the HTTP flows the nodes hold.
     let followed: Vec<&Flow> = follow
         .flows
@@ -447,7 +436,7 @@ fn relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors(
         got_err,
         want_err,
         "observe --namespace ecommerce --http-status 400-599:\n{}",
-        diff(&want_err, &got_err)
+        flowd_tests::count_diff(&want_err, &got_err)
     );
     // The command exactly as typed: Hubble's default is the last 20 flows
     // per node, oldest first.
@@ -569,7 +558,7 @@ fn relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors(
         got2,
         want2,
         "follow with {victim} down:\n{}",
-        diff(&want2, &got2)
+        flowd_tests::count_diff(&want2, &got2)
     );
     eprintln!(
         "{victim} killed: round 2 complete at {:?}",
@@ -596,7 +585,7 @@ fn relay_merges_every_node_survives_a_killed_node_and_observe_shows_http_errors(
         got3,
         want3,
         "follow after the restart:\n{}",
-        diff(&want3, &got3)
+        flowd_tests::count_diff(&want3, &got3)
     );
     let nodes_now: Vec<(String, i32)> = c.in_router({
         let addr = c.relay_addr();
@@ -745,7 +734,12 @@ fn relay_finds_a_node_added_later_through_the_peer_service() -> Result<()> {
         "the mix crosses node-c"
     );
     let got1 = sightings_after(&mut follow, 0, total(&want1), "round 1 (two nodes)")?;
-    assert_eq!(got1, want1, "before node-c joins:\n{}", diff(&want1, &got1));
+    assert_eq!(
+        got1,
+        want1,
+        "before node-c joins:\n{}",
+        flowd_tests::count_diff(&want1, &got1)
+    );
 
     // node-c joins: Node object, then its flowd (as a DaemonSet would).
     std::fs::write(&nodes_yaml, &original)?;
@@ -761,7 +755,12 @@ fn relay_finds_a_node_added_later_through_the_peer_service() -> Result<()> {
     let r2 = c.run_traffic()?;
     let want2 = expected_for(&c, &r2)?;
     let got2 = sightings_after(&mut follow, from, total(&want2), "round 2 (three nodes)")?;
-    assert_eq!(got2, want2, "after node-c joined:\n{}", diff(&want2, &got2));
+    assert_eq!(
+        got2,
+        want2,
+        "after node-c joined:\n{}",
+        flowd_tests::count_diff(&want2, &got2)
+    );
     eprintln!("done in {:?}", started.elapsed());
     Ok(())
 }
@@ -1129,7 +1128,12 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
         ensure!(total(&only_node(&want, n)) > 0, "the mix crosses {n}");
     }
     let got = sightings_after(&mut follow, 0, total(&want), "round 1 over mTLS")?;
-    assert_eq!(got, want, "follow over mTLS:\n{}", diff(&want, &got));
+    assert_eq!(
+        got,
+        want,
+        "follow over mTLS:\n{}",
+        flowd_tests::count_diff(&want, &got)
+    );
     eprintln!(
         "round 1: {} sightings at {:?}",
         total(&got),
@@ -1167,7 +1171,7 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
         got2,
         want2,
         "the open stream after renewal 1:\n{}",
-        diff(&want2, &got2)
+        flowd_tests::count_diff(&want2, &got2)
     );
     eprintln!("renewal 1 served and streamed at {:?}", started.elapsed());
 
@@ -1194,7 +1198,7 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
         got3,
         want3,
         "the open stream after renewal 2:\n{}",
-        diff(&want3, &got3)
+        flowd_tests::count_diff(&want3, &got3)
     );
 
     // The replaced client certificate, once expired, is refused everywhere.
@@ -1241,7 +1245,7 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
         got4,
         want4,
         "the open stream after the new CA:\n{}",
-        diff(&want4, &got4)
+        flowd_tests::count_diff(&want4, &got4)
     );
     let victim = "node-b";
     c.kill_flowd(victim)?;
@@ -1269,7 +1273,7 @@ fn relay_and_nodes_speak_mtls_and_certificates_rotate_without_restarts() -> Resu
         got5,
         want5,
         "after the restart under the new CA:\n{}",
-        diff(&want5, &got5)
+        flowd_tests::count_diff(&want5, &got5)
     );
     eprintln!("done in {:?}", started.elapsed());
     Ok(())
